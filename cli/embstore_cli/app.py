@@ -1,0 +1,142 @@
+"""The `embstore` command: parses options, makes one library call, renders the result.
+
+Errors from the library (EmbstoreError) become one line on stderr and an exit code, here in
+`main()` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from embstore.errors import EmbstoreError
+
+from . import render
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Store, search and analyse CNN activations.")
+query_app = typer.Typer(no_args_is_help=True, help="Nearest classes and nearest images.")
+app.add_typer(query_app, name="query")
+
+
+@app.callback()
+def _store_option(
+    ctx: typer.Context,
+    store: Optional[Path] = typer.Option(
+        None, "--store", envvar="EMBSTORE_HOME", help="Store directory (default: $EMBSTORE_HOME, else ~/.embstore)."
+    ),
+):
+    """embstore: a DuckDB + Parquet store of per-layer CNN activations with a query CLI."""
+    ctx.obj = {"store": store}
+
+
+def _store(ctx: typer.Context, *, create: bool = False):
+    from embstore.store import Store
+
+    return Store.open(ctx.obj["store"], create=create)
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Model name (`embstore models`)."),
+    images: Path = typer.Option(..., "--images", "-i", help="Folder, class-per-folder tree, or CSV/Parquet manifest."),
+    weights: str = typer.Option("DEFAULT", help="DEFAULT | a weights enum name | none | path to a state dict."),
+    layers: str = typer.Option("default", help="default | all | comma-separated layer names (`embstore layers`)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    workers: int = typer.Option(0, min=0, help="Image-decoding worker processes."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Ingest at most N images (sorted by path)."),
+    max_pixels: int = typer.Option(100_000_000, help="Refuse images with more pixels than this."),
+):
+    """Run MODEL over IMAGES and store every chosen layer's pooled activations.
+
+    Example: embstore ingest --model densenet121 --images ~/imagenet/val --layers default
+    """
+    from embstore.ingest import ingest as run_ingest
+
+    store = _store(ctx, create=True)
+    with render.IngestProgress() as bar:
+        result = run_ingest(store, model, str(images), weights=weights, layers=layers, batch_size=batch_size,
+                            device=device, workers=workers, limit=limit, max_pixels=max_pixels, progress=bar.update)
+    render.ingest_summary(result, store.path)
+
+
+@app.command("models")
+def list_models():
+    """List every model `embstore ingest --model` accepts, with weights and preprocessing.
+
+    Example: embstore models
+    """
+    from embstore.models import available_models, describe
+
+    render.models_table([describe(name) for name in available_models()])
+
+
+@app.command("layers")
+def list_layers(
+    model: str = typer.Argument(..., help="Model name."),
+):
+    """List MODEL's layers in forward order with channel counts; * marks the default set.
+
+    Example: embstore layers resnet50
+    """
+    from embstore.layers import discover
+    from embstore.models import load
+
+    net, spec, _ = load(model, "none")
+    render.layers_table(model, discover(net, model, spec.preprocessing.crop))
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    repair: bool = typer.Option(False, "--repair", help="Make catalog and files agree (see the README)."),
+):
+    """Check that the catalog and the Parquet files agree; --repair fixes what a crash left.
+
+    Example: embstore verify --repair
+    """
+    from embstore.activations import ActivationFiles
+
+    report = ActivationFiles(_store(ctx)).verify(repair=repair)
+    render.verify_report(report)
+    if not report.ok and not repair:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(ctx: typer.Context):
+    """Summarise the store: images, models, layers, runs and errors.
+
+    Example: embstore --store ./mystore status
+    """
+    from embstore.summary import summarise
+
+    render.status(summarise(_store(ctx)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import click
+
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="embstore", standalone_mode=False)
+    except EmbstoreError as exc:
+        sys.stderr.write(f"embstore: error: {' '.join(str(exc).split())}\n")
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.stderr.write("embstore: interrupted; run the same command again to resume\n")
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Rich rendering of library results; nothing here computes anything."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console()
+
+
+class IngestProgress:
+    """A progress bar fed by the library's `progress(n, total)` callback."""
+
+    def __enter__(self):
+        self._progress = None  # started on the first callback, so early errors print alone
+        return self
+
+    def update(self, n: int, total: int) -> None:
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(), TextColumn("ETA"),
+                TimeRemainingColumn(), console=Console(stderr=True),
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task("ingest", total=total, rate="-")
+            return
+        self._progress.advance(self._task, n)
+        speed = self._progress.tasks[0].speed
+        self._progress.update(self._task, rate=f"{speed:.1f}" if speed else "-")
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc) if self._progress else None
+
+
+def ingest_summary(r, store_path) -> None:
+    t = Table(title=f"ingest {r.model_key} — {r.status}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    rows = [
+        ("store", str(store_path)), ("run", r.run_id), ("device", r.device),
+        ("layers", f"{len(r.layers)} ({', '.join(r.layers[:4])}{', …' if len(r.layers) > 4 else ''})"),
+        ("images found", str(r.n_images)), ("stored now", str(r.n_done)),
+        ("already stored (skipped)", str(r.n_skipped)), ("duplicate content", str(r.n_duplicates)),
+        ("errors", str(r.n_errors)), ("non-image files ignored", str(r.n_ignored)),
+        ("time", f"{r.seconds:.1f} s (load {r.load_s:.1f}, forward {r.forward_s:.1f}, write {r.write_s:.1f})"),
+        ("throughput", f"{r.images_per_s:.1f} images/s"), ("peak memory", f"{r.peak_rss_mb:.0f} MiB"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    for line in r.recovered:
+        console.print(f"[yellow]recovered:[/] {line}")
+    if r.errors:
+        e = Table(title=f"{len(r.errors)} image(s) skipped (see table ingest_errors)")
+        e.add_column("path", overflow="fold")
+        e.add_column("reason", overflow="fold")
+        for path, reason in r.errors[:20]:
+            e.add_row(path, reason)
+        console.print(e)
+
+
+def models_table(specs) -> None:
+    t = Table(title=f"{len(specs)} models")
+    for c in ("model", "source", "default weights", "resize→crop", "mean / std", "interpolation"):
+        t.add_column(c)
+    for s in specs:
+        p = s.preprocessing
+        t.add_row(s.name, s.source, s.weights, f"{p.resize}→{p.crop}",
+                  f"{tuple(round(m, 3) for m in p.mean)} / {tuple(round(v, 3) for v in p.std)}", p.interpolation)
+    console.print(t)
+    console.print("Also any timm model as timm:NAME (weights none or a file).")
+
+
+def layers_table(model, layers) -> None:
+    t = Table(title=f"{model}: {len(layers)} layers (* = default set)")
+    for c in ("", "layer", "channels", "kind", "reduction"):
+        t.add_column(c)
+    for l in layers:
+        t.add_row("*" if l.default else "", l.name, str(l.channels), l.kind, l.reduction)
+    console.print(t)
+
+
+def verify_report(r) -> None:
+    console.print(f"{r.files} files, {r.rows} vectors checked")
+    for label, items in (("missing", r.missing), ("corrupt", r.corrupt), ("orphan", r.orphans), ("staged", r.staged)):
+        for item in items[:20]:
+            console.print(f"[red]{label}:[/] {item}")
+    if r.dangling_index_rows:
+        console.print(f"[red]index rows without a file:[/] {r.dangling_index_rows}")
+    if r.interrupted_runs:
+        console.print(f"[yellow]unfinished runs:[/] {r.interrupted_runs}")
+    for line in r.repaired:
+        console.print(f"[green]repaired:[/] {line}")
+    console.print("[green]OK: catalog and files agree[/]" if r.ok else "[red]NOT OK[/]: run `embstore verify --repair`")
+
+
+def status(s: dict) -> None:
+    t = Table(title=f"store {s['path']}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for k in ("images", "labelled", "models", "vectors", "files", "runs", "errors"):
+        t.add_row(k, str(s[k]))
+    console.print(t)
+    if s["per_model"]:
+        m = Table(title="models")
+        for c in ("model", "layers", "images", "top-1 err", "top-5 err"):
+            m.add_column(c)
+        for row in s["per_model"]:
+            m.add_row(*[("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
+        console.print(m)

@@ -1,0 +1,171 @@
+"""Every SQL statement on the catalog's tables, in one place, values always bound as parameters.
+
+`Catalog` wraps one open DuckDB connection (from `Store.write()/read()/transaction()`).
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class Catalog:
+    def __init__(self, con):
+        self.con = con
+
+    # -- models and layers -----------------------------------------------------------------
+    def upsert_model(self, spec, weights_sha256: str) -> None:
+        p = spec.preprocessing
+        existing = self.con.execute(
+            "SELECT weights_sha256 FROM models WHERE model_key = ?", [spec.key]
+        ).fetchall()
+        if existing:
+            return
+        self.con.execute(
+            """INSERT INTO models (model_key, name, weights, weights_sha256, source, resize, crop, mean, std,
+                                   interpolation, num_classes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [spec.key, spec.name, spec.weights, weights_sha256, spec.source, p.resize, p.crop,
+             list(p.mean), list(p.std), p.interpolation, spec.num_classes],
+        )
+
+    def model_sha(self, model_key: str) -> str | None:
+        rows = self.con.execute("SELECT weights_sha256 FROM models WHERE model_key = ?", [model_key]).fetchall()
+        return rows[0][0] if rows else None
+
+    def upsert_layers(self, model_key: str, layers) -> None:
+        for l in layers:
+            self.con.execute(
+                """INSERT INTO layers (model_key, layer, ord, channels, kind, reduction) VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT DO NOTHING""",
+                [model_key, l.name, l.ord, l.channels, l.kind, l.reduction],
+            )
+
+    # -- runs ------------------------------------------------------------------------------
+    def start_run(self, run_id: str, model_key: str, config: dict, n_images: int) -> None:
+        self.con.execute(
+            "INSERT INTO runs (run_id, model_key, status, config, n_images) VALUES (?, ?, 'running', ?, ?)",
+            [run_id, model_key, json.dumps(config), n_images],
+        )
+
+    def add_run_counts(self, run_id: str, **counts) -> None:
+        cols = ("n_done", "n_skipped", "n_errors", "n_duplicates", "load_s", "forward_s", "write_s")
+        sets = ", ".join(f"{c} = {c} + ?" for c in cols)
+        self.con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [counts.get(c, 0) for c in cols] + [run_id])
+
+    def finish_run(self, run_id: str, status: str, message: str | None = None) -> None:
+        self.con.execute(
+            "UPDATE runs SET status = ?, finished_at = now(), message = ? WHERE run_id = ?",
+            [status, message, run_id],
+        )
+
+    def mark_stale_runs(self) -> int:
+        """Runs left 'running' by a process that died: call only while holding the ingest lock."""
+        rows = self.con.execute(
+            """UPDATE runs SET status = 'interrupted', finished_at = coalesce(finished_at, now()),
+                   message = 'the ingest process ended without finishing' WHERE status = 'running'
+               RETURNING run_id"""
+        ).fetchall()
+        return len(rows)
+
+    def run(self, run_id: str) -> dict:
+        cur = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        cols = [d[0] for d in cur.description]
+        return dict(zip(cols, cur.fetchall()[0]))
+
+    # -- images, predictions, errors -------------------------------------------------------
+    def known_paths(self, paths_table) -> dict[str, tuple[str, int, float]]:
+        """{path: (image_id, size, mtime)} for the given paths already in `images`."""
+        self.con.register("_paths", paths_table)
+        try:
+            rows = self.con.execute(
+                "SELECT i.path, i.image_id, i.file_size, i.file_mtime FROM images i JOIN _paths p ON i.path = p.path"
+            ).fetchall()
+        finally:
+            self.con.unregister("_paths")
+        return {p: (i, s, m) for p, i, s, m in rows}
+
+    def complete_images(self, model_key: str, layers: list[str]) -> set[str]:
+        """Image ids that have a stored vector for every one of `layers`."""
+        rows = self.con.execute(
+            """SELECT image_id FROM activation_index WHERE model_key = ? AND list_contains(?, layer)
+               GROUP BY image_id HAVING count(*) = ?""",
+            [model_key, layers, len(layers)],
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def stored_layers(self, model_key: str, image_ids: list[str]) -> dict[str, set[str]]:
+        rows = self.con.execute(
+            "SELECT image_id, layer FROM activation_index WHERE model_key = ? AND list_contains(?, image_id)",
+            [model_key, image_ids],
+        ).fetchall()
+        out: dict[str, set[str]] = {}
+        for image_id, layer in rows:
+            out.setdefault(image_id, set()).add(layer)
+        return out
+
+    def insert_images(self, table) -> None:
+        self.con.register("_images", table)
+        try:
+            self.con.execute(
+                """INSERT INTO images (image_id, path, file_size, file_mtime, width, height, mode, label_raw,
+                                       label_wnid, label_index, label_name, source, extra)
+                   SELECT image_id, path, file_size, file_mtime, width, height, mode, label_raw,
+                          label_wnid, label_index, label_name, source, extra::JSON FROM _images
+                   ON CONFLICT DO NOTHING"""
+            )
+        finally:
+            self.con.unregister("_images")
+
+    def insert_predictions(self, table) -> None:
+        self.con.register("_preds", table)
+        try:
+            self.con.execute(
+                """INSERT INTO predictions SELECT model_key, image_id, top5_index::INTEGER[5], top5_prob::FLOAT[5],
+                          true_rank, true_prob, run_id FROM _preds ON CONFLICT DO NOTHING"""
+            )
+        finally:
+            self.con.unregister("_preds")
+
+    def insert_errors(self, run_id: str, errors: list[tuple[str, str]]) -> None:
+        if errors:
+            self.con.executemany(
+                "INSERT INTO ingest_errors (run_id, path, reason) VALUES (?, ?, ?)",
+                [[run_id, p, r] for p, r in errors],
+            )
+
+    # -- activation files ------------------------------------------------------------------
+    def register_file(self, file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id, index_table) -> None:
+        self.con.execute(
+            """INSERT INTO activation_files (file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id],
+        )
+        self.con.register("_index", index_table)
+        try:
+            self.con.execute(
+                "INSERT INTO activation_index SELECT ?, ?, image_id, ? FROM _index",
+                [model_key, layer, file_id],
+            )
+        finally:
+            self.con.unregister("_index")
+
+    def files(self) -> list[tuple[str, str, int]]:
+        """[(file_id, rel_path, n_rows)] of every registered activation file."""
+        return self.con.execute("SELECT file_id, rel_path, n_rows FROM activation_files ORDER BY rel_path").fetchall()
+
+    def index_counts(self) -> dict[str, int]:
+        return dict(self.con.execute("SELECT file_id, count(*) FROM activation_index GROUP BY file_id").fetchall())
+
+    def dangling_index_rows(self) -> int:
+        return self.con.execute(
+            "SELECT count(*) FROM activation_index WHERE file_id NOT IN (SELECT file_id FROM activation_files)"
+        ).fetchall()[0][0]
+
+    def drop_files(self, file_ids: list[str]) -> None:
+        """Forget files (and their vectors' index rows) so a later ingest stores those vectors again."""
+        self.con.execute("DELETE FROM activation_index WHERE list_contains(?, file_id)", [file_ids])
+        self.con.execute("DELETE FROM activation_files WHERE list_contains(?, file_id)", [file_ids])
+
+    def drop_dangling_index_rows(self) -> None:
+        self.con.execute(
+            "DELETE FROM activation_index WHERE file_id NOT IN (SELECT file_id FROM activation_files)"
+        )

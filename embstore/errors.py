@@ -1,0 +1,73 @@
+"""One exception root for embstore; the CLI turns every leaf into a one-line message."""
+
+from __future__ import annotations
+
+
+class EmbstoreError(Exception):
+    """Root of every error embstore raises on purpose."""
+
+    exit_code = 1
+
+
+class StoreError(EmbstoreError):
+    """The store directory or its catalog cannot be used as asked."""
+
+
+class StoreBusyError(StoreError, RuntimeError):
+    """Another process holds the catalog or the ingest lock."""
+
+    exit_code = 3
+
+
+class MigrationError(StoreError, RuntimeError):
+    """A migration failed or an applied migration file was edited."""
+
+
+class NotFoundError(EmbstoreError, LookupError):
+    """A named thing (model, layer, class, image, path) does not exist."""
+
+    exit_code = 2
+
+
+class UnknownModelError(NotFoundError):
+    pass
+
+
+class UnknownLayerError(NotFoundError):
+    pass
+
+
+class UnknownClassError(NotFoundError):
+    pass
+
+
+class InputPathError(NotFoundError):
+    pass
+
+
+class ManifestError(EmbstoreError, ValueError):
+    """A CSV/Parquet manifest is malformed."""
+
+    exit_code = 2
+
+
+class WeightsUnavailableError(EmbstoreError, FileNotFoundError):
+    """Pretrained weights are neither cached locally nor downloadable."""
+
+    exit_code = 2
+
+
+class ImageDecodeError(EmbstoreError, ValueError):
+    """One image cannot be used; ingestion records it and goes on."""
+
+
+def did_you_mean(value: str, choices, *, n: int = 5) -> str:
+    """' Did you mean: a, b?' for the nearest names in `choices`, or ''."""
+    import difflib
+
+    choices = list(choices)
+    close = difflib.get_close_matches(value, choices, n=n, cutoff=0.5)
+    if not close:
+        low = value.lower()
+        close = [c for c in choices if low in c.lower()][:n]
+    return f" Did you mean: {', '.join(close)}?" if close else ""
