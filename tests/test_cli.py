@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pytest
+import typer
+
+from embstore_cli.app import app, main
+
+from .conftest import make_images, run_embstore
+
+
+def _all_commands(group, prefix=""):
+    for name, cmd in group.commands.items():
+        yield f"{prefix}{name}", cmd
+        if hasattr(cmd, "commands"):
+            yield from _all_commands(cmd, f"{prefix}{name} ")
+
+
+def test_every_command_has_help_with_an_example():
+    commands = list(_all_commands(typer.main.get_command(app)))
+    assert {"ingest", "models", "layers", "verify", "status"} <= {n for n, _ in commands}
+    for name, cmd in commands:
+        if hasattr(cmd, "commands"):
+            assert cmd.help, name
+        else:
+            assert cmd.help and "Example: embstore" in cmd.help, name
+
+
+def test_help_and_status_do_not_import_torch(tmp_path):
+    code = ("import sys; from embstore_cli.app import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    for args in (["--help"], ["--store", str(tmp_path / "s"), "status"]):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True).stdout
+        assert out.strip().endswith("NO-TORCH"), (args, out[-200:])
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["ingest", "-m", "resnet_18", "--images", "{imgs}"], 2, "unknown model 'resnet_18'. Did you mean: resnet18"),
+    (["ingest", "-m", "resnet18", "--weights", "none", "--layers", "layer9", "--images", "{imgs}"], 2,
+     "has no layer 'layer9'"),
+    (["ingest", "--images", "{tmp}/missing"], 2, "does not exist"),
+    (["status"], 1, "no embstore store at"),
+    (["ingest", "--images", "{imgs}", "--device", "tpu"], 1, "unknown --device 'tpu'"),
+])
+def test_bad_input_gives_one_line_error_and_exit_code(tmp_path, capsys, args, code, text):
+    imgs = tmp_path / "imgs"
+    make_images(imgs, 1)
+    store = tmp_path / ("fresh" if args == ["status"] else "s")
+    argv = ["--store", str(store)] + [a.format(imgs=imgs, tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == code
+    assert text in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_ingest_renders_summary_and_verify_says_ok(tmp_path):
+    make_images(tmp_path / "imgs", 3)
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+    res = run_embstore("--store", tmp_path / "s", "ingest", "-m", "resnet18", "--weights", "none",
+                       "--layers", "layer1.0", "--images", tmp_path / "imgs")
+    assert res.returncode == 0, res.stderr
+    assert "completed" in res.stdout and "broken.jpg" in res.stdout and "images/s" in res.stdout
+    ok = run_embstore("--store", tmp_path / "s", "verify")
+    assert ok.returncode == 0 and "catalog and files agree" in ok.stdout
+    layers = run_embstore("layers", "resnet18")
+    assert layers.returncode == 0 and "layer4.1" in layers.stdout and "512" in layers.stdout

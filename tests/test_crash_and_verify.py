@@ -1,0 +1,129 @@
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from embstore.activations import ActivationFiles
+from embstore.errors import StoreBusyError, StoreError
+from embstore.ingest import ingest
+from embstore.store import Store
+
+from .conftest import EMBSTORE, make_images
+
+N_IMAGES = 64
+LAYERS = "layer1.0,layer3.1"  # + hidden
+
+
+def _stored_images(store) -> int:
+    try:
+        with store.read() as con:
+            return con.execute("SELECT count(DISTINCT image_id) FROM activation_index").fetchall()[0][0]
+    except (StoreBusyError, StoreError):
+        return -1
+
+
+def _start(store_path, images):
+    return subprocess.Popen(
+        [str(EMBSTORE), "--store", str(store_path), "ingest", "-m", "resnet18", "--weights", "none",
+         "--layers", LAYERS, "--images", str(images), "-b", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_when(proc, store, at_least: int, timeout=240) -> int:
+    """SIGKILL the ingest once at least `at_least` images are committed; return what a reader saw."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"ingest ended before it could be killed: {proc.stderr.read()}"
+        seen = _stored_images(store)
+        if seen >= at_least:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return seen
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("ingest made no progress")
+
+
+@pytest.mark.slow
+def test_killed_ingest_resumes_with_every_image_exactly_once(tmp_path):
+    images = tmp_path / "imgs"
+    make_images(images, N_IMAGES, size=32, seed=11)
+    store = Store.open(tmp_path / "store", create=True)
+    seen_first = _kill_when(_start(store.path, images), store, 8)
+    # readers were never locked out for the run: they saw a partial store while it ran
+    assert 8 <= seen_first < N_IMAGES
+    seen_second = _kill_when(_start(store.path, images), store, seen_first + 8)
+    assert seen_second < N_IMAGES
+
+    result = ingest(store, "resnet18", str(images), weights="none", layers=LAYERS, batch_size=8)
+    assert result.status == "completed"
+    assert result.n_skipped >= seen_second and result.n_skipped + result.n_done == N_IMAGES
+    report = ActivationFiles(store).verify()
+    assert report.ok, report
+    with store.read() as con:
+        per_layer = con.execute(
+            "SELECT layer, count(*), count(DISTINCT image_id) FROM activations GROUP BY layer ORDER BY layer"
+        ).fetchall()
+        statuses = sorted(r[0] for r in con.execute("SELECT status FROM runs").fetchall())
+        n_images = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
+    assert per_layer == [(l, N_IMAGES, N_IMAGES) for l in ("hidden", "layer1.0", "layer3.1")]
+    assert statuses == ["completed", "interrupted", "interrupted"]
+    assert n_images == N_IMAGES
+
+
+@pytest.fixture
+def ingested(store, tmp_path):
+    make_images(tmp_path / "imgs", 6, seed=12)
+    ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3)
+    return store, tmp_path / "imgs"
+
+
+def _layer_count(store, layer="layer1.0"):
+    with store.read() as con:
+        return con.execute("SELECT count(*) FROM activations WHERE layer = ?", [layer]).fetchall()[0][0]
+
+
+def test_uncommitted_staged_file_is_rolled_back(ingested):
+    store, _ = ingested
+    stray = store.staging_root / "model=resnet18/weights=none/layer=layer1.0/x-000009.parquet.tmp"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"half a parquet file")
+    files = ActivationFiles(store)
+    assert not files.verify().ok
+    report = files.verify(repair=True)
+    assert any("removed uncommitted" in line for line in report.repaired)
+    assert files.verify().ok and not stray.exists() and _layer_count(store) == 6
+
+
+def test_committed_but_unpublished_file_is_rolled_forward(ingested):
+    store, _ = ingested
+    final = next(store.activations_root.rglob("*.parquet"))
+    rel = final.relative_to(store.activations_root)
+    staged = store.staging_root / f"{rel}.tmp"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(final, staged)  # as if the process died between COMMIT and os.replace
+    files = ActivationFiles(store)
+    report = files.verify()
+    assert str(rel) in report.missing
+    files.verify(repair=True)
+    assert final.exists() and files.verify().ok
+
+
+def test_orphan_and_missing_files_are_repaired_and_reingest_restores(ingested):
+    store, images = ingested
+    files = ActivationFiles(store)
+    victim = next(store.activations_root.rglob("*layer=layer1.0/*.parquet"))
+    orphan = victim.with_name("orphan-000001.parquet")
+    shutil.copy(victim, orphan)
+    victim.unlink()
+    report = files.verify()
+    assert report.orphans and report.missing and not report.ok
+    fixed = files.verify(repair=True)
+    assert any("quarantine" in line for line in fixed.repaired)
+    assert files.verify().ok and _layer_count(store) == 3
+    again = ingest(store, "resnet18", str(images), weights="none", layers="layer1.0")
+    assert again.n_done == 3 and _layer_count(store) == 6 and files.verify().ok

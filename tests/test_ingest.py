@@ -1,0 +1,250 @@
+import json
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from embstore.activations import ActivationFiles
+from embstore.errors import (InputPathError, ManifestError, StoreBusyError, UnknownLayerError, UnknownModelError,
+                             WeightsUnavailableError)
+from embstore.ingest import ingest
+
+from .conftest import make_images
+
+RESNET18_DEFAULT = ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1",
+                    "hidden"]
+
+
+def _count(store, sql, params=None):
+    with store.read() as con:
+        return con.execute(sql, params or []).fetchall()[0][0]
+
+
+def test_class_tree_ingest_stores_every_default_layer_once_with_labels(store, tmp_path):
+    make_images(tmp_path / "imgs" / "n01440764", 3, seed=1)  # wnid folder: tench
+    make_images(tmp_path / "imgs" / "knot", 2, seed=2)  # class-name folder
+    make_images(tmp_path / "imgs" / "not_a_class", 1, seed=3)
+    r = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=4)
+    assert (r.status, r.n_images, r.n_done, r.n_errors) == ("completed", 6, 6, 0)
+    assert r.layers == RESNET18_DEFAULT
+    with store.read() as con:
+        labels = dict(con.execute("SELECT label_raw, any_value(label_name) FROM images GROUP BY 1").fetchall())
+        assert labels == {"n01440764": "tench", "knot": "knot", "not_a_class": None}
+        per_layer = con.execute(
+            "SELECT layer, count(*), count(DISTINCT image_id), any_value(len(vec)) FROM activations GROUP BY layer"
+        ).fetchall()
+        chans = dict(con.execute("SELECT layer, channels FROM layers").fetchall())
+        ranks = con.execute("SELECT true_rank FROM predictions p JOIN images i USING (image_id) "
+                            "WHERE label_name = 'tench'").fetchall()
+    assert {row[0] for row in per_layer} == set(RESNET18_DEFAULT)
+    assert all(n == 6 and d == 6 and dim == chans[layer] for layer, n, d, dim in per_layer)
+    assert all(1 <= rank[0] <= 1000 for rank in ranks) and len(ranks) == 3
+
+
+def test_stored_vectors_equal_an_independent_torchvision_reference(store, tmp_path):
+    """GAP of ReLU of block outputs, with the weights' own preprocessing, computed another way."""
+    from torchvision.models import ResNet18_Weights, resnet18
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    paths = make_images(tmp_path / "imgs", 3, size=300, seed=4, fmt="jpg")
+    ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer2.1,layer4.1")
+    ids, stored = ActivationFiles(store).read_layer("resnet18@none", "layer2.1")
+    _, hidden = ActivationFiles(store).read_layer("resnet18@none", "hidden")
+    torch.manual_seed(0)
+    ref_model = resnet18(weights=None).eval()
+    fx = create_feature_extractor(ref_model, {"layer2.1": "l2", "flatten": "hidden"})
+    prep = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    with store.read() as con:
+        path_of = dict(con.execute("SELECT image_id, path FROM images").fetchall())
+    x = torch.stack([prep(Image.open(path_of[i]).convert("RGB")) for i in ids])
+    with torch.no_grad():
+        out = fx(x)
+    np.testing.assert_allclose(stored, torch.relu(out["l2"]).mean((2, 3)).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(hidden, out["hidden"].numpy(), rtol=1e-4, atol=1e-5)
+    assert sorted(str(p) for p in paths) == sorted(path_of.values())
+
+
+def test_rerun_skips_and_new_layers_are_added_without_duplicates(store, tmp_path):
+    make_images(tmp_path / "imgs", 5, seed=5)
+    first = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=2)
+    again = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=2)
+    assert (first.n_done, again.n_done, again.n_skipped) == (5, 0, 5)
+    more = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0,conv1")
+    assert more.n_done == 5
+    assert _count(store, "SELECT count(*) FROM activation_index WHERE layer = 'conv1'") == 5
+    assert _count(store, "SELECT count(*) FROM activations WHERE layer = 'layer1.0'") == 5
+    assert _count(store, "SELECT count(*) FROM predictions") == 5
+    copy = tmp_path / "imgs" / "same_content.png"
+    copy.write_bytes((tmp_path / "imgs" / "img_5_0000.png").read_bytes())
+    dup = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none")
+    assert (dup.n_done, dup.n_duplicates) == (0, 1)
+    assert _count(store, "SELECT count(*) FROM activations WHERE layer = 'hidden'") == 5
+    assert ActivationFiles(store).verify().ok
+
+
+def _bad_inputs(folder):
+    """Real bad or unusual files: name -> expected outcome (None = stored, str = error reason part)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(9)
+    rgb = (rng.random((64, 48, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(folder / "good.jpg")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.png").write_text("this is not a picture\n")
+    (folder / "random.jpg").write_bytes(rng.bytes(3000))
+    full = (folder / "good.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    Image.fromarray(rgb[:, :, 0]).save(folder / "gray.png")
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((rgb[:, :, 1].astype(np.uint16) * 257)).save(folder / "sixteen.png")
+    pal = Image.fromarray(rgb).convert("P")
+    pal.info["transparency"] = 0
+    pal.save(folder / "palette.png", transparency=0)
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(folder / "alpha.png")
+    Image.fromarray(np.zeros((3000, 3000, 3), np.uint8)).save(folder / "huge.png")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    return {"good.jpg": None, "gray.png": None, "cmyk.jpg": None, "sixteen.png": None, "palette.png": None,
+            "alpha.png": None, "empty.jpg": "empty file", "text.png": "not an image",
+            "random.jpg": "not an image", "truncated.jpg": "truncated", "huge.png": "above the 5 MP limit"}
+
+
+def test_bad_and_unusual_images_are_converted_or_recorded_and_the_run_goes_on(store, tmp_path):
+    expected = _bad_inputs(tmp_path / "bad")
+    r = ingest(store, "resnet18", str(tmp_path / "bad"), weights="none", layers="layer1.0", max_pixels=5_000_000)
+    stored_names = {n for n, e in expected.items() if e is None}
+    assert r.status == "completed"
+    assert (r.n_done, r.n_errors, r.n_ignored) == (len(stored_names), len(expected) - len(stored_names), 1)
+    with store.read() as con:
+        errors = dict(con.execute("SELECT regexp_extract(path, '[^/]+$'), reason FROM ingest_errors").fetchall())
+        modes = dict(con.execute("SELECT regexp_extract(path, '[^/]+$'), mode FROM images").fetchall())
+    for name, reason in expected.items():
+        if reason is None:
+            assert name in modes
+        else:
+            assert reason in errors[name], (name, errors.get(name))
+    assert modes["gray.png"] == "L" and modes["cmyk.jpg"] == "CMYK" and modes["palette.png"] == "P"
+    assert modes["sixteen.png"].startswith("I")
+
+
+def test_sixteen_bit_and_exif_rotation_are_converted_faithfully(tmp_path):
+    from embstore.images import read_rgb
+
+    rng = np.random.default_rng(3)
+    gray8 = (rng.random((30, 20)) * 255).astype(np.uint8)
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    _, rgb, _ = read_rgb(str(tmp_path / "g16.png"))
+    assert np.array_equal(np.asarray(rgb)[:, :, 0], gray8)
+    img = Image.fromarray((rng.random((30, 20, 3)) * 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    img.save(tmp_path / "rot.png", exif=exif)
+    _, shown, info = read_rgb(str(tmp_path / "rot.png"))
+    assert shown.size == (30, 20) and (info["width"], info["height"]) == (20, 30)
+    assert np.array_equal(np.asarray(shown), np.asarray(img.transpose(Image.Transpose.ROTATE_270)))
+
+
+def test_manifest_keeps_labels_and_extra_columns(store, tmp_path):
+    paths = make_images(tmp_path / "imgs", 3, seed=6)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,rating,role\n"
+                        f"imgs/{paths[0].name},n03627232,4.5,object\n"
+                        f"{paths[1]},baseball,2,related\n"
+                        f"imgs/{paths[2].name},,1,unrelated\n")
+    r = ingest(store, "resnet18", str(manifest), weights="none", layers="layer4.1")
+    assert r.n_done == 3
+    with store.read() as con:
+        rows = con.execute("SELECT label_name, extra FROM images ORDER BY path").fetchall()
+    got = sorted(((name or ""), json.loads(extra)["role"]) for name, extra in rows)
+    assert got == [("", "unrelated"), ("baseball", "related"), ("knot", "object")]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"path": [str(p) for p in paths]}), tmp_path / "m.parquet")
+    assert ingest(store, "resnet18", str(tmp_path / "m.parquet"), weights="none", layers="layer4.1").n_skipped == 3
+
+
+@pytest.mark.parametrize("content, match", [
+    ("file,label\na.png,x\n", "no 'path' column"),
+    ("path,label\n", "lists no images"),
+    ('path,label\n"a.png,x\n', "cannot be read"),
+])
+def test_malformed_manifests_fail_with_one_clear_error(store, tmp_path, content, match):
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text(content)
+    with pytest.raises(ManifestError, match=match):
+        ingest(store, "resnet18", str(manifest), weights="none")
+    assert _count(store, "SELECT count(*) FROM runs") == 0
+
+
+def test_unknown_model_layer_and_path_name_the_choices(store, tmp_path):
+    make_images(tmp_path / "imgs", 1)
+    with pytest.raises(UnknownModelError, match="Did you mean: densenet121"):
+        ingest(store, "densenet12", str(tmp_path / "imgs"))
+    with pytest.raises(UnknownLayerError, match=r"Did you mean: .*layer1\.0,.*embstore layers resnet18"):
+        ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.O")
+    with pytest.raises(InputPathError, match="does not exist"):
+        ingest(store, "resnet18", str(tmp_path / "nowhere"), weights="none")
+
+
+def test_missing_pretrained_weights_name_the_file_and_where_to_put_it(store, tmp_path, offline_torch_home):
+    make_images(tmp_path / "imgs", 1)
+    with pytest.raises(WeightsUnavailableError) as info:
+        ingest(store, "resnet18", str(tmp_path / "imgs"))
+    msg = str(info.value)
+    assert "resnet18-f37072fd.pth" in msg and str(offline_torch_home / "hub" / "checkpoints") in msg
+
+
+def test_weights_file_is_loaded_and_identified_by_its_hash(store, tmp_path):
+    from torchvision.models import resnet18
+
+    make_images(tmp_path / "imgs", 2)
+    torch.manual_seed(123)
+    net = resnet18(weights=None)
+    torch.save(net.state_dict(), tmp_path / "w.pth")
+    r = ingest(store, "resnet18", str(tmp_path / "imgs"), weights=str(tmp_path / "w.pth"), layers="layer1.0")
+    assert r.model_key.startswith("resnet18@file-")
+    from embstore.models import state_sha256
+
+    with store.read() as con:
+        assert con.execute("SELECT weights_sha256 FROM models").fetchall()[0][0] == state_sha256(net)
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
+    with pytest.raises(WeightsUnavailableError, match="do not fit"):
+        ingest(store, "resnet18", str(tmp_path / "imgs"), weights=str(tmp_path / "wrong.pth"))
+    (tmp_path / "pickle.pth").write_bytes(b"not a torch file")
+    with pytest.raises(WeightsUnavailableError, match="cannot read weights file"):
+        ingest(store, "resnet18", str(tmp_path / "imgs"), weights=str(tmp_path / "pickle.pth"))
+
+
+def test_second_concurrent_ingest_is_refused(store, tmp_path):
+    make_images(tmp_path / "imgs", 1)
+    with store.ingest_lock():
+        with pytest.raises(StoreBusyError, match="another ingest"):
+            ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none")
+
+
+def test_view_is_usable_from_a_plain_duckdb_connection_in_another_directory(store, tmp_path, monkeypatch):
+    make_images(tmp_path / "imgs", 2)
+    ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
+    monkeypatch.chdir(tmp_path.parent)
+    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    rows = con.execute("SELECT model, weights, layer, count(*) FROM activations GROUP BY ALL ORDER BY layer").fetchall()
+    con.close()
+    assert rows == [("resnet18", "none", "hidden", 2), ("resnet18", "none", "layer1.0", 2)]
+
+
+@pytest.mark.slow
+def test_real_efficientnet_lite0_recognises_the_bundled_photos(store):
+    from embstore.imagenet import classes
+    from embstore.resources import sample_images_dir
+
+    r = ingest(store, "efficientnet_lite0", str(sample_images_dir()), batch_size=4)
+    assert r.n_done == 4 and r.model_key == "efficientnet_lite0@tf-lite0"
+    with store.read() as con:
+        top = dict(con.execute("SELECT regexp_extract(path, '[^/]+$'), top5_index FROM predictions "
+                               "JOIN images USING (image_id)").fetchall())
+        pre = con.execute("SELECT resize, crop, mean, std, interpolation FROM models").fetchall()[0]
+    names = {k: [classes()[i].name for i in v] for k, v in top.items()}
+    assert names["coffee.png"][0] == "espresso"
+    assert {"tiger cat", "tabby", "Egyptian cat"} & set(names["chelsea.png"][:3])
+    assert pre == (256, 224, (0.5,) * 3, (0.5,) * 3, "bicubic")
