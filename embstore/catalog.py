@@ -133,19 +133,19 @@ class Catalog:
             )
 
     # -- activation files ------------------------------------------------------------------
-    def register_file(self, file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id, index_table) -> None:
-        self.con.execute(
-            """INSERT INTO activation_files (file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id)
-               VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            [file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id],
-        )
+    def register_files(self, files_table, index_table) -> None:
+        """Register activation files (file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id) and
+        their index rows (model_key, layer, image_id, file_id), one statement each."""
+        self.con.register("_files", files_table)
         self.con.register("_index", index_table)
         try:
             self.con.execute(
-                "INSERT INTO activation_index SELECT ?, ?, image_id, ? FROM _index",
-                [model_key, layer, file_id],
+                """INSERT INTO activation_files (file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id)
+                   SELECT file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id FROM _files"""
             )
+            self.con.execute("INSERT INTO activation_index SELECT model_key, layer, image_id, file_id FROM _index")
         finally:
+            self.con.unregister("_files")
             self.con.unregister("_index")
 
     def files(self) -> list[tuple[str, str, int]]:

@@ -184,6 +184,14 @@ def _collate(batch):
 
 
 def _run(store, files, net, spec, chosen, todo, run_id, result, dev, *, batch_size, workers, max_pixels, progress):
+    """Decode (prefetch thread or worker processes), forward, and commit, overlapped.
+
+    Batch k is committed by one writer thread while batch k+1 runs forward; the next commit
+    waits for the previous one, so commits stay in order and each is atomic. A kill therefore
+    loses at most the batch computing and the batch committing, never part of one.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from torch.utils.data import DataLoader
 
     from .extraction import Extractor
@@ -193,39 +201,63 @@ def _run(store, files, net, spec, chosen, todo, run_id, result, dev, *, batch_si
         num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
         prefetch_factor=4 if workers else None, persistent_workers=False,
     )
+    batches = loader if workers else _prefetch(loader)
     extractor = Extractor(net, chosen)
-    seen: set[str] = set()
-    total = len(todo)
     if progress:
-        progress(0, total)
+        progress(0, len(todo))
+    pending = None
+    seen: set[str] = set()  # image ids stored by this run (duplicate content under two paths)
     try:
-        it = iter(loader)
-        seq = 0
-        while True:
+        with ThreadPoolExecutor(1, thread_name_prefix="embstore-commit") as writer:
             t0 = time.perf_counter()
-            try:
-                x, ok, bad = next(it)
-            except StopIteration:
-                break
-            t1 = time.perf_counter()
-            vectors, logits = extractor(x.to(dev, non_blocking=True)) if x is not None else ({}, None)
-            t2 = time.perf_counter()
-            _commit_batch(store, files, spec, chosen, todo, run_id, seq, ok, bad, vectors, logits,
-                                      seen, result, load_s=t1 - t0, forward_s=t2 - t1)
-            seq += 1
-            result.load_s += t1 - t0
-            result.forward_s += t2 - t1
-            result.write_s += time.perf_counter() - t2
-            if progress:
-                progress(len(ok) + len(bad), total)
+            for seq, (x, ok, bad) in enumerate(batches):
+                t1 = time.perf_counter()
+                vectors, logits = extractor(x.to(dev, non_blocking=True)) if x is not None else ({}, None)
+                t2 = time.perf_counter()
+                result.load_s += t1 - t0
+                result.forward_s += t2 - t1
+                _wait(pending, progress, len(todo))
+                pending = writer.submit(_commit_batch, store, files, spec, chosen, todo, run_id, seq, ok, bad,
+                                        vectors, logits, seen, result, load_s=t1 - t0, forward_s=t2 - t1)
+                t0 = time.perf_counter()
+            _wait(pending, progress, len(todo))
     finally:
         extractor.close()
 
 
-def _commit_batch(store, files, spec, chosen, todo, run_id, seq, ok, bad, vectors, logits, seen, result, *, load_s, forward_s):
-    """Stage, commit and publish one batch of images."""
-    import pyarrow as pa
+def _wait(pending, progress, total) -> None:
+    if pending is None:
+        return
+    n = pending.result()  # re-raises what the commit raised
+    if progress:
+        progress(n, total)
 
+
+def _prefetch(iterable, depth: int = 2):
+    """Iterate `iterable` in a background thread, `depth` items ahead (PIL decoding drops the GIL)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def fill():
+        try:
+            for item in iterable:
+                q.put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+        q.put(done)
+
+    threading.Thread(target=fill, name="embstore-decode", daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _commit_batch(store, files, spec, chosen, todo, run_id, seq, ok, bad, vectors, logits, seen, result, *, load_s, forward_s):
+    """Stage, commit and publish one batch of images; return how many images it covered."""
     t0 = time.perf_counter()
     errors = [(todo[b["i"]].path, b["error"]) for b in bad]
     staged = []
@@ -256,9 +288,8 @@ def _commit_batch(store, files, spec, chosen, todo, run_id, seq, ok, bad, vector
                 cat.insert_images(_image_rows(todo, ok))
                 if new_images and logits is not None:
                     cat.insert_predictions(_prediction_rows(todo, ok, new_images, logits, spec, run_id))
-                for s in staged:
-                    cat.register_file(s.file_id, spec.key, s.layer, s.rel_path, s.n_rows, s.n_bytes, run_id,
-                                      pa.table({"image_id": s.image_ids}))
+                if staged:
+                    cat.register_files(*_file_rows(staged, spec.key, run_id))
                 cat.insert_errors(run_id, errors)
                 cat.add_run_counts(run_id, n_done=len(new_images), n_errors=len(errors), n_duplicates=duplicates,
                                    load_s=load_s, forward_s=forward_s, write_s=time.perf_counter() - t0)
@@ -274,6 +305,22 @@ def _commit_batch(store, files, spec, chosen, todo, run_id, seq, ok, bad, vector
     result.n_errors += len(errors)
     result.n_duplicates += duplicates
     result.errors += errors
+    result.write_s += time.perf_counter() - t0
+    return len(ok) + len(bad)
+
+
+def _file_rows(staged, model_key, run_id):
+    import pyarrow as pa
+
+    files = pa.table({"file_id": [s.file_id for s in staged], "model_key": [model_key] * len(staged),
+                      "layer": [s.layer for s in staged], "rel_path": [s.rel_path for s in staged],
+                      "n_rows": [s.n_rows for s in staged], "n_bytes": [s.n_bytes for s in staged],
+                      "run_id": [run_id] * len(staged)})
+    index = pa.table({"model_key": [model_key] * sum(s.n_rows for s in staged),
+                      "layer": [s.layer for s in staged for _ in s.image_ids],
+                      "image_id": [i for s in staged for i in s.image_ids],
+                      "file_id": [s.file_id for s in staged for _ in s.image_ids]})
+    return files, index
 
 
 def _image_rows(todo, ok):

@@ -131,7 +131,8 @@ class Store:
         delay = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.catalog_path), read_only=read_only)
+                # one thread: catalog statements are small, and the cores belong to the network
+                return duckdb.connect(str(self.catalog_path), read_only=read_only, config={"threads": 1})
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
                     raise StoreError(f"cannot open catalog {self.catalog_path}: {exc}") from exc

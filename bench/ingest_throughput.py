@@ -1,0 +1,101 @@
+"""Ingest throughput against a raw `model(x)` loop over the same batches, in one process.
+
+The raw loop gets the already-preprocessed batches for free (no decoding, no hooks, no
+writing); ingest does everything: read, hash, decode, preprocess, one hooked forward pass,
+Parquet + catalog commit per batch. Ratio = ingest images/s / raw images/s (target >= 0.9).
+
+    .venv/bin/python bench/ingest_throughput.py --model efficientnet_lite0 --images 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from embstore import layers as layers_mod
+from embstore import models
+from embstore.images import Preprocess, read_rgb
+from embstore.ingest import ingest
+from embstore.store import Store
+
+
+def make_photos(folder: Path, n: int, size: int = 320) -> list[Path]:
+    """JPEGs with smooth structure (closer to photos than noise in decode cost)."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for i in range(n):
+        f = rng.uniform(1, 8, 3)
+        arr = np.stack([np.sin(xx * f[c] * 6 + yy * f[(c + 1) % 3] * 4 + i) for c in range(3)], -1)
+        arr = ((arr + 1) * 127.5 + rng.normal(0, 8, arr.shape)).clip(0, 255).astype(np.uint8)
+        p = folder / f"photo_{i:05d}.jpg"
+        Image.fromarray(arr).save(p, quality=90)
+        out.append(p)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--weights", default=None, help="default: DEFAULT for efficientnet_lite*, else none")
+    ap.add_argument("--images", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    weights = args.weights or ("DEFAULT" if args.model.startswith("efficientnet_lite") else "none")
+    tmp = Path(tempfile.mkdtemp(prefix="embstore-bench-"))
+    paths = make_photos(tmp / "photos", args.images)
+
+    net, spec, _ = models.load(args.model, weights)
+    pre = Preprocess(spec.preprocessing)
+    batches = [torch.stack([pre(read_rgb(str(p))[1]) for p in paths[i:i + args.batch_size]])
+               for i in range(0, len(paths), args.batch_size)]
+    n_layers = len(layers_mod.select(layers_mod.discover(net, args.model, spec.preprocessing.crop), "default", args.model))
+    with torch.inference_mode():
+        net(batches[0][:2])  # warm-up
+
+    def raw_loop() -> float:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for x in batches:
+                net(x)
+        return args.images / (time.perf_counter() - t)
+
+    warm = Store.open(tmp / "warm", create=True)
+    ingest(warm, args.model, str(paths[0]), weights=weights, batch_size=2)  # warm-up, one image
+    raw_rates, ingest_rates, runs = [], [], []
+    for k in range(args.rounds):  # alternate, so machine noise hits both sides alike
+        raw_rates.append(raw_loop())
+        store = Store.open(tmp / f"store{k}", create=True)
+        r = ingest(store, args.model, str(tmp / "photos"), weights=weights, batch_size=args.batch_size,
+                   workers=args.workers)
+        assert r.n_done == args.images, r
+        ingest_rates.append(r.n_done / r.seconds)
+        runs.append(r)
+    ratios = [i / r for i, r in zip(ingest_rates, raw_rates)]
+    r = runs[int(np.argsort(ratios)[len(ratios) // 2])]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"model {spec.key}, {args.images} images ({paths[0].stat().st_size // 1024} KiB JPEG 320x320), "
+          f"batch {args.batch_size}, workers {args.workers}, {n_layers} layers, torch threads {torch.get_num_threads()}, "
+          f"{args.rounds} alternating rounds")
+    print(f"raw model(x) loop : {np.median(raw_rates):8.2f} images/s median  {[round(v, 1) for v in raw_rates]}")
+    print(f"embstore ingest   : {np.median(ingest_rates):8.2f} images/s median  {[round(v, 1) for v in ingest_rates]}")
+    print(f"  median round    : load wait {r.load_s:.2f} s, forward {r.forward_s:.2f} s, commit {r.write_s:.2f} s "
+          f"(commit overlaps the next forward)")
+    print(f"ratio ingest/raw  : {np.median(ratios):8.3f} median of {[round(v, 3) for v in ratios]}   (target >= 0.9)")
+    print(f"peak RSS          : {peak:8.0f} MiB (whole process)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
