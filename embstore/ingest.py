@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from . import classifier
 from . import layers as layers_mod
 from . import models
 from .activations import ActivationFiles
@@ -98,6 +99,7 @@ def ingest(
                     f"{sha[:12]}…); use another --store or --weights FILE to keep them apart"
                 )
             cat.upsert_model(spec, sha)
+            classifier.save(store, spec.key, net)
             cat.upsert_layers(spec.key, chosen)
             todo, skipped = _pending(cat, spec.key, names, found.images)
             cat.start_run(run_id, spec.key, config, len(found.images))

@@ -88,10 +88,31 @@ class Store:
         return self.path / "quarantine"
 
     def _upgrade(self) -> None:
-        """Apply pending migrations and point the activations view at this directory."""
+        """Apply pending migrations and point the activations view at this directory.
+
+        Checked on a read-only connection first, so opening an up-to-date store for queries
+        never takes the write lock.
+        """
+        if self.catalog_path.exists():
+            with self.read() as con:
+                if not self._needs_upgrade(con):
+                    return
         with self.write() as con:
             migrate(con)
             self._refresh_view(con)
+
+    def _needs_upgrade(self, con) -> bool:
+        from .migrations import discover
+
+        try:
+            applied = dict(con.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+        except Exception:  # no ledger yet
+            return True
+        if any(applied.get(m.version) != m.checksum for m in discover()):
+            return True
+        view = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'activations'").fetchall()
+        has_files = any(self.activations_root.glob("model=*/weights=*/layer=*/*.parquet"))
+        return has_files and (not view or self.activations_glob() not in view[0][0])
 
     # -- connections -----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -159,7 +180,7 @@ class Store:
         # A view over a glob that matches nothing fails to bind, so the typed empty view from
         # migration 0001 stays until the first file is published. The path is absolute because
         # DuckDB resolves relative paths in stored views against the reader's working directory.
-        if not any(self.activations_root.rglob("*.parquet")):
+        if not any(self.activations_root.glob("model=*/weights=*/layer=*/*.parquet")):
             return
         con.execute(f"CREATE OR REPLACE VIEW activations AS {self.activations_view_sql()}")
 

@@ -118,6 +118,48 @@ def status(ctx: typer.Context):
     render.status(summarise(_store(ctx)))
 
 
+@query_app.command("similar")
+def query_similar(
+    ctx: typer.Context,
+    cls: str = typer.Argument(..., metavar="CLASS", help="Class name, WordNet synonym, wnid or index."),
+    k: int = typer.Option(9, "--k", "-k", min=1),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
+    layer: Optional[str] = typer.Option(None, help="A stored layer, or 'all' conv layers (default for prototype/tstat)."),
+    method: str = typer.Option("prototype", help="prototype | tstat | hidden | classifier"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+):
+    """The K classes most similar to CLASS (seed 003 methods).
+
+    Example: embstore query similar knot --k 9 --method tstat
+    """
+    from embstore.similarity import similar_classes
+
+    answer = similar_classes(_store(ctx), cls, k=k, model=model, layer=layer, method=method)
+    render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("images", "wnid"))
+
+
+@query_app.command("images")
+def query_images(
+    ctx: typer.Context,
+    image: str = typer.Argument(..., help="Stored image id (or prefix) or path, or any image file."),
+    k: int = typer.Option(10, "--k", "-k", min=1),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
+    layer: str = typer.Option("hidden", help="Stored layer to compare in."),
+    index: str = typer.Option("auto", help="auto | flat (exact) | hnsw | ivf"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+):
+    """The K stored images nearest to IMAGE by cosine of one layer's vectors.
+
+    Example: embstore query images data/samples/coffee.png --k 3
+    """
+    from embstore.similarity import nearest_images
+
+    answer = nearest_images(_store(ctx), image, k=k, model=model, layer=layer, index=index)
+    render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("label", "predicted", "path"))
+
+
 def main(argv: list[str] | None = None) -> None:
     import click
 

@@ -110,3 +110,31 @@ def status(s: dict) -> None:
         for row in s["per_model"]:
             m.add_row(*[("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
         console.print(m)
+
+
+def answer(a, *, as_json: bool, as_csv: bool, columns: tuple[str, ...]) -> None:
+    """Nearest classes or images as a Rich table, JSON or CSV."""
+    rows = [{"rank": n.rank, "name": n.label, "score": round(n.score, 6), **{c: n.detail.get(c) for c in columns}}
+            for n in a.rows]
+    if as_json:
+        import json
+
+        print(json.dumps({"query": a.query, "model": a.model_key, "layer": a.layer, "method": a.method,
+                          "results": rows, "notes": a.notes}, indent=2))
+        return
+    if as_csv:
+        import csv
+        import sys
+
+        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["rank", "name", "score", *columns])
+        w.writeheader()
+        w.writerows(rows)
+        return
+    t = Table(title=f"{a.query} — {a.model_key}, layer {a.layer}, {a.method}")
+    for c in ("rank", "name", "score", *columns):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*["" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()])
+    console.print(t)
+    for note in a.notes:
+        console.print(f"[dim]{note}[/]")

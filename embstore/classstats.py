@@ -1,0 +1,126 @@
+"""Per-class sufficient statistics of one model layer: count, mean and M2 per channel (float64).
+
+Computed in one streaming pass over the layer's Parquet files (Chan et al.'s pairwise merge,
+so no sums of squares cancel), then materialised under <store>/indexes/ with a fingerprint of
+the files they cover: a store that gained vectors since is recomputed, never served stale.
+Prototypes (seed 003 §3.1) and one-vs-rest Welch t-statistics (§3.2) derive from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import partition_dir
+
+
+@dataclass
+class ClassStats:
+    labels: np.ndarray  # (K,) ImageNet indices of the classes present
+    n: np.ndarray  # (K,) images per class
+    mean: np.ndarray  # (K, C) float64
+    m2: np.ndarray  # (K, C) float64: sum of squared deviations from the class mean
+
+    def prototypes(self) -> np.ndarray:
+        return self.mean
+
+    def welch_t(self, min_n: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(t, df, valid) of each class against all other images, per channel.
+
+        Classes with fewer than `min_n` images (or whose rest has fewer) are not valid: their t
+        is NaN. Where both variances are zero, t is 0 if the means are equal and ±inf is avoided
+        by defining t = 0 too (the channel carries no evidence), df = NaN.
+        """
+        N = self.n.sum()
+        n1 = self.n[:, None].astype(np.float64)
+        n2 = N - n1
+        total = (self.n[:, None] * self.mean).sum(0)
+        m1 = self.mean
+        m2 = (total[None, :] - n1 * m1) / np.where(n2 > 0, n2, 1)
+        # M2 of "everything but c" from the pooled M2, reversing the parallel-variance merge
+        overall_mean = total / N
+        pooled = self.m2.sum(0) + (self.n[:, None] * (self.mean - overall_mean) ** 2).sum(0)
+        rest_m2 = pooled[None, :] - self.m2 - n1 * n2 / N * (m1 - m2) ** 2
+        rest_m2 = np.maximum(rest_m2, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v1 = self.m2 / (n1 - 1)
+            v2 = rest_m2 / (n2 - 1)
+            a, b = v1 / n1, v2 / n2
+            se2 = a + b
+            t = np.where(se2 > 0, (m1 - m2) / np.sqrt(se2), 0.0)
+            df = np.where(se2 > 0, se2**2 / (a**2 / (n1 - 1) + b**2 / (n2 - 1)), np.nan)
+        valid = (self.n >= min_n) & (N - self.n >= min_n)
+        t[~valid] = np.nan
+        df[~valid] = np.nan
+        return t, df, valid
+
+
+def class_stats(store, model_key: str, layer: str) -> ClassStats:
+    """The (cached) per-class statistics of labelled images for `model_key`/`layer`."""
+    files, labels = _inputs(store, model_key, layer)
+    fingerprint = hashlib.sha256(json.dumps([files, sorted(labels.items())]).encode()).hexdigest()
+    name, weights = model_key.split("@", 1)
+    cache = store.indexes_root / partition_dir(name, weights, layer) / "classstats.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            if str(z["fingerprint"]) == fingerprint:
+                return ClassStats(z["labels"], z["n"], z["mean"], z["m2"])
+    stats = _compute(store, files, labels)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".classstats-{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, fingerprint=np.array(fingerprint), labels=stats.labels, n=stats.n, mean=stats.mean, m2=stats.m2)
+    os.replace(tmp, cache)
+    return stats
+
+
+def _inputs(store, model_key, layer):
+    with store.read() as con:
+        files = [r[0] for r in con.execute(
+            "SELECT rel_path FROM activation_files WHERE model_key = ? AND layer = ? ORDER BY rel_path",
+            [model_key, layer]).fetchall()]
+        labels = dict(con.execute(
+            """SELECT x.image_id, i.label_index FROM activation_index x JOIN images i USING (image_id)
+               WHERE x.model_key = ? AND x.layer = ? AND i.label_index IS NOT NULL""",
+            [model_key, layer]).fetchall())
+    return files, labels
+
+
+def _compute(store, files, labels: dict) -> ClassStats:
+    import pyarrow.parquet as pq
+
+    n = mean = m2 = None
+    for rel in files:  # one file at a time: memory bounded by the largest file
+        t = pq.read_table(store.activations_root / rel)
+        ids = t.column("image_id").to_pylist()
+        keep = np.array([i in labels for i in ids])
+        if not keep.any():
+            continue
+        x = np.concatenate([np.asarray(c.flatten()).reshape(len(c), -1) for c in t.column("vec").chunks])
+        x = x[keep].astype(np.float64)
+        y = np.array([labels[i] for i in ids if i in labels])
+        if n is None:
+            n, mean, m2 = np.zeros(1000, np.int64), np.zeros((1000, x.shape[1])), np.zeros((1000, x.shape[1]))
+        cn = np.bincount(y, minlength=1000)
+        csum = np.zeros_like(mean)
+        np.add.at(csum, y, x)
+        present = cn > 0
+        cmean = np.zeros_like(mean)
+        cmean[present] = csum[present] / cn[present, None]
+        cm2 = np.zeros_like(mean)
+        np.add.at(cm2, y, (x - cmean[y]) ** 2)
+        tot = n + cn
+        delta = cmean - mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(tot > 0, cn / np.where(tot > 0, tot, 1), 0.0)[:, None]
+            mean = mean + delta * w
+            m2 = m2 + cm2 + delta**2 * (n * cn / np.where(tot > 0, tot, 1))[:, None]
+        n = tot
+    if n is None:
+        return ClassStats(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros((0, 0)))
+    present = np.nonzero(n)[0]
+    return ClassStats(present, n[present], mean[present], m2[present])

@@ -1,0 +1,69 @@
+"""Synthetic stores with known class structure, written through the real commit path.
+
+For tests and benchmarks that need thousands of labelled images without running a network:
+vectors are drawn per class around class centres, stored as Parquet files registered in the
+catalog exactly as ingest does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import ActivationFiles
+from .catalog import Catalog
+from .models import ModelSpec, Preprocessing
+
+SPEC = ModelSpec("synthetic_net", "synthetic", "seed0", Preprocessing(256, 224, (0.5,) * 3, (0.5,) * 3, "bilinear"))
+
+
+def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[str, int] | None = None,
+             seed: int = 0, batch: int = 5000, spec: ModelSpec = SPEC) -> dict:
+    """Write n_classes × per_class labelled images with vectors for each layer {name: channels}.
+
+    Returns {"ids": [...], "labels": array, "vectors": {layer: matrix}} for reference checks.
+    """
+    import pyarrow as pa
+
+    layers = layers or {"conv_a": 16, "conv_b": 32, "hidden": 24}
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), per_class)
+    ids = [f"{seed:04d}{i:016d}" for i in range(len(labels))]
+    vectors = {}
+    for name, dim in layers.items():
+        centres = rng.gamma(2.0, 1.0, size=(n_classes, dim))
+        vectors[name] = np.maximum(centres[labels] + rng.normal(0, 0.7, size=(len(labels), dim)), 0).astype(np.float32)
+    files = ActivationFiles(store)
+    run_id = f"synthetic-{seed}"
+    with store.transaction() as con:
+        cat = Catalog(con)
+        cat.upsert_model(spec, "0" * 64)
+        from .layers import LayerInfo
+
+        cat.upsert_layers(spec.key, [LayerInfo(n, o, d, "hidden" if n == "hidden" else "conv",
+                                               "identity" if n == "hidden" else "gap_relu", True)
+                                     for o, (n, d) in enumerate(layers.items())])
+        cat.start_run(run_id, spec.key, {"synthetic": True}, len(ids))
+    for seq, start in enumerate(range(0, len(ids), batch)):
+        sl = slice(start, start + batch)
+        staged = [files.stage(spec, name, run_id, seq, ids[sl], vectors[name][sl]) for name in layers]
+        with store.transaction() as con:
+            cat = Catalog(con)
+            cat.insert_images(pa.table({
+                "image_id": ids[sl], "path": [f"/synthetic/{i}.png" for i in ids[sl]],
+                "file_size": [0] * len(ids[sl]), "file_mtime": [0.0] * len(ids[sl]),
+                "width": [1] * len(ids[sl]), "height": [1] * len(ids[sl]), "mode": ["RGB"] * len(ids[sl]),
+                "label_raw": [str(int(c)) for c in labels[sl]], "label_wnid": [None] * len(ids[sl]),
+                "label_index": pa.array(labels[sl], pa.int32()), "label_name": [None] * len(ids[sl]),
+                "source": ["synthetic"] * len(ids[sl]), "extra": [None] * len(ids[sl])}))
+            cat.insert_predictions(pa.table({
+                "model_key": [spec.key] * len(ids[sl]), "image_id": ids[sl],
+                "top5_index": [[int(c), 0, 1, 2, 3] for c in labels[sl]], "top5_prob": [[0.5, 0.1, 0.1, 0.1, 0.1]] * len(ids[sl]),
+                "true_rank": [1] * len(ids[sl]), "true_prob": [0.5] * len(ids[sl]), "run_id": [run_id] * len(ids[sl])}))
+            from .ingest import _file_rows
+
+            cat.register_files(*_file_rows(staged, spec.key, run_id))
+        files.publish(staged)
+    with store.write() as con:
+        Catalog(con).finish_run(run_id, "completed")
+    store.refresh_view()
+    return {"ids": ids, "labels": labels, "vectors": vectors}
