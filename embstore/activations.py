@@ -184,6 +184,13 @@ class ActivationFiles:
                 "SELECT rel_path FROM activation_files WHERE model_key = ? AND layer = ? ORDER BY rel_path",
                 [model_key, layer],
             ).fetchall()]
+        return self.read_files(rels)
+
+    def read_files(self, rels: list[str]):
+        """(image_ids, float32 matrix) of the given registered files, in the given order."""
+        import numpy as np
+        import pyarrow.parquet as pq
+
         ids, blocks = [], []
         for rel in rels:
             t = pq.read_table(self.store.activations_root / rel)

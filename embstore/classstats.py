@@ -59,16 +59,26 @@ class ClassStats:
         return t, df, valid
 
 
-def class_stats(store, model_key: str, layer: str) -> ClassStats:
+def class_stats(store, model_key: str, layer: str, *, con=None) -> ClassStats:
     """The (cached) per-class statistics of labelled images for `model_key`/`layer`."""
-    files, labels = _inputs(store, model_key, layer)
-    fingerprint = hashlib.sha256(json.dumps([files, sorted(labels.items())]).encode()).hexdigest()
+    if con is None:
+        with store.read() as own:
+            return class_stats(store, model_key, layer, con=own)
+    files = [r[0] for r in con.execute(
+        "SELECT rel_path FROM activation_files WHERE model_key = ? AND layer = ? ORDER BY rel_path",
+        [model_key, layer]).fetchall()]
+    # labels can change without new files (a relabelled image), so they enter the fingerprint too,
+    # as an order-independent digest computed in SQL rather than fetched row by row
+    digest = con.execute(
+        f"SELECT count(*), bit_xor(hash(x.image_id, i.label_index)) {_LABELLED}", [model_key, layer]).fetchall()[0]
+    fingerprint = hashlib.sha256(json.dumps([files, list(map(str, digest))]).encode()).hexdigest()
     name, weights = model_key.split("@", 1)
     cache = store.indexes_root / partition_dir(name, weights, layer) / "classstats.npz"
     if cache.exists():
         with np.load(cache) as z:
             if str(z["fingerprint"]) == fingerprint:
                 return ClassStats(z["labels"], z["n"], z["mean"], z["m2"])
+    labels = dict(con.execute(f"SELECT x.image_id, i.label_index {_LABELLED}", [model_key, layer]).fetchall())
     stats = _compute(store, files, labels)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".classstats-{os.getpid()}.tmp")
@@ -78,16 +88,8 @@ def class_stats(store, model_key: str, layer: str) -> ClassStats:
     return stats
 
 
-def _inputs(store, model_key, layer):
-    with store.read() as con:
-        files = [r[0] for r in con.execute(
-            "SELECT rel_path FROM activation_files WHERE model_key = ? AND layer = ? ORDER BY rel_path",
-            [model_key, layer]).fetchall()]
-        labels = dict(con.execute(
-            """SELECT x.image_id, i.label_index FROM activation_index x JOIN images i USING (image_id)
-               WHERE x.model_key = ? AND x.layer = ? AND i.label_index IS NOT NULL""",
-            [model_key, layer]).fetchall())
-    return files, labels
+_LABELLED = """FROM activation_index x JOIN images i USING (image_id)
+               WHERE x.model_key = ? AND x.layer = ? AND i.label_index IS NOT NULL"""
 
 
 def _compute(store, files, labels: dict) -> ClassStats:

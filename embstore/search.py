@@ -72,16 +72,18 @@ class ImageIndex:
         return self.index.reconstruct(int(row))
 
 
-def image_index(store, model_key: str, layer: str, kind: str = "auto") -> ImageIndex:
+def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=None) -> ImageIndex:
     """The persisted index of `model_key`/`layer`, rebuilt first if the store changed since."""
     import faiss
 
     if kind not in KINDS:
         raise EmbstoreError(f"unknown index kind '{kind}'; choose one of {', '.join(KINDS)}")
-    with store.read() as con:
-        rows = con.execute(
-            "SELECT rel_path, n_rows FROM activation_files WHERE model_key = ? AND layer = ? ORDER BY rel_path",
-            [model_key, layer]).fetchall()
+    sql = "SELECT rel_path, n_rows FROM activation_files WHERE model_key = ? AND layer = ? ORDER BY rel_path"
+    if con is None:
+        with store.read() as own:
+            rows = own.execute(sql, [model_key, layer]).fetchall()
+    else:
+        rows = con.execute(sql, [model_key, layer]).fetchall()
     total = sum(n for _, n in rows)
     if kind == "auto":
         kind = "flat" if total < AUTO_THRESHOLD else "hnsw"
@@ -100,7 +102,7 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto") -> ImageI
                 index.hnsw.efSearch = meta["ef_search"]
             ids = [i.decode() for i in np.load(ids_path)]
             return ImageIndex(kind, ids, index, meta.get("recall_at_10"), False)
-    ids, x = ActivationFiles(store).read_layer(model_key, layer)
+    ids, x = ActivationFiles(store).read_files([r for r, _ in rows])
     x = normalise(x)
     index, params = _build(kind, x)
     recall = _recall_at_10(index, x) if kind != "flat" else 1.0

@@ -51,8 +51,13 @@ def similar_classes(store, cls: str, *, k: int = 9, model: str | None = None, la
     if method not in METHODS:
         raise EmbstoreError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     target = classes().resolve(cls)
-    model_key = resolve_model(store, model)
-    counts = _image_counts(store, model_key)
+    with store.read() as con:  # one catalog connection per query: each open costs ~20-50 ms
+        return _similar_classes(store, con, target, k, model, layer, method)
+
+
+def _similar_classes(store, con, target, k, model, layer, method) -> Answer:
+    model_key = resolve_model(store, model, con)
+    counts = _image_counts(con, model_key)
     if method == "classifier":
         w = classifier_weights.load(store, model_key)
         if w is None:
@@ -61,7 +66,7 @@ def similar_classes(store, cls: str, *, k: int = 9, model: str | None = None, la
         labels, vectors, used = np.arange(w.shape[0]), w.astype(np.float64), "classifier"
     else:
         used = HIDDEN if method == "hidden" else (layer or "all")
-        labels, vectors = _class_vectors(store, model_key, used, method)
+        labels, vectors = _class_vectors(store, con, model_key, used, method)
     rows = np.nonzero(labels == target.index)[0]
     if not len(rows):
         n = counts.get(target.index, 0)
@@ -94,13 +99,15 @@ def nearest_images(store, image: str, *, k: int = 10, model: str | None = None, 
 
     >>> nearest_images(Store.open(), "data/samples/coffee.png", k=3).rows[0].detail["path"]  # doctest: +SKIP
     """
-    model_key = resolve_model(store, model)
-    _check_layer(store, model_key, layer)
-    idx = search.image_index(store, model_key, layer, index)
-    image_id, query, how = _query_vector(store, image, model_key, layer, idx)
-    scores, rows = idx.search(search.normalise(query[None, :]), k + 1)
-    hits = [(float(s), idx.ids[r]) for s, r in zip(scores[0], rows[0]) if r >= 0 and idx.ids[r] != image_id][:k]
     with store.read() as con:
+        model_key = resolve_model(store, model, con)
+        _check_layer(con, model_key, layer)
+        idx = search.image_index(store, model_key, layer, index, con=con)
+        image_id, query, how = _query_vector(con, image, idx)
+        if query is None:
+            query = embed_file(con, str(Path(image).expanduser()), model_key, layer)
+        scores, rows = idx.search(search.normalise(query[None, :]), k + 1)
+        hits = [(float(s), idx.ids[r]) for s, r in zip(scores[0], rows[0]) if r >= 0 and idx.ids[r] != image_id][:k]
         meta = {i: (p, n, top) for i, p, n, top in con.execute(
             """SELECT i.image_id, i.path, i.label_name, p.top5_index[1] FROM images i
                LEFT JOIN predictions p ON p.image_id = i.image_id AND p.model_key = ?
@@ -117,11 +124,9 @@ def nearest_images(store, image: str, *, k: int = 10, model: str | None = None, 
 
 
 # -- resolution -----------------------------------------------------------------------------
-def resolve_model(store, model: str | None) -> str:
+def resolve_model(store, model: str | None, con) -> str:
     """The model key (name@weights) that `model` names among those with stored vectors."""
-    with store.read() as con:
-        keys = [r[0] for r in con.execute(
-            "SELECT DISTINCT model_key FROM activation_files ORDER BY 1").fetchall()]
+    keys = [r[0] for r in con.execute("SELECT DISTINCT model_key FROM activation_files ORDER BY 1").fetchall()]
     if not keys:
         raise NotFoundError(f"store {store.path} holds no vectors yet; run `embstore ingest --images DIR` first")
     if model is None:
@@ -140,33 +145,32 @@ def resolve_model(store, model: str | None) -> str:
         f"`embstore ingest --model {model} --images DIR`.{did_you_mean(model, keys)}")
 
 
-def _stored_layers(store, model_key: str) -> list[tuple[str, str]]:
-    with store.read() as con:
-        return con.execute(
-            """SELECT l.layer, l.kind FROM layers l WHERE l.model_key = ? AND EXISTS (
-                   SELECT 1 FROM activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
-               ORDER BY l.ord""", [model_key]).fetchall()
+def _stored_layers(con, model_key: str) -> list[tuple[str, str]]:
+    return con.execute(
+        """SELECT l.layer, l.kind FROM layers l WHERE l.model_key = ? AND EXISTS (
+               SELECT 1 FROM activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
+           ORDER BY l.ord""", [model_key]).fetchall()
 
 
-def _check_layer(store, model_key: str, layer: str) -> None:
-    names = [n for n, _ in _stored_layers(store, model_key)]
+def _check_layer(con, model_key: str, layer: str) -> None:
+    names = [n for n, _ in _stored_layers(con, model_key)]
     if layer not in names:
         raise UnknownLayerError(f"no vectors of layer '{layer}' for {model_key}.{did_you_mean(layer, names)} "
                                 f"Stored layers: {', '.join(names[:12])}{', …' if len(names) > 12 else ''}")
 
 
-def _class_vectors(store, model_key: str, layer: str, method: str) -> tuple[np.ndarray, np.ndarray]:
+def _class_vectors(store, con, model_key: str, layer: str, method: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels, one vector per class) for prototype/tstat/hidden; 'all' concatenates conv layers."""
     if layer == "all":
-        names = [n for n, kind in _stored_layers(store, model_key) if kind == "conv"]
+        names = [n for n, kind in _stored_layers(con, model_key) if kind == "conv"]
         if not names:
             raise UnknownLayerError(f"{model_key} has no stored convolutional layers; pass --layer")
     else:
-        _check_layer(store, model_key, layer)
+        _check_layer(con, model_key, layer)
         names = [layer]
     parts, labels = [], None
     for name in names:
-        st = class_stats(store, model_key, name)
+        st = class_stats(store, model_key, name, con=con)
         if labels is None:
             labels = st.labels
         elif not np.array_equal(labels, st.labels):
@@ -179,51 +183,45 @@ def _class_vectors(store, model_key: str, layer: str, method: str) -> tuple[np.n
     return labels, np.concatenate(parts, axis=1)
 
 
-def _image_counts(store, model_key: str) -> dict[int, int]:
-    with store.read() as con:
-        return dict(con.execute(
-            """SELECT i.label_index, count(*) FROM predictions p JOIN images i USING (image_id)
-               WHERE p.model_key = ? AND i.label_index IS NOT NULL GROUP BY 1""", [model_key]).fetchall())
+def _image_counts(con, model_key: str) -> dict[int, int]:
+    return dict(con.execute(
+        """SELECT i.label_index, count(*) FROM predictions p JOIN images i USING (image_id)
+           WHERE p.model_key = ? AND i.label_index IS NOT NULL GROUP BY 1""", [model_key]).fetchall())
 
 
-def _query_vector(store, image: str, model_key: str, layer: str, idx) -> tuple[str | None, np.ndarray, str]:
-    """(stored image id or None, query vector, how it was found)."""
+def _query_vector(con, image: str, idx) -> tuple[str | None, np.ndarray | None, str]:
+    """(stored image id or None, its vector or None when it must be embedded, how it was found)."""
     from .images import content_id
 
     position = {i: r for r, i in enumerate(idx.ids)}
-    candidate = None
-    if image in position:
-        candidate = image
-    else:
-        path = Path(image).expanduser()
-        with store.read() as con:
-            if path.is_file():
-                got = con.execute("SELECT image_id FROM images WHERE path = ?", [str(path.resolve())]).fetchall()
-                candidate = got[0][0] if got else content_id(path.read_bytes())
-            elif len(image) >= 6:
-                got = con.execute("SELECT image_id FROM images WHERE starts_with(image_id, ?)", [image]).fetchall()
-                if len(got) > 1:
-                    raise NotFoundError(f"image id prefix '{image}' matches {len(got)} images; give more digits")
-                candidate = got[0][0] if got else None
-        if candidate is None and not path.is_file():
-            raise NotFoundError(f"'{image}' is neither a stored image id nor an image file")
+    candidate = image if image in position else None
+    path = Path(image).expanduser()
+    if candidate is None and path.is_file():
+        got = con.execute("SELECT image_id FROM images WHERE path = ?", [str(path.resolve())]).fetchall()
+        candidate = got[0][0] if got else content_id(path.read_bytes())
+    elif candidate is None and len(image) >= 6:
+        got = con.execute("SELECT image_id FROM images WHERE starts_with(image_id, ?)", [image]).fetchall()
+        if len(got) > 1:
+            raise NotFoundError(f"image id prefix '{image}' matches {len(got)} images; give more digits")
+        candidate = got[0][0] if got else None
     if candidate in position:
         return candidate, idx.vector(position[candidate]), f"stored image {candidate}"
-    return None, embed_file(store, str(Path(image).expanduser()), model_key, layer), "embedded on the fly"
+    if not path.is_file():
+        raise NotFoundError(f"'{image}' is neither a stored image id nor an image file")
+    return None, None, "embedded on the fly"
 
 
-def embed_file(store, path: str, model_key: str, layer: str) -> np.ndarray:
+def embed_file(con, path: str, model_key: str, layer: str) -> np.ndarray:
     """One new image through the stored model, preprocessing and layer (imports torch)."""
     from . import layers as layers_mod
     from . import models
     from .extraction import Extractor
     from .images import Preprocess, read_rgb
 
-    with store.read() as con:
-        got = con.execute(
-            """SELECT m.name, m.weights, m.weights_sha256, r.config FROM models m
-               LEFT JOIN runs r ON r.model_key = m.model_key WHERE m.model_key = ?
-               ORDER BY r.started_at DESC LIMIT 1""", [model_key]).fetchall()
+    got = con.execute(
+        """SELECT m.name, m.weights, m.weights_sha256, r.config FROM models m
+           LEFT JOIN runs r ON r.model_key = m.model_key WHERE m.model_key = ?
+           ORDER BY r.started_at DESC LIMIT 1""", [model_key]).fetchall()
     name, tag, sha, config = got[0]
     import json
 

@@ -50,10 +50,17 @@ class Store:
     def __init__(self, path: Path, *, lock_timeout: float = 30.0):
         self.path = Path(path).expanduser().resolve()
         self.lock_timeout = lock_timeout
+        self._kept = None  # a read-only connection kept for a short-lived query process
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path | None = None, *, create: bool = False, lock_timeout: float = 30.0) -> "Store":
+    def open(cls, path: str | Path | None = None, *, create: bool = False, lock_timeout: float = 30.0,
+             keep_reader: bool = False) -> "Store":
+        """Open the store; `keep_reader` keeps one read-only connection for every `read()`.
+
+        Keeping it saves ~20-50 ms per catalog open in one-shot query processes; it also blocks
+        other processes' writes until `close()`, and this process cannot write meanwhile.
+        """
         store = cls(Path(path) if path else default_store_path(), lock_timeout=lock_timeout)
         if not store.catalog_path.exists():
             if not create:
@@ -64,8 +71,13 @@ class Store:
                 raise StoreError(f"store path {store.path} exists and is not a directory")
         for sub in ("activations", "staging", "indexes", "quarantine"):
             (store.path / sub).mkdir(parents=True, exist_ok=True)
-        store._upgrade()
+        store._upgrade(keep_reader)
         return store
+
+    def close(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
 
     @property
     def catalog_path(self) -> Path:
@@ -87,19 +99,26 @@ class Store:
     def quarantine_root(self) -> Path:
         return self.path / "quarantine"
 
-    def _upgrade(self) -> None:
+    def _upgrade(self, keep_reader: bool = False) -> None:
         """Apply pending migrations and point the activations view at this directory.
 
         Checked on a read-only connection first, so opening an up-to-date store for queries
         never takes the write lock.
         """
         if self.catalog_path.exists():
-            with self.read() as con:
-                if not self._needs_upgrade(con):
-                    return
+            con = self._connect(read_only=True)
+            if not self._needs_upgrade(con):
+                if keep_reader:
+                    self._kept = con
+                else:
+                    con.close()
+                return
+            con.close()
         with self.write() as con:
             migrate(con)
             self._refresh_view(con)
+        if keep_reader:
+            self._kept = self._connect(read_only=True)
 
     def _needs_upgrade(self, con) -> bool:
         from .migrations import discover
@@ -127,6 +146,9 @@ class Store:
     @contextlib.contextmanager
     def read(self):
         """A short read-only connection (other readers may share the file meanwhile)."""
+        if self._kept is not None:
+            yield self._kept
+            return
         con = self._connect(read_only=True)
         try:
             yield con

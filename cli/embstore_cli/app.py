@@ -32,10 +32,11 @@ def _store_option(
     ctx.obj = {"store": store}
 
 
-def _store(ctx: typer.Context, *, create: bool = False):
+def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False):
+    """The store named by --store/$EMBSTORE_HOME; `reader` for one-shot read-only commands."""
     from embstore.store import Store
 
-    return Store.open(ctx.obj["store"], create=create)
+    return Store.open(ctx.obj["store"], create=create, keep_reader=reader)
 
 
 @app.command()
@@ -115,7 +116,7 @@ def status(ctx: typer.Context):
     """
     from embstore.summary import summarise
 
-    render.status(summarise(_store(ctx)))
+    render.status(summarise(_store(ctx, reader=True)))
 
 
 @query_app.command("similar")
@@ -135,7 +136,7 @@ def query_similar(
     """
     from embstore.similarity import similar_classes
 
-    answer = similar_classes(_store(ctx), cls, k=k, model=model, layer=layer, method=method)
+    answer = similar_classes(_store(ctx, reader=True), cls, k=k, model=model, layer=layer, method=method)
     render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("images", "wnid"))
 
 
@@ -156,7 +157,7 @@ def query_images(
     """
     from embstore.similarity import nearest_images
 
-    answer = nearest_images(_store(ctx), image, k=k, model=model, layer=layer, index=index)
+    answer = nearest_images(_store(ctx, reader=True), image, k=k, model=model, layer=layer, index=index)
     render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("label", "predicted", "path"))
 
 
