@@ -65,6 +65,22 @@ def ingest(
     render.ingest_summary(result, store.path)
 
 
+@app.command()
+def demo(ctx: typer.Context):
+    """Ingest the bundled photos with the real EfficientNet-Lite0, then query similar classes and images.
+
+    Example: embstore --store ./demo-store demo
+    """
+    from embstore.demo import run_demo
+
+    store = _store(ctx, create=True)
+    with render.IngestProgress() as bar:
+        result = run_demo(store, progress=bar.update)
+    render.ingest_summary(result.ingest, store.path)
+    render.answer(result.similar, as_json=False, as_csv=False, columns=("images", "wnid"))
+    render.answer(result.nearest, as_json=False, as_csv=False, columns=("label", "predicted", "path"))
+
+
 @app.command("models")
 def list_models():
     """List every model `embstore ingest --model` accepts, with weights and preprocessing.
