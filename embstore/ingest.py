@@ -108,22 +108,22 @@ def ingest(
             result.recovered.append(f"marked {stale} unfinished earlier run(s) interrupted")
         result.n_skipped = len(skipped)
         started = time.perf_counter()
+        message = None
         try:
             _run(store, files, net, spec, chosen, todo, run_id, result, dev,
                  batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress)
             result.status = "completed"
         except KeyboardInterrupt:
-            result.status = "interrupted"
+            result.status, message = "interrupted", "interrupted by the user"
             raise
         except BaseException as exc:
-            result.status = "failed"
-            result.errors.append(("<run>", f"{type(exc).__name__}: {exc}"))
+            result.status, message = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
             result.seconds = time.perf_counter() - started
             result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             with store.write() as con:
-                Catalog(con).finish_run(run_id, result.status, None if result.status == "completed" else result.errors[-1][1] if result.errors else "interrupted")
+                Catalog(con).finish_run(run_id, result.status, message)
             if result.n_done:
                 store.refresh_view()
     return result

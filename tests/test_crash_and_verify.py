@@ -127,3 +127,30 @@ def test_orphan_and_missing_files_are_repaired_and_reingest_restores(ingested):
     assert files.verify().ok and _layer_count(store) == 3
     again = ingest(store, "resnet18", str(images), weights="none", layers="layer1.0")
     assert again.n_done == 3 and _layer_count(store) == 6 and files.verify().ok
+
+
+def test_failure_inside_a_commit_rolls_back_that_batch_only(store, tmp_path, monkeypatch):
+    from embstore import catalog
+
+    make_images(tmp_path / "imgs", 6, seed=13)
+    real = catalog.Catalog.register_files
+    calls = {"n": 0}
+
+    def flaky(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full (injected)")
+        return real(self, *args)
+
+    monkeypatch.setattr(catalog.Catalog, "register_files", flaky)
+    with pytest.raises(OSError, match="injected"):
+        ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3)
+    with store.read() as con:
+        status, message = con.execute("SELECT status, message FROM runs").fetchall()[0]
+    assert status == "failed" and "disk full" in message
+    assert _layer_count(store) == 3  # the first batch survived, the second left nothing behind
+    assert not [p for p in store.staging_root.rglob("*") if p.is_file()]
+    assert ActivationFiles(store).verify().ok
+    monkeypatch.setattr(catalog.Catalog, "register_files", real)
+    again = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3)
+    assert (again.n_skipped, again.n_done) == (3, 3) and _layer_count(store) == 6

@@ -146,3 +146,15 @@ def test_query_commands_do_not_import_torch_and_print_json(syn):
         assert res.stderr.endswith("NO-TORCH"), res.stderr[-500:]
         out = json.loads(res.stdout)
         assert len(out["results"]) == int(args[4])
+
+
+def test_csv_output_lists_rank_name_score(syn, capsys):
+    from embstore_cli.app import main
+
+    store, _ = syn
+    with pytest.raises(SystemExit) as e:
+        main(["--store", str(store.path), "query", "similar", "7", "--k", "4", "--csv"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert e.value.code == 0
+    assert lines[0] == "rank,name,score,images,wnid" and len(lines) == 5
+    assert [int(l.split(",")[0]) for l in lines[1:]] == [1, 2, 3, 4]
