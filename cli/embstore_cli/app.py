@@ -19,6 +19,8 @@ from . import render
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Store, search and analyse CNN activations.")
 query_app = typer.Typer(no_args_is_help=True, help="Nearest classes and nearest images.")
 app.add_typer(query_app, name="query")
+analyze_app = typer.Typer(no_args_is_help=True, help="Measures of the seed papers, computed from the store.")
+app.add_typer(analyze_app, name="analyze")
 
 
 @app.callback()
@@ -175,6 +177,59 @@ def query_images(
 
     answer = nearest_images(_store(ctx, reader=True), image, k=k, model=model, layer=layer, index=index)
     render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("label", "predicted", "path"))
+
+
+@app.command()
+def sql(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="SQL; every catalog table, view and embstore UDF is available."),
+    write: bool = typer.Option(False, "--write", help="Open the catalog read-write."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+):
+    """Run ad-hoc SQL on the catalog (read-only unless --write).
+
+    Example: embstore sql "SELECT layer, count(*) FROM activations GROUP BY layer"
+    """
+    from embstore.sql import run_sql
+
+    columns, rows = run_sql(_store(ctx), query, write=write)
+    render.rows(columns, rows, as_json=as_json, as_csv=as_csv)
+
+
+@analyze_app.command("matching")
+def analyze_matching(
+    ctx: typer.Context,
+    manifest: Path = typer.Argument(..., help="CSV/Parquet: object, related, unrelated[, rating_related, rating_unrelated]."),
+    model: list[str] = typer.Option([], "--model", "-m", help="Model(s); default: every stored model."),
+    layer: list[str] = typer.Option([], "--layer", help="Layer(s); default: every stored layer."),
+    ingest_missing: bool = typer.Option(False, "--ingest", help="Ingest the manifest's images first (needs one --model)."),
+    weights: str = typer.Option("DEFAULT", help="Weights for --ingest."),
+):
+    """Related/unrelated matching error, bootstrap CI and ROC AUC per model and layer (seed 000).
+
+    Example: embstore analyze matching poporo.csv --model resnet50 --layer hidden
+    """
+    from embstore.analysis import matching
+
+    report = matching(_store(ctx, create=ingest_missing), str(manifest), models=model or None,
+                      layers=layer or None, ingest_missing=ingest_missing, weights=weights)
+    render.matching(report)
+
+
+@analyze_app.command("failures")
+def analyze_failures(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
+    limit: int = typer.Option(20, min=1, help="How many failures to list."),
+):
+    """Top-1/top-5 error on labelled images and the failures ranking the true class lowest (seed 000 table 1).
+
+    Example: embstore analyze failures --model densenet121 --limit 10
+    """
+    from embstore.analysis import failures
+
+    render.failures(failures(_store(ctx, reader=True), model, limit=limit))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -140,3 +140,56 @@ def answer(a, *, as_json: bool, as_csv: bool, columns: tuple[str, ...]) -> None:
     console.print(t)
     for note in a.notes:
         console.print(f"[dim]{note}[/]")
+
+
+def rows(columns, data, *, as_json: bool, as_csv: bool) -> None:
+    """Any SQL result."""
+    if as_json:
+        import json
+
+        print(json.dumps([dict(zip(columns, r)) for r in data], default=str, indent=2))
+        return
+    if as_csv:
+        import csv
+        import sys
+
+        w = csv.writer(sys.stdout)
+        w.writerow(columns)
+        w.writerows(data)
+        return
+    t = Table()
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in data:
+        t.add_row(*["NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in r])
+    console.print(t)
+    console.print(f"[dim]{len(data)} row(s)[/]")
+
+
+def matching(report) -> None:
+    t = Table(title=f"triplet matching — {len(report.triplets.paths)} triplets (seed 000 table 2)")
+    for c in ("model", "layer", "matching error", "95% CI", "AUC", "ImageNet top-1 err"):
+        t.add_column(c)
+    for r in report.layers:
+        top1 = report.top1_error.get(r.model_key)
+        t.add_row(r.model_key, r.layer, f"{r.error:.3f}", f"{r.ci[0]:.3f}–{r.ci[1]:.3f}", f"{r.auc:.3f}",
+                  "-" if top1 is None else f"{top1:.3f}")
+    console.print(t)
+    if report.layers:
+        last = report.layers[-1]
+        console.print(f"cases for {last.model_key} / {last.layer} (triplet numbers; SQL: matching_results):")
+        for name, idx in last.cases.items():
+            console.print(f"  {name:9s} {idx[:5]}")
+
+
+def failures(r) -> None:
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    console.print(f"{r.model_key}: {r.n_labelled} labelled images, top-1 error {fmt(r.top1_error)}, "
+                  f"top-5 error {fmt(r.top5_error)}, median rank of the true class {fmt(r.median_true_rank)}")
+    t = Table(title="failures, lowest-ranked true class first")
+    for c in ("image", "true", "predicted", "p(pred)", "rank(true)", "p(true)"):
+        t.add_column(c, overflow="fold")
+    for f in r.failures:
+        t.add_row(f["path"], f["true"], f["predicted"], f"{f['predicted_prob']:.3f}", str(f["true_rank"]),
+                  f"{f['true_prob']:.4f}")
+    console.print(t)

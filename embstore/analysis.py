@@ -1,0 +1,52 @@
+"""`embstore analyze …`: resolve models, run one measure, return its report."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import EmbstoreError
+from .failures import FailureReport, failure_analysis
+from .matching import LayerMatching, Triplets, read_triplets, triplet_matching, write_image_manifest
+from .similarity import resolve_model
+
+
+@dataclass
+class MatchingReport:
+    triplets: Triplets
+    layers: list[LayerMatching]
+    top1_error: dict[str, float | None]
+
+
+def matching(store, manifest: str, *, models: list[str] | None = None, layers: list[str] | None = None,
+             ingest_missing: bool = False, weights: str = "DEFAULT", n_boot: int = 1000) -> MatchingReport:
+    """Seed 000's matching measures for every requested model and layer (table 2 when several models).
+
+    >>> matching(Store.open(), "poporo.csv", models=["resnet50"]).layers[0].auc  # doctest: +SKIP
+    """
+    triplets = read_triplets(manifest)
+    if ingest_missing:
+        if not models or len(models) != 1:
+            raise EmbstoreError("--ingest needs exactly one --model to ingest the manifest's images with")
+        from .ingest import ingest
+
+        with tempfile.TemporaryDirectory() as tmp:
+            images = write_image_manifest(triplets, Path(tmp) / "images.csv")
+            ingest(store, models[0], str(images), weights=weights,
+                   layers="default" if not layers else ",".join(layers))
+    with store.read() as con:
+        keys = [resolve_model(store, m, con) for m in models] if models else [
+            r[0] for r in con.execute("SELECT DISTINCT model_key FROM activation_files ORDER BY 1").fetchall()]
+        top1 = {k: con.execute("SELECT 1 - avg(top1_correct::INT) FROM labelled_predictions WHERE model_key = ?",
+                               [k]).fetchall()[0][0] for k in keys}
+    if not keys:
+        raise EmbstoreError(f"store {store.path} holds no vectors yet; run `embstore ingest` first")
+    results = triplet_matching(store, triplets, model_keys=keys, layers=layers, n_boot=n_boot)
+    return MatchingReport(triplets, results, top1)
+
+
+def failures(store, model: str | None, *, limit: int = 20) -> FailureReport:
+    with store.read() as con:
+        key = resolve_model(store, model, con)
+    return failure_analysis(store, key, limit=limit)

@@ -1,0 +1,37 @@
+"""ImageNet failure analysis for labelled images (seed 000 table 1): top-1/top-5 error and the
+rank and probability the model gave the true class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class FailureReport:
+    model_key: str
+    n_labelled: int
+    top1_error: float | None
+    top5_error: float | None
+    median_true_rank: float | None
+    failures: list[dict]  # worst first: highest rank of the true class
+
+
+def failure_analysis(store, model_key: str, *, limit: int = 20) -> FailureReport:
+    """Errors of `model_key` on the store's labelled images, and its worst failures.
+
+    >>> failure_analysis(Store.open(), "resnet50@IMAGENET1K_V2").top1_error  # doctest: +SKIP
+    """
+    from .imagenet import classes
+
+    with store.read() as con:
+        n, top1, top5, med = con.execute(
+            """SELECT count(*), 1 - avg(top1_correct::INT), 1 - avg(top5_correct::INT), median(true_rank)
+               FROM labelled_predictions WHERE model_key = ?""", [model_key]).fetchall()[0]
+        rows = con.execute(
+            """SELECT image_id, path, label_index, predicted_index, top5_prob[1], true_rank, true_prob
+               FROM labelled_predictions WHERE model_key = ? AND NOT top1_correct
+               ORDER BY true_rank DESC, image_id LIMIT ?""", [model_key, limit]).fetchall()
+    names = classes()
+    failures = [{"image_id": i, "path": p, "true": names[t].name, "predicted": names[pi].name,
+                 "predicted_prob": pp, "true_rank": r, "true_prob": tp} for i, p, t, pi, pp, r, tp in rows]
+    return FailureReport(model_key, n, top1, top5, med, failures)

@@ -1,0 +1,57 @@
+"""Python functions registered on DuckDB connections, in one place (arrow-vectorised).
+
+    imagenet_name(INTEGER) -> VARCHAR   torchvision class name of an ImageNet-1k index
+    imagenet_wnid(INTEGER) -> VARCHAR   WordNet id of an ImageNet-1k index
+    vec_norm(FLOAT[]) -> DOUBLE         L2 norm of a vector
+"""
+
+from __future__ import annotations
+
+
+def register(con) -> None:
+    """Register every embstore UDF on `con` (remove-then-create, so it can be called twice)."""
+    import numpy as np
+    import pyarrow as pa
+    from duckdb.sqltypes import DOUBLE, FLOAT, INTEGER, VARCHAR
+
+    from .imagenet import classes
+
+    names = np.array([c.name for c in classes().rows], dtype=object)
+    wnids = np.array([c.wnid for c in classes().rows], dtype=object)
+
+    def lookup(table):
+        def fn(idx):
+            arr = idx.to_numpy(zero_copy_only=False)
+            ok = ~np.isnan(arr.astype(np.float64)) & (arr >= 0) & (arr < len(table))
+            out = np.full(len(arr), None, dtype=object)
+            out[ok] = table[arr[ok].astype(np.int64)]
+            return pa.array(out, pa.string())
+        return fn
+
+    def vec_norm(v):
+        arr = v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
+        lengths = arr.value_lengths().fill_null(0).to_numpy().astype(np.int64)
+        sq = np.asarray(arr.flatten(), dtype=np.float64) ** 2  # flatten skips null lists
+        out = np.zeros(len(arr))
+        nonempty = lengths > 0
+        if nonempty.any():
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
+            out[nonempty] = np.sqrt(np.add.reduceat(sq, starts))
+        return pa.array(out, pa.float64(), mask=arr.is_null().to_numpy(zero_copy_only=False))
+
+    for name, fn, params, ret in (
+        ("imagenet_name", lookup(names), [INTEGER], VARCHAR),
+        ("imagenet_wnid", lookup(wnids), [INTEGER], VARCHAR),
+        ("vec_norm", vec_norm, [duckdb_list(FLOAT)], DOUBLE),
+    ):
+        try:
+            con.remove_function(name)
+        except Exception:
+            pass
+        con.create_function(name, fn, params, ret, type="arrow", null_handling="special")
+
+
+def duckdb_list(child):
+    import duckdb
+
+    return duckdb.list_type(child)

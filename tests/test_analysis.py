@@ -1,0 +1,155 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from embstore.activations import ActivationFiles
+from embstore.analysis import failures, matching
+from embstore.errors import EmbstoreError, ManifestError, NotFoundError
+from embstore.ingest import ingest
+from embstore.matching import roc_auc
+from embstore.migrations import migrate
+from embstore.resources import migrations_dir
+from embstore.sql import run_sql
+from embstore.store import Store
+
+from .conftest import make_images
+
+
+@pytest.fixture
+def triplet_store(store, tmp_path):
+    paths = make_images(tmp_path / "imgs", 15, seed=21)
+    manifest = tmp_path / "triplets.csv"
+    rows = ["object,related,unrelated,rating_related,rating_unrelated"]
+    for t in range(5):
+        o, r, u = paths[3 * t: 3 * t + 3]
+        rows.append(f"imgs/{o.name},imgs/{r.name},{u},{t + 1},{5 - t}")
+    manifest.write_text("\n".join(rows) + "\n")
+    return store, manifest, paths
+
+
+def test_roc_auc_agrees_with_sklearn_including_ties():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        scores = np.round(rng.normal(size=60), 1)  # rounding makes ties
+        labels = np.r_[np.ones(30), np.zeros(30)]
+        assert roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_matching_equals_a_brute_force_computation(triplet_store):
+    store, manifest, paths = triplet_store
+    with pytest.raises(NotFoundError, match="not ingested.*--ingest"):
+        ingest(store, "resnet18", str(paths[0]), weights="none", layers="layer4.1")
+        matching(store, str(manifest))
+    report = matching(store, str(manifest), models=["resnet18"], ingest_missing=True, weights="none",
+                      layers=["layer4.1", "hidden"])
+    assert [r.layer for r in report.layers] == ["layer4.1", "hidden"]
+    with store.read() as con:
+        id_of = dict(con.execute("SELECT path, image_id FROM images").fetchall())
+    for r in report.layers:
+        ids, x = ActivationFiles(store).read_layer("resnet18@none", r.layer)
+        vec = {i: x[k].astype(np.float64) for k, i in enumerate(ids)}
+        cr, cu = [], []
+        for t in range(5):
+            o, rel, un = (vec[id_of[str(p)]] for p in paths[3 * t: 3 * t + 3])
+            cr.append(o @ rel / np.linalg.norm(o) / np.linalg.norm(rel))
+            cu.append(o @ un / np.linalg.norm(o) / np.linalg.norm(un))
+        cr, cu = np.array(cr), np.array(cu)
+        np.testing.assert_allclose(r.cos_related, cr, atol=1e-9)
+        np.testing.assert_allclose(r.cos_unrelated, cu, atol=1e-9)
+        assert r.error == pytest.approx(np.mean(cr <= cu))
+        assert r.auc == pytest.approx(roc_auc_score(np.r_[np.ones(5), np.zeros(5)], np.r_[cr, cu]))
+        assert 0 <= r.ci[0] <= r.error <= r.ci[1] <= 1
+        d = cr - cu
+        if (d > 0).any():
+            assert r.cases["best"][0] == int(np.argmax(np.where(d > 0, d, -np.inf)))
+            assert r.cases["good_luck"][0] == int(np.argmin(np.where(d > 0, d, np.inf)))
+        if (d <= 0).any():
+            assert r.cases["worst"][0] == int(np.argmin(d))
+            assert r.cases["bad_luck"][0] == int(np.argmax(np.where(d <= 0, d, -np.inf)))
+    cols, rows = run_sql(store, "SELECT layer, count(*), avg((NOT matched)::INT), any_value(auc) FROM matching_results "
+                                "JOIN matching_summary USING (manifest_sha, model_key, layer) GROUP BY layer ORDER BY layer")
+    assert [(l, n) for l, n, _, _ in rows] == [("hidden", 5), ("layer4.1", 5)]
+    by_layer = {r.layer: r for r in report.layers}
+    for layer, _, err, auc in rows:
+        assert err == pytest.approx(by_layer[layer].error) and auc == pytest.approx(by_layer[layer].auc)
+
+
+def test_bad_triplet_manifests_fail_clearly(store, tmp_path):
+    bad = tmp_path / "t.csv"
+    bad.write_text("object,related\na.png,b.png\n")
+    with pytest.raises(ManifestError, match="lacks column.*unrelated"):
+        matching(store, str(bad))
+    with pytest.raises(NotFoundError, match="does not exist"):
+        matching(store, str(tmp_path / "none.csv"))
+    good = tmp_path / "good.csv"
+    good.write_text("object,related,unrelated\na.png,b.png,c.png\n")
+    with pytest.raises(NotFoundError, match="3 image.* cannot be read"):
+        matching(store, str(good), models=["resnet18"], ingest_missing=True, weights="none")
+    make_images(tmp_path, 1)
+    good.write_text(f"object,related,unrelated\n{tmp_path / 'img_0_0000.png'},img_0_0000.png,img_0_0000.png\n")
+    with pytest.raises(EmbstoreError, match="exactly one --model"):
+        matching(store, str(good), ingest_missing=True)
+
+
+def test_failure_analysis_matches_an_independent_forward_pass(store, tmp_path):
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    make_images(tmp_path / "tree" / "tench", 3, seed=31)
+    make_images(tmp_path / "tree" / "n03627232", 3, seed=32)
+    ingest(store, "resnet18", str(tmp_path / "tree"), weights="none", layers="layer1.0")
+    report = failures(store, "resnet18", limit=50)
+    torch.manual_seed(0)
+    net = resnet18(weights=None).eval()
+    prep = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    with store.read() as con:
+        rows = con.execute("SELECT path, label_index FROM images").fetchall()
+    ranks = {}
+    with torch.no_grad():
+        for path, label in rows:
+            p = torch.softmax(net(prep(Image.open(path).convert("RGB"))[None]).double(), 1)[0]
+            ranks[path] = (int((p > p[label]).sum()) + 1, float(p[label]))
+    assert report.n_labelled == 6
+    assert report.top1_error == pytest.approx(np.mean([r > 1 for r, _ in ranks.values()]))
+    assert report.top5_error == pytest.approx(np.mean([r > 5 for r, _ in ranks.values()]))
+    for f in report.failures:
+        assert f["true_rank"] == ranks[f["path"]][0]
+        assert f["true_prob"] == pytest.approx(ranks[f["path"]][1], rel=1e-4)
+    assert [f["true_rank"] for f in report.failures] == sorted((f["true_rank"] for f in report.failures), reverse=True)
+
+
+def test_sql_has_views_and_udfs_and_is_read_only_by_default(store, tmp_path):
+    make_images(tmp_path / "imgs", 2)
+    ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
+    ids, x = ActivationFiles(store).read_layer("resnet18@none", "layer1.0")
+    cols, rows = run_sql(store, "SELECT image_id, vec_norm(vec) AS n, imagenet_name(616) AS c FROM activations "
+                                "WHERE layer = 'layer1.0' ORDER BY image_id")
+    assert cols == ["image_id", "n", "c"]
+    expected = dict(zip(ids, np.linalg.norm(x.astype(np.float64), axis=1)))
+    for image_id, n, c in rows:
+        assert n == pytest.approx(expected[image_id], rel=1e-6) and c == "knot"
+    with pytest.raises(EmbstoreError, match="read-only; pass --write"):
+        run_sql(store, "DELETE FROM runs")
+    run_sql(store, "CREATE TABLE notes (x INTEGER)", write=True)
+    with pytest.raises(EmbstoreError, match="SQL error: .*no_such"):
+        run_sql(store, "SELECT * FROM no_such")
+
+
+def test_store_from_the_previous_schema_is_upgraded_on_open(tmp_path):
+    old = tmp_path / "old_migrations"
+    old.mkdir()
+    shutil.copy(migrations_dir() / "0001_catalog.sql", old)
+    (tmp_path / "s").mkdir()
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "s" / "catalog.duckdb"))
+    migrate(con, old)
+    con.close()
+    store = Store.open(tmp_path / "s")
+    cols, rows = run_sql(store, "SELECT count(*) FROM matching_summary")
+    assert rows == [(0,)]
+    _, versions = run_sql(store, "SELECT version FROM schema_migrations ORDER BY 1")
+    assert [v for (v,) in versions] == [1, 2]
