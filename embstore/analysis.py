@@ -50,3 +50,34 @@ def failures(store, model: str | None, *, limit: int = 20) -> FailureReport:
     with store.read() as con:
         key = resolve_model(store, model, con)
     return failure_analysis(store, key, limit=limit)
+
+
+def class_tables(store, kind: str, model: str | None, layers: list[str] | None):
+    """Materialise prototypes or t-statistics for the given (default: every stored) layer."""
+    from .classtables import materialise
+
+    with store.read() as con:
+        key = resolve_model(store, model, con)
+        stored = [r[0] for r in con.execute(
+            """SELECT l.layer FROM layers l WHERE l.model_key = ? AND EXISTS (SELECT 1 FROM activation_files f
+               WHERE f.model_key = l.model_key AND f.layer = l.layer) ORDER BY l.ord""", [key]).fetchall()]
+    for layer in layers or []:
+        if layer not in stored:
+            from .errors import UnknownLayerError, did_you_mean
+
+            raise UnknownLayerError(f"no vectors of layer '{layer}' for {key}.{did_you_mean(layer, stored)}")
+    return [materialise(store, kind, key, layer) for layer in (layers or stored)]
+
+
+def class_pair(store, model: str | None, layer: str, a: str, b: str):
+    """(t, df) per channel of class a against class b on one layer (Welch)."""
+    from .classstats import class_stats, pairwise_welch
+    from .imagenet import classes
+
+    ca, cb = classes().resolve(a), classes().resolve(b)
+    with store.read() as con:
+        key = resolve_model(store, model, con)
+    try:
+        return ca, cb, pairwise_welch(class_stats(store, key, layer), ca.index, cb.index)
+    except ValueError as exc:
+        raise EmbstoreError(f"{exc} for {key} / {layer}; both classes need at least 2 labelled images") from None

@@ -24,6 +24,7 @@ class ClassStats:
     n: np.ndarray  # (K,) images per class
     mean: np.ndarray  # (K, C) float64
     m2: np.ndarray  # (K, C) float64: sum of squared deviations from the class mean
+    fingerprint: str = ""  # of the files and labels these were computed from
 
     def prototypes(self) -> np.ndarray:
         return self.mean
@@ -77,9 +78,10 @@ def class_stats(store, model_key: str, layer: str, *, con=None) -> ClassStats:
     if cache.exists():
         with np.load(cache) as z:
             if str(z["fingerprint"]) == fingerprint:
-                return ClassStats(z["labels"], z["n"], z["mean"], z["m2"])
+                return ClassStats(z["labels"], z["n"], z["mean"], z["m2"], fingerprint)
     labels = dict(con.execute(f"SELECT x.image_id, i.label_index {_LABELLED}", [model_key, layer]).fetchall())
     stats = _compute(store, files, labels)
+    stats.fingerprint = fingerprint
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".classstats-{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -92,36 +94,52 @@ _LABELLED = """FROM activation_index x JOIN images i USING (image_id)
                WHERE x.model_key = ? AND x.layer = ? AND i.label_index IS NOT NULL"""
 
 
+def pairwise_welch(stats: ClassStats, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """(t, df) per channel of class `a` against class `b` (Welch, float64)."""
+    pos = {int(c): i for i, c in enumerate(stats.labels)}
+    for c in (a, b):
+        if c not in pos or stats.n[pos[c]] < 2:
+            raise ValueError(f"class {c} has fewer than 2 images")
+    i, j = pos[a], pos[b]
+    n1, n2 = float(stats.n[i]), float(stats.n[j])
+    v1, v2 = stats.m2[i] / (n1 - 1), stats.m2[j] / (n2 - 1)
+    se2 = v1 / n1 + v2 / n2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se2 > 0, (stats.mean[i] - stats.mean[j]) / np.sqrt(se2), 0.0)
+        df = np.where(se2 > 0, se2**2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1)), np.nan)
+    return t, df
+
+
 def _compute(store, files, labels: dict) -> ClassStats:
+    """One streaming pass: per file, per-class sums by sort + reduceat, merged pairwise (Chan)."""
     import pyarrow.parquet as pq
 
     n = mean = m2 = None
     for rel in files:  # one file at a time: memory bounded by the largest file
         t = pq.read_table(store.activations_root / rel)
         ids = t.column("image_id").to_pylist()
-        keep = np.array([i in labels for i in ids])
+        y = np.array([labels.get(i, -1) for i in ids])
+        keep = y >= 0
         if not keep.any():
             continue
         x = np.concatenate([np.asarray(c.flatten()).reshape(len(c), -1) for c in t.column("vec").chunks])
-        x = x[keep].astype(np.float64)
-        y = np.array([labels[i] for i in ids if i in labels])
+        order = np.argsort(y[keep], kind="stable")
+        ys = y[keep][order]
+        xs = x[keep][order].astype(np.float64)
+        starts = np.r_[0, np.nonzero(np.diff(ys))[0] + 1]
+        cls = ys[starts]
+        cn = np.diff(np.r_[starts, len(ys)])
+        cmean = np.add.reduceat(xs, starts, axis=0) / cn[:, None]
+        xs -= np.repeat(cmean, cn, axis=0)
+        cm2 = np.add.reduceat(xs * xs, starts, axis=0)
         if n is None:
             n, mean, m2 = np.zeros(1000, np.int64), np.zeros((1000, x.shape[1])), np.zeros((1000, x.shape[1]))
-        cn = np.bincount(y, minlength=1000)
-        csum = np.zeros_like(mean)
-        np.add.at(csum, y, x)
-        present = cn > 0
-        cmean = np.zeros_like(mean)
-        cmean[present] = csum[present] / cn[present, None]
-        cm2 = np.zeros_like(mean)
-        np.add.at(cm2, y, (x - cmean[y]) ** 2)
-        tot = n + cn
-        delta = cmean - mean
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = np.where(tot > 0, cn / np.where(tot > 0, tot, 1), 0.0)[:, None]
-            mean = mean + delta * w
-            m2 = m2 + cm2 + delta**2 * (n * cn / np.where(tot > 0, tot, 1))[:, None]
-        n = tot
+        n_old = n[cls].astype(np.float64)
+        tot = n_old + cn
+        delta = cmean - mean[cls]
+        mean[cls] += delta * (cn / tot)[:, None]
+        m2[cls] += cm2 + delta**2 * (n_old * cn / tot)[:, None]
+        n[cls] += cn
     if n is None:
         return ClassStats(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros((0, 0)))
     present = np.nonzero(n)[0]

@@ -76,6 +76,11 @@ def _similar_classes(store, con, target, k, model, layer, method) -> Answer:
             f"Ingest some with `embstore ingest --model {model_key.split('@')[0]} --images DIR` (one folder per "
             "wnid or class name), or use --method classifier")
     finite = np.isfinite(vectors).all(axis=1) & (np.abs(vectors).sum(axis=1) > 0)
+    if not finite[rows[0]]:
+        raise NotFoundError(
+            f"class {target.name} ({target.wnid}) has {counts.get(target.index, 0)} image(s) for {model_key}: "
+            f"too few (or no variance) for {method}; ingest more with `embstore ingest --model "
+            f"{model_key.split('@')[0]} --images DIR`")
     base = search.normalise(vectors[finite])
     base_labels = labels[finite]
     q = search.normalise(vectors[rows[0]][None, :])

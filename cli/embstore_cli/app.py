@@ -217,6 +217,43 @@ def analyze_matching(
     render.matching(report)
 
 
+@analyze_app.command("prototypes")
+def analyze_prototypes(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
+    layer: list[str] = typer.Option([], "--layer", help="Layer(s); default: every stored layer."),
+):
+    """Class prototypes (mean vectors) per layer into table class_prototypes (seed 003 §3.1).
+
+    Example: embstore analyze prototypes --model densenet121 --layer hidden
+    """
+    from embstore.analysis import class_tables
+
+    render.materialised(class_tables(_store(ctx), "prototypes", model, layer or None))
+
+
+@analyze_app.command("tstats")
+def analyze_tstats(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
+    layer: list[str] = typer.Option([], "--layer", help="Layer(s); default: every stored layer."),
+    pair: Optional[str] = typer.Option(None, help="'CLASS_A,CLASS_B': class A against class B on one --layer."),
+):
+    """One-vs-rest Welch t per class and channel into table class_tstats (seed 003 §3.2).
+
+    Example: embstore analyze tstats --model vgg16 --layer features.29 --pair knot,chain
+    """
+    from embstore.analysis import class_pair, class_tables
+
+    if pair:
+        if len(layer) != 1 or pair.count(",") != 1:
+            raise typer.BadParameter("--pair A,B needs exactly one --layer")
+        a, b, (t, df) = class_pair(_store(ctx, reader=True), model, layer[0], *pair.split(","))
+        render.pair(a, b, layer[0], t, df)
+        return
+    render.materialised(class_tables(_store(ctx), "tstats", model, layer or None))
+
+
 @analyze_app.command("failures")
 def analyze_failures(
     ctx: typer.Context,

@@ -193,3 +193,25 @@ def failures(r) -> None:
         t.add_row(f["path"], f["true"], f["predicted"], f"{f['predicted_prob']:.3f}", str(f["true_rank"]),
                   f"{f['true_prob']:.4f}")
     console.print(t)
+
+
+def materialised(results) -> None:
+    t = Table(title=f"{results[0].table if results else 'nothing'} — query it with `embstore sql`")
+    for c in ("model", "layer", "classes", "images", "channels", "left out (<2 images)", "state"):
+        t.add_column(c)
+    for r in results:
+        t.add_row(r.model_key, r.layer, str(r.n_classes), str(r.n_images), str(r.channels), str(r.skipped),
+                  "recomputed" if r.recomputed else "up to date")
+    console.print(t)
+
+
+def pair(a, b, layer, t, df) -> None:
+    import numpy as np
+
+    order = np.argsort(-np.abs(t))[:10]
+    tab = Table(title=f"{a.name} vs {b.name} on {layer}: Welch t per channel (10 largest |t|)")
+    for c in ("channel", "t", "df"):
+        tab.add_column(c)
+    for ch in order:
+        tab.add_row(str(int(ch)), f"{t[ch]:.3f}", f"{df[ch]:.1f}")
+    console.print(tab)
