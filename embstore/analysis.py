@@ -46,10 +46,10 @@ def matching(store, manifest: str, *, models: list[str] | None = None, layers: l
     return MatchingReport(triplets, results, top1)
 
 
-def failures(store, model: str | None, *, limit: int = 20) -> FailureReport:
+def failures(store, model: str | None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
     with store.read() as con:
         key = resolve_model(store, model, con)
-    return failure_analysis(store, key, limit=limit)
+    return failure_analysis(store, key, limit=limit, close_at=close_at)
 
 
 def class_tables(store, kind: str, model: str | None, layers: list[str] | None):

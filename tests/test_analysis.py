@@ -119,6 +119,14 @@ def test_failure_analysis_matches_an_independent_forward_pass(store, tmp_path):
         assert f["true_rank"] == ranks[f["path"]][0]
         assert f["true_prob"] == pytest.approx(ranks[f["path"]][1], rel=1e-4)
     assert [f["true_rank"] for f in report.failures] == sorted((f["true_rank"] for f in report.failures), reverse=True)
+    from embstore.wordnet import wup_similarity
+    from embstore.imagenet import classes
+
+    for f in report.failures:
+        assert f["wup"] == wup_similarity(classes().resolve(f["true"]).wnid, classes().resolve(f["predicted"]).wnid)
+    assert report.close == [f for f in report.failures if f["wup"] >= 0.8]
+    everything_close = failures(store, "resnet18", limit=50, close_at=0.0)
+    assert len(everything_close.close) == everything_close.n_failures == len(report.failures)
 
 
 def test_sql_has_views_and_udfs_and_is_read_only_by_default(store, tmp_path):

@@ -259,6 +259,7 @@ def analyze_failures(
     ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
     limit: int = typer.Option(20, min=1, help="How many failures to list."),
+    close: float = typer.Option(0.8, min=0.0, max=1.0, help="WordNet Wu-Palmer similarity that makes a failure 'close'."),
 ):
     """Top-1/top-5 error on labelled images and the failures ranking the true class lowest (seed 000 table 1).
 
@@ -266,7 +267,7 @@ def analyze_failures(
     """
     from embstore.analysis import failures
 
-    render.failures(failures(_store(ctx, reader=True), model, limit=limit))
+    render.failures(failures(_store(ctx, reader=True), model, limit=limit, close_at=close))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -185,33 +185,15 @@ def matching(report) -> None:
 def failures(r) -> None:
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     console.print(f"{r.model_key}: {r.n_labelled} labelled images, top-1 error {fmt(r.top1_error)}, "
-                  f"top-5 error {fmt(r.top5_error)}, median rank of the true class {fmt(r.median_true_rank)}")
-    t = Table(title="failures, lowest-ranked true class first")
-    for c in ("image", "true", "predicted", "p(pred)", "rank(true)", "p(true)"):
-        t.add_column(c, overflow="fold")
-    for f in r.failures:
-        t.add_row(f["path"], f["true"], f["predicted"], f"{f['predicted_prob']:.3f}", str(f["true_rank"]),
-                  f"{f['true_prob']:.4f}")
-    console.print(t)
-
-
-def materialised(results) -> None:
-    t = Table(title=f"{results[0].table if results else 'nothing'} — query it with `embstore sql`")
-    for c in ("model", "layer", "classes", "images", "channels", "left out (<2 images)", "state"):
-        t.add_column(c)
-    for r in results:
-        t.add_row(r.model_key, r.layer, str(r.n_classes), str(r.n_images), str(r.channels), str(r.skipped),
-                  "recomputed" if r.recomputed else "up to date")
-    console.print(t)
-
-
-def pair(a, b, layer, t, df) -> None:
-    import numpy as np
-
-    order = np.argsort(-np.abs(t))[:10]
-    tab = Table(title=f"{a.name} vs {b.name} on {layer}: Welch t per channel (10 largest |t|)")
-    for c in ("channel", "t", "df"):
-        tab.add_column(c)
-    for ch in order:
-        tab.add_row(str(int(ch)), f"{t[ch]:.3f}", f"{df[ch]:.1f}")
-    console.print(tab)
+                  f"top-5 error {fmt(r.top5_error)}, median rank of the true class {fmt(r.median_true_rank)}; "
+                  f"{r.n_failures} top-1 failures")
+    for title, items in (("failures, lowest-ranked true class first", r.failures),
+                         (f"close failures (WordNet Wu-Palmer >= {r.close_at}), lowest-ranked true class first",
+                          r.close)):
+        t = Table(title=title)
+        for c in ("image", "true", "predicted", "p(pred)", "rank(true)", "p(true)", "wup"):
+            t.add_column(c, overflow="fold")
+        for f in items:
+            t.add_row(f["path"], f["true"], f["predicted"], f"{f['predicted_prob']:.3f}", str(f["true_rank"]),
+                      f"{f['true_prob']:.4f}", f"{f['wup']:.2f}")
+        console.print(t)
