@@ -161,3 +161,14 @@ def test_store_from_the_previous_schema_is_upgraded_on_open(tmp_path):
     assert rows == [(0,)]
     _, versions = run_sql(store, "SELECT version FROM schema_migrations ORDER BY 1")
     assert [v for (v,) in versions] == [m.version for m in discover()] and len(versions) >= 3
+
+
+def test_matching_table_covers_every_stored_model(triplet_store):
+    store, manifest, _ = triplet_store
+    for model in ("resnet18", "mobilenet_v3_small"):
+        matching(store, str(manifest), models=[model], ingest_missing=True, weights="none", layers=["hidden"])
+    report = matching(store, str(manifest), layers=["hidden"])
+    assert [r.model_key for r in report.layers] == ["mobilenet_v3_small@none", "resnet18@none"]
+    assert set(report.top1_error) == {"mobilenet_v3_small@none", "resnet18@none"}
+    _, rows = run_sql(store, "SELECT count(*) FROM matching_summary WHERE layer = 'hidden'")
+    assert rows == [(2,)]
