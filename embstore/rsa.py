@@ -104,15 +104,16 @@ class TwoVsTwo:
     null: np.ndarray  # permutation accuracies
 
 
-def similarity_encoding(reference: np.ndarray, groups: list[np.ndarray], *, n_permutations: int = 1000,
-                        seed: int = 0) -> TwoVsTwo:
+def similarity_encoding(reference: np.ndarray | None, groups: list[np.ndarray], *, n_permutations: int = 1000,
+                        seed: int = 0, reference_matrix: np.ndarray | None = None) -> TwoVsTwo:
     """2 vs 2 accuracy of a layer against a reference space, averaged over image groups, with a
     permutation test that permutes the concept rows of the layer and re-runs everything.
 
-    `reference`: concepts × p; `groups`: one concepts × q matrix per group of images (seed 004 §3:
-    each concept once per group). p = (1 + #{null ≥ observed}) / (1 + n_permutations).
+    `reference`: concepts × p (or give `reference_matrix`, a concepts × concepts similarity such as
+    WordNet's); `groups`: one concepts × q matrix per group of images (seed 004 §3: each concept
+    once per group). p = (1 + #{null ≥ observed}) / (1 + n_permutations).
     """
-    w = correlation_matrix(reference)
+    w = correlation_matrix(reference) if reference_matrix is None else np.asarray(reference_matrix, np.float64)
     mats = [correlation_matrix(g) for g in groups]
     per_group = [two_vs_two(w, m)[0] for m in mats]
     observed = float(np.mean(per_group))

@@ -17,8 +17,11 @@ SPEC = ModelSpec("synthetic_net", "synthetic", "seed0", Preprocessing(256, 224, 
 
 
 def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[str, int] | None = None,
-             seed: int = 0, batch: int = 5000, spec: ModelSpec = SPEC) -> dict:
+             seed: int = 0, batch: int = 5000, spec: ModelSpec = SPEC, centres: dict | None = None,
+             noise: float = 0.7) -> dict:
     """Write n_classes × per_class labelled images with vectors for each layer {name: channels}.
+
+    `centres` may give a layer's (n_classes × channels) class centres; others are drawn at random.
 
     Returns {"ids": [...], "labels": array, "vectors": {layer: matrix}} for reference checks.
     """
@@ -30,8 +33,9 @@ def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[st
     ids = [f"{seed:04d}{i:016d}" for i in range(len(labels))]
     vectors = {}
     for name, dim in layers.items():
-        centres = rng.gamma(2.0, 1.0, size=(n_classes, dim))
-        vectors[name] = np.maximum(centres[labels] + rng.normal(0, 0.7, size=(len(labels), dim)), 0).astype(np.float32)
+        c = (centres or {}).get(name)
+        c = rng.gamma(2.0, 1.0, size=(n_classes, dim)) if c is None else np.asarray(c)
+        vectors[name] = np.maximum(c[labels] + rng.normal(0, noise, size=(len(labels), dim)), 0).astype(np.float32)
     files = ActivationFiles(store)
     run_id = f"synthetic-{seed}"
     with store.transaction() as con:

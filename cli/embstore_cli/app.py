@@ -254,6 +254,26 @@ def analyze_tstats(
     render.materialised(class_tables(_store(ctx), "tstats", model, layer or None))
 
 
+@analyze_app.command("rsa")
+def analyze_rsa(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
+    vectors: str = typer.Option("glove", help="glove | wordnet-wup | wordnet-path | a GloVe/word2vec file."),
+    layer: list[str] = typer.Option([], "--layer", help="Layer(s); default: every stored layer."),
+    groups: int = typer.Option(5, min=1, help="Image groups; each concept once per group."),
+    permutations: int = typer.Option(1000, min=0, help="Permutations for the p-values."),
+    seed: int = typer.Option(0, help="Seed of the permutations."),
+):
+    """2 vs 2 accuracy, permutation p, RSA r and 1 vs 2 accuracy per layer (seed 004) into rsa_results.
+
+    Example: embstore analyze rsa --model vgg16 --vectors glove --permutations 1000
+    """
+    from embstore.rsatables import run_rsa
+
+    render.rsa(run_rsa(_store(ctx), model, vectors, groups=groups, n_permutations=permutations, seed=seed,
+                       layers=layer or None))
+
+
 @analyze_app.command("failures")
 def analyze_failures(
     ctx: typer.Context,

@@ -197,3 +197,17 @@ def failures(r) -> None:
             t.add_row(f["path"], f["true"], f["predicted"], f"{f['predicted_prob']:.3f}", str(f["true_rank"]),
                       f"{f['true_prob']:.4f}", f"{f['wup']:.2f}")
         console.print(t)
+
+
+def rsa(r) -> None:
+    cov = r.coverage.summary() if r.coverage else None
+    console.print(f"{r.model_key} vs {r.reference}: {len(r.concepts)} concepts, {r.n_groups} groups, "
+                  f"{r.n_permutations} permutations" + (f"; class names: {cov}" if cov else ""))
+    t = Table(title="similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")
+    for c in ("layer", "2v2 acc", "p", "RSA spearman", "RSA pearson", "1v2 acc (n)"):
+        t.add_column(c)
+    for row in r.rows:
+        t.add_row(row.layer, f"{row.acc_2v2:.3f}", "-" if row.p_value is None else f"{row.p_value:.4f}",
+                  f"{row.rsa_spearman:.3f}", f"{row.rsa_pearson:.3f}",
+                  "-" if row.acc_1v2 is None else f"{row.acc_1v2:.3f} ({row.n_1v2})")
+    console.print(t)

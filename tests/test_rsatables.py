@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from embstore import rsa, synthetic, vectors
+from embstore.errors import NotFoundError
+from embstore.imagenet import classes
+from embstore.rsatables import run_rsa
+from embstore.sql import run_sql
+from embstore.store import Store
+
+
+def test_glove_coverage_of_the_1000_classes_matches_the_offline_notes():
+    space = vectors.open_space("glove")
+    kept, matrix, cov = vectors.class_vectors(space, range(1000))
+    summary = cov.summary()
+    assert summary["name"] == 975 and summary["name"] + summary["synonym"] == 987
+    assert summary["dropped"] == 0 and matrix.shape == (1000, 50)
+    assert cov.kept[classes().resolve("brambling").index] == "hypernym:finch"
+    cat = space.phrase("cat")
+    nearest = np.argsort(-(space.matrix @ cat) / np.linalg.norm(space.matrix, axis=1))[:3]
+    words = {w for w, i in space.index.items() if i in set(nearest.tolist())}
+    assert "dog" in words
+
+
+def test_word_vector_files_in_both_text_formats_and_binary(tmp_path):
+    from embstore.vectors import _read_binary, _read_text
+
+    words = {"tench": [1.0, 0.0, 2.0], "goldfish": [0.5, 0.5, 0.5]}
+    (tmp_path / "g.txt").write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in words.items()))
+    (tmp_path / "w.txt").write_text("2 3\n" + "".join(f"{w} {' '.join(map(str, v))}\n" for w, v in words.items()))
+    with open(tmp_path / "w.bin", "wb") as f:
+        f.write(b"2 3\n")
+        for w, v in words.items():
+            f.write(w.encode() + b" " + np.asarray(v, np.float32).tobytes() + b"\n")
+    for path in ("g.txt", "w.txt", "w.bin"):
+        space = vectors.open_space(str(tmp_path / path))
+        np.testing.assert_allclose(space.phrase("tench"), words["tench"])
+    with pytest.raises(NotFoundError, match="not found"):
+        vectors.open_space(str(tmp_path / "nope.txt"))
+
+
+def test_rsa_table_for_a_layer_that_encodes_the_word_vectors(tmp_path):
+    space = vectors.open_space("glove")
+    n = 24
+    _, glove, _ = vectors.class_vectors(space, range(n))
+    rng = np.random.default_rng(0)
+    centres = {"encodes": np.abs(glove @ rng.normal(size=(50, 64))), "noise": rng.gamma(2, 1, size=(n, 16))}
+    store = Store.open(tmp_path / "s", create=True)
+    data = synthetic.populate(store, n_classes=n, per_class=5, layers={"noise": 16, "encodes": 64},
+                              centres=centres, noise=0.5)
+    report = run_rsa(store, None, "glove", groups=5, n_permutations=99, seed=1)
+    by_layer = {r.layer: r for r in report.rows}
+    assert [r.layer for r in report.rows] == ["noise", "encodes"]  # network order
+    assert by_layer["encodes"].acc_2v2 > 0.8 and by_layer["encodes"].p_value == pytest.approx(0.01)
+    assert 0.3 < by_layer["noise"].acc_2v2 < 0.7
+    # the stored numbers are the library's functions applied to the documented grouping
+    y, x = data["labels"], data["vectors"]["encodes"]
+    groups = [np.stack([x[np.nonzero(y == c)[0][g]] for c in range(n)]) for g in range(5)]
+    w = rsa.correlation_matrix(glove)
+    expected = np.mean([rsa.two_vs_two(w, rsa.correlation_matrix(m))[0] for m in groups])
+    assert by_layer["encodes"].acc_2v2 == pytest.approx(expected, abs=1e-12)
+    _, rows = run_sql(store, "SELECT layer, acc_2v2, p_value, reference FROM rsa_results ORDER BY layer_order")
+    assert [r[0] for r in rows] == ["noise", "encodes"] and rows[1][3] == "glove-6B-50d"
+    assert rows[1][1] == pytest.approx(by_layer["encodes"].acc_2v2)
+    wn = run_rsa(store, None, "wordnet-wup", groups=5, n_permutations=0)
+    assert all(r.p_value is None for r in wn.rows) and len(wn.concepts) == n
+
+
+def test_too_few_concepts_is_one_clear_error(tmp_path):
+    store = Store.open(tmp_path / "s", create=True)
+    synthetic.populate(store, n_classes=3, per_class=5)
+    with pytest.raises(NotFoundError, match="needs at least 4"):
+        run_rsa(store, None, "glove", n_permutations=0)
