@@ -93,7 +93,7 @@ def run_rsa(store, model: str | None, reference: str = "glove", *, groups: int =
         acc12, n12 = _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos)
         rows.append(RsaRow(layer, order, enc.accuracy, enc.p_value, s, p, acc12, n12))
     report = RsaReport(key, ref_name, concepts, coverage, groups, n_permutations, rows)
-    _store_report(store, report, seed)
+    _store_report(store, report, seed, ref_vectors)
     return report
 
 
@@ -123,8 +123,19 @@ def _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos):
     return (passed / n if n else None), n
 
 
-def _store_report(store, report: RsaReport, seed: int) -> None:
+def _store_report(store, report: RsaReport, seed: int, ref_vectors=None) -> None:
+    import pyarrow as pa
+
     with store.transaction() as con:
+        if ref_vectors is not None and report.coverage is not None:
+            con.execute("DELETE FROM reference_vectors WHERE reference = ? AND list_contains(?, label_index)",
+                        [report.reference, report.concepts])
+            con.register("_refs", pa.table({
+                "reference": [report.reference] * len(report.concepts), "label_index": report.concepts,
+                "how": [report.coverage.kept[c] for c in report.concepts],
+                "vec": [v.tolist() for v in ref_vectors]}))
+            con.execute("INSERT INTO reference_vectors SELECT reference, label_index, how, vec FROM _refs")
+            con.unregister("_refs")
         for r in report.rows:
             con.execute("DELETE FROM rsa_results WHERE model_key = ? AND layer = ? AND reference = ?",
                         [report.model_key, r.layer, report.reference])

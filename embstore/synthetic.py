@@ -18,10 +18,11 @@ SPEC = ModelSpec("synthetic_net", "synthetic", "seed0", Preprocessing(256, 224, 
 
 def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[str, int] | None = None,
              seed: int = 0, batch: int = 5000, spec: ModelSpec = SPEC, centres: dict | None = None,
-             noise: float = 0.7) -> dict:
+             noise: float = 0.7, predicted: dict[int, int] | None = None) -> dict:
     """Write n_classes × per_class labelled images with vectors for each layer {name: channels}.
 
     `centres` may give a layer's (n_classes × channels) class centres; others are drawn at random.
+    `predicted` maps image rows to a wrong top-1 class (true class then ranked 2); others are right.
 
     Returns {"ids": [...], "labels": array, "vectors": {layer: matrix}} for reference checks.
     """
@@ -59,10 +60,15 @@ def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[st
                 "label_raw": [str(int(c)) for c in labels[sl]], "label_wnid": [None] * len(ids[sl]),
                 "label_index": pa.array(labels[sl], pa.int32()), "label_name": [None] * len(ids[sl]),
                 "source": ["synthetic"] * len(ids[sl]), "extra": [None] * len(ids[sl])}))
+            rows = range(start, min(start + batch, len(ids)))
+            top1 = [int((predicted or {}).get(r, labels[r])) for r in rows]
             cat.insert_predictions(pa.table({
-                "model_key": [spec.key] * len(ids[sl]), "image_id": ids[sl],
-                "top5_index": [[int(c), 0, 1, 2, 3] for c in labels[sl]], "top5_prob": [[0.5, 0.1, 0.1, 0.1, 0.1]] * len(ids[sl]),
-                "true_rank": [1] * len(ids[sl]), "true_prob": [0.5] * len(ids[sl]), "run_id": [run_id] * len(ids[sl])}))
+                "model_key": [spec.key] * len(rows), "image_id": ids[sl],
+                "top5_index": [[t, int(labels[r]), 997, 998, 999] for t, r in zip(top1, rows)],
+                "top5_prob": [[0.5, 0.1, 0.1, 0.1, 0.1]] * len(rows),
+                "true_rank": [1 if t == labels[r] else 2 for t, r in zip(top1, rows)],
+                "true_prob": [0.5 if t == labels[r] else 0.1 for t, r in zip(top1, rows)],
+                "run_id": [run_id] * len(rows)}))
             from .ingest import _file_rows
 
             cat.register_files(*_file_rows(staged, spec.key, run_id))

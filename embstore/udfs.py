@@ -3,9 +3,13 @@
     imagenet_name(INTEGER) -> VARCHAR   torchvision class name of an ImageNet-1k index
     imagenet_wnid(INTEGER) -> VARCHAR   WordNet id of an ImageNet-1k index
     vec_norm(FLOAT[]) -> DOUBLE         L2 norm of a vector
+    wordnet_wup(INTEGER, INTEGER) -> DOUBLE    WordNet 3.0 Wu-Palmer similarity of two ImageNet classes
+    wordnet_path(INTEGER, INTEGER) -> DOUBLE   WordNet 3.0 path similarity of two ImageNet classes
 """
 
 from __future__ import annotations
+
+import functools
 
 
 def register(con) -> None:
@@ -39,7 +43,20 @@ def register(con) -> None:
             out[nonempty] = np.sqrt(np.add.reduceat(sq, starts))
         return pa.array(out, pa.float64(), mask=arr.is_null().to_numpy(zero_copy_only=False))
 
+    def wordnet(kind):
+        from .wordnet import path_similarity, wup_similarity
+
+        fn = functools.lru_cache(maxsize=1 << 16)(wup_similarity if kind == "wup" else path_similarity)
+
+        def pairwise(a, b):
+            out = [None if x is None or y is None or not (0 <= x < 1000 and 0 <= y < 1000)
+                   else fn(wnids[x], wnids[y]) for x, y in zip(a.to_pylist(), b.to_pylist())]
+            return pa.array(out, pa.float64())
+        return pairwise
+
     for name, fn, params, ret in (
+        ("wordnet_wup", wordnet("wup"), [INTEGER, INTEGER], DOUBLE),
+        ("wordnet_path", wordnet("path"), [INTEGER, INTEGER], DOUBLE),
         ("imagenet_name", lookup(names), [INTEGER], VARCHAR),
         ("imagenet_wnid", lookup(wnids), [INTEGER], VARCHAR),
         ("vec_norm", vec_norm, [duckdb_list(FLOAT)], DOUBLE),

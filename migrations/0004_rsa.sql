@@ -17,3 +17,12 @@ CREATE TABLE rsa_results (
     computed_at   TIMESTAMP NOT NULL DEFAULT now(),
     PRIMARY KEY (model_key, layer, reference)
 );
+
+-- The class vectors each reference space gave (how: name | synonym:… | hypernym:…), for SQL joins.
+CREATE TABLE reference_vectors (
+    reference   VARCHAR NOT NULL,
+    label_index INTEGER NOT NULL,
+    how         VARCHAR NOT NULL,
+    vec         DOUBLE[] NOT NULL,
+    PRIMARY KEY (reference, label_index)
+);

@@ -71,3 +71,46 @@ def test_too_few_concepts_is_one_clear_error(tmp_path):
     synthetic.populate(store, n_classes=3, per_class=5)
     with pytest.raises(NotFoundError, match="needs at least 4"):
         run_rsa(store, None, "glove", n_permutations=0)
+
+
+@pytest.mark.slow
+def test_sentence_embedding_space_from_the_offline_minilm_package():
+    space = vectors.open_space("minilm")
+    kept, matrix, cov = vectors.class_vectors(space, range(1000))
+    assert matrix.shape == (1000, 384) and cov.summary()["name"] == 1000
+    unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    knot = classes().resolve("knot").index
+    nearest = [classes()[i].name for i in np.argsort(-(unit @ unit[knot]))[1:4]]
+    assert {"bow tie", "Windsor tie", "bolo tie"} & set(nearest)
+
+
+def test_one_vs_two_counts_misclassified_images_and_vectors_are_joinable(tmp_path):
+    space = vectors.open_space("glove")
+    n = 12
+    _, glove, _ = vectors.class_vectors(space, range(n))
+    rng = np.random.default_rng(3)
+    centres = {"hidden": np.abs(glove @ rng.normal(size=(50, 32)))}
+    # images 5..9 are class 1; call two of them class 7 (wrong), and one image of class 2 class 40 (not a concept)
+    wrong = {5: 7, 6: 7, 10: 40}
+    store = Store.open(tmp_path / "s", create=True)
+    data = synthetic.populate(store, n_classes=n, per_class=5, layers={"hidden": 32}, centres=centres,
+                              noise=0.3, predicted=wrong)
+    report = run_rsa(store, None, "glove", groups=3, n_permutations=0)
+    row = report.rows[0]
+    assert row.n_1v2 == 2  # the image predicted as class 40 has no concept for its prediction
+    # reference: the same test, written out from the paper for the two images
+    ids, x = data["ids"], data["vectors"]["hidden"]
+    correct = {c: min(i for r, i in enumerate(ids) if data["labels"][r] == c and r not in wrong) for c in range(n)}
+    pos = {i: r for r, i in enumerate(ids)}
+    passed = 0
+    for r in (5, 6):
+        members = [c for c in range(n) if c not in (1, 7)]
+        w_true = [np.corrcoef(glove[1], glove[c])[0, 1] for c in members]
+        w_pred = [np.corrcoef(glove[7], glove[c])[0, 1] for c in members]
+        i_mis = [np.corrcoef(x[r], x[pos[correct[c]]])[0, 1] for c in members]
+        passed += np.corrcoef(i_mis, w_true)[0, 1] > np.corrcoef(i_mis, w_pred)[0, 1]
+    assert row.acc_1v2 == passed / 2
+    _, rows = run_sql(store, "SELECT count(*), count(DISTINCT label_index), any_value(len(vec)) FROM reference_vectors")
+    assert rows == [(n, n, 50)]
+    _, sims = run_sql(store, "SELECT round(wordnet_wup(616, 616), 6), round(wordnet_path(616, 488), 4)")
+    assert sims == [(1.0, pytest.approx(0.1111, abs=1e-4))]
