@@ -66,3 +66,30 @@ def test_cli_ingest_renders_summary_and_verify_says_ok(tmp_path):
     assert ok.returncode == 0 and "catalog and files agree" in ok.stdout
     layers = run_embstore("layers", "resnet18")
     assert layers.returncode == 0 and "layer4.1" in layers.stdout and "512" in layers.stdout
+
+
+def test_analyze_and_sql_commands_render(tmp_path, capsys):
+
+    from embstore import synthetic
+    from embstore.store import Store
+
+    store = Store.open(tmp_path / "s", create=True)
+    synthetic.populate(store, n_classes=8, per_class=5, layers={"conv_a": 6, "hidden": 4}, predicted={0: 3})
+    base = ["--store", str(store.path)]
+    for args, expect in (
+        (["analyze", "prototypes"], "class_prototypes"),
+        (["analyze", "tstats", "--layer", "conv_a"], "class_tstats"),
+        (["analyze", "tstats", "--layer", "conv_a", "--pair", "tench,goldfish"], "tench vs goldfish"),
+        (["analyze", "failures"], "close failures"),
+        (["analyze", "rsa", "--permutations", "20", "--groups", "3"], "similarity encoding by layer"),
+        (["sql", "SELECT count(*) AS n FROM rsa_results", "--json"], '"n": 2'),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(base + args)
+        out = capsys.readouterr()
+        assert e.value.code == 0, (args, out.err)
+        assert expect in out.out, (args, out.out[-400:])
+    with pytest.raises(SystemExit) as e:
+        main(base + ["sql", "SELECT label_index FROM class_prototypes WHERE layer = 'hidden' ORDER BY 1", "--csv"])
+    lines = capsys.readouterr().out.split()
+    assert lines[0] == "label_index" and [int(v) for v in lines[1:]] == list(range(8))

@@ -203,6 +203,10 @@ def rsa(r) -> None:
     cov = r.coverage.summary() if r.coverage else None
     console.print(f"{r.model_key} vs {r.reference}: {len(r.concepts)} concepts, {r.n_groups} groups, "
                   f"{r.n_permutations} permutations" + (f"; class names: {cov}" if cov else ""))
+    if r.coverage and r.coverage.dropped:
+        from embstore.imagenet import classes
+
+        console.print("dropped (no vector): " + ", ".join(classes()[i].name for i in r.coverage.dropped))
     t = Table(title="similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")
     for c in ("layer", "2v2 acc", "p", "RSA spearman", "RSA pearson", "1v2 acc (n)"):
         t.add_column(c)
@@ -211,3 +215,25 @@ def rsa(r) -> None:
                   f"{row.rsa_spearman:.3f}", f"{row.rsa_pearson:.3f}",
                   "-" if row.acc_1v2 is None else f"{row.acc_1v2:.3f} ({row.n_1v2})")
     console.print(t)
+
+
+def materialised(results) -> None:
+    t = Table(title=f"{results[0].table if results else 'nothing'} — query it with `embstore sql`")
+    for c in ("model", "layer", "classes", "images", "channels", "left out (<2 images)", "state"):
+        t.add_column(c)
+    for r in results:
+        t.add_row(r.model_key, r.layer, str(r.n_classes), str(r.n_images), str(r.channels), str(r.skipped),
+                  "recomputed" if r.recomputed else "up to date")
+    console.print(t)
+
+
+def pair(a, b, layer, t, df) -> None:
+    import numpy as np
+
+    order = np.argsort(-np.abs(t))[:10]
+    tab = Table(title=f"{a.name} vs {b.name} on {layer}: Welch t per channel (10 largest |t|)")
+    for c in ("channel", "t", "df"):
+        tab.add_column(c)
+    for ch in order:
+        tab.add_row(str(int(ch)), f"{t[ch]:.3f}", f"{df[ch]:.1f}")
+    console.print(tab)
