@@ -176,9 +176,6 @@ class ActivationFiles:
 
     def read_layer(self, model_key: str, layer: str):
         """(image_ids, float32 matrix) of every stored vector of one model layer, in file order."""
-        import numpy as np
-        import pyarrow.parquet as pq
-
         with self.store.read() as con:
             rels = [r[0] for r in con.execute(
                 "SELECT rel_path FROM activation_files WHERE model_key = ? AND layer = ? ORDER BY rel_path",

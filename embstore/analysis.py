@@ -6,6 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .catalog import Catalog
 from .errors import EmbstoreError
 from .failures import FailureReport, failure_analysis
 from .matching import LayerMatching, Triplets, read_triplets, triplet_matching, write_image_manifest
@@ -36,8 +37,7 @@ def matching(store, manifest: str, *, models: list[str] | None = None, layers: l
             ingest(store, models[0], str(images), weights=weights,
                    layers="default" if not layers else ",".join(layers))
     with store.read() as con:
-        keys = [resolve_model(store, m, con) for m in models] if models else [
-            r[0] for r in con.execute("SELECT DISTINCT model_key FROM activation_files ORDER BY 1").fetchall()]
+        keys = [resolve_model(store, m, con) for m in models] if models else Catalog(con).stored_model_keys()
         top1 = {k: con.execute("SELECT 1 - avg(top1_correct::INT) FROM labelled_predictions WHERE model_key = ?",
                                [k]).fetchall()[0][0] for k in keys}
     if not keys:
@@ -58,9 +58,7 @@ def class_tables(store, kind: str, model: str | None, layers: list[str] | None):
 
     with store.read() as con:
         key = resolve_model(store, model, con)
-        stored = [r[0] for r in con.execute(
-            """SELECT l.layer FROM layers l WHERE l.model_key = ? AND EXISTS (SELECT 1 FROM activation_files f
-               WHERE f.model_key = l.model_key AND f.layer = l.layer) ORDER BY l.ord""", [key]).fetchall()]
+        stored = [layer for layer, _, _ in Catalog(con).layers_with_vectors(key)]
     for layer in layers or []:
         if layer not in stored:
             from .errors import UnknownLayerError, did_you_mean

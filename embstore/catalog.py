@@ -39,6 +39,39 @@ class Catalog:
                 [model_key, l.name, l.ord, l.channels, l.kind, l.reduction],
             )
 
+    def stored_model_keys(self) -> list[str]:
+        """Model keys that have at least one stored activation file."""
+        return [r[0] for r in self.con.execute("SELECT DISTINCT model_key FROM activation_files ORDER BY 1").fetchall()]
+
+    def layers_with_vectors(self, model_key: str) -> list[tuple[str, int, str]]:
+        """(layer, order, kind) of the layers of `model_key` with stored vectors, in forward order."""
+        return self.con.execute(
+            """SELECT l.layer, l.ord, l.kind FROM layers l WHERE l.model_key = ? AND EXISTS (
+                   SELECT 1 FROM activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
+               ORDER BY l.ord""", [model_key]).fetchall()
+
+    def resolve_model(self, model: str | None) -> str:
+        """The model key (name@weights) that `model` names among those with stored vectors."""
+        from .errors import NotFoundError, UnknownModelError, did_you_mean
+
+        keys = self.stored_model_keys()
+        if not keys:
+            raise NotFoundError("this store holds no vectors yet; run `embstore ingest --images DIR` first")
+        if model is None:
+            if len(keys) == 1:
+                return keys[0]
+            raise UnknownModelError(f"this store holds several models ({', '.join(keys)}); pick one with --model")
+        if model in keys:
+            return model
+        named = [k for k in keys if k.split("@")[0] == model]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise UnknownModelError(f"{model} is stored with several weights ({', '.join(named)}); give one of them")
+        raise UnknownModelError(
+            f"model {model} was never ingested into this store (it holds {', '.join(keys)}); run "
+            f"`embstore ingest --model {model} --images DIR`.{did_you_mean(model, keys)}")
+
     # -- runs ------------------------------------------------------------------------------
     def start_run(self, run_id: str, model_key: str, config: dict, n_images: int) -> None:
         self.con.execute(

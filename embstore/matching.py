@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .activations import ActivationFiles
+from .catalog import Catalog
 from .errors import ManifestError, NotFoundError
 from .images import content_id
 
@@ -148,10 +149,7 @@ def triplet_matching(store, triplets: Triplets, *, model_keys: list[str], layers
     results = []
     for model_key in model_keys:
         with store.read() as con:
-            stored = {r[0]: r[1] for r in con.execute(
-                """SELECT l.layer, l.ord FROM layers l WHERE l.model_key = ? AND EXISTS (SELECT 1 FROM
-                   activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)""",
-                [model_key]).fetchall()}
+            stored = {layer: order for layer, order, _ in Catalog(con).layers_with_vectors(model_key)}
             have = {r[0] for r in con.execute(
                 "SELECT DISTINCT image_id FROM activation_index WHERE model_key = ? AND list_contains(?, image_id)",
                 [model_key, list(set(ids.values()))]).fetchall()}

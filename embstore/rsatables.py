@@ -9,7 +9,8 @@ import numpy as np
 
 from . import rsa, vectors
 from .activations import ActivationFiles
-from .errors import EmbstoreError, NotFoundError
+from .catalog import Catalog
+from .errors import NotFoundError
 from .similarity import resolve_model
 
 
@@ -50,9 +51,7 @@ def run_rsa(store, model: str | None, reference: str = "glove", *, groups: int =
         labelled = con.execute(
             """SELECT image_id, label_index, predicted_index FROM labelled_predictions WHERE model_key = ?
                ORDER BY label_index, image_id""", [key]).fetchall()
-        stored = con.execute(
-            """SELECT l.layer, l.ord FROM layers l WHERE l.model_key = ? AND EXISTS (SELECT 1 FROM activation_files f
-               WHERE f.model_key = l.model_key AND f.layer = l.layer) ORDER BY l.ord""", [key]).fetchall()
+        stored = [(layer, order) for layer, order, _ in Catalog(con).layers_with_vectors(key)]
     by_class: dict[int, list[str]] = {}
     for image_id, label, _ in labelled:
         by_class.setdefault(label, []).append(image_id)

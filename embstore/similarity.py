@@ -15,8 +15,9 @@ import numpy as np
 
 from . import classifier as classifier_weights
 from . import search
+from .catalog import Catalog
 from .classstats import class_stats
-from .errors import EmbstoreError, NotFoundError, UnknownLayerError, UnknownModelError, did_you_mean
+from .errors import EmbstoreError, NotFoundError, UnknownLayerError, did_you_mean
 from .imagenet import classes
 from .layers import HIDDEN
 
@@ -131,30 +132,11 @@ def nearest_images(store, image: str, *, k: int = 10, model: str | None = None, 
 # -- resolution -----------------------------------------------------------------------------
 def resolve_model(store, model: str | None, con) -> str:
     """The model key (name@weights) that `model` names among those with stored vectors."""
-    keys = [r[0] for r in con.execute("SELECT DISTINCT model_key FROM activation_files ORDER BY 1").fetchall()]
-    if not keys:
-        raise NotFoundError(f"store {store.path} holds no vectors yet; run `embstore ingest --images DIR` first")
-    if model is None:
-        if len(keys) == 1:
-            return keys[0]
-        raise UnknownModelError(f"this store holds several models ({', '.join(keys)}); pick one with --model")
-    if model in keys:
-        return model
-    named = [k for k in keys if k.split("@")[0] == model]
-    if len(named) == 1:
-        return named[0]
-    if named:
-        raise UnknownModelError(f"{model} is stored with several weights ({', '.join(named)}); give one of them")
-    raise UnknownModelError(
-        f"model {model} was never ingested into this store (it holds {', '.join(keys)}); run "
-        f"`embstore ingest --model {model} --images DIR`.{did_you_mean(model, keys)}")
+    return Catalog(con).resolve_model(model)
 
 
 def _stored_layers(con, model_key: str) -> list[tuple[str, str]]:
-    return con.execute(
-        """SELECT l.layer, l.kind FROM layers l WHERE l.model_key = ? AND EXISTS (
-               SELECT 1 FROM activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
-           ORDER BY l.ord""", [model_key]).fetchall()
+    return [(layer, kind) for layer, _, kind in Catalog(con).layers_with_vectors(model_key)]
 
 
 def _check_layer(con, model_key: str, layer: str) -> None:

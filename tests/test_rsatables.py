@@ -23,8 +23,6 @@ def test_glove_coverage_of_the_1000_classes_matches_the_offline_notes():
 
 
 def test_word_vector_files_in_both_text_formats_and_binary(tmp_path):
-    from embstore.vectors import _read_binary, _read_text
-
     words = {"tench": [1.0, 0.0, 2.0], "goldfish": [0.5, 0.5, 0.5]}
     (tmp_path / "g.txt").write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in words.items()))
     (tmp_path / "w.txt").write_text("2 3\n" + "".join(f"{w} {' '.join(map(str, v))}\n" for w, v in words.items()))
