@@ -154,3 +154,31 @@ def test_failure_inside_a_commit_rolls_back_that_batch_only(store, tmp_path, mon
     monkeypatch.setattr(catalog.Catalog, "register_files", real)
     again = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3)
     assert (again.n_skipped, again.n_done) == (3, 3) and _layer_count(store) == 6
+
+
+def test_verify_exits_non_zero_on_a_broken_store_and_zero_after_repair(ingested, capsys):
+    from embstore_cli.app import main
+
+    store, _ = ingested
+    next(store.activations_root.rglob("*.parquet")).unlink()
+    for args, code, text in ((["verify"], 1, "NOT OK"), (["verify", "--repair"], 0, "repaired"),
+                             (["verify"], 0, "catalog and files agree")):
+        with pytest.raises(SystemExit) as e:
+            main(["--store", str(store.path), *args])
+        assert e.value.code == code and text in capsys.readouterr().out
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_exits_130(tmp_path):
+    make_images(tmp_path / "imgs", 400, size=32, seed=14)
+    store = Store.open(tmp_path / "store", create=True)
+    proc = _start(store.path, tmp_path / "imgs")
+    deadline = time.monotonic() + 240
+    while _stored_images(store) < 8 and time.monotonic() < deadline:
+        assert proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err
+    with store.read() as con:
+        assert con.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
+    assert ActivationFiles(store).verify().ok

@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
 
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="embstore", standalone_mode=False)
+        # non-standalone typer *returns* exit codes (typer.Exit, and 130 for Ctrl-C) instead of raising
+        code = command.main(args=argv, prog_name="embstore", standalone_mode=False)
     except EmbstoreError as exc:
         sys.stderr.write(f"embstore: error: {' '.join(str(exc).split())}\n")
         sys.exit(exc.exit_code)
@@ -305,9 +306,10 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
+        code = 130
+    if code == 130:
         sys.stderr.write("embstore: interrupted; run the same command again to resume\n")
-        sys.exit(130)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
