@@ -10,7 +10,6 @@ from .catalog import Catalog
 from .errors import EmbstoreError
 from .failures import FailureReport, failure_analysis
 from .matching import LayerMatching, Triplets, read_triplets, triplet_matching, write_image_manifest
-from .similarity import resolve_model
 
 
 @dataclass
@@ -37,7 +36,7 @@ def matching(store, manifest: str, *, models: list[str] | None = None, layers: l
             ingest(store, models[0], str(images), weights=weights,
                    layers="default" if not layers else ",".join(layers))
     with store.read() as con:
-        keys = [resolve_model(store, m, con) for m in models] if models else Catalog(con).stored_model_keys()
+        keys = [Catalog(con).resolve_model(m) for m in models] if models else Catalog(con).stored_model_keys()
         top1 = {k: con.execute("SELECT 1 - avg(top1_correct::INT) FROM labelled_predictions WHERE model_key = ?",
                                [k]).fetchall()[0][0] for k in keys}
     if not keys:
@@ -48,7 +47,7 @@ def matching(store, manifest: str, *, models: list[str] | None = None, layers: l
 
 def failures(store, model: str | None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
     with store.read() as con:
-        key = resolve_model(store, model, con)
+        key = Catalog(con).resolve_model(model)
     return failure_analysis(store, key, limit=limit, close_at=close_at)
 
 
@@ -57,7 +56,7 @@ def class_tables(store, kind: str, model: str | None, layers: list[str] | None):
     from .classtables import materialise
 
     with store.read() as con:
-        key = resolve_model(store, model, con)
+        key = Catalog(con).resolve_model(model)
         stored = [layer for layer, _, _ in Catalog(con).layers_with_vectors(key)]
     for layer in layers or []:
         if layer not in stored:
@@ -74,7 +73,7 @@ def class_pair(store, model: str | None, layer: str, a: str, b: str):
 
     ca, cb = classes().resolve(a), classes().resolve(b)
     with store.read() as con:
-        key = resolve_model(store, model, con)
+        key = Catalog(con).resolve_model(model)
     try:
         return ca, cb, pairwise_welch(class_stats(store, key, layer), ca.index, cb.index)
     except ValueError as exc:

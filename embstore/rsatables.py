@@ -11,7 +11,6 @@ from . import rsa, vectors
 from .activations import ActivationFiles
 from .catalog import Catalog
 from .errors import NotFoundError
-from .similarity import resolve_model
 
 
 @dataclass
@@ -47,7 +46,7 @@ def run_rsa(store, model: str | None, reference: str = "glove", *, groups: int =
     >>> run_rsa(Store.open(), "vgg16", "glove").rows[-1].acc_2v2  # doctest: +SKIP
     """
     with store.read() as con:
-        key = resolve_model(store, model, con)
+        key = Catalog(con).resolve_model(model)
         labelled = con.execute(
             """SELECT image_id, label_index, predicted_index FROM labelled_predictions WHERE model_key = ?
                ORDER BY label_index, image_id""", [key]).fetchall()

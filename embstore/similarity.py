@@ -57,7 +57,7 @@ def similar_classes(store, cls: str, *, k: int = 9, model: str | None = None, la
 
 
 def _similar_classes(store, con, target, k, model, layer, method) -> Answer:
-    model_key = resolve_model(store, model, con)
+    model_key = Catalog(con).resolve_model(model)
     counts = _image_counts(con, model_key)
     if method == "classifier":
         w = classifier_weights.load(store, model_key)
@@ -106,7 +106,7 @@ def nearest_images(store, image: str, *, k: int = 10, model: str | None = None, 
     >>> nearest_images(Store.open(), "data/samples/coffee.png", k=3).rows[0].detail["path"]  # doctest: +SKIP
     """
     with store.read() as con:
-        model_key = resolve_model(store, model, con)
+        model_key = Catalog(con).resolve_model(model)
         _check_layer(con, model_key, layer)
         idx = search.image_index(store, model_key, layer, index, con=con)
         image_id, query, how = _query_vector(con, image, idx)
@@ -130,11 +130,6 @@ def nearest_images(store, image: str, *, k: int = 10, model: str | None = None, 
 
 
 # -- resolution -----------------------------------------------------------------------------
-def resolve_model(store, model: str | None, con) -> str:
-    """The model key (name@weights) that `model` names among those with stored vectors."""
-    return Catalog(con).resolve_model(model)
-
-
 def _stored_layers(con, model_key: str) -> list[tuple[str, str]]:
     return [(layer, kind) for layer, _, kind in Catalog(con).layers_with_vectors(model_key)]
 

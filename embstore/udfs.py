@@ -14,6 +14,7 @@ import functools
 
 def register(con) -> None:
     """Register every embstore UDF on `con` (remove-then-create, so it can be called twice)."""
+    import duckdb
     import numpy as np
     import pyarrow as pa
     from duckdb.sqltypes import DOUBLE, FLOAT, INTEGER, VARCHAR
@@ -59,7 +60,7 @@ def register(con) -> None:
         ("wordnet_path", wordnet("path"), [INTEGER, INTEGER], DOUBLE),
         ("imagenet_name", lookup(names), [INTEGER], VARCHAR),
         ("imagenet_wnid", lookup(wnids), [INTEGER], VARCHAR),
-        ("vec_norm", vec_norm, [duckdb_list(FLOAT)], DOUBLE),
+        ("vec_norm", vec_norm, [duckdb.list_type(FLOAT)], DOUBLE),
     ):
         try:
             con.remove_function(name)
@@ -67,8 +68,3 @@ def register(con) -> None:
             pass
         con.create_function(name, fn, params, ret, type="arrow", null_handling="special")
 
-
-def duckdb_list(child):
-    import duckdb
-
-    return duckdb.list_type(child)

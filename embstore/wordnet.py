@@ -18,6 +18,7 @@ def _paths() -> dict[str, list[list[str]]]:
     return {w: [p.split(",") for p in ps.split("|")] for w, ps in (line.split("\t") for line in lines)}
 
 
+@functools.cache  # per class, reused by every pair it appears in (callers only read it)
 def _distances(wnid: str) -> dict[str, int]:
     """Hops from `wnid` up to each of its hypernyms (itself at 0)."""
     out: dict[str, int] = {}
@@ -27,6 +28,7 @@ def _distances(wnid: str) -> dict[str, int]:
     return out
 
 
+@functools.cache
 def _depths(wnid: str) -> dict[str, tuple[int, int]]:
     """(min depth, max depth) from the root of every node on `wnid`'s paths."""
     out: dict[str, tuple[int, int]] = {}
