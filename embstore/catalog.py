@@ -135,6 +135,26 @@ class Catalog:
             out.setdefault(image_id, set()).add(layer)
         return out
 
+    def example_images(self, label_indexes: list[int], model_key: str | None = None) -> dict[int, tuple[str, str]]:
+        """{label_index: (image_id, path)}: one labelled image per class, preferring one that `model_key`
+        classified correctly (then by id, so the choice is stable)."""
+        rows = self.con.execute(
+            """SELECT i.label_index, arg_min(i.image_id, (coalesce(p.true_rank, 1 << 30), i.image_id)),
+                      arg_min(i.path, (coalesce(p.true_rank, 1 << 30), i.image_id))
+               FROM images i LEFT JOIN predictions p ON p.image_id = i.image_id AND p.model_key = ?
+               WHERE list_contains(?, i.label_index) GROUP BY i.label_index""",
+            [model_key, [int(c) for c in label_indexes]]).fetchall()
+        return {c: (i, p) for c, i, p in rows}
+
+    def largest_classes(self, limit: int = 1) -> list[tuple[int, int]]:
+        """[(label_index, images)] of the classes with the most labelled images."""
+        return self.con.execute("""SELECT label_index, count(*) AS n FROM images WHERE label_index IS NOT NULL
+                                   GROUP BY label_index ORDER BY n DESC, label_index LIMIT ?""", [limit]).fetchall()
+
+    def image_paths(self, image_ids: list[str]) -> dict[str, str]:
+        return dict(self.con.execute("SELECT image_id, path FROM images WHERE list_contains(?, image_id)",
+                                     [list(image_ids)]).fetchall())
+
     def insert_images(self, table) -> None:
         self.con.register("_images", table)
         try:
@@ -202,3 +222,47 @@ class Catalog:
         self.con.execute(
             "DELETE FROM activation_index WHERE file_id NOT IN (SELECT file_id FROM activation_files)"
         )
+
+    # -- overviews (report) ----------------------------------------------------------------
+    def models_overview(self) -> list[dict]:
+        """One dict per model: identity, preprocessing, layer / image / vector counts, top-1 / top-5 error."""
+        return self._dicts(
+            """SELECT m.model_key, m.source, m.weights, left(m.weights_sha256, 12) AS weights_sha,
+                      format('resize {} · crop {} · {}', m.resize, m.crop, m.interpolation) AS preprocessing,
+                      (SELECT count(*) FROM layers l WHERE l.model_key = m.model_key) AS layers,
+                      coalesce(p.images, 0) AS images, coalesce(v.vectors, 0) AS vectors,
+                      p.labelled, p.top1_error, p.top5_error
+               FROM models m
+               LEFT JOIN (SELECT model_key, count(*) AS images, count(true_rank) AS labelled,
+                                 avg((true_rank > 1)::INT) AS top1_error, avg((true_rank > 5)::INT) AS top5_error
+                          FROM predictions GROUP BY model_key) p USING (model_key)
+               LEFT JOIN (SELECT model_key, count(*) AS vectors FROM activation_index GROUP BY model_key) v
+                      USING (model_key)
+               ORDER BY m.model_key""")
+
+    def layers_overview(self, model_key: str) -> list[dict]:
+        return self._dicts(
+            """SELECT l.ord, l.layer, l.kind, l.channels, l.reduction, coalesce(c.vectors, 0) AS vectors
+               FROM layers l LEFT JOIN (SELECT layer, count(*) AS vectors FROM activation_index
+                                        WHERE model_key = $m GROUP BY layer) c USING (layer)
+               WHERE l.model_key = $m ORDER BY l.ord""", {"m": model_key})
+
+    def runs_overview(self, limit: int = 200) -> list[dict]:
+        return self._dicts(
+            """SELECT run_id, model_key, status, strftime(started_at, '%Y-%m-%d %H:%M:%S') AS started,
+                      round(epoch(finished_at - started_at), 1) AS seconds, n_images, n_done, n_skipped,
+                      n_errors, n_duplicates, message
+               FROM runs ORDER BY started_at DESC, run_id LIMIT ?""", [limit])
+
+    def errors_overview(self, limit: int = 100) -> tuple[list[dict], list[dict]]:
+        """(count per reason, newest `limit` errors)."""
+        by_reason = self._dicts("""SELECT reason, count(*) AS images FROM ingest_errors GROUP BY reason
+                                   ORDER BY images DESC, reason LIMIT ?""", [limit])
+        newest = self._dicts("""SELECT strftime(logged_at, '%Y-%m-%d %H:%M:%S') AS logged, run_id, path, reason
+                                FROM ingest_errors ORDER BY logged_at DESC, path LIMIT ?""", [limit])
+        return by_reason, newest
+
+    def _dicts(self, sql: str, params=None) -> list[dict]:
+        cur = self.con.execute(sql, params or [])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]

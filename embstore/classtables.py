@@ -60,3 +60,17 @@ def materialise(store, kind: str, model_key: str, layer: str) -> Materialised:
             con.unregister("_rows")
     return Materialised(table, model_key, layer, int(keep.sum()), int(stats.n[keep].sum()), channels,
                         int((~keep).sum()), fresh)
+
+
+def stored_overview(con) -> list[dict]:
+    """What is materialised: one row per (table, model, layer) with classes, images and when."""
+    cur = con.execute(
+        """SELECT 'class_prototypes' AS "table", model_key, layer, count(*) AS classes, sum(n) AS images,
+                  strftime(max(computed_at), '%Y-%m-%d %H:%M') AS computed
+           FROM class_prototypes GROUP BY model_key, layer
+           UNION ALL
+           SELECT 'class_tstats', model_key, layer, count(*), sum(n), strftime(max(computed_at), '%Y-%m-%d %H:%M')
+           FROM class_tstats GROUP BY model_key, layer
+           ORDER BY 1, 2, 3""")
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]

@@ -65,7 +65,7 @@ def did_you_mean(value: str, choices, *, n: int = 5) -> str:
     """' Did you mean: a, b?' for the nearest names in `choices`, or ''."""
     import difflib
 
-    choices = list(choices)
+    choices = list(dict.fromkeys(choices))  # a name listed twice (synonyms of two classes) is suggested once
     close = difflib.get_close_matches(value, choices, n=n, cutoff=0.5)
     if not close:
         low = value.lower()

@@ -113,17 +113,121 @@ def match_layer(model_key: str, layer: str, vectors: dict[str, np.ndarray], trip
     wrong = (cr <= cu).astype(np.float64)  # a tie is not a match
     rng = np.random.default_rng(seed)
     boots = wrong[rng.integers(0, len(wrong), size=(n_boot, len(wrong)))].mean(axis=1)
-    d = cr - cu
-    pos, neg = np.nonzero(d > 0)[0], np.nonzero(d <= 0)[0]
-    cases = {
-        "best": pos[np.argsort(-d[pos], kind="stable")].tolist(),
-        "good_luck": pos[np.argsort(d[pos], kind="stable")].tolist(),
-        "worst": neg[np.argsort(d[neg], kind="stable")].tolist(),
-        "bad_luck": neg[np.argsort(-d[neg], kind="stable")].tolist(),
-    }
     return LayerMatching(model_key, layer, cr, cu, float(wrong.mean()),
                          (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))),
-                         roc_auc(np.r_[cr, cu], np.r_[np.ones(len(cr)), np.zeros(len(cu))]), cases)
+                         roc_auc(np.r_[cr, cu], np.r_[np.ones(len(cr)), np.zeros(len(cu))]), cases(cr, cu))
+
+
+CASES = ("best", "worst", "good_luck", "bad_luck")
+
+
+def cases(cos_related: np.ndarray, cos_unrelated: np.ndarray) -> dict[str, list[int]]:
+    """Triplets ordered for seed 000 figs 7–10: best/good luck are matches with the largest/smallest
+    margin cos_related - cos_unrelated, worst/bad luck are misses with the most/least negative one."""
+    d = np.asarray(cos_related) - np.asarray(cos_unrelated)
+    pos, neg = np.nonzero(d > 0)[0], np.nonzero(d <= 0)[0]
+    return {
+        "best": pos[np.argsort(-d[pos], kind="stable")].tolist(),
+        "worst": neg[np.argsort(d[neg], kind="stable")].tolist(),
+        "good_luck": pos[np.argsort(d[pos], kind="stable")].tolist(),
+        "bad_luck": neg[np.argsort(-d[neg], kind="stable")].tolist(),
+    }
+
+
+def roc_curve(cos_related: np.ndarray, cos_unrelated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) of calling a pair related when its cosine is above a
+    threshold, over every threshold (tied scores move together, as in sklearn's roc_curve)."""
+    scores = np.r_[cos_related, cos_unrelated]
+    labels = np.r_[np.ones(len(cos_related)), np.zeros(len(cos_unrelated))]
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps, fps = np.cumsum(y)[last_of_tie], np.cumsum(1 - y)[last_of_tie]
+    return np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)]
+
+
+@dataclass
+class StoredMatching:
+    """One (manifest, model, layer) result read back from matching_results / matching_summary."""
+    manifest_sha: str
+    model_key: str
+    layer: str
+    error: float
+    ci: tuple[float, float]
+    auc: float
+    cos_related: np.ndarray
+    cos_unrelated: np.ndarray
+    ratings: np.ndarray  # (N, 2) related, unrelated; NaN where absent
+    ids: list[tuple[str, str, str]]  # (object, related, unrelated) image ids
+    paths: dict[str, str]  # image id -> path
+
+
+def stored_manifests(con) -> list[tuple[str, int, object]]:
+    """(manifest_sha, n_triplets, last computed) of every manifest with results, newest first."""
+    return con.execute("""SELECT manifest_sha, max(n_triplets), max(computed_at) FROM matching_summary
+                          GROUP BY manifest_sha ORDER BY max(computed_at) DESC, manifest_sha""").fetchall()
+
+
+def resolve_manifest(con, manifest: str | None) -> str:
+    """The manifest sha for a manifest file, a sha prefix, or None (the newest with results)."""
+    known = [m for m, _, _ in stored_manifests(con)]
+    if not known:
+        raise NotFoundError("no triplet matching results in this store; run `embstore analyze matching MANIFEST` "
+                            "first")
+    if manifest is None:
+        return known[0]
+    if Path(manifest).expanduser().is_file():
+        sha = read_triplets(manifest).sha
+        if sha not in known:
+            raise NotFoundError(f"no matching results for manifest {manifest}; run `embstore analyze matching "
+                                f"{manifest}` first")
+        return sha
+    hits = [m for m in known if m.startswith(manifest.lower())]
+    if len(hits) != 1:
+        what = "matches several" if hits else "matches none"
+        raise NotFoundError(f"manifest '{manifest}' {what} of the stored manifests ({', '.join(m[:12] for m in known)})"
+                            "; give a manifest file or a longer sha prefix")
+    return hits[0]
+
+
+def stored_layers(con, manifest_sha: str, model_key: str) -> list[str]:
+    """Layers with results for (manifest, model), in network order."""
+    return [r[0] for r in con.execute(
+        """SELECT s.layer FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
+           WHERE s.manifest_sha = ? AND s.model_key = ? ORDER BY l.ord NULLS LAST, s.layer""",
+        [manifest_sha, model_key]).fetchall()]
+
+
+def stored_models(con, manifest_sha: str) -> list[str]:
+    return [r[0] for r in con.execute("SELECT DISTINCT model_key FROM matching_summary WHERE manifest_sha = ? "
+                                      "ORDER BY model_key", [manifest_sha]).fetchall()]
+
+
+def read_stored(con, manifest_sha: str, model_key: str, layer: str | None = None) -> StoredMatching:
+    """The stored result of one model at `layer` (default: 'hidden' if matched, else its deepest layer)."""
+    layers = stored_layers(con, manifest_sha, model_key)
+    if not layers:
+        raise NotFoundError(f"no matching results of {model_key} for manifest {manifest_sha[:12]}; models with "
+                            f"results: {', '.join(stored_models(con, manifest_sha)) or 'none'}")
+    if layer is None:
+        layer = "hidden" if "hidden" in layers else layers[-1]
+    elif layer not in layers:
+        from .errors import UnknownLayerError, did_you_mean
+
+        raise UnknownLayerError(f"no matching results of {model_key} at layer '{layer}'.{did_you_mean(layer, layers)}")
+    error, lo, hi, auc = con.execute(
+        """SELECT error, error_ci_low, error_ci_high, auc FROM matching_summary
+           WHERE manifest_sha = ? AND model_key = ? AND layer = ?""", [manifest_sha, model_key, layer]).fetchall()[0]
+    rows = con.execute(
+        """SELECT object_id, related_id, unrelated_id, cos_related, cos_unrelated, rating_related, rating_unrelated
+           FROM matching_results WHERE manifest_sha = ? AND model_key = ? AND layer = ? ORDER BY triplet""",
+        [manifest_sha, model_key, layer]).fetchall()
+    ids = [(o, r, u) for o, r, u, *_ in rows]
+    paths = Catalog(con).image_paths(sorted({i for trio in ids for i in trio}))
+    return StoredMatching(manifest_sha, model_key, layer, error, (lo, hi), auc,
+                          np.array([r[3] for r in rows], np.float64), np.array([r[4] for r in rows], np.float64),
+                          np.array([[_float(r[5]), _float(r[6])] for r in rows], np.float64).reshape(-1, 2),
+                          ids, paths)
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

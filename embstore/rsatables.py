@@ -146,3 +146,25 @@ def _store_report(store, report: RsaReport, seed: int, ref_vectors=None) -> None
                  seed])
 
 
+
+
+STORED_COLUMNS = ("model_key", "layer", "layer_order", "reference", "n_concepts", "acc_2v2", "p_value",
+                  "n_permutations", "rsa_spearman", "rsa_pearson", "acc_1v2", "n_1v2", "computed_at")
+
+
+def stored_results(con, models: list[str] | None = None, references: list[str] | None = None) -> list[dict]:
+    """Rows of rsa_results as dicts, by model, reference and network order; `references` match by prefix
+    (`glove` finds glove-6B-50d)."""
+    rows = [dict(zip(STORED_COLUMNS, r)) for r in con.execute(
+        f"""SELECT {', '.join(STORED_COLUMNS)} FROM rsa_results
+            WHERE ? IS NULL OR list_contains(?, model_key) ORDER BY model_key, reference, layer_order""",
+        [models, models]).fetchall()]
+    if references:
+        known = sorted({r["reference"] for r in rows})
+        chosen = {k for k in known if any(k == q or k.startswith(q) for q in references)}
+        missing = [q for q in references if not any(k == q or k.startswith(q) for k in known)]
+        if missing:
+            raise NotFoundError(f"no similarity-encoding results for reference {missing[0]!r}; stored: "
+                                f"{', '.join(known) or 'none'} (run `embstore analyze rsa --vectors …`)")
+        rows = [r for r in rows if r["reference"] in chosen]
+    return rows

@@ -21,6 +21,8 @@ query_app = typer.Typer(no_args_is_help=True, help="Nearest classes and nearest 
 app.add_typer(query_app, name="query")
 analyze_app = typer.Typer(no_args_is_help=True, help="Measures of the seed papers, computed from the store.")
 app.add_typer(analyze_app, name="analyze")
+plot_app = typer.Typer(no_args_is_help=True, help="The seed papers' figures as PNG + SVG, drawn from the store.")
+app.add_typer(plot_app, name="plot")
 
 
 @app.callback()
@@ -288,6 +290,131 @@ def analyze_failures(
     from embstore.analysis import failures
 
     render.failures(failures(_store(ctx, reader=True), model, limit=limit, close_at=close))
+
+
+# -- figures and the report ---------------------------------------------------------------------
+_OUT = typer.Option(None, "--out", "-o", help="File stem; .png/.svg are added (default: ./figures/KIND).")
+_FORMATS = typer.Option("png,svg", "--format", help="Comma-separated: png, svg, pdf.")
+_MANIFEST = typer.Option(None, "--manifest", help="Triplet manifest file or sha prefix (default: newest with results).")
+_MODEL = typer.Option(None, "--model", "-m", help="Model name or name@weights.")
+_MODELS = typer.Option([], "--model", "-m", help="Model(s); default: every model with results.")
+_LAYER = typer.Option(None, "--layer", help="Layer (default: hidden if stored, else the deepest).")
+
+
+def _plot(ctx: typer.Context, kind: str, out: Optional[Path], formats: str, **options) -> None:
+    from embstore.figures import draw, save
+
+    fig = draw(_store(ctx, reader=True), kind, **options)
+    render.written(save(fig, out or Path("figures") / kind, tuple(f.strip() for f in formats.split(",") if f.strip())))
+
+
+@plot_app.command("rsa")
+def plot_rsa(
+    ctx: typer.Context,
+    model: list[str] = _MODELS,
+    reference: list[str] = typer.Option([], "--reference", "-r", help="Reference space(s), e.g. glove, wordnet-wup."),
+    measure: str = typer.Option("acc_2v2", help="acc_2v2 | acc_1v2 | rsa_spearman | rsa_pearson"),
+    out: Optional[Path] = _OUT, formats: str = _FORMATS,
+):
+    """2 vs 2 accuracy by layer, one line per model and reference space (seed 004 figs 1–3).
+
+    Example: embstore plot rsa --model vgg16 --reference glove --out figs/vgg16-2v2
+    """
+    _plot(ctx, "rsa", out, formats, models=model or None, references=reference or None, measure=measure)
+
+
+@plot_app.command("roc")
+def plot_roc(ctx: typer.Context, manifest: Optional[str] = _MANIFEST, model: list[str] = _MODELS,
+             layer: Optional[str] = _LAYER, out: Optional[Path] = _OUT, formats: str = _FORMATS):
+    """ROC curves of related vs unrelated pairs by cosine, one per model, with AUC (seed 000 fig 5).
+
+    Example: embstore plot roc --model resnet50 --model densenet121 --out figs/roc
+    """
+    _plot(ctx, "roc", out, formats, manifest=manifest, models=model or None, layer=layer)
+
+
+@plot_app.command("errors")
+def plot_errors(ctx: typer.Context, manifest: Optional[str] = _MANIFEST, model: list[str] = _MODELS,
+                layer: Optional[str] = _LAYER, out: Optional[Path] = _OUT, formats: str = _FORMATS):
+    """Matching error (95 % CI), AUC error and ImageNet top-1 error per model as bars (seed 000 fig 6).
+
+    Example: embstore plot errors --out figs/errors --format png
+    """
+    _plot(ctx, "errors", out, formats, manifest=manifest, models=model or None, layer=layer)
+
+
+@plot_app.command("ratings")
+def plot_ratings(ctx: typer.Context, manifest: Optional[str] = _MANIFEST, model: Optional[str] = _MODEL,
+                 layer: Optional[str] = _LAYER, out: Optional[Path] = _OUT, formats: str = _FORMATS):
+    """Cosine of (object, related) and (object, unrelated) against human ratings, o/x = matched or not (seed 000 fig 4).
+
+    Example: embstore plot ratings --model resnet50 --layer hidden
+    """
+    _plot(ctx, "ratings", out, formats, manifest=manifest, model=model, layer=layer)
+
+
+@plot_app.command("similar")
+def plot_similar(
+    ctx: typer.Context,
+    cls: str = typer.Argument(..., metavar="CLASS", help="Class name, WordNet synonym, wnid or index."),
+    k: int = typer.Option(9, "--k", "-k", min=1),
+    model: Optional[str] = _MODEL,
+    layer: Optional[str] = typer.Option(None, help="A stored layer, or 'all' conv layers (prototype/tstat)."),
+    method: list[str] = typer.Option([], "--method", help="Rows: prototype, tstat, hidden, classifier (default: all)."),
+    out: Optional[Path] = _OUT, formats: str = _FORMATS,
+):
+    """Top-K similar classes with one example image each, one row per method (seed 003 figs 1–2).
+
+    Example: embstore plot similar knot --k 9 --method tstat --method hidden
+    """
+    methods = tuple(method) or ("prototype", "tstat", "hidden", "classifier")
+    _plot(ctx, "similar", out, formats, cls=cls, k=k, model=model, layer=layer, methods=methods)
+
+
+@plot_app.command("cases")
+def plot_cases(
+    ctx: typer.Context, manifest: Optional[str] = _MANIFEST, model: Optional[str] = _MODEL,
+    layer: Optional[str] = _LAYER, n: int = typer.Option(4, "--n", min=1, help="Triplets per case."),
+    case: list[str] = typer.Option([], "--case", help="best, worst, good_luck, bad_luck (default: all four)."),
+    out: Optional[Path] = _OUT, formats: str = _FORMATS,
+):
+    """Best, worst, good-luck and bad-luck triplets as image strips (seed 000 figs 7–10).
+
+    Example: embstore plot cases --model resnet50 --case worst --n 6
+    """
+    _plot(ctx, "cases", out, formats, manifest=manifest, model=model, layer=layer, n=n,
+          which=tuple(case) or ("best", "worst", "good_luck", "bad_luck"))
+
+
+@plot_app.command("failures")
+def plot_failures(ctx: typer.Context, model: Optional[str] = _MODEL,
+                  n: int = typer.Option(10, "--n", min=1, help="How many failures."),
+                  out: Optional[Path] = _OUT, formats: str = _FORMATS):
+    """The worst classification failures with their images, true and predicted class (seed 000 table 1).
+
+    Example: embstore plot failures --model densenet121 --n 15
+    """
+    _plot(ctx, "failures", out, formats, model=model, n=n)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
+    cls: Optional[str] = typer.Option(None, "--class", help="Class for the similar-classes figure (default: the "
+                                      "class with the most labelled images)."),
+    manifest: Optional[str] = _MANIFEST,
+    k: int = typer.Option(9, "--k", "-k", min=1, help="Similar classes per row."),
+):
+    """One self-contained HTML report: store contents, models, layers, runs, errors and every computed analysis.
+
+    Example: embstore report --out report.html --class knot
+    """
+    from embstore.report import build_report
+
+    with render.Status("building report") as status:
+        result = build_report(_store(ctx, reader=True), out, cls=cls, manifest=manifest, k=k, progress=status.update)
+    render.report(result)
 
 
 def main(argv: list[str] | None = None) -> None:

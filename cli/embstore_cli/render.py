@@ -237,3 +237,32 @@ def pair(a, b, layer, t, df) -> None:
     for ch in order:
         tab.add_row(str(int(ch)), f"{t[ch]:.3f}", f"{df[ch]:.1f}")
     console.print(tab)
+
+
+class Status:
+    """A spinner on stderr fed by the library's `progress(message)` callback."""
+
+    def __init__(self, title: str):
+        self.title = title
+
+    def __enter__(self):
+        self._status = Console(stderr=True).status(self.title)
+        self._status.__enter__()
+        return self
+
+    def update(self, message: str) -> None:
+        self._status.update(f"{self.title}: {message}")
+
+    def __exit__(self, *exc):
+        return self._status.__exit__(*exc)
+
+
+def written(paths) -> None:
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+def report(r) -> None:
+    console.print(f"wrote {r.path} ({r.n_bytes / 1e6:.1f} MB, {len(r.figures)} figures, {r.seconds:.1f} s)")
+    for name, why in r.skipped.items():
+        console.print(f"  [yellow]not drawn[/yellow] {name}: {why}")
