@@ -146,6 +146,41 @@ def rsa(reference: np.ndarray, layer: np.ndarray) -> tuple[float, float]:
     return float(spearmanr(a, b).statistic), float(pearsonr(a, b).statistic)
 
 
+def one_vs_two_many(reference: np.ndarray, correct: np.ndarray, images: np.ndarray, true, predicted) -> np.ndarray:
+    """`one_vs_two` for many misclassified images at once: passed[j] for image j.
+
+    `reference` (k × d) and `correct` (k × C) are aligned by concept; a row of `correct` that is
+    NaN marks a concept without a correctly classified image (left out, like the true and the
+    predicted concept of each image). An image with fewer than 3 concepts to compare fails.
+    The image-to-correct-image correlations are one matrix product instead of k corrcoef calls each.
+    """
+    w = _unit_rows(reference) @ _unit_rows(reference).T
+    has = ~np.isnan(np.asarray(correct, np.float64)).any(axis=1)
+    corr = np.full((len(images), len(has)), np.nan)
+    corr[:, has] = _unit_rows(images) @ _unit_rows(np.asarray(correct)[has]).T
+    passed = np.zeros(len(images), bool)
+    for j, (t, p) in enumerate(zip(true, predicted)):
+        keep = has.copy()
+        keep[[t, p]] = False
+        if keep.sum() >= 3:
+            a = corr[j, keep]
+            passed[j] = _pearson(a, w[t, keep]) > _pearson(a, w[p, keep])
+    return passed
+
+
+def _unit_rows(x) -> np.ndarray:
+    """Rows centred and scaled to unit norm (NaN for a constant row, as np.corrcoef gives)."""
+    x = np.asarray(x, np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norms > 0, x / norms, np.nan)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(_unit_rows(a[None])[0] @ _unit_rows(b[None])[0])
+
+
 def one_vs_two(reference: np.ndarray, correct: np.ndarray, image: np.ndarray, true: int, predicted: int) -> bool:
     """The 1 vs 2 test for one misclassified image (seed 004 §3.3).
 

@@ -108,17 +108,13 @@ def _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos):
     if ref_vectors is None or not misclassified:
         return None, 0
     row_of = {c: r for r, c in enumerate(concepts)}
-    passed = 0
-    for image_id, true, predicted in misclassified:
-        members = [c for c in concepts if c in correct_of and c not in (true, predicted)]
-        if len(members) < 3:
-            continue
-        order = members + [true, predicted]
-        ref = ref_vectors[[row_of[c] for c in order]]
-        correct = np.stack([x[pos[correct_of[c]]] for c in members] + [np.zeros(x.shape[1])] * 2)
-        passed += rsa.one_vs_two(ref, correct, x[pos[image_id]], len(members), len(members) + 1)
+    correct = np.full((len(concepts), x.shape[1]), np.nan)
+    for c, image_id in correct_of.items():
+        correct[row_of[c]] = x[pos[image_id]]
+    passed = rsa.one_vs_two_many(ref_vectors, correct, x[[pos[i] for i, _, _ in misclassified]],
+                                 [row_of[t] for _, t, _ in misclassified], [row_of[p] for _, _, p in misclassified])
     n = len(misclassified)
-    return (passed / n if n else None), n
+    return float(passed.sum()) / n, n
 
 
 def _store_report(store, report: RsaReport, seed: int, ref_vectors=None) -> None:

@@ -88,3 +88,26 @@ def test_one_vs_two_passes_when_the_image_looks_like_its_true_class():
     looks_predicted = layer[predicted] + 0.05 * rng.normal(size=layer.shape[1])
     assert one_vs_two(ref, layer, looks_true, true, predicted)
     assert not one_vs_two(ref, layer, looks_predicted, true, predicted)
+
+
+def test_one_vs_two_for_many_images_equals_the_per_image_loop():
+    from embstore.rsa import one_vs_two, one_vs_two_many
+
+    ref, layer = _spaces(30, noise=0.6, seed=5)
+    rng = np.random.default_rng(2)
+    correct = layer + 0.3 * rng.normal(size=layer.shape)
+    correct[[4, 9, 17, 22, 28]] = np.nan  # concepts with no correctly classified image
+    trues = rng.integers(0, 30, 60)
+    preds = (trues + rng.integers(1, 30, 60)) % 30
+    images = layer[trues] * 0.5 + layer[preds] * 0.5 + 0.4 * rng.normal(size=(60, layer.shape[1]))
+    got = one_vs_two_many(ref, correct, images, trues, preds)
+    expected = []
+    for img, t, p in zip(images, trues, preds):
+        members = [c for c in range(30) if not np.isnan(correct[c]).any() and c not in (t, p)]
+        order = members + [t, p]
+        sub = np.vstack([correct[members], np.zeros((2, layer.shape[1]))])
+        expected.append(one_vs_two(ref[order], sub, img, len(members), len(members) + 1))
+    assert got.tolist() == expected and 10 < sum(expected) < 50
+    few = np.full_like(correct, np.nan)
+    few[:4] = correct[:4] if not np.isnan(correct[:4]).any() else layer[:4]
+    assert not one_vs_two_many(ref, few, images[:1], [0], [1]).any()  # 2 concepts left to compare: fails
