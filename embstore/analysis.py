@@ -37,8 +37,7 @@ def matching(store, manifest: str, *, models: list[str] | None = None, layers: l
                    layers="default" if not layers else ",".join(layers))
     with store.read() as con:
         keys = [Catalog(con).resolve_model(m) for m in models] if models else Catalog(con).stored_model_keys()
-        top1 = {k: con.execute("SELECT 1 - avg(top1_correct::INT) FROM labelled_predictions WHERE model_key = ?",
-                               [k]).fetchall()[0][0] for k in keys}
+        top1 = {k: Catalog(con).top1_error(k) for k in keys}
     if not keys:
         raise EmbstoreError(f"store {store.path} holds no vectors yet; run `embstore ingest` first")
     results = triplet_matching(store, triplets, model_keys=keys, layers=layers, n_boot=n_boot)

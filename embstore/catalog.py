@@ -151,6 +151,11 @@ class Catalog:
         return self.con.execute("""SELECT label_index, count(*) AS n FROM images WHERE label_index IS NOT NULL
                                    GROUP BY label_index ORDER BY n DESC, label_index LIMIT ?""", [limit]).fetchall()
 
+    def top1_error(self, model_key: str) -> float | None:
+        """Top-1 error of `model_key` on the store's labelled images (None without any)."""
+        return self.con.execute("SELECT 1 - avg(top1_correct::INT) FROM labelled_predictions WHERE model_key = ?",
+                                [model_key]).fetchall()[0][0]
+
     def image_paths(self, image_ids: list[str]) -> dict[str, str]:
         return dict(self.con.execute("SELECT image_id, path FROM images WHERE list_contains(?, image_id)",
                                      [list(image_ids)]).fetchall())

@@ -123,8 +123,7 @@ def _matching(store, manifest, models, layer):
         sha = matching.resolve_manifest(con, manifest)
         keys = [Catalog(con).resolve_model(m) for m in models] if models else matching.stored_models(con, sha)
         results = [matching.read_stored(con, sha, k, layer) for k in keys]
-        top1 = {k: con.execute("SELECT 1 - avg(top1_correct::INT) FROM labelled_predictions WHERE model_key = ?",
-                               [k]).fetchall()[0][0] for k in keys}
+        top1 = {k: Catalog(con).top1_error(k) for k in keys}
     return results, top1
 
 

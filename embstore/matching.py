@@ -190,6 +190,17 @@ def resolve_manifest(con, manifest: str | None) -> str:
     return hits[0]
 
 
+def summary_rows(con, manifest_sha: str) -> list[dict]:
+    """matching_summary of one manifest as dicts, by model and network order."""
+    cur = con.execute(
+        """SELECT s.model_key, s.layer, s.n_triplets, s.error, s.error_ci_low, s.error_ci_high, s.auc,
+                  strftime(s.computed_at, '%Y-%m-%d %H:%M') AS computed
+           FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
+           WHERE s.manifest_sha = ? ORDER BY s.model_key, l.ord NULLS LAST, s.layer""", [manifest_sha])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
 def stored_layers(con, manifest_sha: str, model_key: str) -> list[str]:
     """Layers with results for (manifest, model), in network order."""
     return [r[0] for r in con.execute(

@@ -39,15 +39,19 @@ def build_report(store, out: str | Path, *, cls: str | None = None, manifest: st
     """Write the HTML report of `store` to `out`; `cls` picks the similar-classes figure's class
     (default: the class with the most labelled images)."""
     started = time.perf_counter()
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise EmbstoreError(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
+    if cls is not None:
+        from .imagenet import classes
+
+        cls = classes().resolve(cls).name  # an unknown class is an error, not a missing figure
     page = _Page(store, progress)
     page.store_section()
     page.matching_section(manifest, n_cases)
     page.failures_section(n_failures)
     page.classes_section(cls, k)
     page.rsa_section()
-    out = Path(out).expanduser()
-    if out.is_dir():
-        raise EmbstoreError(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     text = page.render()
     tmp = out.with_name(out.name + ".tmp")
@@ -97,11 +101,7 @@ class _Page:
 
         with self.store.read() as con:
             manifests = matching.stored_manifests(con)
-            summaries = {sha: self._dicts(con, """
-                SELECT s.model_key, s.layer, s.n_triplets, s.error, s.error_ci_low, s.error_ci_high, s.auc,
-                       strftime(s.computed_at, '%Y-%m-%d %H:%M') AS computed
-                FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
-                WHERE s.manifest_sha = ? ORDER BY s.model_key, l.ord NULLS LAST""", [sha]) for sha, _, _ in manifests}
+            summaries = {sha: matching.summary_rows(con, sha) for sha, _, _ in manifests}
             models = {sha: matching.stored_models(con, sha) for sha, _, _ in manifests}
         if manifest is not None:
             with self.store.read() as con:
@@ -190,12 +190,6 @@ class _Page:
     def _section(self, title: str, parts: list[str]) -> None:
         anchor = title.lower().replace(" ", "-")
         self.sections.append((title, anchor, parts))
-
-    @staticmethod
-    def _dicts(con, sql, params):
-        cur = con.execute(sql, params)
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
 
     def render(self) -> str:
         nav = "".join(f"<a href='#{a}'>{_e(t)}</a>" for t, a, _ in self.sections)

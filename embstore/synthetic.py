@@ -18,11 +18,13 @@ SPEC = ModelSpec("synthetic_net", "synthetic", "seed0", Preprocessing(256, 224, 
 
 def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[str, int] | None = None,
              seed: int = 0, batch: int = 5000, spec: ModelSpec = SPEC, centres: dict | None = None,
-             noise: float = 0.7, predicted: dict[int, int] | None = None) -> dict:
+             noise: float = 0.7, predicted: dict[int, int] | None = None, paths: list | None = None) -> dict:
     """Write n_classes × per_class labelled images with vectors for each layer {name: channels}.
 
     `centres` may give a layer's (n_classes × channels) class centres; others are drawn at random.
     `predicted` maps image rows to a wrong top-1 class (true class then ranked 2); others are right.
+    `paths` may give one real image file per row (class-major order): ids are then their content ids,
+    as ingest would record them, so thumbnails and figures can use them.
 
     Returns {"ids": [...], "labels": array, "vectors": {layer: matrix}} for reference checks.
     """
@@ -32,6 +34,16 @@ def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[st
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(n_classes), per_class)
     ids = [f"{seed:04d}{i:016d}" for i in range(len(labels))]
+    where = [f"/synthetic/{i}.png" for i in ids]
+    if paths is not None:
+        from pathlib import Path
+
+        from .images import content_id
+
+        if len(paths) != len(labels):
+            raise ValueError(f"populate: {len(paths)} paths for {len(labels)} images")
+        ids = [content_id(Path(p).read_bytes()) for p in paths]
+        where = [str(Path(p).resolve()) for p in paths]
     vectors = {}
     for name, dim in layers.items():
         c = (centres or {}).get(name)
@@ -54,7 +66,7 @@ def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[st
         with store.transaction() as con:
             cat = Catalog(con)
             cat.insert_images(pa.table({
-                "image_id": ids[sl], "path": [f"/synthetic/{i}.png" for i in ids[sl]],
+                "image_id": ids[sl], "path": where[sl],
                 "file_size": [0] * len(ids[sl]), "file_mtime": [0.0] * len(ids[sl]),
                 "width": [1] * len(ids[sl]), "height": [1] * len(ids[sl]), "mode": ["RGB"] * len(ids[sl]),
                 "label_raw": [str(int(c)) for c in labels[sl]], "label_wnid": [None] * len(ids[sl]),

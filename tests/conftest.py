@@ -44,3 +44,52 @@ def run_embstore(*args, cwd=None, env=None, timeout=300) -> subprocess.Completed
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([str(EMBSTORE), *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           env=full_env, timeout=timeout)
+
+
+FIGURE_CLASSES = ("knot", "chain", "baseball", "golf ball", "tennis ball", "espresso")
+
+
+def blob_picture(path: Path, rng, size=(96, 80)) -> Path:
+    """A small picture of coloured discs on a background, so thumbnails are easy to tell apart."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", size, tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(im)
+    for _ in range(6):
+        x, y = rng.integers(0, min(size), 2)
+        r = int(rng.integers(5, 25))
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def figure_store(tmp_path_factory):
+    """A small real store with every analysis the figures draw: 6 labelled classes × 5 pictures plus the
+    bundled sample photos ingested with the real EfficientNet-Lite0 weights, 8 rated triplets matched,
+    class prototypes materialised and similarity encoding against GloVe."""
+    from embstore.analysis import class_tables, matching
+    from embstore.ingest import ingest
+    from embstore.resources import sample_images_dir
+    from embstore.rsatables import run_rsa
+
+    root = tmp_path_factory.mktemp("figure_store")
+    rng = np.random.default_rng(0)
+    pictures = [blob_picture(root / "imgs" / name / f"{j}.png", rng) for name in FIGURE_CLASSES for j in range(5)]
+    for sample in sorted(sample_images_dir().iterdir()):
+        (root / "imgs" / "samples").mkdir(exist_ok=True)
+        (root / "imgs" / "samples" / sample.name).write_bytes(sample.read_bytes())
+    (root / "imgs" / "samples" / "broken.jpg").write_text("not a picture")  # one ingest error for the report
+    store = Store.open(root / "store", create=True)
+    ingest(store, "efficientnet_lite0", str(root / "imgs"))
+    rows = ["object,related,unrelated,rating_related,rating_unrelated"]
+    for _ in range(8):
+        o, r, u = (pictures[i] for i in rng.choice(len(pictures), 3, replace=False))
+        rows.append(f"{o},{r},{u},{rng.uniform(3, 5):.2f},{rng.uniform(1, 3):.2f}")
+    manifest = root / "triplets.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    matching(store, str(manifest), n_boot=200)
+    class_tables(store, "prototypes", None, ["hidden"])
+    run_rsa(store, None, "glove", groups=5, n_permutations=19)
+    return store, manifest, pictures

@@ -22,3 +22,20 @@ def test_readme_sql_blocks_run(tmp_path):
     assert len(knot) == 9 and all(-1 <= r[2] <= 1 for r in knot)
     stored = next(rows for text, (_, rows) in by_text.items() if "what is stored" in text)
     assert stored == [("synthetic_net", "seed0", "hidden", 1240, 8)]
+
+
+def test_ci_runs_the_readme_test_command_and_every_readme_command_exists():
+    readme = (ROOT / "README.md").read_text()
+    test_command = re.search(r"\*\*Run the test suite\*\*.*?```bash\n(.*?)\n```", readme, flags=re.S).group(1)
+    assert test_command in (ROOT / ".ci" / "run").read_text()
+    from typer.main import get_command
+
+    from embstore_cli.app import app
+
+    root = get_command(app)
+    for line in re.findall(r"^embstore ([a-z][^\s#]*(?: [a-z][^\s#-]*)?)", readme, flags=re.M):
+        words = line.split()
+        group = root.commands.get(words[0])
+        assert group is not None, f"README names an unknown command: embstore {line}"
+        if hasattr(group, "commands") and len(words) > 1:
+            assert words[1] in group.commands, f"README names an unknown command: embstore {line}"

@@ -1,0 +1,206 @@
+import os
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from matplotlib.container import BarContainer
+from PIL import Image
+from sklearn.metrics import roc_curve as sk_roc_curve
+
+from embstore import figures, matching
+from embstore.errors import EmbstoreError, NotFoundError, UnknownLayerError
+from embstore.similarity import similar_classes
+from embstore.sql import run_sql
+from embstore.store import Store
+from embstore.thumbnails import Thumbnails
+
+from .conftest import run_embstore
+
+KIND_OPTIONS = {"rsa": {}, "roc": {}, "errors": {}, "ratings": {}, "similar": {"cls": "knot", "k": 5},
+                "cases": {"n": 3}, "failures": {"n": 6}}
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_roc_curve_agrees_with_sklearn_including_ties():
+    rng = np.random.default_rng(3)
+    cr = np.round(rng.normal(0.6, 0.1, 200), 2)  # rounding makes many tied scores
+    cu = np.round(rng.normal(0.55, 0.1, 200), 2)
+    fpr, tpr = matching.roc_curve(cr, cu)
+    sk_fpr, sk_tpr, _ = sk_roc_curve(np.r_[np.ones(200), np.zeros(200)], np.r_[cr, cu], drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr, atol=1e-12)
+    np.testing.assert_allclose(tpr, sk_tpr, atol=1e-12)
+
+
+def test_case_orders_follow_the_margin_by_brute_force():
+    rng = np.random.default_rng(4)
+    cr, cu = rng.random(40), rng.random(40)
+    cu[5] = cr[5]  # a tie is a miss
+    got = matching.cases(cr, cu)
+    d = cr - cu
+    hits = [t for t in range(40) if d[t] > 0]
+    misses = [t for t in range(40) if d[t] <= 0]
+    assert got["best"] == sorted(hits, key=lambda t: -d[t])
+    assert got["good_luck"] == sorted(hits, key=lambda t: d[t])
+    assert got["worst"] == sorted(misses, key=lambda t: d[t])
+    assert got["bad_luck"] == sorted(misses, key=lambda t: -d[t])
+    assert 5 in got["worst"] and 5 not in got["best"]
+
+
+@pytest.mark.parametrize("kind", figures.KINDS)
+def test_every_figure_is_written_as_png_and_svg(figure_store, tmp_path, kind):
+    store, _, _ = figure_store
+    fig = figures.draw(store, kind, **KIND_OPTIONS[kind])
+    png, svg = figures.save(fig, tmp_path / f"{kind}.png")
+    assert (png.name, svg.name) == (f"{kind}.png", f"{kind}.svg")
+    px = _pixels(png)
+    w, h = fig.get_size_inches() * figures.DPI
+    assert px.shape[:2] == (round(h), round(w))
+    assert px.std() > 20 and (px.sum(axis=2) < 600).mean() > 0.01  # drawn on, not a white page
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg")
+    if kind in ("similar", "cases", "failures"):  # image strips carry their thumbnails inside the SVG
+        assert len(root.findall(".//{http://www.w3.org/2000/svg}image")) >= 3
+
+
+def test_rsa_lines_are_the_stored_accuracies_in_network_order(figure_store):
+    store, _, _ = figure_store
+    ax = figures.draw(store, "rsa").axes[0]
+    _, rows = run_sql(store, "SELECT layer, acc_2v2 FROM rsa_results ORDER BY layer_order")
+    line = next(line for line in ax.get_lines() if line.get_label() == "glove-6B-50d")
+    np.testing.assert_allclose(line.get_ydata(), [r[1] for r in rows])
+    assert [t.get_text() for t in ax.get_xticklabels()] == [r[0] for r in rows]
+    ones = figures.draw(store, "rsa", measure="acc_1v2").axes[0]
+    assert ones.get_ylabel() == "1 vs 2 accuracy"
+    with pytest.raises(EmbstoreError, match="choose one of"):
+        figures.draw(store, "rsa", measure="accuracy")
+
+
+def test_roc_errors_and_ratings_show_the_stored_matching_numbers(figure_store):
+    store, _, _ = figure_store
+    _, rows = run_sql(store, """SELECT cos_related, cos_unrelated, rating_related, rating_unrelated
+                                FROM matching_results WHERE layer = 'hidden' ORDER BY triplet""")
+    cr, cu, rr, ru = (np.array(c, np.float64) for c in zip(*rows))
+    _, summary = run_sql(store, "SELECT error, auc FROM matching_summary WHERE layer = 'hidden'")
+    error, auc = summary[0]
+
+    roc_ax = figures.draw(store, "roc").axes[0]
+    curve = next(line for line in roc_ax.get_lines() if "AUC" in line.get_label())
+    sk_fpr, sk_tpr, _ = sk_roc_curve(np.r_[np.ones(len(cr)), np.zeros(len(cu))], np.r_[cr, cu],
+                                     drop_intermediate=False)
+    np.testing.assert_allclose(curve.get_xdata(), sk_fpr)
+    np.testing.assert_allclose(curve.get_ydata(), sk_tpr)
+    assert f"AUC {auc:.3f}" in curve.get_label() and "hidden" in curve.get_label()
+
+    bars = figures.draw(store, "errors").axes[0].containers
+    _, labelled = run_sql(store, "SELECT true_rank FROM predictions WHERE true_rank IS NOT NULL")
+    top1 = np.mean([r[0] != 1 for r in labelled])
+    heights = [[p.get_height() for p in c.patches] for c in bars if isinstance(c, BarContainer)]
+    assert heights == [pytest.approx([top1]), pytest.approx([error]), pytest.approx([1 - auc])]
+    assert error == pytest.approx(np.mean(cr <= cu))
+
+    ratings_ax = figures.draw(store, "ratings").axes[0]
+    ok = cr > cu
+    expected = [(rr[ok], cr[ok]), (rr[~ok], cr[~ok]), (ru[ok], cu[ok]), (ru[~ok], cu[~ok])]
+    for coll, (x, y) in zip(ratings_ax.collections, expected):
+        np.testing.assert_allclose(coll.get_offsets().reshape(-1, 2), np.c_[x, y])
+
+
+def test_similar_classes_strip_shows_each_methods_ranking_with_example_images(figure_store):
+    store, _, _ = figure_store
+    fig = figures.draw(store, "similar", cls="knot", k=5, methods=("prototype", "hidden", "classifier"))
+    image_axes = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert len(image_axes) == 3 * 6
+    thumbs = Thumbnails(store)
+    _, example = run_sql(store, """SELECT i.image_id FROM images i JOIN predictions p USING (image_id)
+                                   WHERE i.label_name = 'knot' ORDER BY p.true_rank, i.image_id LIMIT 1""")
+    query_tile = image_axes[0].get_images()[0].get_array()
+    np.testing.assert_array_equal(np.asarray(query_tile), np.asarray(thumbs.get(example[0][0], None)))
+    for row, method in enumerate(("prototype", "hidden", "classifier")):
+        answer = similar_classes(store, "knot", k=5, method=method)
+        captions = [ax.get_xlabel() for ax in image_axes[6 * row + 1: 6 * row + 6]]
+        for n, (caption, neighbour) in enumerate(zip(captions, answer.rows), start=1):
+            assert caption.startswith(f"{n}. {neighbour.score:.3f}") and neighbour.label.split()[0] in caption
+    # a class with no images in the store gets a placeholder, not someone else's picture
+    classifier_row = image_axes[13:18]
+    stored = {r[0] for r in run_sql(store, "SELECT DISTINCT label_index FROM images")[1]}
+    for ax, neighbour in zip(classifier_row, similar_classes(store, "knot", k=5, method="classifier").rows):
+        assert bool(ax.get_images()) == (neighbour.detail["index"] in stored)
+
+
+def test_cases_strip_shows_the_brute_force_best_and_worst_triplets(figure_store):
+    store, _, _ = figure_store
+    fig = figures.draw(store, "cases", n=2, which=("best", "worst"))
+    _, rows = run_sql(store, """SELECT object_id, related_id, unrelated_id, cos_related - cos_unrelated
+                                FROM matching_results WHERE layer = 'hidden' ORDER BY triplet""")
+    best = max(rows, key=lambda r: r[3])
+    worst = min(rows, key=lambda r: r[3])
+    thumbs = Thumbnails(store)
+    for panel, trio in zip(fig.subfigs, (best, worst)):
+        tiles = [np.asarray(ax.get_images()[0].get_array()) for ax in panel.axes[:3]]
+        for tile, image_id in zip(tiles, trio[:3]):
+            np.testing.assert_array_equal(tile, np.asarray(thumbs.get(image_id, None)))
+        assert panel.axes[0].get_ylabel() == f"Δ {trio[3]:+.3f}"
+
+
+def test_failures_strip_starts_with_the_lowest_ranked_true_class(figure_store):
+    store, _, _ = figure_store
+    fig = figures.draw(store, "failures", n=4, per_row=2)
+    _, rows = run_sql(store, """SELECT i.label_name, p.true_rank FROM predictions p JOIN images i USING (image_id)
+                                WHERE p.true_rank > 1 ORDER BY p.true_rank DESC, image_id LIMIT 4""")
+    captions = [ax.get_xlabel() for ax in fig.axes if ax.get_images()]
+    assert len(captions) == 4
+    for caption, (name, rank) in zip(captions, rows):
+        assert caption.startswith(f"true: {name}") and f"rank {rank}," in caption
+
+
+def test_thumbnails_are_made_once_and_never_show_a_changed_file(figure_store, tmp_path):
+    store, _, pictures = figure_store
+    figures.draw(store, "cases")
+    thumbs = Thumbnails(store)
+    _, rows = run_sql(store, """SELECT m.object_id, i.path FROM matching_results m JOIN images i ON i.image_id = m.object_id
+                                WHERE m.layer = 'hidden' AND m.matched ORDER BY cos_related - cos_unrelated DESC LIMIT 1""")
+    image_id, path = rows[0]  # the object of the best case, drawn above
+    cached = thumbs.path(image_id)
+    assert cached.is_file() and max(Image.open(cached).size) <= 160
+    os.utime(cached, (1, 1))
+    thumbs.get(image_id, path)
+    assert cached.stat().st_mtime == 1  # served from the cache, not remade
+    cached.write_bytes(b"torn")  # a killed writer's leftovers are remade
+    assert thumbs.get(image_id, path) is not None and Image.open(cached).size[0] > 0
+    other = Thumbnails(Store.open(tmp_path / "fresh", create=True))
+    changed = tmp_path / "changed.png"
+    changed.write_bytes(open(pictures[1] if str(pictures[1]) != path else pictures[2], "rb").read())
+    assert other.get(image_id, str(changed)) is None  # different content under the recorded id
+    assert other.get(image_id, str(tmp_path / "gone.png")) is None
+    assert not other.path(image_id).exists()
+
+
+def test_figures_explain_what_is_missing(store, figure_store, tmp_path):
+    with pytest.raises(NotFoundError, match="embstore analyze matching"):
+        figures.draw(store, "roc")
+    with pytest.raises(NotFoundError, match="embstore analyze rsa"):
+        figures.draw(store, "rsa")
+    with pytest.raises(EmbstoreError, match="choose one of rsa, roc"):
+        figures.draw(store, "histogram")
+    full, manifest, _ = figure_store
+    with pytest.raises(UnknownLayerError, match="Did you mean"):
+        figures.draw(full, "roc", layer="blocks.9")
+    with pytest.raises(NotFoundError, match="matches none"):
+        figures.draw(full, "roc", manifest="ffff")
+    assert figures.draw(full, "roc", manifest=str(manifest)).axes  # the manifest file itself resolves
+    with pytest.raises(EmbstoreError, match="choose png, svg or pdf"):
+        figures.save(figures.draw(full, "roc"), tmp_path / "x", ("gif",))
+
+
+def test_plot_commands_write_files_and_fail_in_one_line(figure_store, tmp_path):
+    store, _, _ = figure_store
+    ok = run_embstore("--store", store.path, "plot", "similar", "knot", "--k", "3", "--method", "hidden",
+                      "--out", tmp_path / "sim")
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "sim.png").is_file() and (tmp_path / "sim.svg").is_file()
+    bad = run_embstore("--store", store.path, "plot", "cases", "--case", "lucky")
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
+        "embstore: error: unknown case 'lucky'; choose from best, worst, good_luck, bad_luck"]
