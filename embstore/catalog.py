@@ -151,6 +151,16 @@ class Catalog:
         return self.con.execute("""SELECT label_index, count(*) AS n FROM images WHERE label_index IS NOT NULL
                                    GROUP BY label_index ORDER BY n DESC, label_index LIMIT ?""", [limit]).fetchall()
 
+    def sample_predictions(self, model_key: str, n: int) -> list[dict]:
+        """n images of `model_key` spread evenly over the store (by path), with their top-5 and label."""
+        return self._dicts(
+            """WITH ranked AS (
+                   SELECT i.image_id, i.path, i.label_index, p.top5_index, p.top5_prob, p.true_rank,
+                          row_number() OVER (ORDER BY i.path) AS r, count(*) OVER () AS total
+                   FROM predictions p JOIN images i USING (image_id) WHERE p.model_key = ?)
+               SELECT image_id, path, label_index, top5_index, top5_prob, true_rank FROM ranked
+               WHERE (r - 1) % greatest(total // ?, 1) = 0 ORDER BY path LIMIT ?""", [model_key, n, n])
+
     def top1_error(self, model_key: str) -> float | None:
         """Top-1 error of `model_key` on the store's labelled images (None without any)."""
         return self.con.execute("SELECT 1 - avg(top1_correct::INT) FROM labelled_predictions WHERE model_key = ?",

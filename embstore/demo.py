@@ -14,10 +14,11 @@ class DemoResult:
     ingest: IngestResult
     similar: Answer
     nearest: Answer
+    report: object  # report.Report: <store>/report.html
 
 
 def run_demo(store, *, progress=None) -> DemoResult:
-    """Ingest the bundled photos with EfficientNet-Lite0, then ask the store two questions.
+    """Ingest the bundled photos with EfficientNet-Lite0, ask the store two questions, write its report.
 
     Similar classes use the `classifier` method because the bundled photos carry no labels;
     nearest images use the penultimate ('hidden') vectors of the ingested photos.
@@ -29,4 +30,6 @@ def run_demo(store, *, progress=None) -> DemoResult:
     result = ingest(store, "efficientnet_lite0", str(photos), batch_size=8, progress=progress)
     similar = similar_classes(store, "espresso", k=9, model="efficientnet_lite0", method="classifier")
     nearest = nearest_images(store, str(photos / "coffee.png"), k=3, model="efficientnet_lite0")
-    return DemoResult(result, similar, nearest)
+    from .report import build_report
+
+    return DemoResult(result, similar, nearest, build_report(store, store.path / "report.html"))

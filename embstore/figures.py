@@ -2,7 +2,7 @@
 
 Charts live here: 2 vs 2 accuracy by layer (seed 004 figs 1–3), ROC curves (seed 000 fig 5),
 matching / AUC / top-1 error bars (fig 6) and cosine against human ratings (fig 4). Image
-strips (seed 003 figs 1–2, seed 000 figs 7–10, failure cases) are in `strips`. Every function
+strips (seed 003 figs 1–2, seed 000 figs 7–10, failure cases, predictions) are in `strips`. Every function
 returns a `matplotlib.figure.Figure`; `save` writes it as PNG and SVG.
 
 >>> save(roc(Store.open()), "figs/roc")  # doctest: +SKIP
@@ -18,7 +18,7 @@ import numpy as np
 from .catalog import Catalog
 from .errors import EmbstoreError, NotFoundError
 
-KINDS = ("rsa", "roc", "errors", "ratings", "similar", "cases", "failures")
+KINDS = ("rsa", "roc", "errors", "ratings", "similar", "cases", "failures", "predictions")
 FORMATS = ("png", "svg")
 DPI = 100
 RELATED, UNRELATED = "#d62728", "#1f77b4"  # red / blue, as in seed 000 figs 4-5
@@ -31,7 +31,8 @@ def draw(store, kind: str, **options):
     from . import strips
 
     makers = {"rsa": rsa_by_layer, "roc": roc, "errors": errors, "ratings": ratings,
-              "similar": strips.similar, "cases": strips.cases, "failures": strips.failures}
+              "similar": strips.similar, "cases": strips.cases, "failures": strips.failures,
+              "predictions": strips.predictions}
     if kind not in makers:
         raise EmbstoreError(f"unknown figure '{kind}'; choose one of {', '.join(KINDS)}")
     return makers[kind](store, **options)

@@ -87,7 +87,10 @@ class _Page:
             "<div class=counts>" + "".join(f"<div><b>{v:,}</b><span>{_e(k)}</span></div>" for k, v in counts.items())
             + "</div>"])
         self._section("Models", [_table(models, s["models"], empty="No model has been ingested yet; run "
-                                        "`embstore ingest --model NAME --images DIR`.")])
+                                        "`embstore ingest --model NAME --images DIR`.")]
+                      + [self._figure(f"predictions-{m['model_key']}", "predictions",
+                                      f"Stored images and top-2 predictions · {m['model_key']}", model=m["model_key"])
+                         for m in models[:4] if m["images"]])
         self._section("Layers", [f"<h3>{_e(m)}</h3>" + _table(rows, len(rows)) for m, rows in layers.items()]
                       or ["<p>No layers yet.</p>"])
         self._section("Runs", [_table(runs, s["runs"], empty="No ingest runs yet.")])
@@ -144,7 +147,7 @@ class _Page:
             largest = Catalog(con).largest_classes(1)
             models = [m["model_key"] for m in Catalog(con).models_overview() if m["labelled"]]
         parts = [_table(overview, len(overview), empty="No class prototypes or t-statistics materialised yet "
-                        "(`embstore analyze prototypes` / `tstats`); the figure below computes what it needs.")]
+                        "(`embstore analyze prototypes` / `tstats`); a similar-classes figure computes what it needs.")]
         if cls is None and largest:
             cls = classes()[largest[0][0]].name
         if cls is None or not models:

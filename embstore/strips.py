@@ -109,21 +109,44 @@ def failures(store, *, model: str | None = None, n: int = 10, per_row: int = 5):
                             "(one folder per wnid or class name) first")
     if not report.failures:
         raise NotFoundError(f"{report.model_key} classified all {report.n_labelled} labelled images correctly")
-    shown = report.failures[:n]
-    thumbs = Thumbnails(store).get_many([(f["image_id"], f["path"]) for f in shown])
-    rows = -(-len(shown) // per_row)
-    fig = new_figure(2.3 * per_row, 2.45 * rows + 0.5)
-    fig.suptitle(f"Worst failures · {report.model_key} · top-1 error {report.top1_error:.1%}, top-5 error "
-                 f"{report.top5_error:.1%} on {report.n_labelled} labelled images", fontsize=10)
-    axes = fig.subplots(rows, per_row, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i >= len(shown):
+    tiles = [(f["image_id"], f["path"], f"true: {_wrap(f['true'], 24)}\nrank {f['true_rank']}, p {f['true_prob']:.3f}"
+              f"\npred: {_wrap(f['predicted'], 24)} ({f['predicted_prob']:.2f})") for f in report.failures[:n]]
+    return _gallery(store, tiles, f"Worst failures · {report.model_key} · top-1 error {report.top1_error:.1%}, "
+                    f"top-5 error {report.top5_error:.1%} on {report.n_labelled} labelled images", per_row, (2.3, 2.45))
+
+
+def predictions(store, *, model: str | None = None, n: int = 12, per_row: int = 6):
+    """n stored images (spread evenly by path) with the model's top-1 and top-2 classes, and the true
+    class where the image is labelled."""
+    from .imagenet import classes
+
+    with store.read() as con:
+        key = Catalog(con).resolve_model(model)
+        rows = Catalog(con).sample_predictions(key, n)
+    if not rows:
+        raise NotFoundError(f"no predictions stored for {key}")
+    names = classes()
+    short = lambda index: _wrap(names[index].name, 20).splitlines()[0]  # noqa: E731
+    tiles = []
+    for r in rows:
+        (a, b), (pa, pb) = r["top5_index"][:2], r["top5_prob"][:2]
+        truth = "" if r["label_index"] is None else f"\ntrue: {short(r['label_index'])} (rank {r['true_rank']})"
+        tiles.append((r["image_id"], r["path"], f"{short(a)} {pa:.2f}\n{short(b)} {pb:.2f}{truth}"))
+    return _gallery(store, tiles, f"Stored images and predictions · {key}", per_row, (2.0, 2.35))
+
+
+def _gallery(store, tiles: list[tuple[str, str, str]], title: str, per_row: int, cell: tuple[float, float]):
+    """(image_id, path, caption) tiles in rows of `per_row`, each `cell` inches."""
+    thumbs = Thumbnails(store).get_many([(i, p) for i, p, _ in tiles])
+    per_row = min(per_row, len(tiles))
+    rows = -(-len(tiles) // per_row)
+    fig = new_figure(cell[0] * per_row, cell[1] * rows + 0.5)
+    fig.suptitle(title, fontsize=10)
+    for ax, tile in zip(fig.subplots(rows, per_row, squeeze=False).flat, tiles + [None] * (rows * per_row)):
+        if tile is None:
             ax.axis("off")
-            continue
-        f = shown[i]
-        _tile(ax, thumbs.get(f["image_id"]),
-              f"true: {_wrap(f['true'], 24)}\nrank {f['true_rank']}, p {f['true_prob']:.3f}\n"
-              f"pred: {_wrap(f['predicted'], 24)} ({f['predicted_prob']:.2f})")
+        else:
+            _tile(ax, thumbs.get(tile[0]), tile[2])
     return fig
 
 

@@ -93,3 +93,17 @@ def test_analyze_and_sql_commands_render(tmp_path, capsys):
         main(base + ["sql", "SELECT label_index FROM class_prototypes WHERE layer = 'hidden' ORDER BY 1", "--csv"])
     lines = capsys.readouterr().out.split()
     assert lines[0] == "label_index" and [int(v) for v in lines[1:]] == list(range(8))
+
+
+def test_demo_ingests_the_bundled_photos_with_real_weights_and_writes_a_report(tmp_path):
+    from embstore.sql import run_sql
+    from embstore.store import Store
+
+    done = run_embstore("--store", tmp_path / "demo", "demo")
+    assert done.returncode == 0, done.stderr
+    assert "espresso" in done.stdout and f"wrote {tmp_path / 'demo' / 'report.html'}" in done.stdout
+    _, rows = run_sql(Store.open(tmp_path / "demo"), """SELECT imagenet_name(p.top5_index[1]) FROM predictions p
+                                                         JOIN images i USING (image_id) WHERE i.path LIKE '%coffee.png'""")
+    assert rows == [("espresso",)]
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert "efficientnet_lite0@tf-lite0" in html and "embstore analyze matching" in html

@@ -17,7 +17,7 @@ from embstore.thumbnails import Thumbnails
 from .conftest import run_embstore
 
 KIND_OPTIONS = {"rsa": {}, "roc": {}, "errors": {}, "ratings": {}, "similar": {"cls": "knot", "k": 5},
-                "cases": {"n": 3}, "failures": {"n": 6}}
+                "cases": {"n": 3}, "failures": {"n": 6}, "predictions": {"n": 8}}
 
 
 def _pixels(path) -> np.ndarray:
@@ -61,7 +61,7 @@ def test_every_figure_is_written_as_png_and_svg(figure_store, tmp_path, kind):
     assert px.std() > 20 and (px.sum(axis=2) < 600).mean() > 0.01  # drawn on, not a white page
     root = ET.parse(svg).getroot()
     assert root.tag.endswith("svg")
-    if kind in ("similar", "cases", "failures"):  # image strips carry their thumbnails inside the SVG
+    if kind in ("similar", "cases", "failures", "predictions"):  # image strips carry their thumbnails inside the SVG
         assert len(root.findall(".//{http://www.w3.org/2000/svg}image")) >= 3
 
 
@@ -204,3 +204,18 @@ def test_plot_commands_write_files_and_fail_in_one_line(figure_store, tmp_path):
     bad = run_embstore("--store", store.path, "plot", "cases", "--case", "lucky")
     assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
         "embstore: error: unknown case 'lucky'; choose from best, worst, good_luck, bad_luck"]
+
+
+def test_predictions_strip_captions_are_the_stored_top_classes(figure_store):
+    store, _, _ = figure_store
+    fig = figures.draw(store, "predictions", n=6)
+    _, rows = run_sql(store, """SELECT imagenet_name(top5_index[1]), imagenet_name(top5_index[2]), i.label_index
+                                FROM predictions p JOIN images i USING (image_id) ORDER BY i.path""")
+    step = len(rows) // 6
+    expected = rows[::step][:6]
+    captions = [ax.get_xlabel() for ax in fig.axes if ax.get_images()]
+    assert len(captions) == 6
+    for caption, (first, second, label) in zip(captions, expected):
+        lines = caption.splitlines()
+        assert lines[0].startswith(first[:12]) and lines[1].startswith(second[:12])
+        assert ("true:" in caption) == (label is not None)

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from embstore.report import build_report
+from embstore.sql import run_sql
 from embstore.store import Store
 
 from .browser import dump_dom, screenshot
@@ -46,8 +47,9 @@ def test_report_is_self_contained_and_every_figure_shows_in_chromium(figure_stor
     report = build_report(store, tmp_path / "report.html", cls="knot")
     text = report.path.read_text()
     assert report.sections == SECTIONS and not report.skipped
-    assert len(report.figures) == 7 and {f.split("-")[0] for f in report.figures} == {
-        "matching", "failures", "similar", "rsa"}
+    with_1v2 = run_sql(store, "SELECT count(*) FROM rsa_results WHERE acc_1v2 IS NOT NULL")[1][0][0] > 0
+    assert {f.split("-")[0] for f in report.figures} == {"predictions", "matching", "failures", "similar", "rsa"}
+    assert len(report.figures) == 8 + with_1v2  # predictions, 4 matching, failures, similar, 2v2 [+ 1v2]
     # self-contained: nothing is fetched from anywhere else
     assert len(re.findall(r"(?:src|href)=", text)) == len(re.findall(r"""(?:src|href)=['"](?:data:|#)""", text))
     assert "<script" not in text and "<link" not in text and "url(" not in text
@@ -86,7 +88,7 @@ def test_report_command_and_thumbnail_cache(figure_store, tmp_path):
     out = tmp_path / "r.html"
     done = run_embstore("--store", store.path, "report", "--out", out, "--class", "baseball")
     assert done.returncode == 0, done.stderr
-    assert f"wrote {out}" in done.stdout and "7 figures" in done.stdout
+    assert f"wrote {out}" in done.stdout and " figures, " in done.stdout and "not drawn" not in done.stdout
     cached = sorted((store.path / "thumbnails").rglob("*.jpg"))
     assert cached
     stamps = {p: p.stat().st_mtime_ns for p in cached}

@@ -71,7 +71,7 @@ def ingest(
 
 @app.command()
 def demo(ctx: typer.Context):
-    """Ingest the bundled photos with the real EfficientNet-Lite0, then query similar classes and images.
+    """Ingest the bundled photos with the real EfficientNet-Lite0, query similar classes and images, write a report.
 
     Example: embstore --store ./demo-store demo
     """
@@ -83,6 +83,7 @@ def demo(ctx: typer.Context):
     render.ingest_summary(result.ingest, store.path)
     render.answer(result.similar, as_json=False, as_csv=False, columns=("images", "wnid"))
     render.answer(result.nearest, as_json=False, as_csv=False, columns=("label", "predicted", "path"))
+    render.report(result.report)
 
 
 @app.command("models")
@@ -395,6 +396,17 @@ def plot_failures(ctx: typer.Context, model: Optional[str] = _MODEL,
     Example: embstore plot failures --model densenet121 --n 15
     """
     _plot(ctx, "failures", out, formats, model=model, n=n)
+
+
+@plot_app.command("predictions")
+def plot_predictions(ctx: typer.Context, model: Optional[str] = _MODEL,
+                     n: int = typer.Option(12, "--n", min=1, help="How many images (spread evenly by path)."),
+                     out: Optional[Path] = _OUT, formats: str = _FORMATS):
+    """Stored images with the model's top-2 classes (and the true class of labelled ones).
+
+    Example: embstore plot predictions --model efficientnet_lite0 --n 24
+    """
+    _plot(ctx, "predictions", out, formats, model=model, n=n)
 
 
 @app.command()

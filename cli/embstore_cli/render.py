@@ -259,10 +259,11 @@ class Status:
 
 def written(paths) -> None:
     for p in paths:
-        console.print(f"wrote {p}")
+        console.print(f"wrote {p}", soft_wrap=True, highlight=False)  # a path must stay copy-pasteable
 
 
 def report(r) -> None:
-    console.print(f"wrote {r.path} ({r.n_bytes / 1e6:.1f} MB, {len(r.figures)} figures, {r.seconds:.1f} s)")
+    console.print(f"wrote {r.path} ({r.n_bytes / 1e6:.1f} MB, {len(r.figures)} figures, {r.seconds:.1f} s)",
+                  soft_wrap=True, highlight=False)
     for name, why in r.skipped.items():
         console.print(f"  [yellow]not drawn[/yellow] {name}: {why}")
