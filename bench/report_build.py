@@ -1,7 +1,8 @@
 """`embstore report` on a 50k-image store. Target: under a minute.
 
-The store: 50,000 real JPEG pictures (500 classes × 100), with vectors for four conv layers and
-'hidden' (64…1024 channels) written through the real commit path (`synthetic.populate`), 5 %
+The store: 50,000 real JPEG pictures (500 classes × 100), with vectors for EfficientNet-Lite0's 18
+default layers (16…1280 channels; `--layers small`: 5 layers) written through the real commit
+path (`synthetic.populate`, 500 images per file), 5 %
 misclassified, 1,000 ingest errors, 400 rated triplets matched on every layer, prototypes of
 'hidden' materialised and similarity encoding against GloVe (100 permutations).
 
@@ -30,7 +31,13 @@ from embstore.report import build_report
 from embstore.rsatables import run_rsa
 from embstore.store import Store
 
-LAYERS = {"conv_a": 64, "conv_b": 128, "conv_c": 256, "conv_d": 512, "hidden": 1024}
+# EfficientNet-Lite0's default layer set, as `embstore ingest` stores it (4,368 floats per image)
+LITE0 = {"blocks.0.0": 16, "blocks.1.0": 24, "blocks.1.1": 24, "blocks.2.0": 40, "blocks.2.1": 40, "blocks.3.0": 80,
+         "blocks.3.1": 80, "blocks.3.2": 80, "blocks.4.0": 112, "blocks.4.1": 112, "blocks.4.2": 112,
+         "blocks.5.0": 192, "blocks.5.1": 192, "blocks.5.2": 192, "blocks.5.3": 192, "blocks.6.0": 320,
+         "bn2": 1280, "hidden": 1280}
+SMALL = {"conv_a": 64, "conv_b": 128, "conv_c": 256, "conv_d": 512, "hidden": 1024}
+LAYERS = LITE0
 
 
 def pictures(folder: Path, n: int, seed: int = 0) -> list[Path]:
@@ -100,7 +107,10 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=500)
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--layers", choices=("lite0", "small"), default="lite0")
     args = ap.parse_args()
+    global LAYERS
+    LAYERS = LITE0 if args.layers == "lite0" else SMALL
     root = Path(tempfile.mkdtemp(prefix="embstore-rbench-"))
     store = build(root, args.classes, args.per_class)
     cold, warm, base, thumbs = [], [], [], []

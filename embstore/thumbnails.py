@@ -7,7 +7,10 @@ or vanished gets no thumbnail (figures draw a labelled placeholder) rather than 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -64,9 +67,17 @@ class Thumbnails:
             return None
         img.thumbnail((self.size, self.size))
         target = self.path(image_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        img.save(tmp, "JPEG", quality=QUALITY)
-        os.replace(tmp, target)
+        tmp = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            img.save(tmp, "JPEG", quality=QUALITY)
+            os.replace(tmp, target)
+        except OSError:  # a read-only or full store: draw from memory, cache nothing
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=QUALITY)
+            buf.seek(0)
+            target = buf
         with Image.open(target) as saved:  # the cached bytes, so a first and a later figure are identical
             return saved.convert("RGB")

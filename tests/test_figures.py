@@ -176,6 +176,10 @@ def test_thumbnails_are_made_once_and_never_show_a_changed_file(figure_store, tm
     assert other.get(image_id, str(changed)) is None  # different content under the recorded id
     assert other.get(image_id, str(tmp_path / "gone.png")) is None
     assert not other.path(image_id).exists()
+    unwritable = Store.open(tmp_path / "unwritable", create=True)
+    (unwritable.path / "thumbnails").write_text("a file where the cache folder would go")
+    drawn = Thumbnails(unwritable).get(image_id, path)  # a store we cannot write to still gets its figures
+    assert drawn is not None and drawn.size == Image.open(cached).size
 
 
 def test_figures_explain_what_is_missing(store, figure_store, tmp_path):
