@@ -223,3 +223,43 @@ def test_predictions_strip_captions_are_the_stored_top_classes(figure_store):
         lines = caption.splitlines()
         assert lines[0].startswith(first[:12]) and lines[1].startswith(second[:12])
         assert ("true:" in caption) == (label is not None)
+
+
+def test_several_models_share_one_figure(tmp_path):
+    """Two models over the same real pictures: one ROC curve and one bar group per model, and 2 vs 2
+    lines on a relative-depth axis when the models have different numbers of layers."""
+    from embstore import synthetic
+    from embstore.analysis import matching as run_matching
+    from embstore.models import ModelSpec
+    from embstore.rsatables import run_rsa
+
+    from .conftest import blob_picture
+
+    rng = np.random.default_rng(8)
+    files = [blob_picture(tmp_path / "imgs" / f"{i:03d}.png", rng) for i in range(8 * 5)]
+    store = Store.open(tmp_path / "s", create=True)
+    other = ModelSpec("other_net", "synthetic", "seed1", synthetic.SPEC.preprocessing)
+    synthetic.populate(store, n_classes=8, per_class=5, layers={"a": 8, "b": 16, "hidden": 12}, paths=files)
+    synthetic.populate(store, n_classes=8, per_class=5, layers={"a": 8, "hidden": 20}, paths=files, seed=1,
+                       spec=other, predicted={0: 3, 1: 3, 2: 5})
+    manifest = tmp_path / "t.csv"
+    manifest.write_text("object,related,unrelated\n" + "".join(f"{files[i]},{files[i + 1]},{files[i + 7]}\n"
+                                                             for i in range(0, 30, 3)))
+    run_matching(store, str(manifest), n_boot=50)
+    for model in (synthetic.SPEC.key, other.key):
+        run_rsa(store, model, "glove", groups=5, n_permutations=9)
+
+    curves = [line.get_label() for line in figures.draw(store, "roc").axes[0].get_lines() if "AUC" in line.get_label()]
+    assert [c.split(" · ")[0] for c in curves] == ["other_net@seed1", "synthetic_net@seed0"]
+    bars = [c for c in figures.draw(store, "errors").axes[0].containers if isinstance(c, BarContainer)]
+    assert [len(c.patches) for c in bars] == [2, 2, 2]
+    assert [p.get_height() for p in bars[0].patches] == pytest.approx([3 / 40, 0.0])  # top-1 error per model
+    ax = figures.draw(store, "rsa").axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines() if "·" in line.get_label()}
+    assert sorted(lines) == ["other_net@seed1 · glove-6B-50d", "synthetic_net@seed0 · glove-6B-50d"]
+    np.testing.assert_allclose(lines["other_net@seed1 · glove-6B-50d"].get_xdata(), [0, 1])
+    np.testing.assert_allclose(lines["synthetic_net@seed0 · glove-6B-50d"].get_xdata(), [0, 0.5, 1])
+    only = figures.draw(store, "roc", models=["other_net"]).axes[0].get_lines()
+    assert sum("AUC" in line.get_label() for line in only) == 1
+    with pytest.raises(NotFoundError, match="manifest has no rating_related"):
+        figures.draw(store, "ratings")
