@@ -22,6 +22,7 @@ from .catalog import Catalog
 from .errors import EmbstoreError
 
 MAX_ROWS = 200  # rows shown per table; the count says how many there are
+MAX_MODELS = 4  # per-model figures of each kind; the report says when there are more
 
 
 @dataclass
@@ -88,9 +89,9 @@ class _Page:
             + "</div>"])
         self._section("Models", [_table(models, s["models"], empty="No model has been ingested yet; run "
                                         "`embstore ingest --model NAME --images DIR`.")]
-                      + [self._figure(f"predictions-{m['model_key']}", "predictions",
-                                      f"Stored images and top-2 predictions · {m['model_key']}", model=m["model_key"])
-                         for m in models[:4] if m["images"]])
+                      + [self._figure(f"predictions-{m}", "predictions", f"Stored images and top-2 predictions · {m}",
+                                      model=m) for m in _first([m["model_key"] for m in models if m["images"]])]
+                      + _more([m for m in models if m["images"]], "plot predictions"))
         self._section("Layers", [f"<h3>{_e(m)}</h3>" + _table(rows, len(rows)) for m, rows in layers.items()]
                       or ["<p>No layers yet.</p>"])
         self._section("Runs", [_table(runs, s["runs"], empty="No ingest runs yet.")])
@@ -119,13 +120,14 @@ class _Page:
             parts.append(self._figure(f"matching-errors-{tag}", "errors", "Matching, AUC and top-1 error by model "
                                       "(seed 000 fig. 6)", manifest=sha))
             parts.append(self._figure(f"matching-roc-{tag}", "roc", "ROC curves (seed 000 fig. 5)", manifest=sha))
-            for model in models[sha][:4]:
+            for model in _first(models[sha]):
                 parts.append(self._figure(f"matching-ratings-{tag}-{model}", "ratings",
                                           f"Cosine against human ratings · {model} (seed 000 fig. 4)",
                                           manifest=sha, model=model))
                 parts.append(self._figure(f"matching-cases-{tag}-{model}", "cases",
                                           f"Best, worst and luck cases · {model} (seed 000 figs. 7–10)",
                                           manifest=sha, model=model, n=n_cases))
+            parts += _more(models[sha], "plot cases --model NAME")
         self._section("Triplet matching", parts)
 
     def failures_section(self, n) -> None:
@@ -133,10 +135,10 @@ class _Page:
             models = [m["model_key"] for m in Catalog(con).models_overview() if m["labelled"]]
         parts = [] if models else [_hint("No predictions on labelled images",
                                          "embstore ingest --model NAME --images DIR_WITH_CLASS_FOLDERS")]
-        for model in models:
+        for model in _first(models):
             parts.append(self._figure(f"failures-{model}", "failures", f"Worst classification failures · {model} "
                                       "(seed 000 table 1)", model=model, n=n))
-        self._section("Classification failures", parts)
+        self._section("Classification failures", parts + _more(models, "plot failures --model NAME"))
 
     def classes_section(self, cls, k) -> None:
         from .classtables import stored_overview
@@ -152,9 +154,10 @@ class _Page:
             cls = classes()[largest[0][0]].name
         if cls is None or not models:
             parts.append(_hint("No labelled images to rank classes with", "embstore ingest --model NAME --images DIR"))
-        for model in models[:4]:
+        for model in _first(models) if cls is not None else []:
             parts.append(self._figure(f"similar-{model}", "similar", f"Classes nearest to {cls} · {model} "
                                       "(seed 003 figs. 1–2)", cls=cls, model=model, k=k))
+        parts += _more(models, f"plot similar '{cls}' --model NAME")
         self._section("Class statistics and similar classes", parts)
 
     def rsa_section(self) -> None:
@@ -203,6 +206,18 @@ class _Page:
                 f"<header><h1>embstore report</h1><p>{_e(str(self.store.path))} · generated {when} by embstore "
                 f"{_e(_version())} · {len(self.figures)} figures</p><nav>{nav}</nav></header><main>{body}</main>"
                 "</body></html>")
+
+
+def _first(models: list) -> list:
+    return models[:MAX_MODELS]
+
+
+def _more(models: list, command: str) -> list[str]:
+    """A note when per-model figures stopped at MAX_MODELS."""
+    if len(models) <= MAX_MODELS:
+        return []
+    return [f"<p class=more>Figures for the first {MAX_MODELS} of {len(models)} models; draw the others with "
+            f"<code>embstore {_e(command)}</code>.</p>"]
 
 
 def _table(rows: list[dict], total: int, *, empty: str = "Nothing yet.") -> str:

@@ -225,7 +225,7 @@ def test_predictions_strip_captions_are_the_stored_top_classes(figure_store):
         assert ("true:" in caption) == (label is not None)
 
 
-def test_several_models_share_one_figure(tmp_path):
+def test_several_models_share_one_figure(tmp_path, monkeypatch):
     """Two models over the same real pictures: one ROC curve and one bar group per model, and 2 vs 2
     lines on a relative-depth axis when the models have different numbers of layers."""
     from embstore import synthetic
@@ -263,3 +263,10 @@ def test_several_models_share_one_figure(tmp_path):
     assert sum("AUC" in line.get_label() for line in only) == 1
     with pytest.raises(NotFoundError, match="manifest has no rating_related"):
         figures.draw(store, "ratings")
+    from embstore import report
+
+    monkeypatch.setattr(report, "MAX_MODELS", 1)
+    built = report.build_report(store, tmp_path / "r.html")
+    assert [f for f in built.figures if f.startswith("predictions")] == ["predictions-other_net@seed1"]
+    assert "Figures for the first 1 of 2 models" in built.path.read_text()
+    assert sum(f.startswith("matching-roc") for f in built.figures) == 1  # shared figures are not capped
