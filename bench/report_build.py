@@ -2,7 +2,8 @@
 
 The store: 50,000 real JPEG pictures (500 classes × 100), with vectors for EfficientNet-Lite0's 18
 default layers (16…1280 channels; `--layers small`: 5 layers) written through the real commit
-path (`synthetic.populate`, 500 images per file), 5 %
+path (`synthetic.populate`, 500 images per file; `--per-file 32` is what ingest's default batch
+size writes), 5 %
 misclassified, 1,000 ingest errors, 400 rated triplets matched on every layer, prototypes of
 'hidden' materialised and similarity encoding against GloVe (100 permutations).
 
@@ -59,7 +60,7 @@ def pictures(folder: Path, n: int, seed: int = 0) -> list[Path]:
     return out
 
 
-def build(root: Path, n_classes: int, per_class: int) -> Store:
+def build(root: Path, n_classes: int, per_class: int, per_file: int) -> Store:
     t = time.perf_counter()
     n = n_classes * per_class
     files = pictures(root / "imgs", n)
@@ -67,7 +68,7 @@ def build(root: Path, n_classes: int, per_class: int) -> Store:
     wrong = {int(r): int((r // per_class + 1 + rng.integers(0, n_classes - 1)) % n_classes)
              for r in rng.choice(n, n // 20, replace=False)}
     store = Store.open(root / "store", create=True)
-    synthetic.populate(store, n_classes=n_classes, per_class=per_class, layers=LAYERS, batch=500,
+    synthetic.populate(store, n_classes=n_classes, per_class=per_class, layers=LAYERS, batch=per_file,
                        predicted=wrong, paths=files)
     with store.transaction() as con:
         Catalog(con).insert_errors("synthetic-0", [(f"/data/broken/{i}.jpg", "corrupt or truncated image: "
@@ -84,7 +85,8 @@ def build(root: Path, n_classes: int, per_class: int) -> Store:
     matching(store, str(root / "triplets.csv"))
     class_tables(store, "prototypes", None, ["hidden"])
     run_rsa(store, None, "glove", groups=5, n_permutations=100)
-    print(f"store built in {time.perf_counter() - t:.0f} s: {n:,} images, {len(LAYERS)} layers")
+    print(f"store built in {time.perf_counter() - t:.0f} s: {n:,} images, {len(LAYERS)} layers, "
+          f"{-(-n // per_file) * len(LAYERS):,} Parquet files")
     return store
 
 
@@ -108,11 +110,12 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--layers", choices=("lite0", "small"), default="lite0")
+    ap.add_argument("--per-file", type=int, default=500, help="images per Parquet file (ingest: --batch-size)")
     args = ap.parse_args()
     global LAYERS
     LAYERS = LITE0 if args.layers == "lite0" else SMALL
     root = Path(tempfile.mkdtemp(prefix="embstore-rbench-"))
-    store = build(root, args.classes, args.per_class)
+    store = build(root, args.classes, args.per_class, args.per_file)
     cold, warm, base, thumbs = [], [], [], []
     for i in range(args.rounds):
         base.append(read_everything(store))

@@ -35,7 +35,11 @@ def test_prototypes_table_equals_numpy_class_means(multi_file):
         np.testing.assert_allclose(mean, x["conv_b"][y == label].mean(0), rtol=1e-9)
 
 
-def test_tstats_table_agrees_with_scipy_and_leaves_out_single_image_classes(multi_file):
+@pytest.mark.parametrize("chunk_rows", [8192, 5])  # 5: per-class statistics merged across ~50 chunks
+def test_tstats_table_agrees_with_scipy_and_leaves_out_single_image_classes(multi_file, monkeypatch, chunk_rows):
+    from embstore import classstats
+
+    monkeypatch.setattr(classstats, "CHUNK_ROWS", chunk_rows)
     store, y, x = multi_file
     done = class_tables(store, "tstats", None, ["conv_a"])[0]
     assert (done.n_classes, done.skipped) == (20, 5)
