@@ -109,7 +109,8 @@ def rsa_by_layer(store, *, models: list[str] | None = None, references: list[str
         ax.set_title(f"{RSA_MEASURES[measure]} by layer")
     if measure.startswith("acc"):
         ax.axhline(0.5, color="0.5", linestyle=":", linewidth=1, label="chance")
-        ax.set_ylim(min(0.3, np.nanmin([p[measure] or 0.5 for p in rows]) - 0.05), 1.0)
+        lowest = min((p[measure] for p in rows if p[measure] is not None), default=0.5)  # 0.0 is a value
+        ax.set_ylim(min(0.3, lowest - 0.05), 1.02)
     ax.set_ylabel(RSA_MEASURES[measure])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best", title="filled: p < 0.05", title_fontsize=7)
