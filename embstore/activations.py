@@ -177,10 +177,7 @@ class ActivationFiles:
     def read_layer(self, model_key: str, layer: str):
         """(image_ids, float32 matrix) of every stored vector of one model layer, in file order."""
         with self.store.read() as con:
-            rels = [r[0] for r in con.execute(
-                "SELECT rel_path FROM activation_files WHERE model_key = ? AND layer = ? ORDER BY rel_path",
-                [model_key, layer],
-            ).fetchall()]
+            rels = [rel for rel, _ in Catalog(con).layer_files(model_key, layer)]
         return self.read_files(rels)
 
     def read_files(self, rels: list[str]):

@@ -216,6 +216,11 @@ class Catalog:
             self.con.unregister("_files")
             self.con.unregister("_index")
 
+    def layer_files(self, model_key: str, layer: str) -> list[tuple[str, int]]:
+        """[(rel_path, n_rows)] of one model layer's activation files, in path order."""
+        return self.con.execute("""SELECT rel_path, n_rows FROM activation_files WHERE model_key = ? AND layer = ?
+                                   ORDER BY rel_path""", [model_key, layer]).fetchall()
+
     def files(self) -> list[tuple[str, str, int]]:
         """[(file_id, rel_path, n_rows)] of every registered activation file."""
         return self.con.execute("SELECT file_id, rel_path, n_rows FROM activation_files ORDER BY rel_path").fetchall()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import partition_dir
+from .catalog import Catalog
 
 
 @dataclass
@@ -65,9 +66,7 @@ def class_stats(store, model_key: str, layer: str, *, con=None) -> ClassStats:
     if con is None:
         with store.read() as own:
             return class_stats(store, model_key, layer, con=own)
-    files = [r[0] for r in con.execute(
-        "SELECT rel_path FROM activation_files WHERE model_key = ? AND layer = ? ORDER BY rel_path",
-        [model_key, layer]).fetchall()]
+    files = [rel for rel, _ in Catalog(con).layer_files(model_key, layer)]
     # labels can change without new files (a relabelled image), so they enter the fingerprint too,
     # as an order-independent digest computed in SQL rather than fetched row by row
     digest = con.execute(

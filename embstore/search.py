@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import ActivationFiles, partition_dir
+from .catalog import Catalog
 from .errors import EmbstoreError
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
@@ -78,12 +79,11 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=No
 
     if kind not in KINDS:
         raise EmbstoreError(f"unknown index kind '{kind}'; choose one of {', '.join(KINDS)}")
-    sql = "SELECT rel_path, n_rows FROM activation_files WHERE model_key = ? AND layer = ? ORDER BY rel_path"
     if con is None:
         with store.read() as own:
-            rows = own.execute(sql, [model_key, layer]).fetchall()
+            rows = Catalog(own).layer_files(model_key, layer)
     else:
-        rows = con.execute(sql, [model_key, layer]).fetchall()
+        rows = Catalog(con).layer_files(model_key, layer)
     total = sum(n for _, n in rows)
     if kind == "auto":
         kind = "flat" if total < AUTO_THRESHOLD else "hnsw"
