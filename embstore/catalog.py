@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+from .store import dict_rows
+
 
 class Catalog:
     def __init__(self, con):
@@ -100,9 +102,7 @@ class Catalog:
         return len(rows)
 
     def run(self, run_id: str) -> dict:
-        cur = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
-        cols = [d[0] for d in cur.description]
-        return dict(zip(cols, cur.fetchall()[0]))
+        return self._dicts("SELECT * FROM runs WHERE run_id = ?", [run_id])[0]
 
     # -- images, predictions, errors -------------------------------------------------------
     def known_paths(self, paths_table) -> dict[str, tuple[str, int, float]]:
@@ -283,6 +283,4 @@ class Catalog:
         return by_reason, newest
 
     def _dicts(self, sql: str, params=None) -> list[dict]:
-        cur = self.con.execute(sql, params or [])
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        return dict_rows(self.con.execute(sql, params or []))

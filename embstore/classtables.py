@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .classstats import class_stats
+from .store import dict_rows
 
 
 @dataclass
@@ -64,13 +65,11 @@ def materialise(store, kind: str, model_key: str, layer: str) -> Materialised:
 
 def stored_overview(con) -> list[dict]:
     """What is materialised: one row per (table, model, layer) with classes, images and when."""
-    cur = con.execute(
+    return dict_rows(con.execute(
         """SELECT 'class_prototypes' AS "table", model_key, layer, count(*) AS classes, sum(n) AS images,
                   strftime(max(computed_at), '%Y-%m-%d %H:%M') AS computed
            FROM class_prototypes GROUP BY model_key, layer
            UNION ALL
            SELECT 'class_tstats', model_key, layer, count(*), sum(n), strftime(max(computed_at), '%Y-%m-%d %H:%M')
            FROM class_tstats GROUP BY model_key, layer
-           ORDER BY 1, 2, 3""")
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+           ORDER BY 1, 2, 3"""))

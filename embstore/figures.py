@@ -118,22 +118,21 @@ def rsa_by_layer(store, *, models: list[str] | None = None, references: list[str
 
 
 # -- seed 000: triplet matching ------------------------------------------------------------------
-def _matching(store, manifest, models, layer):
+def _matching(con, manifest, models, layer):
+    """The stored matching result of each model (default: every model with results) for one manifest."""
     from . import matching
 
-    with store.read() as con:
-        sha = matching.resolve_manifest(con, manifest)
-        keys = [Catalog(con).resolve_model(m) for m in models] if models else matching.stored_models(con, sha)
-        results = [matching.read_stored(con, sha, k, layer) for k in keys]
-        top1 = {k: Catalog(con).top1_error(k) for k in keys}
-    return results, top1
+    sha = matching.resolve_manifest(con, manifest)
+    keys = [Catalog(con).resolve_model(m) for m in models] if models else matching.stored_models(con, sha)
+    return [matching.read_stored(con, sha, k, layer) for k in keys]
 
 
 def roc(store, *, manifest: str | None = None, models: list[str] | None = None, layer: str | None = None):
     """ROC curves of 'related' called by cosine over every threshold, one per model, AUC in the legend."""
     from .matching import roc_curve
 
-    results, _ = _matching(store, manifest, models, layer)
+    with store.read() as con:
+        results = _matching(con, manifest, models, layer)
     fig = new_figure(5.6, 5.2)
     ax = fig.add_subplot()
     for i, r in enumerate(results):
@@ -151,7 +150,9 @@ def roc(store, *, manifest: str | None = None, models: list[str] | None = None, 
 def errors(store, *, manifest: str | None = None, models: list[str] | None = None, layer: str | None = None):
     """Per model: ImageNet top-1 error (labelled images in the store), matching error with its bootstrap
     95 % interval, and AUC error = 1 − AUC (seed 000 fig 6)."""
-    results, top1 = _matching(store, manifest, models, layer)
+    with store.read() as con:
+        results = _matching(con, manifest, models, layer)
+        top1 = {r.model_key: Catalog(con).top1_error(r.model_key) for r in results}
     fig = new_figure(max(5.5, 1.4 + 1.1 * len(results)), 4.4)
     ax = fig.add_subplot()
     x = np.arange(len(results))
@@ -177,8 +178,8 @@ def errors(store, *, manifest: str | None = None, models: list[str] | None = Non
 def ratings(store, *, manifest: str | None = None, model: str | None = None, layer: str | None = None):
     """cosine(object, related) and cosine(object, unrelated) against the human ratings of those pairs:
     red related, blue unrelated; o where the triplet was matched correctly, x where not (seed 000 fig 4)."""
-    results, _ = _matching(store, manifest, [model] if model else None, layer)
-    r = results[0]
+    with store.read() as con:
+        r = _matching(con, manifest, [model] if model else None, layer)[0]
     if np.isnan(r.ratings).all():
         raise NotFoundError("the triplet manifest has no rating_related / rating_unrelated columns; add human "
                             "ratings to it and re-run `embstore analyze matching`")

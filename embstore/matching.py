@@ -16,8 +16,9 @@ import numpy as np
 
 from .activations import ActivationFiles
 from .catalog import Catalog
-from .errors import ManifestError, NotFoundError
+from .errors import ManifestError, NotFoundError, UnknownLayerError, did_you_mean
 from .images import content_id
+from .store import dict_rows
 
 ROLES = ("object", "related", "unrelated")
 
@@ -192,13 +193,11 @@ def resolve_manifest(con, manifest: str | None) -> str:
 
 def summary_rows(con, manifest_sha: str) -> list[dict]:
     """matching_summary of one manifest as dicts, by model and network order."""
-    cur = con.execute(
+    return dict_rows(con.execute(
         """SELECT s.model_key, s.layer, s.n_triplets, s.error, s.error_ci_low, s.error_ci_high, s.auc,
                   strftime(s.computed_at, '%Y-%m-%d %H:%M') AS computed
            FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
-           WHERE s.manifest_sha = ? ORDER BY s.model_key, l.ord NULLS LAST, s.layer""", [manifest_sha])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+           WHERE s.manifest_sha = ? ORDER BY s.model_key, l.ord NULLS LAST, s.layer""", [manifest_sha]))
 
 
 def stored_layers(con, manifest_sha: str, model_key: str) -> list[str]:
@@ -223,8 +222,6 @@ def read_stored(con, manifest_sha: str, model_key: str, layer: str | None = None
     if layer is None:
         layer = "hidden" if "hidden" in layers else layers[-1]
     elif layer not in layers:
-        from .errors import UnknownLayerError, did_you_mean
-
         raise UnknownLayerError(f"no matching results of {model_key} at layer '{layer}'.{did_you_mean(layer, layers)}")
     error, lo, hi, auc = con.execute(
         """SELECT error, error_ci_low, error_ci_high, auc FROM matching_summary

@@ -69,6 +69,7 @@ class _Page:
         self.sections: list[tuple[str, str, list[str]]] = []  # (title, anchor, html parts)
         self.figures: list[str] = []
         self.skipped: dict[str, str] = {}
+        self.models: list[dict] = []  # Catalog.models_overview(), read once by store_section
 
     # -- sections ----------------------------------------------------------------------------
     def store_section(self) -> None:
@@ -78,7 +79,7 @@ class _Page:
         s = summarise(self.store)
         with self.store.read() as con:
             cat = Catalog(con)
-            models = cat.models_overview()
+            models = self.models = cat.models_overview()
             layers = {m["model_key"]: cat.layers_overview(m["model_key"]) for m in models}
             runs = cat.runs_overview(MAX_ROWS)
             by_reason, newest = cat.errors_overview(MAX_ROWS)
@@ -131,8 +132,7 @@ class _Page:
         self._section("Triplet matching", parts)
 
     def failures_section(self, n) -> None:
-        with self.store.read() as con:
-            models = [m["model_key"] for m in Catalog(con).models_overview() if m["labelled"]]
+        models = [m["model_key"] for m in self.models if m["labelled"]]
         parts = [] if models else [_hint("No predictions on labelled images",
                                          "embstore ingest --model NAME --images DIR_WITH_CLASS_FOLDERS")]
         for model in _first(models):
@@ -147,7 +147,7 @@ class _Page:
         with self.store.read() as con:
             overview = stored_overview(con)
             largest = Catalog(con).largest_classes(1)
-            models = [m["model_key"] for m in Catalog(con).models_overview() if m["labelled"]]
+        models = [m["model_key"] for m in self.models if m["labelled"]]
         parts = [_table(overview, len(overview), empty="No class prototypes or t-statistics materialised yet "
                         "(`embstore analyze prototypes` / `tstats`); a similar-classes figure computes what it needs.")]
         if cls is None and largest:

@@ -40,6 +40,12 @@ def sql_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def dict_rows(cur) -> list[dict]:
+    """The rows of an executed DuckDB cursor as {column: value} dicts."""
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
 class Store:
     """Open (and create, if asked) the store at `path`.
 
