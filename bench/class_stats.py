@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from embstore import synthetic
-from embstore.classstats import _compute, class_stats
-from embstore.store import Store
+from embstore import testing as synthetic
+from embstore.analysis.classstats import _compute, class_stats
+from embstore.store.store import Store
 
 
 def numpy_pass(x: np.ndarray, y: np.ndarray):

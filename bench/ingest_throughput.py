@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from embstore import layers as layers_mod
-from embstore import models
-from embstore.images import Preprocess, read_rgb
-from embstore.ingest import ingest
-from embstore.store import Store
+from embstore.ingest import layers as layers_mod
+from embstore.ingest import models
+from embstore.ingest.images import Preprocess, read_rgb
+from embstore.ingest.pipeline import ingest
+from embstore.store.store import Store
 
 
 def make_photos(folder: Path, n: int, size: int = 320) -> list[Path]:

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from embstore import synthetic
-from embstore.store import Store
+from embstore import testing as synthetic
+from embstore.store.store import Store
 
 EMBSTORE = str(Path(sys.executable).parent / "embstore")
 

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from embstore import synthetic
-from embstore.activations import ActivationFiles
-from embstore.analysis import class_tables, matching
-from embstore.catalog import Catalog
-from embstore.report import build_report
-from embstore.rsatables import run_rsa
-from embstore.store import Store
+from embstore import testing as synthetic
+from embstore.store.files import ActivationFiles
+from embstore.analysis.tasks import class_tables, matching
+from embstore.store.catalog import Catalog
+from embstore.report.html import build_report
+from embstore.analysis.rsatables import run_rsa
+from embstore.store.store import Store
 
 # EfficientNet-Lite0's default layer set, as `embstore ingest` stores it (4,368 floats per image)
 LITE0 = {"blocks.0.0": 16, "blocks.1.0": 24, "blocks.1.1": 24, "blocks.2.0": 40, "blocks.2.1": 40, "blocks.3.0": 80,

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from embstore.rsa import _pair_loop, correlation_matrix, similarity_encoding
+from embstore.analysis.rsa import _pair_loop, correlation_matrix, similarity_encoding
 
 
 def main() -> None:

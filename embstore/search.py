@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .activations import ActivationFiles, partition_dir
-from .catalog import Catalog
-from .errors import EmbstoreError
+from embstore.store.files import ActivationFiles, partition_dir
+from embstore.store.catalog import Catalog
+from embstore.errors import EmbstoreError
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
 AUTO_THRESHOLD = 200_000

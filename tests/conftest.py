@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embstore.store import Store
+from embstore.store.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBSTORE = Path(sys.executable).parent / "embstore"
@@ -69,10 +69,10 @@ def figure_store(tmp_path_factory):
     """A small real store with every analysis the figures draw: 6 labelled classes × 5 pictures plus the
     bundled sample photos ingested with the real EfficientNet-Lite0 weights, 8 rated triplets matched,
     class prototypes materialised and similarity encoding against GloVe."""
-    from embstore.analysis import class_tables, matching
-    from embstore.ingest import ingest
+    from embstore.analysis.tasks import class_tables, matching
+    from embstore.ingest.pipeline import ingest
     from embstore.resources import sample_images_dir
-    from embstore.rsatables import run_rsa
+    from embstore.analysis.rsatables import run_rsa
 
     root = tmp_path_factory.mktemp("figure_store")
     rng = np.random.default_rng(0)

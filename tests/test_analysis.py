@@ -6,15 +6,15 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from embstore.activations import ActivationFiles
-from embstore.analysis import failures, matching
+from embstore.store.files import ActivationFiles
+from embstore.analysis.tasks import failures, matching
 from embstore.errors import EmbstoreError, ManifestError, NotFoundError
-from embstore.ingest import ingest
-from embstore.matching import roc_auc
-from embstore.migrations import discover, migrate
+from embstore.ingest.pipeline import ingest
+from embstore.analysis.matching import roc_auc
+from embstore.store.migrations import discover, migrate
 from embstore.resources import migrations_dir
-from embstore.sql import run_sql
-from embstore.store import Store
+from embstore.store.sql import run_sql
+from embstore.store.store import Store
 
 from .conftest import make_images
 
@@ -119,8 +119,8 @@ def test_failure_analysis_matches_an_independent_forward_pass(store, tmp_path):
         assert f["true_rank"] == ranks[f["path"]][0]
         assert f["true_prob"] == pytest.approx(ranks[f["path"]][1], rel=1e-4)
     assert [f["true_rank"] for f in report.failures] == sorted((f["true_rank"] for f in report.failures), reverse=True)
-    from embstore.wordnet import wup_similarity
-    from embstore.imagenet import classes
+    from embstore.labels.wordnet import wup_similarity
+    from embstore.labels.imagenet import classes
 
     for f in report.failures:
         assert f["wup"] == wup_similarity(classes().resolve(f["true"]).wnid, classes().resolve(f["predicted"]).wnid)

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from embstore import synthetic
-from embstore.analysis import class_pair, class_tables
+from embstore import testing as synthetic
+from embstore.analysis.tasks import class_pair, class_tables
 from embstore.errors import EmbstoreError, NotFoundError
-from embstore.similarity import similar_classes
-from embstore.sql import run_sql
-from embstore.store import Store
+from embstore.analysis.similarity import similar_classes
+from embstore.store.sql import run_sql
+from embstore.store.store import Store
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_prototypes_table_equals_numpy_class_means(multi_file):
 
 @pytest.mark.parametrize("chunk_rows", [8192, 5])  # 5: per-class statistics merged across ~50 chunks
 def test_tstats_table_agrees_with_scipy_and_leaves_out_single_image_classes(multi_file, monkeypatch, chunk_rows):
-    from embstore import classstats
+    from embstore.analysis import classstats
 
     monkeypatch.setattr(classstats, "CHUNK_ROWS", chunk_rows)
     store, y, x = multi_file
@@ -84,7 +84,7 @@ def test_pairwise_welch_and_zero_variance_channels(tmp_path):
         tbl = pq.read_table(f)
         m = np.stack(tbl.column("vec").to_pylist()).astype(np.float32)
         m[:, 0] = 1.0
-        from embstore.activations import vectors_table
+        from embstore.store.files import vectors_table
 
         pq.write_table(vectors_table(tbl.column("image_id").to_pylist(), m), f, use_dictionary=False)
     class_tables(const, "tstats", None, ["conv_a"])

@@ -70,8 +70,8 @@ def test_cli_ingest_renders_summary_and_verify_says_ok(tmp_path):
 
 def test_analyze_and_sql_commands_render(tmp_path, capsys):
 
-    from embstore import synthetic
-    from embstore.store import Store
+    from embstore import testing as synthetic
+    from embstore.store.store import Store
 
     store = Store.open(tmp_path / "s", create=True)
     synthetic.populate(store, n_classes=8, per_class=5, layers={"conv_a": 6, "hidden": 4}, predicted={0: 3})
@@ -96,8 +96,8 @@ def test_analyze_and_sql_commands_render(tmp_path, capsys):
 
 
 def test_demo_ingests_the_bundled_photos_with_real_weights_and_writes_a_report(tmp_path):
-    from embstore.sql import run_sql
-    from embstore.store import Store
+    from embstore.store.sql import run_sql
+    from embstore.store.store import Store
 
     done = run_embstore("--store", tmp_path / "demo", "demo")
     assert done.returncode == 0, done.stderr

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from embstore.activations import ActivationFiles
+from embstore.store.files import ActivationFiles
 from embstore.errors import StoreBusyError, StoreError
-from embstore.ingest import ingest
-from embstore.store import Store
+from embstore.ingest.pipeline import ingest
+from embstore.store.store import Store
 
 from .conftest import EMBSTORE, make_images
 
@@ -130,7 +130,7 @@ def test_orphan_and_missing_files_are_repaired_and_reingest_restores(ingested):
 
 
 def test_failure_inside_a_commit_rolls_back_that_batch_only(store, tmp_path, monkeypatch):
-    from embstore import catalog
+    from embstore.store import catalog
 
     make_images(tmp_path / "imgs", 6, seed=13)
     real = catalog.Catalog.register_files

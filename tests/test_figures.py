@@ -7,12 +7,14 @@ from matplotlib.container import BarContainer
 from PIL import Image
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from embstore import figures, matching
+from embstore.report import figures
+
+from embstore.analysis import matching
 from embstore.errors import EmbstoreError, NotFoundError, UnknownLayerError
-from embstore.similarity import similar_classes
-from embstore.sql import run_sql
-from embstore.store import Store
-from embstore.thumbnails import Thumbnails
+from embstore.analysis.similarity import similar_classes
+from embstore.store.sql import run_sql
+from embstore.store.store import Store
+from embstore.report.thumbnails import Thumbnails
 
 from .conftest import run_embstore
 
@@ -228,10 +230,10 @@ def test_predictions_strip_captions_are_the_stored_top_classes(figure_store):
 def test_several_models_share_one_figure(tmp_path, monkeypatch):
     """Two models over the same real pictures: one ROC curve and one bar group per model, and 2 vs 2
     lines on a relative-depth axis when the models have different numbers of layers."""
-    from embstore import synthetic
-    from embstore.analysis import matching as run_matching
-    from embstore.models import ModelSpec
-    from embstore.rsatables import run_rsa
+    from embstore import testing as synthetic
+    from embstore.analysis.tasks import matching as run_matching
+    from embstore.ingest.models import ModelSpec
+    from embstore.analysis.rsatables import run_rsa
 
     from .conftest import blob_picture
 
@@ -263,7 +265,7 @@ def test_several_models_share_one_figure(tmp_path, monkeypatch):
     assert sum("AUC" in line.get_label() for line in only) == 1
     with pytest.raises(NotFoundError, match="manifest has no rating_related"):
         figures.draw(store, "ratings")
-    from embstore import report
+    from embstore.report import html as report
 
     monkeypatch.setattr(report, "MAX_MODELS", 1)
     built = report.build_report(store, tmp_path / "r.html")

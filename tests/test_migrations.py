@@ -7,7 +7,7 @@ import duckdb
 import pytest
 
 from embstore.errors import MigrationError
-from embstore.migrations import discover, migrate
+from embstore.store.migrations import discover, migrate
 from embstore.resources import migrations_dir
 
 from .conftest import ROOT

@@ -2,10 +2,10 @@
 
 import re
 
-from embstore import synthetic
-from embstore.analysis import class_tables
-from embstore.sql import run_sql
-from embstore.store import Store
+from embstore import testing as synthetic
+from embstore.analysis.tasks import class_tables
+from embstore.store.sql import run_sql
+from embstore.store.store import Store
 
 from .conftest import ROOT
 

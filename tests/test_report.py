@@ -8,9 +8,9 @@ import sys
 import numpy as np
 from PIL import Image
 
-from embstore.report import build_report
-from embstore.sql import run_sql
-from embstore.store import Store
+from embstore.report.html import build_report
+from embstore.store.sql import run_sql
+from embstore.store.store import Store
 
 from .browser import dump_dom, screenshot
 from .conftest import run_embstore

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from embstore.rsa import (correlation_matrix, rsa, similarity_encoding, two_vs_two, two_vs_two_loop,
+from embstore.analysis.rsa import (correlation_matrix, rsa, similarity_encoding, two_vs_two, two_vs_two_loop,
                           _pair_loop)
 
 
@@ -61,7 +61,7 @@ def test_rsa_agrees_with_scipy_on_rdm_upper_triangles():
 
 
 def test_float32_null_plan_decides_like_float64():
-    from embstore.rsa import _Plan
+    from embstore.analysis.rsa import _Plan
 
     ref, layer = _spaces(200, p=30, q=60, noise=1.0, seed=11)
     w, i = correlation_matrix(ref), correlation_matrix(layer)
@@ -79,7 +79,7 @@ def test_permutation_null_is_the_method_rerun_on_permuted_rows():
 
 
 def test_one_vs_two_passes_when_the_image_looks_like_its_true_class():
-    from embstore.rsa import one_vs_two
+    from embstore.analysis.rsa import one_vs_two
 
     ref, layer = _spaces(20, noise=0.2, seed=13)
     true, predicted = 3, 11
@@ -91,7 +91,7 @@ def test_one_vs_two_passes_when_the_image_looks_like_its_true_class():
 
 
 def test_one_vs_two_for_many_images_equals_the_per_image_loop():
-    from embstore.rsa import one_vs_two, one_vs_two_many
+    from embstore.analysis.rsa import one_vs_two, one_vs_two_many
 
     ref, layer = _spaces(30, noise=0.6, seed=5)
     rng = np.random.default_rng(2)

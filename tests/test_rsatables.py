@@ -1,12 +1,16 @@
 import numpy as np
 import pytest
 
-from embstore import rsa, synthetic, vectors
+from embstore.analysis import rsa
+
+from embstore import testing as synthetic
+
+from embstore.labels import vectors
 from embstore.errors import NotFoundError
-from embstore.imagenet import classes
-from embstore.rsatables import run_rsa
-from embstore.sql import run_sql
-from embstore.store import Store
+from embstore.labels.imagenet import classes
+from embstore.analysis.rsatables import run_rsa
+from embstore.store.sql import run_sql
+from embstore.store.store import Store
 
 
 def test_glove_coverage_of_the_1000_classes_matches_the_offline_notes():

@@ -7,12 +7,14 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import cosine
 
-from embstore import search, synthetic
-from embstore.classstats import class_stats
+from embstore import search
+
+from embstore import testing as synthetic
+from embstore.analysis.classstats import class_stats
 from embstore.errors import NotFoundError, UnknownClassError, UnknownLayerError, UnknownModelError
-from embstore.imagenet import classes
-from embstore.similarity import nearest_images, similar_classes
-from embstore.store import Store
+from embstore.labels.imagenet import classes
+from embstore.analysis.similarity import nearest_images, similar_classes
+from embstore.store.store import Store
 
 
 @pytest.fixture
@@ -74,8 +76,8 @@ def test_welch_t_one_vs_rest_agrees_with_scipy_to_1e9(syn):
 
 
 def test_classifier_method_needs_no_images(store, tmp_path):
-    from embstore.ingest import ingest
-    from embstore.models import load
+    from embstore.ingest.pipeline import ingest
+    from embstore.ingest.models import load
 
     from .conftest import make_images
 

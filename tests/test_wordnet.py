@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from embstore.imagenet import classes
-from embstore.wordnet import path_similarity, wup_similarity
+from embstore.labels.imagenet import classes
+from embstore.labels.wordnet import path_similarity, wup_similarity
 
 
 @pytest.fixture(scope="module")

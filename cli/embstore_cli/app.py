@@ -14,7 +14,7 @@ import typer
 
 from embstore.errors import EmbstoreError
 
-from . import render
+from embstore_cli import render
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Store, search and analyse CNN activations.")
 query_app = typer.Typer(no_args_is_help=True, help="Nearest classes and nearest images.")
@@ -38,7 +38,7 @@ def _store_option(
 
 def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False):
     """The store named by --store/$EMBSTORE_HOME; `reader` for one-shot read-only commands."""
-    from embstore.store import Store
+    from embstore.store.store import Store
 
     return Store.open(ctx.obj["store"], create=create, keep_reader=reader)
 
@@ -60,7 +60,7 @@ def ingest(
 
     Example: embstore ingest --model densenet121 --images ~/imagenet/val --layers default
     """
-    from embstore.ingest import ingest as run_ingest
+    from embstore.ingest.pipeline import ingest as run_ingest
 
     store = _store(ctx, create=True)
     with render.IngestProgress() as bar:
@@ -75,7 +75,7 @@ def demo(ctx: typer.Context):
 
     Example: embstore --store ./demo-store demo
     """
-    from embstore.demo import run_demo
+    from embstore_cli.demo import run_demo
 
     store = _store(ctx, create=True)
     with render.IngestProgress() as bar:
@@ -92,7 +92,7 @@ def list_models():
 
     Example: embstore models
     """
-    from embstore.models import available_models, describe
+    from embstore.ingest.models import available_models, describe
 
     render.models_table([describe(name) for name in available_models()])
 
@@ -105,8 +105,8 @@ def list_layers(
 
     Example: embstore layers resnet50
     """
-    from embstore.layers import discover
-    from embstore.models import load
+    from embstore.ingest.layers import discover
+    from embstore.ingest.models import load
 
     net, spec, _ = load(model, "none")
     render.layers_table(model, discover(net, model, spec.preprocessing.crop))
@@ -121,7 +121,7 @@ def verify(
 
     Example: embstore verify --repair
     """
-    from embstore.activations import ActivationFiles
+    from embstore.store.files import ActivationFiles
 
     report = ActivationFiles(_store(ctx)).verify(repair=repair)
     render.verify_report(report)
@@ -155,7 +155,7 @@ def query_similar(
 
     Example: embstore query similar knot --k 9 --method tstat
     """
-    from embstore.similarity import similar_classes
+    from embstore.analysis.similarity import similar_classes
 
     answer = similar_classes(_store(ctx, reader=True), cls, k=k, model=model, layer=layer, method=method)
     render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("images", "wnid"))
@@ -176,7 +176,7 @@ def query_images(
 
     Example: embstore query images data/samples/coffee.png --k 3
     """
-    from embstore.similarity import nearest_images
+    from embstore.analysis.similarity import nearest_images
 
     answer = nearest_images(_store(ctx, reader=True), image, k=k, model=model, layer=layer, index=index)
     render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("label", "predicted", "path"))
@@ -194,7 +194,7 @@ def sql(
 
     Example: embstore sql "SELECT layer, count(*) FROM activations GROUP BY layer"
     """
-    from embstore.sql import run_sql
+    from embstore.store.sql import run_sql
 
     columns, rows = run_sql(_store(ctx), query, write=write)
     render.rows(columns, rows, as_json=as_json, as_csv=as_csv)
@@ -213,7 +213,7 @@ def analyze_matching(
 
     Example: embstore analyze matching poporo.csv --model resnet50 --layer hidden
     """
-    from embstore.analysis import matching
+    from embstore.analysis.tasks import matching
 
     report = matching(_store(ctx, create=ingest_missing), str(manifest), models=model or None,
                       layers=layer or None, ingest_missing=ingest_missing, weights=weights)
@@ -230,7 +230,7 @@ def analyze_prototypes(
 
     Example: embstore analyze prototypes --model densenet121 --layer hidden
     """
-    from embstore.analysis import class_tables
+    from embstore.analysis.tasks import class_tables
 
     render.materialised(class_tables(_store(ctx), "prototypes", model, layer or None))
 
@@ -246,7 +246,7 @@ def analyze_tstats(
 
     Example: embstore analyze tstats --model vgg16 --layer features.29 --pair knot,chain
     """
-    from embstore.analysis import class_pair, class_tables
+    from embstore.analysis.tasks import class_pair, class_tables
 
     if pair:
         if len(layer) != 1 or pair.count(",") != 1:
@@ -271,7 +271,7 @@ def analyze_rsa(
 
     Example: embstore analyze rsa --model vgg16 --vectors glove --permutations 1000
     """
-    from embstore.rsatables import run_rsa
+    from embstore.analysis.rsatables import run_rsa
 
     render.rsa(run_rsa(_store(ctx), model, vectors, groups=groups, n_permutations=permutations, seed=seed,
                        layers=layer or None))
@@ -288,7 +288,7 @@ def analyze_failures(
 
     Example: embstore analyze failures --model densenet121 --limit 10
     """
-    from embstore.analysis import failures
+    from embstore.analysis.tasks import failures
 
     render.failures(failures(_store(ctx, reader=True), model, limit=limit, close_at=close))
 
@@ -303,7 +303,7 @@ _LAYER = typer.Option(None, "--layer", help="Layer (default: hidden if stored, e
 
 
 def _plot(ctx: typer.Context, kind: str, out: Optional[Path], formats: str, **options) -> None:
-    from embstore.figures import draw, save
+    from embstore.report.figures import draw, save
 
     fig = draw(_store(ctx, reader=True), kind, **options)
     render.written(save(fig, out or Path("figures") / kind, tuple(f.strip() for f in formats.split(",") if f.strip())))
@@ -422,7 +422,7 @@ def report(
 
     Example: embstore report --out report.html --class knot
     """
-    from embstore.report import build_report
+    from embstore.report.html import build_report
 
     with render.Status("building report") as status:
         result = build_report(_store(ctx, reader=True), out, cls=cls, manifest=manifest, k=k, progress=status.update)

@@ -204,7 +204,7 @@ def rsa(r) -> None:
     console.print(f"{r.model_key} vs {r.reference}: {len(r.concepts)} concepts, {r.n_groups} groups, "
                   f"{r.n_permutations} permutations" + (f"; class names: {cov}" if cov else ""))
     if r.coverage and r.coverage.dropped:
-        from embstore.imagenet import classes
+        from embstore.labels.imagenet import classes
 
         console.print("dropped (no vector): " + ", ".join(classes()[i].name for i in r.coverage.dropped))
     t = Table(title="similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")

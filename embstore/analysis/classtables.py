@@ -1,0 +1,75 @@
+"""Materialise class prototypes and Welch t-statistics as catalog tables (queryable in SQL).
+
+A table's rows for (model, layer) are replaced only when the statistics' fingerprint differs
+from the one recorded with them, so they are never stale and never recomputed for nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from embstore.analysis.classstats import class_stats
+from embstore.store.store import dict_rows
+
+
+@dataclass
+class Materialised:
+    table: str
+    model_key: str
+    layer: str
+    n_classes: int
+    n_images: int
+    channels: int
+    skipped: int  # classes left out (tstat: fewer than 2 images)
+    recomputed: bool
+
+
+def materialise(store, kind: str, model_key: str, layer: str) -> Materialised:
+    """Write class_prototypes or class_tstats rows of `model_key`/`layer` if out of date.
+
+    >>> materialise(Store.open(), "tstats", "resnet50@IMAGENET1K_V2", "layer4.2").n_classes  # doctest: +SKIP
+    """
+    import pyarrow as pa
+
+    table = {"prototypes": "class_prototypes", "tstats": "class_tstats"}[kind]
+    stats = class_stats(store, model_key, layer)
+    channels = stats.mean.shape[1] if stats.mean.size else 0
+    with store.read() as con:
+        recorded = con.execute(f"SELECT DISTINCT computed_from FROM {table} WHERE model_key = ? AND layer = ?",
+                               [model_key, layer]).fetchall()
+    keep = np.ones(len(stats.labels), bool)
+    if kind == "tstats":
+        t, df, keep = stats.welch_t()
+    fresh = recorded != [(stats.fingerprint,)]
+    if fresh:
+        rows = {"model_key": [model_key] * int(keep.sum()), "layer": [layer] * int(keep.sum()),
+                "label_index": stats.labels[keep].astype(np.int32), "n": stats.n[keep].astype(np.int32)}
+        if kind == "prototypes":
+            rows["mean"] = [m.tolist() for m in stats.mean[keep]]
+        else:
+            rows["t"] = [v.tolist() for v in t[keep]]
+            rows["df"] = pa.array([[None if np.isnan(x) else x for x in v] for v in df[keep]], pa.list_(pa.float64()))
+        rows["computed_from"] = [stats.fingerprint] * int(keep.sum())
+        arrow = pa.table(rows)
+        with store.transaction() as con:
+            con.execute(f"DELETE FROM {table} WHERE model_key = ? AND layer = ?", [model_key, layer])
+            con.register("_rows", arrow)
+            cols = ", ".join(arrow.column_names)
+            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rows")
+            con.unregister("_rows")
+    return Materialised(table, model_key, layer, int(keep.sum()), int(stats.n[keep].sum()), channels,
+                        int((~keep).sum()), fresh)
+
+
+def stored_overview(con) -> list[dict]:
+    """What is materialised: one row per (table, model, layer) with classes, images and when."""
+    return dict_rows(con.execute(
+        """SELECT 'class_prototypes' AS "table", model_key, layer, count(*) AS classes, sum(n) AS images,
+                  strftime(max(computed_at), '%Y-%m-%d %H:%M') AS computed
+           FROM class_prototypes GROUP BY model_key, layer
+           UNION ALL
+           SELECT 'class_tstats', model_key, layer, count(*), sum(n), strftime(max(computed_at), '%Y-%m-%d %H:%M')
+           FROM class_tstats GROUP BY model_key, layer
+           ORDER BY 1, 2, 3"""))

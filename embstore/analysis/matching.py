@@ -1,0 +1,325 @@
+"""Related/unrelated object matching (seed 000): a triplet manifest against every stored layer.
+
+For each triplet (object, related, unrelated) and each model layer: cosine(object, related) and
+cosine(object, unrelated); the triplet is matched when the related one is strictly closer.
+Per layer: matching error with a bootstrap 95 % interval, ROC AUC over the 2N pairs scored by
+cosine, and the best / worst / good-luck / bad-luck cases (seed 000 figs 7–10).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embstore.store.files import ActivationFiles
+from embstore.store.catalog import Catalog
+from embstore.errors import ManifestError, NotFoundError, UnknownLayerError, did_you_mean
+from embstore.ingest.images import content_id
+from embstore.store.store import dict_rows
+
+ROLES = ("object", "related", "unrelated")
+
+
+@dataclass
+class Triplets:
+    paths: list[tuple[str, str, str]]
+    ratings: np.ndarray  # (N, 2) human ratings of (related, unrelated) pairs; NaN where absent
+    sha: str
+
+
+@dataclass
+class LayerMatching:
+    model_key: str
+    layer: str
+    cos_related: np.ndarray
+    cos_unrelated: np.ndarray
+    error: float
+    ci: tuple[float, float]
+    auc: float
+    cases: dict[str, list[int]] = field(default_factory=dict)  # best/worst/good_luck/bad_luck -> triplets
+
+    @property
+    def matched(self) -> np.ndarray:
+        return self.cos_related > self.cos_unrelated
+
+
+def read_triplets(path: str | Path) -> Triplets:
+    """A CSV/Parquet manifest with columns object, related, unrelated [, rating_related, rating_unrelated]."""
+    import pyarrow as pa
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise NotFoundError(f"triplet manifest {path} does not exist")
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ManifestError(f"triplet manifest {path} cannot be read: {str(exc).splitlines()[0]}") from None
+    cols = {c.lower(): c for c in table.column_names}
+    missing = [r for r in ROLES if r not in cols]
+    if missing:
+        raise ManifestError(f"triplet manifest {path} lacks column(s) {', '.join(missing)} "
+                            f"(has: {', '.join(table.column_names)})")
+    rows = table.to_pylist()
+    if not rows:
+        raise ManifestError(f"triplet manifest {path} lists no triplets")
+    base = path.resolve().parent
+    out, ratings = [], []
+    for n, row in enumerate(rows):
+        trio = []
+        for role in ROLES:
+            value = row[cols[role]]
+            if value is None or not str(value).strip():
+                raise ManifestError(f"triplet manifest {path} row {n} has no {role} image")
+            p = Path(str(value).strip()).expanduser()
+            trio.append(str((p if p.is_absolute() else base / p).resolve()))
+        out.append(tuple(trio))
+        ratings.append([_float(row.get(cols.get(f"rating_{r}", ""), None)) for r in ("related", "unrelated")])
+    absent = sorted({p for trio in out for p in trio if not Path(p).is_file()})
+    if absent:
+        raise NotFoundError(f"{len(absent)} image(s) of the manifest cannot be read (missing), e.g. {absent[0]}")
+    return Triplets(out, np.array(ratings, dtype=np.float64), hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def image_ids(triplets: Triplets) -> tuple[dict[str, str], list[str]]:
+    """({path: content id}, [paths that cannot be read])."""
+    ids, unreadable = {}, []
+    for path in sorted({p for trio in triplets.paths for p in trio}):
+        try:
+            ids[path] = content_id(Path(path).read_bytes())
+        except OSError:
+            unreadable.append(path)
+    return ids, unreadable
+
+
+def match_layer(model_key: str, layer: str, vectors: dict[str, np.ndarray], triplets: Triplets,
+                ids: dict[str, str], *, n_boot: int = 1000, seed: int = 0) -> LayerMatching:
+    """Seed 000's measures for one layer from {image_id: vector}."""
+    def cos(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        return float(a @ b / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+    cr = np.array([cos(vectors[ids[o]], vectors[ids[r]]) for o, r, _ in triplets.paths])
+    cu = np.array([cos(vectors[ids[o]], vectors[ids[u]]) for o, _, u in triplets.paths])
+    wrong = (cr <= cu).astype(np.float64)  # a tie is not a match
+    rng = np.random.default_rng(seed)
+    boots = wrong[rng.integers(0, len(wrong), size=(n_boot, len(wrong)))].mean(axis=1)
+    return LayerMatching(model_key, layer, cr, cu, float(wrong.mean()),
+                         (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))),
+                         roc_auc(np.r_[cr, cu], np.r_[np.ones(len(cr)), np.zeros(len(cu))]), cases(cr, cu))
+
+
+CASES = ("best", "worst", "good_luck", "bad_luck")
+
+
+def cases(cos_related: np.ndarray, cos_unrelated: np.ndarray) -> dict[str, list[int]]:
+    """Triplets ordered for seed 000 figs 7–10: best/good luck are matches with the largest/smallest
+    margin cos_related - cos_unrelated, worst/bad luck are misses with the most/least negative one."""
+    d = np.asarray(cos_related) - np.asarray(cos_unrelated)
+    pos, neg = np.nonzero(d > 0)[0], np.nonzero(d <= 0)[0]
+    return {
+        "best": pos[np.argsort(-d[pos], kind="stable")].tolist(),
+        "worst": neg[np.argsort(d[neg], kind="stable")].tolist(),
+        "good_luck": pos[np.argsort(d[pos], kind="stable")].tolist(),
+        "bad_luck": neg[np.argsort(-d[neg], kind="stable")].tolist(),
+    }
+
+
+def roc_curve(cos_related: np.ndarray, cos_unrelated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) of calling a pair related when its cosine is above a
+    threshold, over every threshold (tied scores move together, as in sklearn's roc_curve)."""
+    scores = np.r_[cos_related, cos_unrelated]
+    labels = np.r_[np.ones(len(cos_related)), np.zeros(len(cos_unrelated))]
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps, fps = np.cumsum(y)[last_of_tie], np.cumsum(1 - y)[last_of_tie]
+    return np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)]
+
+
+@dataclass
+class StoredMatching:
+    """One (manifest, model, layer) result read back from matching_results / matching_summary."""
+    manifest_sha: str
+    model_key: str
+    layer: str
+    error: float
+    ci: tuple[float, float]
+    auc: float
+    cos_related: np.ndarray
+    cos_unrelated: np.ndarray
+    ratings: np.ndarray  # (N, 2) related, unrelated; NaN where absent
+    ids: list[tuple[str, str, str]]  # (object, related, unrelated) image ids
+    paths: dict[str, str]  # image id -> path
+
+
+def stored_manifests(con) -> list[tuple[str, int, object]]:
+    """(manifest_sha, n_triplets, last computed) of every manifest with results, newest first."""
+    return con.execute("""SELECT manifest_sha, max(n_triplets), max(computed_at) FROM matching_summary
+                          GROUP BY manifest_sha ORDER BY max(computed_at) DESC, manifest_sha""").fetchall()
+
+
+def resolve_manifest(con, manifest: str | None) -> str:
+    """The manifest sha for a manifest file, a sha prefix, or None (the newest with results)."""
+    known = [m for m, _, _ in stored_manifests(con)]
+    if not known:
+        raise NotFoundError("no triplet matching results in this store; run `embstore analyze matching MANIFEST` "
+                            "first")
+    if manifest is None:
+        return known[0]
+    if Path(manifest).expanduser().is_file():
+        sha = read_triplets(manifest).sha
+        if sha not in known:
+            raise NotFoundError(f"no matching results for manifest {manifest}; run `embstore analyze matching "
+                                f"{manifest}` first")
+        return sha
+    hits = [m for m in known if m.startswith(manifest.lower())]
+    if len(hits) != 1:
+        what = "matches several" if hits else "matches none"
+        raise NotFoundError(f"manifest '{manifest}' {what} of the stored manifests ({', '.join(m[:12] for m in known)})"
+                            "; give a manifest file or a longer sha prefix")
+    return hits[0]
+
+
+def summary_rows(con, manifest_sha: str) -> list[dict]:
+    """matching_summary of one manifest as dicts, by model and network order."""
+    return dict_rows(con.execute(
+        """SELECT s.model_key, s.layer, s.n_triplets, s.error, s.error_ci_low, s.error_ci_high, s.auc,
+                  strftime(s.computed_at, '%Y-%m-%d %H:%M') AS computed
+           FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
+           WHERE s.manifest_sha = ? ORDER BY s.model_key, l.ord NULLS LAST, s.layer""", [manifest_sha]))
+
+
+def stored_layers(con, manifest_sha: str, model_key: str) -> list[str]:
+    """Layers with results for (manifest, model), in network order."""
+    return [r[0] for r in con.execute(
+        """SELECT s.layer FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
+           WHERE s.manifest_sha = ? AND s.model_key = ? ORDER BY l.ord NULLS LAST, s.layer""",
+        [manifest_sha, model_key]).fetchall()]
+
+
+def stored_models(con, manifest_sha: str) -> list[str]:
+    return [r[0] for r in con.execute("SELECT DISTINCT model_key FROM matching_summary WHERE manifest_sha = ? "
+                                      "ORDER BY model_key", [manifest_sha]).fetchall()]
+
+
+def read_stored(con, manifest_sha: str, model_key: str, layer: str | None = None) -> StoredMatching:
+    """The stored result of one model at `layer` (default: 'hidden' if matched, else its deepest layer)."""
+    layers = stored_layers(con, manifest_sha, model_key)
+    if not layers:
+        raise NotFoundError(f"no matching results of {model_key} for manifest {manifest_sha[:12]}; models with "
+                            f"results: {', '.join(stored_models(con, manifest_sha)) or 'none'}")
+    if layer is None:
+        layer = "hidden" if "hidden" in layers else layers[-1]
+    elif layer not in layers:
+        raise UnknownLayerError(f"no matching results of {model_key} at layer '{layer}'.{did_you_mean(layer, layers)}")
+    error, lo, hi, auc = con.execute(
+        """SELECT error, error_ci_low, error_ci_high, auc FROM matching_summary
+           WHERE manifest_sha = ? AND model_key = ? AND layer = ?""", [manifest_sha, model_key, layer]).fetchall()[0]
+    rows = con.execute(
+        """SELECT object_id, related_id, unrelated_id, cos_related, cos_unrelated, rating_related, rating_unrelated
+           FROM matching_results WHERE manifest_sha = ? AND model_key = ? AND layer = ? ORDER BY triplet""",
+        [manifest_sha, model_key, layer]).fetchall()
+    ids = [(o, r, u) for o, r, u, *_ in rows]
+    paths = Catalog(con).image_paths(sorted({i for trio in ids for i in trio}))
+    return StoredMatching(manifest_sha, model_key, layer, error, (lo, hi), auc,
+                          np.array([r[3] for r in rows], np.float64), np.array([r[4] for r in rows], np.float64),
+                          np.array([[_float(r[5]), _float(r[6])] for r in rows], np.float64).reshape(-1, 2),
+                          ids, paths)
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC by the Mann–Whitney rank sum (ties get average ranks, as sklearn counts them half)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    return float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def triplet_matching(store, triplets: Triplets, *, model_keys: list[str], layers: list[str] | None = None,
+                     n_boot: int = 1000, seed: int = 0) -> list[LayerMatching]:
+    """Every (model, layer) result for `triplets`, materialised in matching_results/_summary.
+
+    Images of the manifest not yet ingested for a model raise NotFoundError naming them.
+    """
+    ids, unreadable = image_ids(triplets)
+    if unreadable:
+        raise NotFoundError(f"{len(unreadable)} image(s) of the manifest cannot be read, e.g. {unreadable[0]}")
+    files = ActivationFiles(store)
+    results = []
+    for model_key in model_keys:
+        with store.read() as con:
+            stored = {layer: order for layer, order, _ in Catalog(con).layers_with_vectors(model_key)}
+            have = {r[0] for r in con.execute(
+                "SELECT DISTINCT image_id FROM activation_index WHERE model_key = ? AND list_contains(?, image_id)",
+                [model_key, list(set(ids.values()))]).fetchall()}
+        missing = [p for p, i in ids.items() if i not in have]
+        if missing:
+            raise NotFoundError(
+                f"{len(missing)} image(s) of the manifest are not ingested for {model_key}, e.g. {missing[0]}; "
+                f"run `embstore analyze matching MANIFEST --model {model_key} --ingest` to ingest them first")
+        for layer in sorted(layers or stored, key=lambda l: stored.get(l, 1 << 30)):
+            if layer not in stored:
+                raise NotFoundError(f"no vectors of layer '{layer}' for {model_key}")
+            all_ids, x = files.read_layer(model_key, layer)
+            want = set(ids.values())
+            vectors = {i: x[r] for r, i in enumerate(all_ids) if i in want}
+            results.append(match_layer(model_key, layer, vectors, triplets, ids, n_boot=n_boot, seed=seed))
+    _materialise(store, triplets, ids, results)
+    return results
+
+
+def _materialise(store, triplets: Triplets, ids: dict[str, str], results: list[LayerMatching]) -> None:
+    import pyarrow as pa
+
+    with store.transaction() as con:
+        for r in results:
+            fp = con.execute("""SELECT sha256(string_agg(rel_path, ',' ORDER BY rel_path)) FROM activation_files
+                                WHERE model_key = ? AND layer = ?""", [r.model_key, r.layer]).fetchall()[0][0]
+            con.execute("DELETE FROM matching_results WHERE manifest_sha = ? AND model_key = ? AND layer = ?",
+                        [triplets.sha, r.model_key, r.layer])
+            con.execute("DELETE FROM matching_summary WHERE manifest_sha = ? AND model_key = ? AND layer = ?",
+                        [triplets.sha, r.model_key, r.layer])
+            n = len(triplets.paths)
+            table = pa.table({
+                "manifest_sha": [triplets.sha] * n, "model_key": [r.model_key] * n, "layer": [r.layer] * n,
+                "triplet": list(range(n)), "object_id": [ids[o] for o, _, _ in triplets.paths],
+                "related_id": [ids[x] for _, x, _ in triplets.paths],
+                "unrelated_id": [ids[u] for _, _, u in triplets.paths],
+                "cos_related": r.cos_related, "cos_unrelated": r.cos_unrelated, "matched": r.matched,
+                "rating_related": triplets.ratings[:, 0], "rating_unrelated": triplets.ratings[:, 1]})
+            con.register("_m", table)
+            con.execute("INSERT INTO matching_results SELECT * FROM _m")
+            con.unregister("_m")
+            con.execute("""INSERT INTO matching_summary (manifest_sha, model_key, layer, n_triplets, error,
+                           error_ci_low, error_ci_high, auc, computed_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                        [triplets.sha, r.model_key, r.layer, n, r.error, r.ci[0], r.ci[1], r.auc, fp])
+
+
+def write_image_manifest(triplets: Triplets, path: Path) -> Path:
+    """A plain `path` manifest of every image the triplets name, for `embstore ingest`."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    paths = sorted({p for trio in triplets.paths for p in trio})
+    pcsv.write_csv(pa.table({"path": paths}), path)
+    return path
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")

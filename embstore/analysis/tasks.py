@@ -1,0 +1,79 @@
+"""`embstore analyze …`: resolve models, run one measure, return its report."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from embstore.store.catalog import Catalog
+from embstore.errors import EmbstoreError
+from embstore.analysis.failures import FailureReport, failure_analysis
+from embstore.analysis.matching import LayerMatching, Triplets, read_triplets, triplet_matching, write_image_manifest
+
+
+@dataclass
+class MatchingReport:
+    triplets: Triplets
+    layers: list[LayerMatching]
+    top1_error: dict[str, float | None]
+
+
+def matching(store, manifest: str, *, models: list[str] | None = None, layers: list[str] | None = None,
+             ingest_missing: bool = False, weights: str = "DEFAULT", n_boot: int = 1000) -> MatchingReport:
+    """Seed 000's matching measures for every requested model and layer (table 2 when several models).
+
+    >>> matching(Store.open(), "poporo.csv", models=["resnet50"]).layers[0].auc  # doctest: +SKIP
+    """
+    triplets = read_triplets(manifest)
+    if ingest_missing:
+        if not models or len(models) != 1:
+            raise EmbstoreError("--ingest needs exactly one --model to ingest the manifest's images with")
+        from embstore.ingest.pipeline import ingest
+
+        with tempfile.TemporaryDirectory() as tmp:
+            images = write_image_manifest(triplets, Path(tmp) / "images.csv")
+            ingest(store, models[0], str(images), weights=weights,
+                   layers="default" if not layers else ",".join(layers))
+    with store.read() as con:
+        keys = [Catalog(con).resolve_model(m) for m in models] if models else Catalog(con).stored_model_keys()
+        top1 = {k: Catalog(con).top1_error(k) for k in keys}
+    if not keys:
+        raise EmbstoreError(f"store {store.path} holds no vectors yet; run `embstore ingest` first")
+    results = triplet_matching(store, triplets, model_keys=keys, layers=layers, n_boot=n_boot)
+    return MatchingReport(triplets, results, top1)
+
+
+def failures(store, model: str | None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
+    with store.read() as con:
+        key = Catalog(con).resolve_model(model)
+    return failure_analysis(store, key, limit=limit, close_at=close_at)
+
+
+def class_tables(store, kind: str, model: str | None, layers: list[str] | None):
+    """Materialise prototypes or t-statistics for the given (default: every stored) layer."""
+    from embstore.analysis.classtables import materialise
+
+    with store.read() as con:
+        key = Catalog(con).resolve_model(model)
+        stored = [layer for layer, _, _ in Catalog(con).layers_with_vectors(key)]
+    for layer in layers or []:
+        if layer not in stored:
+            from embstore.errors import UnknownLayerError, did_you_mean
+
+            raise UnknownLayerError(f"no vectors of layer '{layer}' for {key}.{did_you_mean(layer, stored)}")
+    return [materialise(store, kind, key, layer) for layer in (layers or stored)]
+
+
+def class_pair(store, model: str | None, layer: str, a: str, b: str):
+    """(t, df) per channel of class a against class b on one layer (Welch)."""
+    from embstore.analysis.classstats import class_stats, pairwise_welch
+    from embstore.labels.imagenet import classes
+
+    ca, cb = classes().resolve(a), classes().resolve(b)
+    with store.read() as con:
+        key = Catalog(con).resolve_model(model)
+    try:
+        return ca, cb, pairwise_welch(class_stats(store, key, layer), ca.index, cb.index)
+    except ValueError as exc:
+        raise EmbstoreError(f"{exc} for {key} / {layer}; both classes need at least 2 labelled images") from None

@@ -1,0 +1,68 @@
+"""One forward pass that yields the pooled vector of every chosen layer plus the logits.
+
+Each hook reduces its output on the spot (global average pool of ReLU for conv maps, seed 003
+eq. 2), so an in-place ReLU running after the hooked module cannot change what is stored and no
+full feature map is kept alive.
+"""
+
+from __future__ import annotations
+
+from embstore.ingest.layers import HIDDEN, LayerInfo, final_classifier
+
+
+def reduce(tensor, layer: LayerInfo):
+    """(B, C) float32 from a layer output, as `layer.reduction` says."""
+    import torch
+
+    if layer.reduction == "gap_relu":
+        dims = (1, 2) if layer.channels_last else (2, 3)
+        return torch.relu(tensor).mean(dim=dims)
+    if layer.reduction == "token_mean":
+        return tensor.mean(dim=1)
+    return tensor.reshape(tensor.shape[0], -1)
+
+
+class Extractor:
+    """Hooks `layers` of `model` once; calling it on a batch returns ({layer: (B, C)}, logits).
+
+    >>> ex = Extractor(model, chosen_layers)  # doctest: +SKIP
+    >>> vectors, logits = ex(batch)          # numpy float32 arrays
+    >>> ex.close()
+    """
+
+    def __init__(self, model, layers: list[LayerInfo]):
+        self.model = model
+        self.layers = layers
+        self._out: dict = {}
+        self._handles = []
+        modules = dict(model.named_modules())
+        for layer in layers:
+            if layer.name == HIDDEN:
+                _, classifier = final_classifier(model)
+                self._handles.append(classifier.register_forward_pre_hook(self._pre_hook(layer)))
+            else:
+                self._handles.append(modules[layer.name].register_forward_hook(self._hook(layer)))
+
+    def _hook(self, layer):
+        def hook(_module, _inputs, output):
+            self._out[layer.name] = reduce(output, layer).float()
+        return hook
+
+    def _pre_hook(self, layer):
+        def hook(_module, inputs):
+            self._out[layer.name] = reduce(inputs[0], layer).float()
+        return hook
+
+    def __call__(self, batch):
+        import torch
+
+        self._out = {}
+        with torch.inference_mode():
+            logits = self.model(batch)
+        vectors = {name: t.cpu().numpy() for name, t in self._out.items()}
+        return vectors, logits.float().cpu().numpy()
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []

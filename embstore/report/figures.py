@@ -1,0 +1,199 @@
+"""The seeds' figures, drawn from what the store holds (matplotlib, no pyplot state).
+
+Charts live here: 2 vs 2 accuracy by layer (seed 004 figs 1–3), ROC curves (seed 000 fig 5),
+matching / AUC / top-1 error bars (fig 6) and cosine against human ratings (fig 4). Image
+strips (seed 003 figs 1–2, seed 000 figs 7–10, failure cases, predictions) are in `strips`. Every function
+returns a `matplotlib.figure.Figure`; `save` writes it as PNG and SVG.
+
+>>> save(roc(Store.open()), "figs/roc")  # doctest: +SKIP
+[PosixPath('figs/roc.png'), PosixPath('figs/roc.svg')]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from embstore.store.catalog import Catalog
+from embstore.errors import EmbstoreError, NotFoundError
+
+KINDS = ("rsa", "roc", "errors", "ratings", "similar", "cases", "failures", "predictions")
+FORMATS = ("png", "svg")
+DPI = 100
+RELATED, UNRELATED = "#d62728", "#1f77b4"  # red / blue, as in seed 000 figs 4-5
+RSA_MEASURES = {"acc_2v2": "2 vs 2 accuracy", "acc_1v2": "1 vs 2 accuracy", "rsa_spearman": "RSA (Spearman r)",
+                "rsa_pearson": "RSA (Pearson r)"}
+
+
+def draw(store, kind: str, **options):
+    """The figure of `kind` (one of KINDS) with that kind's options."""
+    from embstore.report import strips
+
+    makers = {"rsa": rsa_by_layer, "roc": roc, "errors": errors, "ratings": ratings,
+              "similar": strips.similar, "cases": strips.cases, "failures": strips.failures,
+              "predictions": strips.predictions}
+    if kind not in makers:
+        raise EmbstoreError(f"unknown figure '{kind}'; choose one of {', '.join(KINDS)}")
+    return makers[kind](store, **options)
+
+
+def save(fig, out: str | Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """Write `fig` as out.png / out.svg (a suffix on `out` is replaced); returns the paths written."""
+    bad = [f for f in formats if f not in ("png", "svg", "pdf")]
+    if bad or not formats:
+        raise EmbstoreError(f"unknown figure format '{bad[0] if bad else ''}'; choose png, svg or pdf")
+    out = Path(out).expanduser()
+    if out.suffix.lower() in (".png", ".svg", ".pdf"):
+        out = out.with_suffix("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = out.with_name(f"{out.name}.{fmt}")
+        fig.savefig(path, format=fmt, dpi=DPI, metadata={"Software": "embstore"} if fmt == "png" else None)
+        written.append(path)
+    return written
+
+
+def png_bytes(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def new_figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+# -- seed 004: similarity encoding by layer ----------------------------------------------------
+def rsa_by_layer(store, *, models: list[str] | None = None, references: list[str] | None = None,
+                 measure: str = "acc_2v2"):
+    """One line per (model, reference space) across the model's layers; filled markers where the
+    permutation p < 0.05. With several models the x axis is relative depth (0 = first stored layer)."""
+    from embstore.analysis.rsatables import stored_results
+
+    if measure not in RSA_MEASURES:
+        raise EmbstoreError(f"unknown measure '{measure}'; choose one of {', '.join(RSA_MEASURES)}")
+    with store.read() as con:
+        keys = [Catalog(con).resolve_model(m) for m in models] if models else None
+        rows = stored_results(con, keys, references)
+    if not rows:
+        raise NotFoundError("no similarity-encoding results to plot; run `embstore analyze rsa` first")
+    lines: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        lines.setdefault((r["model_key"], r["reference"]), []).append(r)
+    one_model = len({m for m, _ in lines}) == 1
+    names = [n for _, n in sorted({(r["layer_order"], r["layer"]) for r in rows})]
+    fig = new_figure(max(6.0, min(14.0, 2.5 + 0.32 * len(names))) if one_model else 7.5, 4.6)
+    ax = fig.add_subplot()
+    for i, ((model, ref), pts) in enumerate(sorted(lines.items())):
+        y = np.array([np.nan if p[measure] is None else p[measure] for p in pts], np.float64)
+        x = (np.array([names.index(p["layer"]) for p in pts]) if one_model
+             else np.linspace(0, 1, len(pts)) if len(pts) > 1 else np.zeros(1))
+        colour = f"C{i % 10}"
+        label = ref if one_model else f"{model} · {ref}"
+        ax.plot(x, y, "-", color=colour, label=label, linewidth=1.6)
+        sig = np.array([p["p_value"] is not None and p["p_value"] < 0.05 for p in pts])
+        ax.plot(x[sig], y[sig], "o", color=colour, markersize=5)
+        ax.plot(x[~sig], y[~sig], "o", markerfacecolor="white", color=colour, markersize=5)
+    if one_model:
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_xlabel("layer (network order)")
+        ax.set_title(f"{RSA_MEASURES[measure]} by layer: {next(iter(lines))[0]}")
+    else:
+        ax.set_xlabel("relative depth (first → last stored layer)")
+        ax.set_title(f"{RSA_MEASURES[measure]} by layer")
+    if measure.startswith("acc"):
+        ax.axhline(0.5, color="0.5", linestyle=":", linewidth=1, label="chance")
+        lowest = min((p[measure] for p in rows if p[measure] is not None), default=0.5)  # 0.0 is a value
+        ax.set_ylim(min(0.3, lowest - 0.05), 1.02)
+    ax.set_ylabel(RSA_MEASURES[measure])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best", title="filled: p < 0.05", title_fontsize=7)
+    return fig
+
+
+# -- seed 000: triplet matching ------------------------------------------------------------------
+def _matching(con, manifest, models, layer):
+    """The stored matching result of each model (default: every model with results) for one manifest."""
+    from embstore.analysis import matching
+
+    sha = matching.resolve_manifest(con, manifest)
+    keys = [Catalog(con).resolve_model(m) for m in models] if models else matching.stored_models(con, sha)
+    return [matching.read_stored(con, sha, k, layer) for k in keys]
+
+
+def roc(store, *, manifest: str | None = None, models: list[str] | None = None, layer: str | None = None):
+    """ROC curves of 'related' called by cosine over every threshold, one per model, AUC in the legend."""
+    from embstore.analysis.matching import roc_curve
+
+    with store.read() as con:
+        results = _matching(con, manifest, models, layer)
+    fig = new_figure(5.6, 5.2)
+    ax = fig.add_subplot()
+    for i, r in enumerate(results):
+        fpr, tpr = roc_curve(r.cos_related, r.cos_unrelated)
+        ax.plot(fpr, tpr, color=f"C{i % 10}", linewidth=1.8, label=f"{r.model_key} · {r.layer}  AUC {r.auc:.3f}")
+    ax.plot([0, 1], [0, 1], ":", color="0.5", linewidth=1)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (unrelated called related)",
+           ylabel="true positive rate", title=f"ROC of related vs unrelated by cosine ({len(results[0].ids)} triplets)")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def errors(store, *, manifest: str | None = None, models: list[str] | None = None, layer: str | None = None):
+    """Per model: ImageNet top-1 error (labelled images in the store), matching error with its bootstrap
+    95 % interval, and AUC error = 1 − AUC (seed 000 fig 6)."""
+    with store.read() as con:
+        results = _matching(con, manifest, models, layer)
+        top1 = {r.model_key: Catalog(con).top1_error(r.model_key) for r in results}
+    fig = new_figure(max(5.5, 1.4 + 1.1 * len(results)), 4.4)
+    ax = fig.add_subplot()
+    x = np.arange(len(results))
+    width = 0.26
+    t1 = np.array([np.nan if top1[r.model_key] is None else top1[r.model_key] for r in results])
+    ax.bar(x - width, np.nan_to_num(t1), width, color="0.55", label="top-1 error (labelled images)")
+    for xi, v in zip(x, t1):
+        if np.isnan(v):
+            ax.text(xi - width, 0.01, "n/a", ha="center", fontsize=7, rotation=90)
+    err = np.array([r.error for r in results])
+    ci = np.array([[r.error - r.ci[0] for r in results], [r.ci[1] - r.error for r in results]])
+    ax.bar(x, err, width, yerr=ci, capsize=3, color="#ff7f0e", label="matching error (95 % CI)")
+    ax.bar(x + width, [1 - r.auc for r in results], width, color="#9467bd", label="AUC error (1 − AUC)")
+    ax.set_xticks(x, [f"{r.model_key}\n{r.layer}" for r in results], fontsize=7, rotation=20 if len(x) > 4 else 0)
+    ax.axhline(0.5, color="0.5", linestyle=":", linewidth=1)
+    ax.set(xlim=(-0.6, len(x) - 0.4), ylim=(0, 1), ylabel="error rate",
+           title="Matching, AUC and classification error by model")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    return fig
+
+
+def ratings(store, *, manifest: str | None = None, model: str | None = None, layer: str | None = None):
+    """cosine(object, related) and cosine(object, unrelated) against the human ratings of those pairs:
+    red related, blue unrelated; o where the triplet was matched correctly, x where not (seed 000 fig 4)."""
+    with store.read() as con:
+        r = _matching(con, manifest, [model] if model else None, layer)[0]
+    if np.isnan(r.ratings).all():
+        raise NotFoundError("the triplet manifest has no rating_related / rating_unrelated columns; add human "
+                            "ratings to it and re-run `embstore analyze matching`")
+    ok = r.cos_related > r.cos_unrelated
+    fig = new_figure(6.4, 4.8)
+    ax = fig.add_subplot()
+    for cos, rating, colour, name in ((r.cos_related, r.ratings[:, 0], RELATED, "related"),
+                                      (r.cos_unrelated, r.ratings[:, 1], UNRELATED, "unrelated")):
+        ax.scatter(rating[ok], cos[ok], s=26, facecolors="none", edgecolors=colour, linewidths=1.2,
+                   label=f"{name}, matched (o)")
+        ax.scatter(rating[~ok], cos[~ok], s=26, marker="x", color=colour, linewidths=1.2,
+                   label=f"{name}, not matched (x)")
+    ax.set(xlabel="human rating of the pair", ylabel="cosine similarity of the features",
+           title=f"{r.model_key} · {r.layer}: {ok.sum()} matched, {(~ok).sum()} not")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return fig

@@ -1,0 +1,166 @@
+"""Image-strip figures: similar classes with an example image each (seed 003 figs 1–2), the best /
+worst / luck cases of triplet matching (seed 000 figs 7–10) and the worst classification failures
+(seed 000 table 1). Images come from the store's thumbnail cache (`thumbnails`)."""
+
+from __future__ import annotations
+
+import textwrap
+
+from embstore.store.catalog import Catalog
+from embstore.errors import EmbstoreError, NotFoundError
+from embstore.report.figures import new_figure
+from embstore.report.thumbnails import Thumbnails
+
+CASE_TITLES = {"best": "best: matched, largest margin", "worst": "worst: missed, largest margin",
+               "good_luck": "good luck: matched, smallest margin", "bad_luck": "bad luck: missed, smallest margin"}
+
+
+def similar(store, *, cls: str, k: int = 9, model: str | None = None, layer: str | None = None,
+            methods: tuple[str, ...] = ("prototype", "tstat", "hidden", "classifier")):
+    """One row per method: the query class, then its k nearest classes, each with one example image
+    from the store (a correctly classified one where there is one) and the cosine."""
+    from embstore.labels.imagenet import classes
+    from embstore.analysis.similarity import METHODS, similar_classes
+
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise EmbstoreError(f"unknown method '{bad[0] if bad else ''}'; choose from {', '.join(METHODS)}")
+    target = classes().resolve(cls)
+    answers, failed = [], []
+    for method in methods:
+        try:
+            answers.append(similar_classes(store, cls, k=k, model=model, layer=layer, method=method))
+        except NotFoundError as exc:  # e.g. no classifier weights, or too few images for t-statistics
+            failed.append((method, str(exc)))
+    if not answers:
+        raise NotFoundError(f"no method could rank classes near {target.name}: {failed[0][1]}")
+    wanted = {target.index} | {row.detail["index"] for a in answers for row in a.rows}
+    with store.read() as con:
+        examples = Catalog(con).example_images(sorted(wanted), answers[0].model_key)
+    thumbs = Thumbnails(store).get_many(list(examples.values()))
+    picture = {c: thumbs.get(image_id) for c, (image_id, _) in examples.items()}
+    rows = len(answers) + len(failed)
+    fig = new_figure(1.3 * (k + 1) + 0.4, 1.75 * rows + 0.5)
+    fig.suptitle(f"Classes nearest to {target.name} · {answers[0].model_key}", fontsize=11)
+    grid = fig.add_gridspec(rows, k + 1)
+    for r, a in enumerate(answers):
+        cells = [(target.name, target.index, f"{a.method}\n({a.layer})", True)]
+        cells += [(row.label, row.detail["index"], f"{row.rank}. {row.score:.3f}", False) for row in a.rows]
+        for c, (name, index, note, is_query) in enumerate(cells):
+            ax = fig.add_subplot(grid[r, c])
+            _tile(ax, picture.get(index), f"{note}\n{_wrap(name)}", bold=is_query)
+    for r, (method, reason) in enumerate(failed, start=len(answers)):
+        ax = fig.add_subplot(grid[r, :])
+        ax.axis("off")
+        ax.text(0.0, 0.5, f"{method}: not available — {_wrap(reason, 140)}", fontsize=8, va="center",
+                transform=ax.transAxes, color="0.35")
+    return fig
+
+
+def cases(store, *, manifest: str | None = None, model: str | None = None, layer: str | None = None,
+          n: int = 4, which: tuple[str, ...] = ("best", "worst", "good_luck", "bad_luck")):
+    """For each case kind, up to n triplets as rows of object | related | unrelated thumbnails,
+    with both cosines and their difference."""
+    from embstore.analysis import matching
+
+    bad = [w for w in which if w not in matching.CASES]
+    if bad or not which:
+        raise EmbstoreError(f"unknown case '{bad[0] if bad else ''}'; choose from {', '.join(matching.CASES)}")
+    if n < 1:
+        raise EmbstoreError("--n must be at least 1")
+    with store.read() as con:
+        sha = matching.resolve_manifest(con, manifest)
+        key = Catalog(con).resolve_model(model) if model else matching.stored_models(con, sha)[0]
+        r = matching.read_stored(con, sha, key, layer)
+    order = matching.cases(r.cos_related, r.cos_unrelated)
+    chosen = {w: order[w][:n] for w in which}
+    ids = [(i, r.paths.get(i)) for w in which for t in chosen[w] for i in r.ids[t]]
+    thumbs = Thumbnails(store).get_many(ids)
+    fig = new_figure(3.4 * len(which) + 0.3, 1.3 * n + 0.9)
+    fig.suptitle(f"Triplet matching cases · {r.model_key} · {r.layer} · error {r.error:.1%}", fontsize=11)
+    panels = fig.subfigures(1, len(which), wspace=0.02) if len(which) > 1 else [fig]
+    for panel, w in zip(panels, which):
+        panel.suptitle(CASE_TITLES[w], fontsize=9)
+        axes = panel.subplots(n, 3, squeeze=False)
+        for row in range(n):
+            if row >= len(chosen[w]):
+                for ax in axes[row]:
+                    ax.axis("off")
+                continue
+            t = chosen[w][row]
+            cr, cu = r.cos_related[t], r.cos_unrelated[t]
+            notes = [f"object #{t}", f"related {cr:.3f}", f"unrelated {cu:.3f}"]
+            for ax, image_id, note in zip(axes[row], r.ids[t], notes):
+                _tile(ax, thumbs.get(image_id), note)
+            axes[row][0].set_ylabel(f"Δ {cr - cu:+.3f}", fontsize=8)
+        if not chosen[w]:
+            axes[0][1].text(0.5, 0.5, "none", ha="center", va="center", transform=axes[0][1].transAxes)
+    return fig
+
+
+def failures(store, *, model: str | None = None, n: int = 10, per_row: int = 5):
+    """The n worst top-1 failures (highest rank of the true class), each image with its true and
+    predicted class, the rank and probability of the true class."""
+    from embstore.analysis.tasks import failures as failure_report
+
+    report = failure_report(store, model, limit=n)
+    if report.n_labelled == 0:
+        raise NotFoundError(f"{report.model_key} has no predictions on labelled images; ingest a labelled folder "
+                            "(one folder per wnid or class name) first")
+    if not report.failures:
+        raise NotFoundError(f"{report.model_key} classified all {report.n_labelled} labelled images correctly")
+    tiles = [(f["image_id"], f["path"], f"true: {_wrap(f['true'], 24)}\nrank {f['true_rank']}, p {f['true_prob']:.3f}"
+              f"\npred: {_wrap(f['predicted'], 24)} ({f['predicted_prob']:.2f})") for f in report.failures[:n]]
+    return _gallery(store, tiles, f"Worst failures · {report.model_key} · top-1 error {report.top1_error:.1%}, "
+                    f"top-5 error {report.top5_error:.1%} on {report.n_labelled} labelled images", per_row, (2.3, 2.45))
+
+
+def predictions(store, *, model: str | None = None, n: int = 12, per_row: int = 6):
+    """n stored images (spread evenly by path) with the model's top-1 and top-2 classes, and the true
+    class where the image is labelled."""
+    from embstore.labels.imagenet import classes
+
+    with store.read() as con:
+        key = Catalog(con).resolve_model(model)
+        rows = Catalog(con).sample_predictions(key, n)
+    if not rows:
+        raise NotFoundError(f"no predictions stored for {key}")
+    names = classes()
+    short = lambda index: _wrap(names[index].name, 20).splitlines()[0]  # noqa: E731
+    tiles = []
+    for r in rows:
+        (a, b), (pa, pb) = r["top5_index"][:2], r["top5_prob"][:2]
+        truth = "" if r["label_index"] is None else f"\ntrue: {short(r['label_index'])} (rank {r['true_rank']})"
+        tiles.append((r["image_id"], r["path"], f"{short(a)} {pa:.2f}\n{short(b)} {pb:.2f}{truth}"))
+    return _gallery(store, tiles, f"Stored images and predictions · {key}", per_row, (2.0, 2.35))
+
+
+def _gallery(store, tiles: list[tuple[str, str, str]], title: str, per_row: int, cell: tuple[float, float]):
+    """(image_id, path, caption) tiles in rows of `per_row`, each `cell` inches."""
+    thumbs = Thumbnails(store).get_many([(i, p) for i, p, _ in tiles])
+    per_row = min(per_row, len(tiles))
+    rows = -(-len(tiles) // per_row)
+    fig = new_figure(cell[0] * per_row, cell[1] * rows + 0.5)
+    fig.suptitle(title, fontsize=10)
+    for ax, tile in zip(fig.subplots(rows, per_row, squeeze=False).flat, tiles + [None] * (rows * per_row)):
+        if tile is None:
+            ax.axis("off")
+        else:
+            _tile(ax, thumbs.get(tile[0]), tile[2])
+    return fig
+
+
+def _tile(ax, image, caption: str, *, bold: bool = False) -> None:
+    if image is None:
+        ax.set_facecolor("0.9")
+        ax.text(0.5, 0.5, "image\nnot available", ha="center", va="center", fontsize=7, color="0.4",
+                transform=ax.transAxes)
+    else:
+        ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(caption, fontsize=7, fontweight="bold" if bold else "normal")
+
+
+def _wrap(text: str, width: int = 18) -> str:
+    return "\n".join(textwrap.wrap(text, width)[:3]) or text

@@ -1,0 +1,286 @@
+"""Every SQL statement on the catalog's tables, in one place, values always bound as parameters.
+
+`Catalog` wraps one open DuckDB connection (from `Store.write()/read()/transaction()`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from embstore.store.store import dict_rows
+
+
+class Catalog:
+    def __init__(self, con):
+        self.con = con
+
+    # -- models and layers -----------------------------------------------------------------
+    def upsert_model(self, spec, weights_sha256: str) -> None:
+        p = spec.preprocessing
+        existing = self.con.execute(
+            "SELECT weights_sha256 FROM models WHERE model_key = ?", [spec.key]
+        ).fetchall()
+        if existing:
+            return
+        self.con.execute(
+            """INSERT INTO models (model_key, name, weights, weights_sha256, source, resize, crop, mean, std,
+                                   interpolation, num_classes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [spec.key, spec.name, spec.weights, weights_sha256, spec.source, p.resize, p.crop,
+             list(p.mean), list(p.std), p.interpolation, spec.num_classes],
+        )
+
+    def model_sha(self, model_key: str) -> str | None:
+        rows = self.con.execute("SELECT weights_sha256 FROM models WHERE model_key = ?", [model_key]).fetchall()
+        return rows[0][0] if rows else None
+
+    def upsert_layers(self, model_key: str, layers) -> None:
+        for l in layers:
+            self.con.execute(
+                """INSERT INTO layers (model_key, layer, ord, channels, kind, reduction) VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT DO NOTHING""",
+                [model_key, l.name, l.ord, l.channels, l.kind, l.reduction],
+            )
+
+    def stored_model_keys(self) -> list[str]:
+        """Model keys that have at least one stored activation file."""
+        return [r[0] for r in self.con.execute("SELECT DISTINCT model_key FROM activation_files ORDER BY 1").fetchall()]
+
+    def layers_with_vectors(self, model_key: str) -> list[tuple[str, int, str]]:
+        """(layer, order, kind) of the layers of `model_key` with stored vectors, in forward order."""
+        return self.con.execute(
+            """SELECT l.layer, l.ord, l.kind FROM layers l WHERE l.model_key = ? AND EXISTS (
+                   SELECT 1 FROM activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
+               ORDER BY l.ord""", [model_key]).fetchall()
+
+    def resolve_model(self, model: str | None) -> str:
+        """The model key (name@weights) that `model` names among those with stored vectors."""
+        from embstore.errors import NotFoundError, UnknownModelError, did_you_mean
+
+        keys = self.stored_model_keys()
+        if not keys:
+            raise NotFoundError("this store holds no vectors yet; run `embstore ingest --images DIR` first")
+        if model is None:
+            if len(keys) == 1:
+                return keys[0]
+            raise UnknownModelError(f"this store holds several models ({', '.join(keys)}); pick one with --model")
+        if model in keys:
+            return model
+        named = [k for k in keys if k.split("@")[0] == model]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise UnknownModelError(f"{model} is stored with several weights ({', '.join(named)}); give one of them")
+        raise UnknownModelError(
+            f"model {model} was never ingested into this store (it holds {', '.join(keys)}); run "
+            f"`embstore ingest --model {model} --images DIR`.{did_you_mean(model, keys)}")
+
+    # -- runs ------------------------------------------------------------------------------
+    def start_run(self, run_id: str, model_key: str, config: dict, n_images: int) -> None:
+        self.con.execute(
+            "INSERT INTO runs (run_id, model_key, status, config, n_images) VALUES (?, ?, 'running', ?, ?)",
+            [run_id, model_key, json.dumps(config), n_images],
+        )
+
+    def add_run_counts(self, run_id: str, **counts) -> None:
+        cols = ("n_done", "n_skipped", "n_errors", "n_duplicates", "load_s", "forward_s", "write_s")
+        sets = ", ".join(f"{c} = {c} + ?" for c in cols)
+        self.con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [counts.get(c, 0) for c in cols] + [run_id])
+
+    def finish_run(self, run_id: str, status: str, message: str | None = None) -> None:
+        self.con.execute(
+            "UPDATE runs SET status = ?, finished_at = now(), message = ? WHERE run_id = ?",
+            [status, message, run_id],
+        )
+
+    def mark_stale_runs(self) -> int:
+        """Runs left 'running' by a process that died: call only while holding the ingest lock."""
+        rows = self.con.execute(
+            """UPDATE runs SET status = 'interrupted', finished_at = coalesce(finished_at, now()),
+                   message = 'the ingest process ended without finishing' WHERE status = 'running'
+               RETURNING run_id"""
+        ).fetchall()
+        return len(rows)
+
+    def run(self, run_id: str) -> dict:
+        return self._dicts("SELECT * FROM runs WHERE run_id = ?", [run_id])[0]
+
+    # -- images, predictions, errors -------------------------------------------------------
+    def known_paths(self, paths_table) -> dict[str, tuple[str, int, float]]:
+        """{path: (image_id, size, mtime)} for the given paths already in `images`."""
+        self.con.register("_paths", paths_table)
+        try:
+            rows = self.con.execute(
+                "SELECT i.path, i.image_id, i.file_size, i.file_mtime FROM images i JOIN _paths p ON i.path = p.path"
+            ).fetchall()
+        finally:
+            self.con.unregister("_paths")
+        return {p: (i, s, m) for p, i, s, m in rows}
+
+    def complete_images(self, model_key: str, layers: list[str]) -> set[str]:
+        """Image ids that have a stored vector for every one of `layers`."""
+        rows = self.con.execute(
+            """SELECT image_id FROM activation_index WHERE model_key = ? AND list_contains(?, layer)
+               GROUP BY image_id HAVING count(*) = ?""",
+            [model_key, layers, len(layers)],
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def stored_layers(self, model_key: str, image_ids: list[str]) -> dict[str, set[str]]:
+        rows = self.con.execute(
+            "SELECT image_id, layer FROM activation_index WHERE model_key = ? AND list_contains(?, image_id)",
+            [model_key, image_ids],
+        ).fetchall()
+        out: dict[str, set[str]] = {}
+        for image_id, layer in rows:
+            out.setdefault(image_id, set()).add(layer)
+        return out
+
+    def example_images(self, label_indexes: list[int], model_key: str | None = None) -> dict[int, tuple[str, str]]:
+        """{label_index: (image_id, path)}: one labelled image per class, preferring one that `model_key`
+        classified correctly (then by id, so the choice is stable)."""
+        rows = self.con.execute(
+            """SELECT i.label_index, arg_min(i.image_id, (coalesce(p.true_rank, 1 << 30), i.image_id)),
+                      arg_min(i.path, (coalesce(p.true_rank, 1 << 30), i.image_id))
+               FROM images i LEFT JOIN predictions p ON p.image_id = i.image_id AND p.model_key = ?
+               WHERE list_contains(?, i.label_index) GROUP BY i.label_index""",
+            [model_key, [int(c) for c in label_indexes]]).fetchall()
+        return {c: (i, p) for c, i, p in rows}
+
+    def largest_classes(self, limit: int = 1) -> list[tuple[int, int]]:
+        """[(label_index, images)] of the classes with the most labelled images."""
+        return self.con.execute("""SELECT label_index, count(*) AS n FROM images WHERE label_index IS NOT NULL
+                                   GROUP BY label_index ORDER BY n DESC, label_index LIMIT ?""", [limit]).fetchall()
+
+    def sample_predictions(self, model_key: str, n: int) -> list[dict]:
+        """n images of `model_key` spread evenly over the store (by path), with their top-5 and label."""
+        return self._dicts(
+            """WITH ranked AS (
+                   SELECT i.image_id, i.path, i.label_index, p.top5_index, p.top5_prob, p.true_rank,
+                          row_number() OVER (ORDER BY i.path) AS r, count(*) OVER () AS total
+                   FROM predictions p JOIN images i USING (image_id) WHERE p.model_key = ?)
+               SELECT image_id, path, label_index, top5_index, top5_prob, true_rank FROM ranked
+               WHERE (r - 1) % greatest(total // ?, 1) = 0 ORDER BY path LIMIT ?""", [model_key, n, n])
+
+    def top1_error(self, model_key: str) -> float | None:
+        """Top-1 error of `model_key` on the store's labelled images (None without any)."""
+        return self.con.execute("SELECT 1 - avg(top1_correct::INT) FROM labelled_predictions WHERE model_key = ?",
+                                [model_key]).fetchall()[0][0]
+
+    def image_paths(self, image_ids: list[str]) -> dict[str, str]:
+        return dict(self.con.execute("SELECT image_id, path FROM images WHERE list_contains(?, image_id)",
+                                     [list(image_ids)]).fetchall())
+
+    def insert_images(self, table) -> None:
+        self.con.register("_images", table)
+        try:
+            self.con.execute(
+                """INSERT INTO images (image_id, path, file_size, file_mtime, width, height, mode, label_raw,
+                                       label_wnid, label_index, label_name, source, extra)
+                   SELECT image_id, path, file_size, file_mtime, width, height, mode, label_raw,
+                          label_wnid, label_index, label_name, source, extra::JSON FROM _images
+                   ON CONFLICT DO NOTHING"""
+            )
+        finally:
+            self.con.unregister("_images")
+
+    def insert_predictions(self, table) -> None:
+        self.con.register("_preds", table)
+        try:
+            self.con.execute(
+                """INSERT INTO predictions SELECT model_key, image_id, top5_index::INTEGER[5], top5_prob::FLOAT[5],
+                          true_rank, true_prob, run_id FROM _preds ON CONFLICT DO NOTHING"""
+            )
+        finally:
+            self.con.unregister("_preds")
+
+    def insert_errors(self, run_id: str, errors: list[tuple[str, str]]) -> None:
+        if errors:
+            self.con.executemany(
+                "INSERT INTO ingest_errors (run_id, path, reason) VALUES (?, ?, ?)",
+                [[run_id, p, r] for p, r in errors],
+            )
+
+    # -- activation files ------------------------------------------------------------------
+    def register_files(self, files_table, index_table) -> None:
+        """Register activation files (file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id) and
+        their index rows (model_key, layer, image_id, file_id), one statement each."""
+        self.con.register("_files", files_table)
+        self.con.register("_index", index_table)
+        try:
+            self.con.execute(
+                """INSERT INTO activation_files (file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id)
+                   SELECT file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id FROM _files"""
+            )
+            self.con.execute("INSERT INTO activation_index SELECT model_key, layer, image_id, file_id FROM _index")
+        finally:
+            self.con.unregister("_files")
+            self.con.unregister("_index")
+
+    def layer_files(self, model_key: str, layer: str) -> list[tuple[str, int]]:
+        """[(rel_path, n_rows)] of one model layer's activation files, in path order."""
+        return self.con.execute("""SELECT rel_path, n_rows FROM activation_files WHERE model_key = ? AND layer = ?
+                                   ORDER BY rel_path""", [model_key, layer]).fetchall()
+
+    def files(self) -> list[tuple[str, str, int]]:
+        """[(file_id, rel_path, n_rows)] of every registered activation file."""
+        return self.con.execute("SELECT file_id, rel_path, n_rows FROM activation_files ORDER BY rel_path").fetchall()
+
+    def index_counts(self) -> dict[str, int]:
+        return dict(self.con.execute("SELECT file_id, count(*) FROM activation_index GROUP BY file_id").fetchall())
+
+    def dangling_index_rows(self) -> int:
+        return self.con.execute(
+            "SELECT count(*) FROM activation_index WHERE file_id NOT IN (SELECT file_id FROM activation_files)"
+        ).fetchall()[0][0]
+
+    def drop_files(self, file_ids: list[str]) -> None:
+        """Forget files (and their vectors' index rows) so a later ingest stores those vectors again."""
+        self.con.execute("DELETE FROM activation_index WHERE list_contains(?, file_id)", [file_ids])
+        self.con.execute("DELETE FROM activation_files WHERE list_contains(?, file_id)", [file_ids])
+
+    def drop_dangling_index_rows(self) -> None:
+        self.con.execute(
+            "DELETE FROM activation_index WHERE file_id NOT IN (SELECT file_id FROM activation_files)"
+        )
+
+    # -- overviews (report) ----------------------------------------------------------------
+    def models_overview(self) -> list[dict]:
+        """One dict per model: identity, preprocessing, layer / image / vector counts, top-1 / top-5 error."""
+        return self._dicts(
+            """SELECT m.model_key, m.source, m.weights, left(m.weights_sha256, 12) AS weights_sha,
+                      format('resize {} · crop {} · {}', m.resize, m.crop, m.interpolation) AS preprocessing,
+                      (SELECT count(*) FROM layers l WHERE l.model_key = m.model_key) AS layers,
+                      coalesce(p.images, 0) AS images, coalesce(v.vectors, 0) AS vectors,
+                      p.labelled, p.top1_error, p.top5_error
+               FROM models m
+               LEFT JOIN (SELECT model_key, count(*) AS images, count(true_rank) AS labelled,
+                                 avg((true_rank > 1)::INT) AS top1_error, avg((true_rank > 5)::INT) AS top5_error
+                          FROM predictions GROUP BY model_key) p USING (model_key)
+               LEFT JOIN (SELECT model_key, count(*) AS vectors FROM activation_index GROUP BY model_key) v
+                      USING (model_key)
+               ORDER BY m.model_key""")
+
+    def layers_overview(self, model_key: str) -> list[dict]:
+        return self._dicts(
+            """SELECT l.ord, l.layer, l.kind, l.channels, l.reduction, coalesce(c.vectors, 0) AS vectors
+               FROM layers l LEFT JOIN (SELECT layer, count(*) AS vectors FROM activation_index
+                                        WHERE model_key = $m GROUP BY layer) c USING (layer)
+               WHERE l.model_key = $m ORDER BY l.ord""", {"m": model_key})
+
+    def runs_overview(self, limit: int = 200) -> list[dict]:
+        return self._dicts(
+            """SELECT run_id, model_key, status, strftime(started_at, '%Y-%m-%d %H:%M:%S') AS started,
+                      round(epoch(finished_at - started_at), 1) AS seconds, n_images, n_done, n_skipped,
+                      n_errors, n_duplicates, message
+               FROM runs ORDER BY started_at DESC, run_id LIMIT ?""", [limit])
+
+    def errors_overview(self, limit: int = 100) -> tuple[list[dict], list[dict]]:
+        """(count per reason, newest `limit` errors)."""
+        by_reason = self._dicts("""SELECT reason, count(*) AS images FROM ingest_errors GROUP BY reason
+                                   ORDER BY images DESC, reason LIMIT ?""", [limit])
+        newest = self._dicts("""SELECT strftime(logged_at, '%Y-%m-%d %H:%M:%S') AS logged, run_id, path, reason
+                                FROM ingest_errors ORDER BY logged_at DESC, path LIMIT ?""", [limit])
+        return by_reason, newest
+
+    def _dicts(self, sql: str, params=None) -> list[dict]:
+        return dict_rows(self.con.execute(sql, params or []))

@@ -1,0 +1,29 @@
+"""Ad-hoc SQL over a store's catalog, with every view and embstore UDF available."""
+
+from __future__ import annotations
+
+from embstore.errors import EmbstoreError
+
+
+def run_sql(store, query: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
+    """(column names, rows) of `query`; read-only unless `write`.
+
+    >>> run_sql(Store.open(), "SELECT imagenet_name(616)")  # doctest: +SKIP
+    (['imagenet_name(616)'], [('knot',)])
+    """
+    import duckdb
+
+    from embstore.store.udfs import register
+
+    with (store.write() if write else store.read()) as con:
+        register(con)
+        try:
+            cur = con.execute(query)
+        except duckdb.Error as exc:
+            first = str(exc).splitlines()[0]
+            hint = " (the store is opened read-only; pass --write to change it)" if "read-only" in first else ""
+            raise EmbstoreError(f"SQL error: {first}{hint}") from None
+        if cur.description is None:
+            return [], []
+        columns = [d[0] for d in cur.description]
+        return columns, cur.fetchall()
