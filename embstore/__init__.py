@@ -1,0 +1,150 @@
+"""embstore: a DuckDB + Parquet store of per-layer CNN activations, with search and the seed papers' analyses.
+
+Open a store, ingest images through a network, read vectors back and ask it questions:
+
+    >>> import embstore                                        # doctest: +SKIP
+    >>> store = embstore.open("~/.embstore")                    # doctest: +SKIP
+    >>> store.ingest("photos/", model="densenet121")            # doctest: +SKIP
+    >>> store.vectors("densenet121", "hidden").numpy()          # doctest: +SKIP
+    >>> store.similar_classes("knot", k=9).to_pandas()          # doctest: +SKIP
+    >>> store.sql("SELECT * FROM runs").df()                    # doctest: +SKIP
+
+`import embstore` loads neither torch, faiss nor matplotlib: each is imported by the call that
+needs it (ingest, search, figures).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embstore.errors import (
+    EmbstoreError,
+    ImageDecodeError,
+    InputPathError,
+    ManifestError,
+    MigrationError,
+    MissingDependencyError,
+    NotFoundError,
+    StoreBusyError,
+    StoreError,
+    UnknownClassError,
+    UnknownLayerError,
+    UnknownModelError,
+    UsageError,
+    WeightsUnavailableError,
+)
+from embstore.ingest.models import ModelSpec, Preprocessing
+from embstore.results import Answer, Neighbour, Vectors
+from embstore.store.store import Store
+
+if TYPE_CHECKING:
+    from embstore.ingest.layers import LayerInfo
+
+try:
+    __version__ = version("embstore")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Answer",
+    "EmbstoreError",
+    "ImageDecodeError",
+    "InputPathError",
+    "ManifestError",
+    "MigrationError",
+    "MissingDependencyError",
+    "ModelSpec",
+    "Neighbour",
+    "NotFoundError",
+    "Preprocessing",
+    "Store",
+    "StoreBusyError",
+    "StoreError",
+    "UnknownClassError",
+    "UnknownLayerError",
+    "UnknownModelError",
+    "UsageError",
+    "Vectors",
+    "WeightsUnavailableError",
+    "__version__",
+    "describe_model",
+    "list_models",
+    "model_layers",
+    "open",
+    "sample_images",
+    "save_figure",
+]
+
+
+def open(path: str | Path | None = None, *, create: bool = False) -> Store:  # noqa: A001 - the API's verb
+    """Open the store at `path` (default: $EMBSTORE_HOME, else ~/.embstore), migrating it if needed.
+
+    >>> import tempfile
+    >>> store = open(tempfile.mkdtemp(), create=True)
+    >>> store.status()["models"]
+    0
+    """
+    return Store.open(path, create=create)
+
+
+def list_models() -> tuple[str, ...]:
+    """Every model name `Store.ingest(model=…)` accepts (timm models as `timm:NAME` too).
+
+    >>> "densenet121" in list_models()
+    True
+    """
+    from embstore.ingest.models import available_models
+
+    return available_models()
+
+
+def describe_model(name: str, weights: str = "DEFAULT") -> ModelSpec:
+    """The weights tag and preprocessing `name` would be ingested with (builds no network).
+
+    >>> describe_model("resnet50").preprocessing.crop
+    224
+    """
+    from embstore.ingest.models import describe
+
+    return describe(name, weights)
+
+
+def model_layers(name: str) -> list[LayerInfo]:
+    """`name`'s capturable layers in forward order (name, channels, kind, default); builds the network.
+
+    >>> [layer.name for layer in model_layers("resnet18") if layer.default][:2]  # doctest: +SKIP
+    ['layer1.0', 'layer1.1']
+    """
+    from embstore.ingest.layers import discover
+    from embstore.ingest.models import load
+
+    net, spec, _ = load(name, "none")
+    return discover(net, name, spec.preprocessing.crop)
+
+
+def sample_images() -> Path:
+    """The folder of real photos bundled with embstore (the demo's input).
+
+    >>> sorted(p.name for p in sample_images().iterdir())[:2]
+    ['astronaut.png', 'chelsea.png']
+    """
+    from embstore.resources import sample_images_dir
+
+    return sample_images_dir()
+
+
+def save_figure(fig: Any, out: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Write a figure from `Store.figure()` as OUT.png, OUT.svg (and .pdf); returns the paths."""
+    from embstore.report.figures import save
+
+    return save(fig, out, formats)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "testing":  # the synthetic-store helper, imported on first use
+        import importlib
+
+        return importlib.import_module("embstore.testing")
+    raise AttributeError(f"module 'embstore' has no attribute {name!r}")

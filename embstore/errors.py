@@ -9,6 +9,18 @@ class EmbstoreError(Exception):
     exit_code = 1
 
 
+class UsageError(EmbstoreError, ValueError):
+    """An argument is out of range or names no valid choice; the message lists the choices."""
+
+    exit_code = 2
+
+
+class MissingDependencyError(EmbstoreError, ImportError):
+    """An optional package this call needs is not installed; the message names the install command."""
+
+    exit_code = 2
+
+
 class StoreError(EmbstoreError):
     """The store directory or its catalog cannot be used as asked."""
 

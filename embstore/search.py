@@ -9,16 +9,20 @@ served, once the store has changed.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
-import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from embstore.store.files import ActivationFiles, partition_dir
+from embstore.store.cache import atomic_write, derived_path
+from embstore.store.files import ActivationFiles
+from embstore.ingest.layers import HIDDEN
+from embstore.labels.imagenet import classes
 from embstore.store.catalog import Catalog
-from embstore.errors import EmbstoreError
+from embstore.errors import EmbstoreError, NotFoundError, UsageError
+from embstore.results import Answer, Neighbour
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
 AUTO_THRESHOLD = 200_000
@@ -48,13 +52,20 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+@functools.cache
+def _gpu_resources():
+    """One set of GPU resources (memory pools, streams) per process, made on first use."""
+    import faiss
+
+    return faiss.StandardGpuResources()
+
+
 def _on_gpu(index):
     """A GPU copy of a flat index when faiss has GPUs (HNSW has no GPU version: stays on CPU)."""
     import faiss
 
     if gpu_count() > 0 and isinstance(index, faiss.IndexFlat):
-        res = faiss.StandardGpuResources()
-        return faiss.index_cpu_to_gpu(res, 0, index)
+        return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
     return index
 
 
@@ -65,9 +76,12 @@ class ImageIndex:
     index: object
     recall_at_10: float | None
     rebuilt: bool
+    _searcher: object = None  # the GPU copy, made once on the first search
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return _on_gpu(self.index).search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self.ids)))
+        if self._searcher is None:
+            self._searcher = _on_gpu(self.index)
+        return self._searcher.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self.ids)))
 
     def vector(self, row: int) -> np.ndarray:
         return self.index.reconstruct(int(row))
@@ -78,19 +92,18 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=No
     import faiss
 
     if kind not in KINDS:
-        raise EmbstoreError(f"unknown index kind '{kind}'; choose one of {', '.join(KINDS)}")
+        raise UsageError(f"unknown index kind '{kind}'; choose one of {', '.join(KINDS)}")
     if con is None:
         with store.read() as own:
-            rows = Catalog(own).layer_files(model_key, layer)
-    else:
-        rows = Catalog(con).layer_files(model_key, layer)
+            return image_index(store, model_key, layer, kind, con=own)
+    cat = Catalog(con)
+    rows = cat.layer_files(model_key, layer)
     total = sum(n for _, n in rows)
     if kind == "auto":
         kind = "flat" if total < AUTO_THRESHOLD else "hnsw"
-    fingerprint = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
-    name, weights = model_key.split("@", 1)
-    folder = store.indexes_root / partition_dir(name, weights, layer)
-    meta_path, index_path, ids_path = folder / f"{kind}.json", folder / f"{kind}.faiss", folder / f"{kind}.ids.npy"
+    fingerprint = cat.layer_fingerprint(model_key, layer)
+    meta_path, index_path, ids_path = (derived_path(store, model_key, layer, f"{kind}{ext}")
+                                       for ext in (".json", ".faiss", ".ids.npy"))
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta["fingerprint"] == fingerprint and index_path.exists() and ids_path.exists():
@@ -106,11 +119,10 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=No
     x = normalise(x)
     index, params = _build(kind, x)
     recall = _recall_at_10(index, x) if kind != "flat" else 1.0
-    folder.mkdir(parents=True, exist_ok=True)
-    _atomic(index_path, lambda p: faiss.write_index(index, p))
-    _atomic(ids_path, lambda p: _write_bytes(p, lambda f: np.save(f, np.array(ids, dtype="S"))))
+    atomic_write(index_path, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
+    atomic_write(ids_path, lambda f: np.save(f, np.array(ids, dtype="S")))
     meta = {"fingerprint": fingerprint, "kind": kind, "n": len(ids), "recall_at_10": recall, **params}
-    _atomic(meta_path, lambda p: _write_bytes(p, lambda f: f.write(json.dumps(meta).encode())))
+    atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
     return ImageIndex(kind, ids, index, recall, True)
 
 
@@ -149,12 +161,77 @@ def _recall_at_10(index, x: np.ndarray) -> float:
     return hits / (len(q) * k)
 
 
-def _atomic(path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
+# -- nearest images ---------------------------------------------------------------------------
+def nearest_images(store, image: str, *, k: int = 10, model: str | None = None, layer: str = HIDDEN,
+                   index: str = "auto") -> Answer:
+    """The k stored images nearest to IMAGE (a stored id or path, or any image file).
+
+    >>> nearest_images(Store.open(), "data/samples/coffee.png", k=3).rows[0].detail["path"]  # doctest: +SKIP
+    """
+    with store.read() as con:
+        model_key = Catalog(con).resolve_model(model)
+        Catalog(con).require_layer(model_key, layer)
+        idx = image_index(store, model_key, layer, index, con=con)
+        image_id, query, how = _query_vector(con, image, idx)
+        if query is None:
+            query = embed_file(con, str(Path(image).expanduser()), model_key, layer)
+        scores, rows = idx.search(normalise(query[None, :]), k + 1)
+        hits = [(float(s), idx.ids[r]) for s, r in zip(scores[0], rows[0]) if r >= 0 and idx.ids[r] != image_id][:k]
+        meta = Catalog(con).image_details(model_key, [h for _, h in hits])
+    out = []
+    for r, (s, h) in enumerate(hits):
+        path, label, top = meta.get(h, (None, None, None))
+        predicted = classes()[top].name if top is not None else None
+        out.append(Neighbour(r + 1, s, h, {"label": label, "predicted": predicted, "path": path}))
+    notes = [f"query {how}", f"index {idx.kind}{' (rebuilt)' if idx.rebuilt else ''}"
+             + (f", recall@10 vs exact {idx.recall_at_10:.3f}" if idx.kind != "flat" else ", exact"),
+             f"faiss GPUs: {gpu_count()}"]
+    return Answer(image, model_key, layer, "cosine", out, notes)
 
 
-def _write_bytes(path: str, write) -> None:
-    with open(path, "wb") as f:
-        write(f)
+def _query_vector(con, image: str, idx) -> tuple[str | None, np.ndarray | None, str]:
+    """(stored image id or None, its vector or None when it must be embedded, how it was found)."""
+    from embstore.ingest.images import content_id
+
+    position = {i: r for r, i in enumerate(idx.ids)}
+    candidate = image if image in position else None
+    path = Path(image).expanduser()
+    if candidate is None and path.is_file():
+        got = Catalog(con).find_image(path=str(path.resolve()))
+        candidate = got[0] if got else content_id(path.read_bytes())
+    elif candidate is None and len(image) >= 6:
+        got = Catalog(con).find_image(id_prefix=image)
+        if len(got) > 1:
+            raise NotFoundError(f"image id prefix '{image}' matches {len(got)} images; give more digits")
+        candidate = got[0] if got else None
+    if candidate in position:
+        return candidate, idx.vector(position[candidate]), f"stored image {candidate}"
+    if not path.is_file():
+        raise NotFoundError(f"'{image}' is neither a stored image id nor an image file")
+    return None, None, "embedded on the fly"
+
+
+def embed_file(con, path: str, model_key: str, layer: str) -> np.ndarray:
+    """One new image through the stored model, preprocessing and layer (imports torch)."""
+    from embstore.ingest import layers as layers_mod
+    from embstore.ingest import models
+    from embstore.ingest.extraction import Extractor
+    from embstore.ingest.images import Preprocess, read_rgb
+
+    name, tag, sha, weights_option = Catalog(con).model_origin(model_key)
+    if tag.startswith("module-"):
+        raise NotFoundError(f"{model_key} was ingested from a torch module, which the store cannot rebuild; give a "
+                            "stored image id or path, or ingest the new image first")
+    weights = tag if tag == "none" else weights_option or "DEFAULT"
+    net, spec, now_sha = models.load(name, weights)
+    if now_sha != sha:
+        raise EmbstoreError(f"the weights available now for {model_key} differ from the stored ones; "
+                            "cannot embed a new image consistently")
+    chosen = layers_mod.select(layers_mod.discover(net, name, spec.preprocessing.crop), [layer], name)
+    _, rgb, _ = read_rgb(path)
+    ex = Extractor(net, chosen)
+    try:
+        vectors, _ = ex(Preprocess(spec.preprocessing)(rgb)[None])
+    finally:
+        ex.close()
+    return vectors[layer][0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embstore.store.files import ActivationFiles
+from embstore.store.files import ActivationFiles, file_rows
 from embstore.store.catalog import Catalog
 from embstore.ingest.models import ModelSpec, Preprocessing
 
@@ -81,9 +81,7 @@ def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[st
                 "true_rank": [1 if t == labels[r] else 2 for t, r in zip(top1, rows)],
                 "true_prob": [0.5 if t == labels[r] else 0.1 for t, r in zip(top1, rows)],
                 "run_id": [run_id] * len(rows)}))
-            from embstore.ingest.pipeline import _file_rows
-
-            cat.register_files(*_file_rows(staged, spec.key, run_id))
+            cat.register_files(*file_rows(staged, spec.key, run_id))
         files.publish(staged)
     with store.write() as con:
         Catalog(con).finish_run(run_id, "completed")

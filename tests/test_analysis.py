@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from embstore.store.files import ActivationFiles
 from embstore.analysis.tasks import failures, matching
-from embstore.errors import EmbstoreError, ManifestError, NotFoundError
+from embstore.errors import EmbstoreError, ManifestError, NotFoundError, UsageError
 from embstore.ingest.pipeline import ingest
 from embstore.analysis.matching import roc_auc
 from embstore.store.migrations import discover, migrate
@@ -91,7 +91,7 @@ def test_bad_triplet_manifests_fail_clearly(store, tmp_path):
         matching(store, str(good), models=["resnet18"], ingest_missing=True, weights="none")
     make_images(tmp_path, 1)
     good.write_text(f"object,related,unrelated\n{tmp_path / 'img_0_0000.png'},img_0_0000.png,img_0_0000.png\n")
-    with pytest.raises(EmbstoreError, match="exactly one --model"):
+    with pytest.raises(UsageError, match="ingest_missing needs exactly one model"):
         matching(store, str(good), ingest_missing=True)
 
 
@@ -139,7 +139,7 @@ def test_sql_has_views_and_udfs_and_is_read_only_by_default(store, tmp_path):
     expected = dict(zip(ids, np.linalg.norm(x.astype(np.float64), axis=1)))
     for image_id, n, c in rows:
         assert n == pytest.approx(expected[image_id], rel=1e-6) and c == "knot"
-    with pytest.raises(EmbstoreError, match="read-only; pass --write"):
+    with pytest.raises(EmbstoreError, match="read-only; pass write=True"):
         run_sql(store, "DELETE FROM runs")
     run_sql(store, "CREATE TABLE notes (x INTEGER)", write=True)
     with pytest.raises(EmbstoreError, match="SQL error: .*no_such"):

@@ -218,7 +218,7 @@ def test_weights_file_is_loaded_and_identified_by_its_hash(store, tmp_path):
 
 def test_second_concurrent_ingest_is_refused(store, tmp_path):
     make_images(tmp_path / "imgs", 1)
-    with store.ingest_lock():
+    with store.writer_lock():
         with pytest.raises(StoreBusyError, match="another ingest"):
             ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none")
 

@@ -97,7 +97,7 @@ def test_report_command_and_thumbnail_cache(figure_store, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps  # thumbnails reused, not remade
     bad = run_embstore("--store", store.path, "report", "--out", tmp_path)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
-        f"embstore: error: --out {tmp_path} is a folder; give a file name such as {tmp_path / 'report.html'}"]
+        f"embstore: error: out={tmp_path} is a folder; give a file name such as {tmp_path / 'report.html'}"]
     unknown = run_embstore("--store", store.path, "report", "--out", out, "--class", "knott")
     assert unknown.returncode != 0 and "unknown ImageNet class 'knott'" in unknown.stderr
 

@@ -13,7 +13,8 @@ from embstore import testing as synthetic
 from embstore.analysis.classstats import class_stats
 from embstore.errors import NotFoundError, UnknownClassError, UnknownLayerError, UnknownModelError
 from embstore.labels.imagenet import classes
-from embstore.analysis.similarity import nearest_images, similar_classes
+from embstore.analysis.similarity import similar_classes
+from embstore.search import nearest_images
 from embstore.store.store import Store
 
 

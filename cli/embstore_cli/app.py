@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from embstore.errors import EmbstoreError
+from embstore import EmbstoreError
 
 from embstore_cli import render
 
@@ -38,9 +38,12 @@ def _store_option(
 
 def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False):
     """The store named by --store/$EMBSTORE_HOME; `reader` for one-shot read-only commands."""
-    from embstore.store.store import Store
+    import embstore
 
-    return Store.open(ctx.obj["store"], create=create, keep_reader=reader)
+    store = embstore.open(ctx.obj["store"], create=create)
+    if reader:  # one kept read-only connection serves every query of this short process
+        store.keep_reader()
+    return store
 
 
 @app.command()
@@ -60,12 +63,10 @@ def ingest(
 
     Example: embstore ingest --model densenet121 --images ~/imagenet/val --layers default
     """
-    from embstore.ingest.pipeline import ingest as run_ingest
-
     store = _store(ctx, create=True)
     with render.IngestProgress() as bar:
-        result = run_ingest(store, model, str(images), weights=weights, layers=layers, batch_size=batch_size,
-                            device=device, workers=workers, limit=limit, max_pixels=max_pixels, progress=bar.update)
+        result = store.ingest(images, model=model, weights=weights, layers=layers, batch_size=batch_size,
+                              device=device, workers=workers, limit=limit, max_pixels=max_pixels, progress=bar.update)
     render.ingest_summary(result, store.path)
 
 
@@ -92,9 +93,9 @@ def list_models():
 
     Example: embstore models
     """
-    from embstore.ingest.models import available_models, describe
+    import embstore
 
-    render.models_table([describe(name) for name in available_models()])
+    render.models_table([embstore.describe_model(name) for name in embstore.list_models()])
 
 
 @app.command("layers")
@@ -105,11 +106,9 @@ def list_layers(
 
     Example: embstore layers resnet50
     """
-    from embstore.ingest.layers import discover
-    from embstore.ingest.models import load
+    import embstore
 
-    net, spec, _ = load(model, "none")
-    render.layers_table(model, discover(net, model, spec.preprocessing.crop))
+    render.layers_table(model, embstore.model_layers(model))
 
 
 @app.command()
@@ -121,9 +120,7 @@ def verify(
 
     Example: embstore verify --repair
     """
-    from embstore.store.files import ActivationFiles
-
-    report = ActivationFiles(_store(ctx)).verify(repair=repair)
+    report = _store(ctx).verify(repair=repair)
     render.verify_report(report)
     if not report.ok and not repair:
         raise typer.Exit(1)
@@ -135,9 +132,7 @@ def status(ctx: typer.Context):
 
     Example: embstore --store ./mystore status
     """
-    from embstore.summary import summarise
-
-    render.status(summarise(_store(ctx, reader=True)))
+    render.status(_store(ctx, reader=True).status())
 
 
 @query_app.command("similar")
@@ -155,9 +150,7 @@ def query_similar(
 
     Example: embstore query similar knot --k 9 --method tstat
     """
-    from embstore.analysis.similarity import similar_classes
-
-    answer = similar_classes(_store(ctx, reader=True), cls, k=k, model=model, layer=layer, method=method)
+    answer = _store(ctx, reader=True).similar_classes(cls, k=k, model=model, layer=layer, method=method)
     render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("images", "wnid"))
 
 
@@ -176,9 +169,7 @@ def query_images(
 
     Example: embstore query images data/samples/coffee.png --k 3
     """
-    from embstore.analysis.similarity import nearest_images
-
-    answer = nearest_images(_store(ctx, reader=True), image, k=k, model=model, layer=layer, index=index)
+    answer = _store(ctx, reader=True).nearest_images(image, k=k, model=model, layer=layer, index=index)
     render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("label", "predicted", "path"))
 
 
@@ -194,9 +185,7 @@ def sql(
 
     Example: embstore sql "SELECT layer, count(*) FROM activations GROUP BY layer"
     """
-    from embstore.store.sql import run_sql
-
-    columns, rows = run_sql(_store(ctx), query, write=write)
+    columns, rows = _store(ctx).run_sql(query, write=write)
     render.rows(columns, rows, as_json=as_json, as_csv=as_csv)
 
 
@@ -213,10 +202,8 @@ def analyze_matching(
 
     Example: embstore analyze matching poporo.csv --model resnet50 --layer hidden
     """
-    from embstore.analysis.tasks import matching
-
-    report = matching(_store(ctx, create=ingest_missing), str(manifest), models=model or None,
-                      layers=layer or None, ingest_missing=ingest_missing, weights=weights)
+    report = _store(ctx, create=ingest_missing).match_triplets(manifest, models=model or None, layers=layer or None,
+                                                              ingest_missing=ingest_missing, weights=weights)
     render.matching(report)
 
 
@@ -230,9 +217,7 @@ def analyze_prototypes(
 
     Example: embstore analyze prototypes --model densenet121 --layer hidden
     """
-    from embstore.analysis.tasks import class_tables
-
-    render.materialised(class_tables(_store(ctx), "prototypes", model, layer or None))
+    render.materialised(_store(ctx).class_tables("prototypes", model, layer or None))
 
 
 @analyze_app.command("tstats")
@@ -246,15 +231,14 @@ def analyze_tstats(
 
     Example: embstore analyze tstats --model vgg16 --layer features.29 --pair knot,chain
     """
-    from embstore.analysis.tasks import class_pair, class_tables
-
     if pair:
         if len(layer) != 1 or pair.count(",") != 1:
             raise typer.BadParameter("--pair A,B needs exactly one --layer")
-        a, b, (t, df) = class_pair(_store(ctx, reader=True), model, layer[0], *pair.split(","))
+        first, second = pair.split(",")
+        a, b, (t, df) = _store(ctx, reader=True).class_pair(first, second, layer=layer[0], model=model)
         render.pair(a, b, layer[0], t, df)
         return
-    render.materialised(class_tables(_store(ctx), "tstats", model, layer or None))
+    render.materialised(_store(ctx).class_tables("tstats", model, layer or None))
 
 
 @analyze_app.command("rsa")
@@ -271,10 +255,8 @@ def analyze_rsa(
 
     Example: embstore analyze rsa --model vgg16 --vectors glove --permutations 1000
     """
-    from embstore.analysis.rsatables import run_rsa
-
-    render.rsa(run_rsa(_store(ctx), model, vectors, groups=groups, n_permutations=permutations, seed=seed,
-                       layers=layer or None))
+    render.rsa(_store(ctx).rsa(model, vectors, groups=groups, permutations=permutations, seed=seed,
+                               layers=layer or None))
 
 
 @analyze_app.command("failures")
@@ -288,9 +270,7 @@ def analyze_failures(
 
     Example: embstore analyze failures --model densenet121 --limit 10
     """
-    from embstore.analysis.tasks import failures
-
-    render.failures(failures(_store(ctx, reader=True), model, limit=limit, close_at=close))
+    render.failures(_store(ctx, reader=True).failures(model, limit=limit, close_at=close))
 
 
 # -- figures and the report ---------------------------------------------------------------------
@@ -303,10 +283,11 @@ _LAYER = typer.Option(None, "--layer", help="Layer (default: hidden if stored, e
 
 
 def _plot(ctx: typer.Context, kind: str, out: Optional[Path], formats: str, **options) -> None:
-    from embstore.report.figures import draw, save
+    import embstore
 
-    fig = draw(_store(ctx, reader=True), kind, **options)
-    render.written(save(fig, out or Path("figures") / kind, tuple(f.strip() for f in formats.split(",") if f.strip())))
+    fig = _store(ctx, reader=True).figure(kind, **options)
+    render.written(embstore.save_figure(fig, out or Path("figures") / kind,
+                                        tuple(f.strip() for f in formats.split(",") if f.strip())))
 
 
 @plot_app.command("rsa")
@@ -422,10 +403,8 @@ def report(
 
     Example: embstore report --out report.html --class knot
     """
-    from embstore.report.html import build_report
-
     with render.Status("building report") as status:
-        result = build_report(_store(ctx, reader=True), out, cls=cls, manifest=manifest, k=k, progress=status.update)
+        result = _store(ctx, reader=True).report(out, cls=cls, manifest=manifest, k=k, progress=status.update)
     render.report(result)
 
 

@@ -204,9 +204,7 @@ def rsa(r) -> None:
     console.print(f"{r.model_key} vs {r.reference}: {len(r.concepts)} concepts, {r.n_groups} groups, "
                   f"{r.n_permutations} permutations" + (f"; class names: {cov}" if cov else ""))
     if r.coverage and r.coverage.dropped:
-        from embstore.labels.imagenet import classes
-
-        console.print("dropped (no vector): " + ", ".join(classes()[i].name for i in r.coverage.dropped))
+        console.print("dropped (no vector): " + ", ".join(r.coverage.dropped_names()))
     t = Table(title="similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")
     for c in ("layer", "2v2 acc", "p", "RSA spearman", "RSA pearson", "1v2 acc (n)"):
         t.add_column(c)

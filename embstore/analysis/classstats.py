@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from embstore.store.files import partition_dir
+from embstore.store.cache import atomic_write, derived_path
 from embstore.store.catalog import Catalog
 
 
@@ -49,12 +48,7 @@ class ClassStats:
         rest_m2 = pooled[None, :] - self.m2 - n1 * n2 / N * (m1 - m2) ** 2
         rest_m2 = np.maximum(rest_m2, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            v1 = self.m2 / (n1 - 1)
-            v2 = rest_m2 / (n2 - 1)
-            a, b = v1 / n1, v2 / n2
-            se2 = a + b
-            t = np.where(se2 > 0, (m1 - m2) / np.sqrt(se2), 0.0)
-            df = np.where(se2 > 0, se2**2 / (a**2 / (n1 - 1) + b**2 / (n2 - 1)), np.nan)
+            t, df = welch(m1, self.m2 / (n1 - 1), n1, m2, rest_m2 / (n2 - 1), n2)
         valid = (self.n >= min_n) & (N - self.n >= min_n)
         t[~valid] = np.nan
         df[~valid] = np.nan
@@ -66,31 +60,22 @@ def class_stats(store, model_key: str, layer: str, *, con=None) -> ClassStats:
     if con is None:
         with store.read() as own:
             return class_stats(store, model_key, layer, con=own)
-    files = [rel for rel, _ in Catalog(con).layer_files(model_key, layer)]
-    # labels can change without new files (a relabelled image), so they enter the fingerprint too,
-    # as an order-independent digest computed in SQL rather than fetched row by row
-    digest = con.execute(
-        f"SELECT count(*), bit_xor(hash(x.image_id, i.label_index)) {_LABELLED}", [model_key, layer]).fetchall()[0]
-    fingerprint = hashlib.sha256(json.dumps([files, list(map(str, digest))]).encode()).hexdigest()
-    name, weights = model_key.split("@", 1)
-    cache = store.indexes_root / partition_dir(name, weights, layer) / "classstats.npz"
+    cat = Catalog(con)
+    files = [rel for rel, _ in cat.layer_files(model_key, layer)]
+    # labels can change without new files (a relabelled image), so they enter the fingerprint too
+    fingerprint = hashlib.sha256(
+        json.dumps([cat.layer_fingerprint(model_key, layer), cat.labels_digest(model_key, layer)]).encode()).hexdigest()
+    cache = derived_path(store, model_key, layer, "classstats.npz")
     if cache.exists():
         with np.load(cache) as z:
             if str(z["fingerprint"]) == fingerprint:
                 return ClassStats(z["labels"], z["n"], z["mean"], z["m2"], fingerprint)
-    labels = dict(con.execute(f"SELECT x.image_id, i.label_index {_LABELLED}", [model_key, layer]).fetchall())
+    labels = cat.labelled_vectors(model_key, layer)
     stats = _compute(store, files, labels)
     stats.fingerprint = fingerprint
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".classstats-{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, fingerprint=np.array(fingerprint), labels=stats.labels, n=stats.n, mean=stats.mean, m2=stats.m2)
-    os.replace(tmp, cache)
+    atomic_write(cache, lambda f: np.savez(f, fingerprint=np.array(fingerprint), labels=stats.labels, n=stats.n,
+                                           mean=stats.mean, m2=stats.m2))
     return stats
-
-
-_LABELLED = """FROM activation_index x JOIN images i USING (image_id)
-               WHERE x.model_key = ? AND x.layer = ? AND i.label_index IS NOT NULL"""
 
 
 def pairwise_welch(stats: ClassStats, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,11 +86,23 @@ def pairwise_welch(stats: ClassStats, a: int, b: int) -> tuple[np.ndarray, np.nd
             raise ValueError(f"class {c} has fewer than 2 images")
     i, j = pos[a], pos[b]
     n1, n2 = float(stats.n[i]), float(stats.n[j])
-    v1, v2 = stats.m2[i] / (n1 - 1), stats.m2[j] / (n2 - 1)
-    se2 = v1 / n1 + v2 / n2
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(se2 > 0, (stats.mean[i] - stats.mean[j]) / np.sqrt(se2), 0.0)
-        df = np.where(se2 > 0, se2**2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1)), np.nan)
+        return welch(stats.mean[i], stats.m2[i] / (n1 - 1), n1, stats.mean[j], stats.m2[j] / (n2 - 1), n2)
+
+
+def welch(m1, v1, n1, m2, v2, n2) -> tuple[np.ndarray, np.ndarray]:
+    """(t, df) of Welch's unequal-variance t-test from means, variances and counts (float64, broadcast).
+
+    Where both variances are zero the channel carries no evidence: t = 0 and df = NaN.
+
+    >>> t, df = welch(np.array([1.0]), np.array([1.0]), 10.0, np.array([0.0]), np.array([1.0]), 10.0)
+    >>> round(float(t[0]), 6), round(float(df[0]), 6)
+    (2.236068, 18.0)
+    """
+    a, b = v1 / n1, v2 / n2
+    se2 = a + b
+    t = np.where(se2 > 0, (m1 - m2) / np.sqrt(np.where(se2 > 0, se2, 1.0)), 0.0)
+    df = np.where(se2 > 0, se2**2 / (a**2 / (n1 - 1) + b**2 / (n2 - 1)), np.nan)
     return t, df
 
 

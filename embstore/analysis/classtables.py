@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embstore.analysis.classstats import class_stats
-from embstore.store.store import dict_rows
+from embstore.store.duck import dict_rows
 
 
 @dataclass

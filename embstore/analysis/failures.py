@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from embstore.store.catalog import Catalog
+
 
 @dataclass
 class FailureReport:
@@ -29,13 +31,9 @@ def failure_analysis(store, model_key: str, *, limit: int = 20, close_at: float 
     from embstore.labels.wordnet import path_similarity, wup_similarity
 
     with store.read() as con:
-        n, top1, top5, med = con.execute(
-            """SELECT count(*), 1 - avg(top1_correct::INT), 1 - avg(top5_correct::INT), median(true_rank)
-               FROM labelled_predictions WHERE model_key = ?""", [model_key]).fetchall()[0]
-        rows = con.execute(
-            """SELECT image_id, path, label_index, predicted_index, top5_prob[1], true_rank, true_prob
-               FROM labelled_predictions WHERE model_key = ? AND NOT top1_correct
-               ORDER BY true_rank DESC, image_id""", [model_key]).fetchall()
+        cat = Catalog(con)
+        rates = cat.error_rates().get(model_key, {})
+        rows = cat.misclassified(model_key)
     names = classes()
     failures = []
     for i, p, t, pi, pp, r, tp in rows:
@@ -44,4 +42,5 @@ def failure_analysis(store, model_key: str, *, limit: int = 20, close_at: float 
                          "predicted_prob": pp, "true_rank": r, "true_prob": tp,
                          "wup": wup_similarity(a, b), "path_sim": path_similarity(a, b)})
     close = [f for f in failures if f["wup"] >= close_at]
-    return FailureReport(model_key, n, top1, top5, med, failures[:limit], close[:limit], close_at, len(failures))
+    return FailureReport(model_key, rates.get("labelled", 0), rates.get("top1_error"), rates.get("top5_error"),
+                         rates.get("median_true_rank"), failures[:limit], close[:limit], close_at, len(failures))

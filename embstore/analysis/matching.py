@@ -18,7 +18,7 @@ from embstore.store.files import ActivationFiles
 from embstore.store.catalog import Catalog
 from embstore.errors import ManifestError, NotFoundError, UnknownLayerError, did_you_mean
 from embstore.ingest.images import content_id
-from embstore.store.store import dict_rows
+from embstore.store.duck import dict_rows
 
 ROLES = ("object", "related", "unrelated")
 
@@ -262,9 +262,7 @@ def triplet_matching(store, triplets: Triplets, *, model_keys: list[str], layers
     for model_key in model_keys:
         with store.read() as con:
             stored = {layer: order for layer, order, _ in Catalog(con).layers_with_vectors(model_key)}
-            have = {r[0] for r in con.execute(
-                "SELECT DISTINCT image_id FROM activation_index WHERE model_key = ? AND list_contains(?, image_id)",
-                [model_key, list(set(ids.values()))]).fetchall()}
+            have = Catalog(con).images_with_vectors(model_key, list(set(ids.values())))
         missing = [p for p, i in ids.items() if i not in have]
         if missing:
             raise NotFoundError(
@@ -286,8 +284,7 @@ def _materialise(store, triplets: Triplets, ids: dict[str, str], results: list[L
 
     with store.transaction() as con:
         for r in results:
-            fp = con.execute("""SELECT sha256(string_agg(rel_path, ',' ORDER BY rel_path)) FROM activation_files
-                                WHERE model_key = ? AND layer = ?""", [r.model_key, r.layer]).fetchall()[0][0]
+            fp = Catalog(con).layer_fingerprint(r.model_key, r.layer)
             con.execute("DELETE FROM matching_results WHERE manifest_sha = ? AND model_key = ? AND layer = ?",
                         [triplets.sha, r.model_key, r.layer])
             con.execute("DELETE FROM matching_summary WHERE manifest_sha = ? AND model_key = ? AND layer = ?",

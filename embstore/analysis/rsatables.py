@@ -49,9 +49,7 @@ def run_rsa(store, model: str | None, reference: str = "glove", *, groups: int =
     """
     with store.read() as con:
         key = Catalog(con).resolve_model(model)
-        labelled = con.execute(
-            """SELECT image_id, label_index, predicted_index FROM labelled_predictions WHERE model_key = ?
-               ORDER BY label_index, image_id""", [key]).fetchall()
+        labelled = Catalog(con).labelled_predictions(key)
         stored = [(layer, order) for layer, order, _ in Catalog(con).layers_with_vectors(key)]
     by_class: dict[int, list[str]] = {}
     for image_id, label, _ in labelled:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embstore.store.catalog import Catalog
-from embstore.errors import EmbstoreError
+from embstore.errors import EmbstoreError, NotFoundError, UsageError
 from embstore.analysis.failures import FailureReport, failure_analysis
 from embstore.analysis.matching import LayerMatching, Triplets, read_triplets, triplet_matching, write_image_manifest
 
@@ -28,7 +28,7 @@ def matching(store, manifest: str, *, models: list[str] | None = None, layers: l
     triplets = read_triplets(manifest)
     if ingest_missing:
         if not models or len(models) != 1:
-            raise EmbstoreError("--ingest needs exactly one --model to ingest the manifest's images with")
+            raise UsageError("ingest_missing needs exactly one model to ingest the manifest's images with")
         from embstore.ingest.pipeline import ingest
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -39,7 +39,7 @@ def matching(store, manifest: str, *, models: list[str] | None = None, layers: l
         keys = [Catalog(con).resolve_model(m) for m in models] if models else Catalog(con).stored_model_keys()
         top1 = {k: Catalog(con).top1_error(k) for k in keys}
     if not keys:
-        raise EmbstoreError(f"store {store.path} holds no vectors yet; run `embstore ingest` first")
+        raise NotFoundError(f"store {store.path} holds no vectors yet; run `embstore ingest` first")
     results = triplet_matching(store, triplets, model_keys=keys, layers=layers, n_boot=n_boot)
     return MatchingReport(triplets, results, top1)
 
@@ -55,13 +55,11 @@ def class_tables(store, kind: str, model: str | None, layers: list[str] | None):
     from embstore.analysis.classtables import materialise
 
     with store.read() as con:
-        key = Catalog(con).resolve_model(model)
-        stored = [layer for layer, _, _ in Catalog(con).layers_with_vectors(key)]
-    for layer in layers or []:
-        if layer not in stored:
-            from embstore.errors import UnknownLayerError, did_you_mean
-
-            raise UnknownLayerError(f"no vectors of layer '{layer}' for {key}.{did_you_mean(layer, stored)}")
+        cat = Catalog(con)
+        key = cat.resolve_model(model)
+        stored = [layer for layer, _, _ in cat.layers_with_vectors(key)]
+        for layer in layers or []:
+            cat.require_layer(key, layer)
     return [materialise(store, kind, key, layer) for layer in (layers or stored)]
 
 

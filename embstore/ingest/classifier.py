@@ -3,32 +3,26 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from embstore.store.cache import atomic_write, derived_path
 
 
 def path(store, model_key: str):
-    name, weights = model_key.split("@", 1)
-    from embstore.store.files import partition_dir
-
-    return store.indexes_root / partition_dir(name, weights, "classifier") / "weights.npy"
+    return derived_path(store, model_key, "classifier", "weights.npy")
 
 
 def save(store, model_key: str, net) -> None:
-    """Write the (classes × features) weight matrix of `net`'s classifier once per model."""
-    from embstore.ingest.layers import final_classifier
+    """Write the (classes × features) weight matrix of `net`'s classifier once per model (if it has one)."""
+    from embstore.ingest.layers import find_classifier
 
     target = path(store, model_key)
-    if target.exists():
+    found = find_classifier(net)
+    if target.exists() or found is None:
         return
-    _, module = final_classifier(net)
-    w = module.weight.detach().cpu().float().numpy().reshape(module.weight.shape[0], -1)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".weights-{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, w)
-    os.replace(tmp, target)
+    weight = found[1].weight
+    w = weight.detach().cpu().float().numpy().reshape(weight.shape[0], -1)
+    atomic_write(target, lambda f: np.save(f, w))
 
 
 def load(store, model_key: str) -> np.ndarray | None:

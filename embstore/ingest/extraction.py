@@ -7,7 +7,7 @@ full feature map is kept alive.
 
 from __future__ import annotations
 
-from embstore.ingest.layers import HIDDEN, LayerInfo, final_classifier
+from embstore.ingest.layers import HIDDEN, LayerInfo, find_classifier
 
 
 def reduce(tensor, layer: LayerInfo):
@@ -32,14 +32,18 @@ class Extractor:
 
     def __init__(self, model, layers: list[LayerInfo]):
         self.model = model
+        self.has_classifier = find_classifier(model) is not None
         self.layers = layers
         self._out: dict = {}
         self._handles = []
         modules = dict(model.named_modules())
         for layer in layers:
             if layer.name == HIDDEN:
-                _, classifier = final_classifier(model)
-                self._handles.append(classifier.register_forward_pre_hook(self._pre_hook(layer)))
+                found = find_classifier(model)
+                if found is None:  # a feature extractor: its output is `hidden`
+                    self._handles.append(model.register_forward_hook(self._hook(layer)))
+                else:
+                    self._handles.append(found[1].register_forward_pre_hook(self._pre_hook(layer)))
             else:
                 self._handles.append(modules[layer.name].register_forward_hook(self._hook(layer)))
 
@@ -60,7 +64,7 @@ class Extractor:
         with torch.inference_mode():
             logits = self.model(batch)
         vectors = {name: t.cpu().numpy() for name, t in self._out.items()}
-        return vectors, logits.float().cpu().numpy()
+        return vectors, logits.float().cpu().numpy() if self.has_classifier else None
 
     def close(self) -> None:
         for h in self._handles:

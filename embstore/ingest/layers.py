@@ -56,9 +56,11 @@ def discover(model, model_name: str, crop: int) -> list[LayerInfo]:
     """
     import torch
 
-    classifier = final_classifier(model)
+    classifier = find_classifier(model)
     seen: dict[str, tuple] = {}
+    layouts: dict[str, bool] = {}
     handles = []
+    modules = dict(model.named_modules())
 
     def record(name):
         def hook(_module, _inputs, output):
@@ -66,7 +68,7 @@ def discover(model, model_name: str, crop: int) -> list[LayerInfo]:
                 seen[name] = tuple(output.shape)
         return hook
 
-    for name, module in model.named_modules():
+    for name, module in modules.items():
         if name:
             handles.append(module.register_forward_hook(record(name)))
     hidden_shape = {}
@@ -74,7 +76,13 @@ def discover(model, model_name: str, crop: int) -> list[LayerInfo]:
     def pre(_module, inputs):
         hidden_shape["shape"] = tuple(inputs[0].shape)
 
-    handles.append(classifier[1].register_forward_pre_hook(pre))
+    def out(_module, _inputs, output):
+        hidden_shape["shape"] = tuple(output.shape)
+
+    if classifier is not None:
+        handles.append(classifier[1].register_forward_pre_hook(pre))
+    else:  # no classification head (a feature extractor): `hidden` is the network's own output
+        handles.append(model.register_forward_hook(out))
     was_training = model.training
     try:
         model.eval()
@@ -85,18 +93,20 @@ def discover(model, model_name: str, crop: int) -> list[LayerInfo]:
             h.remove()
         model.train(was_training)
 
-    modules = dict(model.named_modules())
-    channels_last = model_name.startswith("swin")
+    for name, shape in seen.items():
+        layouts[name] = _channels_last(modules[name], shape)
     defaults = _default_names(model_name, modules, list(seen))
-    out = []
+    out_layers = []
     for order, (name, shape) in enumerate(seen.items()):
-        if name == classifier[0]:
+        if classifier is not None and name == classifier[0]:
             continue  # the logits go to predictions
-        kind, reduction, ch = _kind(shape, channels_last)
-        out.append(LayerInfo(name, order, ch, kind, reduction, name in defaults, channels_last and len(shape) == 4))
-    kind, reduction, ch = _kind(hidden_shape["shape"], channels_last)
-    out.append(LayerInfo(HIDDEN, len(seen), ch, HIDDEN, reduction, True, channels_last and len(hidden_shape["shape"]) == 4))
-    return out
+        kind, reduction, ch = _kind(shape, layouts[name])
+        out_layers.append(LayerInfo(name, order, ch, kind, reduction, name in defaults, layouts[name] and len(shape) == 4))
+    shape = hidden_shape["shape"]
+    last = _channels_last(model, shape) if len(shape) == 4 else False
+    kind, reduction, ch = _kind(shape, last)
+    out_layers.append(LayerInfo(HIDDEN, len(seen), ch, HIDDEN, reduction, True, last))
+    return out_layers
 
 
 def select(layers: list[LayerInfo], request: str | list[str] | None, model_name: str) -> list[LayerInfo]:
@@ -120,17 +130,29 @@ def select(layers: list[LayerInfo], request: str | list[str] | None, model_name:
     return sorted(chosen, key=lambda l: l.ord)
 
 
-def final_classifier(model) -> tuple[str, object]:
-    """(name, module) of the last module producing the class scores (Linear, or SqueezeNet's conv)."""
+def find_classifier(model) -> tuple[str, object] | None:
+    """(name, module) of the last module producing the class scores (Linear, or SqueezeNet's conv), or None."""
     import torch.nn as nn
 
     last = None
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.out_channels == 1000):
             last = (name, module)
-    if last is None:
-        raise UnknownLayerError(f"cannot find the classifier of {type(model).__name__}")
     return last
+
+
+def _channels_last(module, shape: tuple) -> bool:
+    """Whether a 4-d output is (B, H, W, C): as the module declares it (timm's `output_fmt`), else by its shape.
+
+    On the square dry-run input a (B, C, H, W) map has H == W; a (B, H, W, C) map has its two
+    spatial sizes in positions 1 and 2 instead (Swin, ConvNeXt blocks in timm, torchvision's Swin).
+    """
+    if len(shape) != 4:
+        return False
+    fmt = getattr(module, "output_fmt", None)
+    if fmt is not None:
+        return str(getattr(fmt, "value", fmt)).upper() == "NHWC"
+    return shape[1] == shape[2] and shape[2] != shape[3]
 
 
 def _kind(shape: tuple, channels_last: bool) -> tuple[str, str, int]:

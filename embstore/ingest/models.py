@@ -119,6 +119,35 @@ def load(name: str, weights: str = "DEFAULT"):
     return model, spec, state_sha256(model)
 
 
+def from_module(module, name: str | None, preprocessing: Preprocessing | None):
+    """(module, spec, weights_sha256) for a network the caller built: CORnet, a self-supervised net, their own.
+
+    The weights tag is `module-<sha12>` of its state dict, so the same weights resume the same
+    model and other weights of the same name are kept apart.
+    """
+    import torch.nn as nn
+
+    from embstore.errors import UsageError
+
+    if not isinstance(module, nn.Module):
+        raise UsageError(f"model must be a model name (see `embstore models`) or a torch.nn.Module, "
+                         f"not {type(module).__name__}")
+    if not name or "@" in name or "/" in name:
+        raise UsageError("a torch module needs name='…' (no '@' or '/') to identify it in the store")
+    if not isinstance(preprocessing, Preprocessing):
+        raise UsageError("a torch module needs preprocessing=embstore.Preprocessing(resize, crop, mean, std, "
+                         "interpolation): what the network expects, recorded with every vector")
+    if preprocessing.interpolation not in ("bilinear", "bicubic", "nearest"):
+        raise UsageError(f"unknown interpolation '{preprocessing.interpolation}'; choose bilinear, bicubic or nearest")
+    sha = state_sha256(module)
+    from embstore.ingest.layers import find_classifier
+
+    head = find_classifier(module)
+    classes = int(getattr(head[1], "out_features", 0) or getattr(head[1], "out_channels", 0)) if head else 0
+    spec = ModelSpec(name, "module", f"module-{sha[:12]}", preprocessing, classes)
+    return module, spec, sha
+
+
 def state_sha256(model) -> str:
     """Hash of every tensor of the state dict, in key order: the identity of the weights used."""
     h = hashlib.sha256()

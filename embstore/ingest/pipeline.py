@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from embstore.ingest import classifier
 from embstore.ingest import layers as layers_mod
 from embstore.ingest import models
-from embstore.store.files import ActivationFiles
+from embstore.store.files import ActivationFiles, file_rows
 from embstore.store.catalog import Catalog
-from embstore.errors import EmbstoreError, ImageDecodeError, StoreError
+from embstore.errors import ImageDecodeError, StoreError, UsageError
+from embstore.store.duck import transaction
 from embstore.ingest.images import DEFAULT_MAX_PIXELS, Preprocess, discover, read_rgb
+from embstore.ingest.models import Preprocessing
 
 
 @dataclass
@@ -51,43 +53,53 @@ class IngestResult:
 
 def ingest(
     store,
-    model: str,
+    model,
     images: str,
     *,
     weights: str = "DEFAULT",
-    layers: str = "default",
+    layers: str | list[str] = "default",
     batch_size: int = 32,
     device: str = "auto",
     workers: int = 0,
     limit: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    preprocessing: Preprocessing | None = None,
     progress=None,
 ) -> IngestResult:
     """Ingest `images` (folder, class tree or manifest) through `model` into `store`.
 
-    `progress(done, total)` is called after each batch.
+    `model` is a model name (`embstore models`) or any `torch.nn.Module`; a module needs `name`
+    and `preprocessing`, and is recorded with the hash of its weights. `progress(done, total)`
+    is called after each batch.
 
     >>> ingest(Store.open("s", create=True), "efficientnet_lite0", "photos/")  # doctest: +SKIP
     IngestResult(run_id='…', model_key='efficientnet_lite0@tf-lite0', status='completed', …)
     """
     if batch_size < 1:
-        raise EmbstoreError(f"--batch-size must be at least 1, not {batch_size}")
+        raise UsageError(f"batch_size must be at least 1, not {batch_size}")
     found = discover(images, limit=limit)
-    models.check_name(model)
-    dev = _device(device)
-    net, spec, sha = models.load(model, weights)
-    all_layers = layers_mod.discover(net, model, spec.preprocessing.crop)
-    chosen = layers_mod.select(all_layers, layers, model)
-    names = [l.name for l in chosen]
+    if isinstance(model, str):
+        models.check_name(model)
+        dev = _device(device)
+        net, spec, sha = models.load(model, weights)
+    else:
+        dev = _device(device)
+        net, spec, sha = models.from_module(model, name, preprocessing)
+    was_training = net.training
+    net.eval()  # a module the caller passed gets its own mode back at the end
+    all_layers = layers_mod.discover(net, spec.name, spec.preprocessing.crop)
+    chosen = layers_mod.select(all_layers, layers, spec.name)
+    names = [layer.name for layer in chosen]
     net.to(dev)
-    files = ActivationFiles(store)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     result = IngestResult(run_id, spec.key, "running", names, n_images=len(found.images),
                           n_ignored=found.ignored, device=str(dev))
-    config = {"model": model, "weights": weights, "layers": names, "images": str(images), "batch_size": batch_size,
-              "device": str(dev), "workers": workers, "limit": limit, "max_pixels": max_pixels,
-              "preprocessing": spec.as_row()}
-    with store.ingest_lock():
+    config = {"model": spec.name, "weights": weights if isinstance(model, str) else spec.weights, "layers": names,
+              "images": str(images), "batch_size": batch_size, "device": str(dev), "workers": workers,
+              "limit": limit, "max_pixels": max_pixels, "preprocessing": spec.as_row()}
+    files = ActivationFiles(store)
+    with store.writer_lock():
         result.recovered = files.recover()
         with store.transaction() as con:
             cat = Catalog(con)
@@ -96,7 +108,7 @@ def ingest(
             if known_sha is not None and known_sha != sha:
                 raise StoreError(
                     f"{spec.key} in this store was ingested with other weights (sha256 {known_sha[:12]}…, now "
-                    f"{sha[:12]}…); use another --store or --weights FILE to keep them apart"
+                    f"{sha[:12]}…); use another store, or weights=FILE to keep them apart"
                 )
             cat.upsert_model(spec, sha)
             classifier.save(store, spec.key, net)
@@ -110,8 +122,8 @@ def ingest(
         started = time.perf_counter()
         message = None
         try:
-            _run(store, files, net, spec, chosen, todo, run_id, result, dev,
-                 batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress)
+            _Run(store, files, spec, chosen, todo, result).execute(
+                net, dev, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress)
             result.status = "completed"
         except KeyboardInterrupt:
             result.status, message = "interrupted", "interrupted by the user"
@@ -126,6 +138,7 @@ def ingest(
                 Catalog(con).finish_run(run_id, result.status, message)
             if result.n_done:
                 store.refresh_view()
+            net.train(was_training)
     return result
 
 
@@ -185,46 +198,114 @@ def _collate(batch):
     return x, ok, [b for b in batch if "error" in b]
 
 
-def _run(store, files, net, spec, chosen, todo, run_id, result, dev, *, batch_size, workers, max_pixels, progress):
-    """Decode (prefetch thread or worker processes), forward, and commit, overlapped.
+class _Run:
+    """One run's batches: decode (prefetch thread or worker processes), forward, and commit, overlapped.
 
     Batch k is committed by one writer thread while batch k+1 runs forward; the next commit
     waits for the previous one, so commits stay in order and each is atomic. A kill therefore
     loses at most the batch computing and the batch committing, never part of one.
     """
-    from concurrent.futures import ThreadPoolExecutor
 
-    from torch.utils.data import DataLoader
+    def __init__(self, store, files: ActivationFiles, spec, chosen, todo, result: IngestResult):
+        self.store, self.files, self.spec, self.chosen, self.todo = store, files, spec, chosen, todo
+        self.result = result
+        self.seen: set[str] = set()  # image ids stored by this run (duplicate content under two paths)
 
-    from embstore.ingest.extraction import Extractor
+    def execute(self, net, dev, *, batch_size: int, workers: int, max_pixels: int, progress) -> None:
+        from concurrent.futures import ThreadPoolExecutor
 
-    loader = DataLoader(
-        _Images(todo, spec.preprocessing, max_pixels), batch_size=batch_size, shuffle=False,
-        num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
-        prefetch_factor=4 if workers else None, persistent_workers=False,
-    )
-    batches = loader if workers else _prefetch(loader)
-    extractor = Extractor(net, chosen)
-    if progress:
-        progress(0, len(todo))
-    pending = None
-    seen: set[str] = set()  # image ids stored by this run (duplicate content under two paths)
-    try:
-        with ThreadPoolExecutor(1, thread_name_prefix="embstore-commit") as writer:
-            t0 = time.perf_counter()
-            for seq, (x, ok, bad) in enumerate(batches):
-                t1 = time.perf_counter()
-                vectors, logits = extractor(x.to(dev, non_blocking=True)) if x is not None else ({}, None)
-                t2 = time.perf_counter()
-                result.load_s += t1 - t0
-                result.forward_s += t2 - t1
-                _wait(pending, progress, len(todo))
-                pending = writer.submit(_commit_batch, store, files, spec, chosen, todo, run_id, seq, ok, bad,
-                                        vectors, logits, seen, result, load_s=t1 - t0, forward_s=t2 - t1)
+        from torch.utils.data import DataLoader
+
+        from embstore.ingest.extraction import Extractor
+
+        loader = DataLoader(
+            _Images(self.todo, self.spec.preprocessing, max_pixels), batch_size=batch_size, shuffle=False,
+            num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
+            prefetch_factor=4 if workers else None, persistent_workers=False,
+        )
+        batches = loader if workers else _prefetch(loader)
+        extractor = Extractor(net, self.chosen)
+        total = len(self.todo)
+        if progress:
+            progress(0, total)
+        pending = None
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="embstore-commit") as writer:
                 t0 = time.perf_counter()
-            _wait(pending, progress, len(todo))
-    finally:
-        extractor.close()
+                for seq, (x, ok, bad) in enumerate(batches):
+                    t1 = time.perf_counter()
+                    vectors, logits = extractor(x.to(dev, non_blocking=True)) if x is not None else ({}, None)
+                    t2 = time.perf_counter()
+                    self.result.load_s += t1 - t0
+                    self.result.forward_s += t2 - t1
+                    _wait(pending, progress, total)
+                    batch = _Batch(seq, ok, bad, vectors, logits, load_s=t1 - t0, forward_s=t2 - t1)
+                    pending = writer.submit(self.commit, batch)
+                    t0 = time.perf_counter()
+                _wait(pending, progress, total)
+        finally:
+            extractor.close()
+
+    def commit(self, batch: _Batch) -> int:
+        """Stage, commit and publish one batch of images; return how many images it covered."""
+        t0 = time.perf_counter()
+        spec, todo, run_id, ok = self.spec, self.todo, self.result.run_id, batch.ok
+        errors = [(todo[b["i"]].path, b["error"]) for b in batch.bad]
+        staged = []
+        with self.store.write() as con:
+            cat = Catalog(con)
+            ids = [b["image_id"] for b in ok]
+            stored = cat.stored_layers(spec.key, ids) if ids else {}
+            need: dict[str, list[int]] = {}
+            new_images, duplicates = [], 0
+            for row, b in enumerate(ok):
+                iid = b["image_id"]
+                missing = [layer.name for layer in self.chosen if layer.name not in stored.get(iid, set())]
+                if iid in self.seen or not missing:
+                    duplicates += 1
+                else:
+                    self.seen.add(iid)
+                    new_images.append(row)
+                    for name in missing:
+                        need.setdefault(name, []).append(row)
+            try:
+                for layer in self.chosen:
+                    rows = need.get(layer.name)
+                    if rows:
+                        staged.append(self.files.stage(spec, layer.name, run_id, batch.seq,
+                                                       [ok[r]["image_id"] for r in rows], batch.vectors[layer.name][rows]))
+                with transaction(con):
+                    cat.insert_images(_image_rows(todo, ok))
+                    if new_images and batch.logits is not None:
+                        cat.insert_predictions(_prediction_rows(todo, ok, new_images, batch.logits, spec, run_id))
+                    if staged:
+                        cat.register_files(*file_rows(staged, spec.key, run_id))
+                    cat.insert_errors(run_id, errors)
+                    cat.add_run_counts(run_id, n_done=len(new_images), n_errors=len(errors), n_duplicates=duplicates,
+                                       load_s=batch.load_s, forward_s=batch.forward_s,
+                                       write_s=time.perf_counter() - t0)
+            except BaseException:
+                self.files.discard(staged)
+                raise
+        self.files.publish(staged)
+        r = self.result
+        r.n_done += len(new_images)
+        r.n_errors += len(errors)
+        r.n_duplicates += duplicates
+        r.errors += errors
+        r.write_s += time.perf_counter() - t0
+        return len(ok) + len(batch.bad)
+
+
+@dataclass
+class _Batch:
+    seq: int
+    ok: list  # decoded images: {"i", "image_id", "info"}
+    bad: list  # {"i", "error"}
+    vectors: dict
+    logits: object
+    load_s: float
+    forward_s: float
 
 
 def _wait(pending, progress, total) -> None:
@@ -256,73 +337,6 @@ def _prefetch(iterable, depth: int = 2):
         if isinstance(item, BaseException):
             raise item
         yield item
-
-
-def _commit_batch(store, files, spec, chosen, todo, run_id, seq, ok, bad, vectors, logits, seen, result, *, load_s, forward_s):
-    """Stage, commit and publish one batch of images; return how many images it covered."""
-    t0 = time.perf_counter()
-    errors = [(todo[b["i"]].path, b["error"]) for b in bad]
-    staged = []
-    with store.write() as con:
-        cat = Catalog(con)
-        ids = [b["image_id"] for b in ok]
-        stored = cat.stored_layers(spec.key, ids) if ids else {}
-        need: dict[str, list[int]] = {}
-        new_images, duplicates = [], 0
-        for row, b in enumerate(ok):
-            iid = b["image_id"]
-            missing = [l.name for l in chosen if l.name not in stored.get(iid, set())]
-            if iid in seen or not missing:
-                duplicates += 1
-            else:
-                seen.add(iid)
-                new_images.append(row)
-                for name in missing:
-                    need.setdefault(name, []).append(row)
-        try:
-            for layer in chosen:
-                rows = need.get(layer.name)
-                if rows:
-                    staged.append(files.stage(spec, layer.name, run_id, seq, [ok[r]["image_id"] for r in rows],
-                                              vectors[layer.name][rows]))
-            con.execute("BEGIN TRANSACTION")
-            try:
-                cat.insert_images(_image_rows(todo, ok))
-                if new_images and logits is not None:
-                    cat.insert_predictions(_prediction_rows(todo, ok, new_images, logits, spec, run_id))
-                if staged:
-                    cat.register_files(*_file_rows(staged, spec.key, run_id))
-                cat.insert_errors(run_id, errors)
-                cat.add_run_counts(run_id, n_done=len(new_images), n_errors=len(errors), n_duplicates=duplicates,
-                                   load_s=load_s, forward_s=forward_s, write_s=time.perf_counter() - t0)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        except BaseException:
-            files.discard(staged)
-            raise
-    files.publish(staged)
-    result.n_done += len(new_images)
-    result.n_errors += len(errors)
-    result.n_duplicates += duplicates
-    result.errors += errors
-    result.write_s += time.perf_counter() - t0
-    return len(ok) + len(bad)
-
-
-def _file_rows(staged, model_key, run_id):
-    import pyarrow as pa
-
-    files = pa.table({"file_id": [s.file_id for s in staged], "model_key": [model_key] * len(staged),
-                      "layer": [s.layer for s in staged], "rel_path": [s.rel_path for s in staged],
-                      "n_rows": [s.n_rows for s in staged], "n_bytes": [s.n_bytes for s in staged],
-                      "run_id": [run_id] * len(staged)})
-    index = pa.table({"model_key": [model_key] * sum(s.n_rows for s in staged),
-                      "layer": [s.layer for s in staged for _ in s.image_ids],
-                      "image_id": [i for s in staged for i in s.image_ids],
-                      "file_id": [s.file_id for s in staged for _ in s.image_ids]})
-    return files, index
 
 
 def _image_rows(todo, ok):
@@ -373,7 +387,7 @@ def _device(device: str):
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise EmbstoreError("--device cuda asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
+        raise UsageError("device 'cuda' asked for, but torch sees no CUDA GPU here; use device 'cpu' or 'auto'")
     if device not in ("cpu", "cuda"):
-        raise EmbstoreError(f"unknown --device '{device}'; choose auto, cpu or cuda")
+        raise UsageError(f"unknown device '{device}'; choose auto, cpu or cuda")
     return torch.device(device)

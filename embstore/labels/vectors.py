@@ -42,6 +42,9 @@ class Coverage:
     kept: dict[int, str] = field(default_factory=dict)  # class index -> how: name | synonym:… | hypernym:…
     dropped: list[int] = field(default_factory=list)
 
+    def dropped_names(self) -> list[str]:
+        return [classes()[i].name for i in self.dropped]
+
     def summary(self) -> dict[str, int]:
         out = {"name": 0, "synonym": 0, "hypernym": 0}
         for how in self.kept.values():

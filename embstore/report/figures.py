@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from embstore.store.catalog import Catalog
-from embstore.errors import EmbstoreError, NotFoundError
+from embstore.errors import NotFoundError, UsageError
 
 KINDS = ("rsa", "roc", "errors", "ratings", "similar", "cases", "failures", "predictions")
 FORMATS = ("png", "svg")
@@ -34,7 +34,7 @@ def draw(store, kind: str, **options):
               "similar": strips.similar, "cases": strips.cases, "failures": strips.failures,
               "predictions": strips.predictions}
     if kind not in makers:
-        raise EmbstoreError(f"unknown figure '{kind}'; choose one of {', '.join(KINDS)}")
+        raise UsageError(f"unknown figure '{kind}'; choose one of {', '.join(KINDS)}")
     return makers[kind](store, **options)
 
 
@@ -42,7 +42,7 @@ def save(fig, out: str | Path, formats: tuple[str, ...] = FORMATS) -> list[Path]
     """Write `fig` as out.png / out.svg (a suffix on `out` is replaced); returns the paths written."""
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad or not formats:
-        raise EmbstoreError(f"unknown figure format '{bad[0] if bad else ''}'; choose png, svg or pdf")
+        raise UsageError(f"unknown figure format '{bad[0] if bad else ''}'; choose png, svg or pdf")
     out = Path(out).expanduser()
     if out.suffix.lower() in (".png", ".svg", ".pdf"):
         out = out.with_suffix("")
@@ -77,7 +77,7 @@ def rsa_by_layer(store, *, models: list[str] | None = None, references: list[str
     from embstore.analysis.rsatables import stored_results
 
     if measure not in RSA_MEASURES:
-        raise EmbstoreError(f"unknown measure '{measure}'; choose one of {', '.join(RSA_MEASURES)}")
+        raise UsageError(f"unknown measure '{measure}'; choose one of {', '.join(RSA_MEASURES)}")
     with store.read() as con:
         keys = [Catalog(con).resolve_model(m) for m in models] if models else None
         rows = stored_results(con, keys, references)

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from embstore.store.catalog import Catalog
-from embstore.errors import EmbstoreError
+from embstore.errors import EmbstoreError, UsageError
 
 MAX_ROWS = 200  # rows shown per table; the count says how many there are
 MAX_MODELS = 4  # per-model figures of each kind; the report says when there are more
@@ -42,7 +42,7 @@ def build_report(store, out: str | Path, *, cls: str | None = None, manifest: st
     started = time.perf_counter()
     out = Path(out).expanduser()
     if out.is_dir():
-        raise EmbstoreError(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
+        raise UsageError(f"out={out} is a folder; give a file name such as {out / 'report.html'}")
     if cls is not None:
         from embstore.labels.imagenet import classes
 
@@ -73,12 +73,10 @@ class _Page:
 
     # -- sections ----------------------------------------------------------------------------
     def store_section(self) -> None:
-        from embstore.summary import summarise
-
         self.progress("store contents")
-        s = summarise(self.store)
         with self.store.read() as con:
             cat = Catalog(con)
+            s = {"path": str(self.store.path), **cat.summary()}
             models = self.models = cat.models_overview()
             layers = {m["model_key"]: cat.layers_overview(m["model_key"]) for m in models}
             runs = cat.runs_overview(MAX_ROWS)

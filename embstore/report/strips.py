@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 
 from embstore.store.catalog import Catalog
-from embstore.errors import EmbstoreError, NotFoundError
+from embstore.errors import NotFoundError, UsageError
 from embstore.report.figures import new_figure
 from embstore.report.thumbnails import Thumbnails
 
@@ -24,7 +24,7 @@ def similar(store, *, cls: str, k: int = 9, model: str | None = None, layer: str
 
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise EmbstoreError(f"unknown method '{bad[0] if bad else ''}'; choose from {', '.join(METHODS)}")
+        raise UsageError(f"unknown method '{bad[0] if bad else ''}'; choose from {', '.join(METHODS)}")
     target = classes().resolve(cls)
     answers, failed = [], []
     for method in methods:
@@ -65,9 +65,9 @@ def cases(store, *, manifest: str | None = None, model: str | None = None, layer
 
     bad = [w for w in which if w not in matching.CASES]
     if bad or not which:
-        raise EmbstoreError(f"unknown case '{bad[0] if bad else ''}'; choose from {', '.join(matching.CASES)}")
+        raise UsageError(f"unknown case '{bad[0] if bad else ''}'; choose from {', '.join(matching.CASES)}")
     if n < 1:
-        raise EmbstoreError("--n must be at least 1")
+        raise UsageError("n must be at least 1")
     with store.read() as con:
         sha = matching.resolve_manifest(con, manifest)
         key = Catalog(con).resolve_model(model) if model else matching.stored_models(con, sha)[0]

@@ -5,9 +5,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
-from embstore.store.store import dict_rows
+from embstore.store.duck import dict_rows
+
+# The one definition of classification error: over a model's labelled images, the share whose true
+# class is not ranked first (top-1) or not among the first five (top-5). Used by status, report, failures.
+ERROR_RATES = """SELECT model_key, count(*) AS labelled, 1 - avg(top1_correct::INT) AS top1_error,
+                        1 - avg(top5_correct::INT) AS top5_error, median(true_rank) AS median_true_rank
+                 FROM labelled_predictions GROUP BY model_key"""
+
+_LABELLED_VECTORS = """FROM activation_index x JOIN images i USING (image_id)
+                       WHERE x.model_key = ? AND x.layer = ? AND i.label_index IS NOT NULL"""
 
 
 class Catalog:
@@ -51,6 +61,15 @@ class Catalog:
             """SELECT l.layer, l.ord, l.kind FROM layers l WHERE l.model_key = ? AND EXISTS (
                    SELECT 1 FROM activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
                ORDER BY l.ord""", [model_key]).fetchall()
+
+    def require_layer(self, model_key: str, layer: str) -> None:
+        """Raise UnknownLayerError, naming the stored layers, unless `model_key` has vectors of `layer`."""
+        from embstore.errors import UnknownLayerError, did_you_mean
+
+        names = [name for name, _, _ in self.layers_with_vectors(model_key)]
+        if layer not in names:
+            raise UnknownLayerError(f"no vectors of layer '{layer}' for {model_key}.{did_you_mean(layer, names)} "
+                                    f"Stored layers: {', '.join(names[:12])}{', …' if len(names) > 12 else ''}")
 
     def resolve_model(self, model: str | None) -> str:
         """The model key (name@weights) that `model` names among those with stored vectors."""
@@ -161,10 +180,96 @@ class Catalog:
                SELECT image_id, path, label_index, top5_index, top5_prob, true_rank FROM ranked
                WHERE (r - 1) % greatest(total // ?, 1) = 0 ORDER BY path LIMIT ?""", [model_key, n, n])
 
+    def error_rates(self) -> dict[str, dict]:
+        """{model_key: {labelled, top1_error, top5_error, median_true_rank}} of models with labelled images."""
+        return {row.pop("model_key"): row for row in self._dicts(ERROR_RATES)}
+
     def top1_error(self, model_key: str) -> float | None:
         """Top-1 error of `model_key` on the store's labelled images (None without any)."""
-        return self.con.execute("SELECT 1 - avg(top1_correct::INT) FROM labelled_predictions WHERE model_key = ?",
-                                [model_key]).fetchall()[0][0]
+        return self.error_rates().get(model_key, {}).get("top1_error")
+
+    def labelled_predictions(self, model_key: str) -> list[tuple[str, int, int]]:
+        """[(image_id, true class, predicted class)] of `model_key`'s labelled images, by class then id."""
+        return self.con.execute(
+            """SELECT image_id, label_index, predicted_index FROM labelled_predictions WHERE model_key = ?
+               ORDER BY label_index, image_id""", [model_key]).fetchall()
+
+    def misclassified(self, model_key: str) -> list[tuple]:
+        """(image_id, path, true, predicted, predicted prob, true rank, true prob) of top-1 failures, worst first."""
+        return self.con.execute(
+            """SELECT image_id, path, label_index, predicted_index, top5_prob[1], true_rank, true_prob
+               FROM labelled_predictions WHERE model_key = ? AND NOT top1_correct
+               ORDER BY true_rank DESC, image_id""", [model_key]).fetchall()
+
+    def class_image_counts(self, model_key: str) -> dict[int, int]:
+        """{class index: labelled images with predictions by `model_key`}."""
+        return dict(self.con.execute(
+            """SELECT i.label_index, count(*) FROM predictions p JOIN images i USING (image_id)
+               WHERE p.model_key = ? AND i.label_index IS NOT NULL GROUP BY 1""", [model_key]).fetchall())
+
+    def labelled_vectors(self, model_key: str, layer: str) -> dict[str, int]:
+        """{image_id: class index} of the labelled images with a vector of `model_key`/`layer`."""
+        return dict(self.con.execute(f"SELECT x.image_id, i.label_index {_LABELLED_VECTORS}",
+                                     [model_key, layer]).fetchall())
+
+    def labels_digest(self, model_key: str, layer: str) -> list[str]:
+        """An order-independent digest of (image, label) of a layer's labelled vectors, computed in SQL."""
+        row = self.con.execute(f"SELECT count(*), bit_xor(hash(x.image_id, i.label_index)) {_LABELLED_VECTORS}",
+                               [model_key, layer]).fetchall()[0]
+        return [str(v) for v in row]
+
+    def images_with_vectors(self, model_key: str, image_ids: list[str]) -> set[str]:
+        """Those of `image_ids` that have at least one stored vector of `model_key`."""
+        return {r[0] for r in self.con.execute(
+            "SELECT DISTINCT image_id FROM activation_index WHERE model_key = ? AND list_contains(?, image_id)",
+            [model_key, list(image_ids)]).fetchall()}
+
+    def find_image(self, path: str | None = None, id_prefix: str | None = None) -> list[str]:
+        """Image ids stored at `path`, or whose id starts with `id_prefix`."""
+        if path is not None:
+            return [r[0] for r in self.con.execute("SELECT image_id FROM images WHERE path = ?", [path]).fetchall()]
+        return [r[0] for r in self.con.execute("SELECT image_id FROM images WHERE starts_with(image_id, ?)",
+                                               [id_prefix]).fetchall()]
+
+    def image_details(self, model_key: str, image_ids: list[str]) -> dict[str, tuple]:
+        """{image_id: (path, label name, top-1 class index by `model_key`)}."""
+        return {i: (p, n, top) for i, p, n, top in self.con.execute(
+            """SELECT i.image_id, i.path, i.label_name, p.top5_index[1] FROM images i
+               LEFT JOIN predictions p ON p.image_id = i.image_id AND p.model_key = ?
+               WHERE list_contains(?, i.image_id)""", [model_key, list(image_ids)]).fetchall()}
+
+    def model_origin(self, model_key: str) -> tuple[str, str, str, str | None]:
+        """(name, weights tag, weights sha256, weights option of the newest run) of a stored model."""
+        name, tag, sha, config = self.con.execute(
+            """SELECT m.name, m.weights, m.weights_sha256, r.config FROM models m
+               LEFT JOIN runs r ON r.model_key = m.model_key WHERE m.model_key = ?
+               ORDER BY r.started_at DESC LIMIT 1""", [model_key]).fetchall()[0]
+        return name, tag, sha, json.loads(config).get("weights") if config else None
+
+    def running_runs(self) -> int:
+        return self.con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchall()[0][0]
+
+    def summary(self) -> dict:
+        """Counts of images, models, vectors, files, runs and errors, plus one row per model with its errors."""
+        one = lambda sql: self.con.execute(sql).fetchall()[0][0]  # noqa: E731
+        out = {
+            "images": one("SELECT count(*) FROM images"),
+            "labelled": one("SELECT count(*) FROM images WHERE label_index IS NOT NULL"),
+            "models": one("SELECT count(*) FROM models"),
+            "vectors": one("SELECT count(*) FROM activation_index"),
+            "files": one("SELECT count(*) FROM activation_files"),
+            "runs": one("SELECT count(*) FROM runs"),
+            "errors": one("SELECT count(*) FROM ingest_errors"),
+        }
+        out["per_model"] = [(m["model_key"], m["layers"], m["images"], m["top1_error"], m["top5_error"])
+                            for m in self.models_overview()]
+        return out
+
+    def image_labels(self, image_ids: list[str]) -> dict[str, int]:
+        """{image_id: class index} of those of `image_ids` that are labelled."""
+        return dict(self.con.execute("""SELECT image_id, label_index FROM images
+                                        WHERE list_contains(?, image_id) AND label_index IS NOT NULL""",
+                                     [list(image_ids)]).fetchall())
 
     def image_paths(self, image_ids: list[str]) -> dict[str, str]:
         return dict(self.con.execute("SELECT image_id, path FROM images WHERE list_contains(?, image_id)",
@@ -216,6 +321,10 @@ class Catalog:
             self.con.unregister("_files")
             self.con.unregister("_index")
 
+    def layer_fingerprint(self, model_key: str, layer: str) -> str:
+        """SHA-256 of a layer's file list (paths and row counts): it changes whenever the layer's vectors do."""
+        return hashlib.sha256(json.dumps(self.layer_files(model_key, layer)).encode()).hexdigest()
+
     def layer_files(self, model_key: str, layer: str) -> list[tuple[str, int]]:
         """[(rel_path, n_rows)] of one model layer's activation files, in path order."""
         return self.con.execute("""SELECT rel_path, n_rows FROM activation_files WHERE model_key = ? AND layer = ?
@@ -251,11 +360,10 @@ class Catalog:
                       format('resize {} · crop {} · {}', m.resize, m.crop, m.interpolation) AS preprocessing,
                       (SELECT count(*) FROM layers l WHERE l.model_key = m.model_key) AS layers,
                       coalesce(p.images, 0) AS images, coalesce(v.vectors, 0) AS vectors,
-                      p.labelled, p.top1_error, p.top5_error
+                      e.labelled, e.top1_error, e.top5_error
                FROM models m
-               LEFT JOIN (SELECT model_key, count(*) AS images, count(true_rank) AS labelled,
-                                 avg((true_rank > 1)::INT) AS top1_error, avg((true_rank > 5)::INT) AS top5_error
-                          FROM predictions GROUP BY model_key) p USING (model_key)
+               LEFT JOIN (SELECT model_key, count(*) AS images FROM predictions GROUP BY model_key) p USING (model_key)
+               LEFT JOIN (""" + ERROR_RATES + """) e USING (model_key)
                LEFT JOIN (SELECT model_key, count(*) AS vectors FROM activation_index GROUP BY model_key) v
                       USING (model_key)
                ORDER BY m.model_key""")

@@ -20,6 +20,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from embstore.store.catalog import Catalog
+from embstore.store.duck import sql_literal
+from embstore.store.locks import writer_running
 
 STAGED_SUFFIX = ".tmp"
 
@@ -37,6 +39,21 @@ def vectors_table(image_ids: list[str], matrix):
     m = np.ascontiguousarray(matrix, dtype=np.float32)
     vec = pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), m.shape[1])
     return pa.table({"image_id": pa.array(image_ids, pa.string()), "vec": vec})
+
+
+def file_rows(staged, model_key, run_id):
+    """(files, index) Arrow tables that register staged files and their vectors in the catalog."""
+    import pyarrow as pa
+
+    files = pa.table({"file_id": [s.file_id for s in staged], "model_key": [model_key] * len(staged),
+                      "layer": [s.layer for s in staged], "rel_path": [s.rel_path for s in staged],
+                      "n_rows": [s.n_rows for s in staged], "n_bytes": [s.n_bytes for s in staged],
+                      "run_id": [run_id] * len(staged)})
+    index = pa.table({"model_key": [model_key] * sum(s.n_rows for s in staged),
+                      "layer": [s.layer for s in staged for _ in s.image_ids],
+                      "image_id": [i for s in staged for i in s.image_ids],
+                      "file_id": [s.file_id for s in staged for _ in s.image_ids]})
+    return files, index
 
 
 @dataclass
@@ -66,9 +83,42 @@ class VerifyReport:
         return not (self.missing or self.corrupt or self.orphans or self.staged or self.dangling_index_rows)
 
 
+HIVE_TYPES = "{'model': 'VARCHAR', 'weights': 'VARCHAR', 'layer': 'VARCHAR'}"
+
+
 class ActivationFiles:
+    """The Parquet files of a store's activations: staging, publishing, the `activations` view, verify."""
+
     def __init__(self, store):
         self.store = store
+
+    # -- the activations view ------------------------------------------------------------------
+    def glob(self) -> str:
+        return str(self.store.activations_root / "**" / "*.parquet")
+
+    def view_sql(self) -> str:
+        """SELECT over every published Parquet file: (image_id, model, weights, layer, vec FLOAT[])."""
+        return (
+            "SELECT image_id, model, weights, layer, vec FROM read_parquet("
+            f"{sql_literal(self.glob())}, hive_partitioning = true, hive_types = {HIVE_TYPES})"
+        )
+
+    def any_published(self) -> bool:
+        return any(self.store.activations_root.glob("model=*/weights=*/layer=*/*.parquet"))
+
+    def view_is_current(self, con) -> bool:
+        view = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'activations'").fetchall()
+        return not self.any_published() or bool(view and self.glob() in view[0][0])
+
+    def refresh_view(self, con) -> None:
+        """Point the `activations` view at this store's files.
+
+        A view over a glob that matches nothing fails to bind, so the typed empty view from
+        migration 0001 stays until the first file is published. The path is absolute because
+        DuckDB resolves relative paths in stored views against the reader's working directory.
+        """
+        if self.any_published():
+            con.execute(f"CREATE OR REPLACE VIEW activations AS {self.view_sql()}")
 
     def stage(self, spec, layer: str, run_id: str, seq: int, image_ids: list[str], matrix) -> StagedFile:
         import pyarrow.parquet as pq
@@ -133,8 +183,8 @@ class ActivationFiles:
             files = cat.files()
             counts = cat.index_counts()
             report.dangling_index_rows = cat.dangling_index_rows()
-            running = con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchall()[0][0]
-        report.interrupted_runs = 0 if self.store.ingest_running() else running
+            running = cat.running_runs()
+        report.interrupted_runs = 0 if writer_running(self.store.path) else running
         report.staged = [str(p.relative_to(self.store.staging_root)) for p in self.store.staging_root.rglob("*") if p.is_file()]
         registered = set()
         bad_ids = []

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embstore.errors import MigrationError
+from embstore.store.duck import transaction
 from embstore.resources import migrations_dir
 
 _NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
@@ -73,8 +74,7 @@ def migrate(con, folder: Path | None = None) -> list[str]:
             statements = con.extract_statements(mig.sql)
         except Exception as exc:
             raise MigrationError(f"migration {mig.name} does not parse: {exc}") from exc
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             for stmt in statements:
                 try:
                     con.execute(stmt)
@@ -84,10 +84,6 @@ def migrate(con, folder: Path | None = None) -> list[str]:
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
                 [mig.version, mig.name, mig.checksum],
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         done.append(mig.name)
     return done
 

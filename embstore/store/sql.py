@@ -8,8 +8,9 @@ from embstore.errors import EmbstoreError
 def run_sql(store, query: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
     """(column names, rows) of `query`; read-only unless `write`.
 
-    >>> run_sql(Store.open(), "SELECT imagenet_name(616)")  # doctest: +SKIP
-    (['imagenet_name(616)'], [('knot',)])
+    >>> import embstore, tempfile
+    >>> run_sql(embstore.open(tempfile.mkdtemp(), create=True), "SELECT imagenet_name(616) AS name")
+    (['name'], [('knot',)])
     """
     import duckdb
 
@@ -21,7 +22,7 @@ def run_sql(store, query: str, *, write: bool = False) -> tuple[list[str], list[
             cur = con.execute(query)
         except duckdb.Error as exc:
             first = str(exc).splitlines()[0]
-            hint = " (the store is opened read-only; pass --write to change it)" if "read-only" in first else ""
+            hint = " (the store is opened read-only; pass write=True / --write to change it)" if "read-only" in first else ""
             raise EmbstoreError(f"SQL error: {first}{hint}") from None
         if cur.description is None:
             return [], []

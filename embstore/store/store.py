@@ -1,32 +1,50 @@
-"""A store: one directory holding a DuckDB catalog, immutable Parquet activations and indexes.
+"""A store: one directory holding a DuckDB catalog, immutable Parquet activations and derived files.
 
     <store>/catalog.duckdb        catalog (schema from migrations/)
     <store>/activations/model=M/weights=W/layer=L/<run>-<seq>.parquet
     <store>/staging/              files written but not yet published (never globbed)
-    <store>/indexes/              search indexes
+    <store>/indexes/              search indexes, class statistics, classifier weights
     <store>/quarantine/           files `embstore verify --repair` moved aside
 
 DuckDB lets one process write a database file and blocks every other process while it does,
 so nothing here holds the catalog open for long: each operation opens a connection, does its
 work and closes it, retrying briefly when another process holds the lock. A long ingest thus
 leaves readers free between its batch commits.
+
+`Store` is also the public API's main noun: every method below the connections section is one
+call a notebook user makes, delegating to the module that owns the concept.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import random
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from embstore.errors import StoreBusyError, StoreError
+from embstore.store.duck import transaction
 from embstore.store.migrations import migrate
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from embstore.analysis.classtables import Materialised
+    from embstore.analysis.failures import FailureReport
+    from embstore.analysis.rsatables import RsaReport
+    from embstore.analysis.tasks import MatchingReport
+    from embstore.ingest.models import Preprocessing
+    from embstore.ingest.pipeline import IngestResult
+    from embstore.report.html import Report
+    from embstore.results import Answer, Vectors
+    from embstore.store.files import VerifyReport
 
 CATALOG_FILE = "catalog.duckdb"
 DEFAULT_HOME = Path("~/.embstore")
-HIVE_TYPES = "{'model': 'VARCHAR', 'weights': 'VARCHAR', 'layer': 'VARCHAR'}"
+Progress = Callable[[int, int], None]
 
 
 def default_store_path() -> Path:
@@ -35,44 +53,35 @@ def default_store_path() -> Path:
     return Path(env).expanduser() if env else DEFAULT_HOME.expanduser()
 
 
-def sql_literal(value: str) -> str:
-    """Quote a string for the few places DuckDB takes no parameter (DDL of views)."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def dict_rows(cur) -> list[dict]:
-    """The rows of an executed DuckDB cursor as {column: value} dicts."""
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, row)) for row in cur.fetchall()]
-
-
 class Store:
-    """Open (and create, if asked) the store at `path`.
+    """An embstore store. Open one with `embstore.open(path)`; use it as a context manager to close it.
 
-    >>> store = Store.open("/tmp/demo-store", create=True)  # doctest: +SKIP
-    >>> with store.read() as con: con.sql("SELECT count(*) FROM images").fetchall()  # doctest: +SKIP
+    >>> import embstore, tempfile
+    >>> with embstore.open(tempfile.mkdtemp(), create=True) as store:
+    ...     store.status()["images"]
+    0
     """
 
-    def __init__(self, path: Path, *, lock_timeout: float = 30.0):
+    def __init__(self, path: Path, *, lock_timeout: float = 30.0) -> None:
         self.path = Path(path).expanduser().resolve()
         self.lock_timeout = lock_timeout
-        self._kept = None  # a read-only connection kept for a short-lived query process
+        self._kept: Any = None  # a read-only connection kept for `sql()` and one-shot query processes
+        self._kept_udfs = False  # whether embstore's UDFs are registered on it
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path | None = None, *, create: bool = False, lock_timeout: float = 30.0,
-             keep_reader: bool = False) -> "Store":
-        """Open the store; `keep_reader` keeps one read-only connection for every `read()`.
+             keep_reader: bool = False) -> Store:
+        """Open the store (default: $EMBSTORE_HOME, else ~/.embstore), applying pending migrations.
 
-        Keeping it saves ~20-50 ms per catalog open in one-shot query processes; it also blocks
-        other processes' writes until `close()`, and this process cannot write meanwhile.
+        `keep_reader` keeps one read-only connection for every `read()`: it saves ~20-50 ms per
+        catalog open in one-shot query processes, and is released before this process writes.
         """
         store = cls(Path(path) if path else default_store_path(), lock_timeout=lock_timeout)
         if not store.catalog_path.exists():
             if not create:
-                raise StoreError(
-                    f"no embstore store at {store.path}; create one with `embstore ingest --store {store.path} …`"
-                )
+                raise StoreError(f"no embstore store at {store.path}; create one with "
+                                 f"`embstore ingest --store {store.path} …` or embstore.open(path, create=True)")
             if store.path.exists() and not store.path.is_dir():
                 raise StoreError(f"store path {store.path} exists and is not a directory")
         for sub in ("activations", "staging", "indexes", "quarantine"):
@@ -81,9 +90,29 @@ class Store:
         return store
 
     def close(self) -> None:
+        """Release the kept read-only connection (relations from `sql()` stop working)."""
         if self._kept is not None:
             self._kept.close()
             self._kept = None
+            self._kept_udfs = False
+
+    def keep_reader(self) -> None:
+        """Keep one read-only connection for every read until `close()` (or this process writes).
+
+        Saves ~20-50 ms per catalog open in one-shot query processes; meanwhile other processes
+        cannot write the catalog.
+        """
+        if self._kept is None:
+            self._kept = self._connect(read_only=True)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<embstore.Store {self.path}>"
 
     @property
     def catalog_path(self) -> Path:
@@ -111,6 +140,8 @@ class Store:
         Checked on a read-only connection first, so opening an up-to-date store for queries
         never takes the write lock.
         """
+        from embstore.store.files import ActivationFiles
+
         if self.catalog_path.exists():
             con = self._connect(read_only=True)
             if not self._needs_upgrade(con):
@@ -122,27 +153,29 @@ class Store:
             con.close()
         with self.write() as con:
             migrate(con)
-            self._refresh_view(con)
+            ActivationFiles(self).refresh_view(con)
         if keep_reader:
             self._kept = self._connect(read_only=True)
 
-    def _needs_upgrade(self, con) -> bool:
+    def _needs_upgrade(self, con: Any) -> bool:
+        import duckdb
+
+        from embstore.store.files import ActivationFiles
         from embstore.store.migrations import discover
 
         try:
             applied = dict(con.execute("SELECT version, checksum FROM schema_migrations").fetchall())
-        except Exception:  # no ledger yet
+        except duckdb.CatalogException:  # no ledger yet
             return True
         if any(applied.get(m.version) != m.checksum for m in discover()):
             return True
-        view = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'activations'").fetchall()
-        has_files = any(self.activations_root.glob("model=*/weights=*/layer=*/*.parquet"))
-        return has_files and (not view or self.activations_glob() not in view[0][0])
+        return not ActivationFiles(self).view_is_current(con)
 
     # -- connections -----------------------------------------------------------------------
     @contextlib.contextmanager
-    def write(self):
+    def write(self) -> Iterator[Any]:
         """A short read-write connection; commit happens per statement or explicit transaction."""
+        self.close()  # a kept reader would refuse this process a read-write connection
         con = self._connect(read_only=False)
         try:
             yield con
@@ -150,7 +183,7 @@ class Store:
             con.close()
 
     @contextlib.contextmanager
-    def read(self):
+    def read(self) -> Iterator[Any]:
         """A short read-only connection (other readers may share the file meanwhile)."""
         if self._kept is not None:
             yield self._kept
@@ -162,18 +195,12 @@ class Store:
             con.close()
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self) -> Iterator[Any]:
         """A read-write connection inside BEGIN … COMMIT (ROLLBACK on any error)."""
-        with self.write() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+        with self.write() as con, transaction(con):
+            yield con
 
-    def _connect(self, *, read_only: bool):
+    def _connect(self, *, read_only: bool) -> Any:
         import duckdb
 
         deadline = time.monotonic() + self.lock_timeout
@@ -193,68 +220,139 @@ class Store:
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.1)
 
-    # -- the activations view --------------------------------------------------------------
-    def activations_glob(self) -> str:
-        return str(self.activations_root / "**" / "*.parquet")
-
-    def activations_view_sql(self) -> str:
-        """SELECT over every published Parquet file: (image_id, model, weights, layer, vec FLOAT[])."""
-        return (
-            "SELECT image_id, model, weights, layer, vec FROM read_parquet("
-            f"{sql_literal(self.activations_glob())}, hive_partitioning = true, hive_types = {HIVE_TYPES})"
-        )
-
-    def _refresh_view(self, con) -> None:
-        # A view over a glob that matches nothing fails to bind, so the typed empty view from
-        # migration 0001 stays until the first file is published. The path is absolute because
-        # DuckDB resolves relative paths in stored views against the reader's working directory.
-        if not any(self.activations_root.glob("model=*/weights=*/layer=*/*.parquet")):
-            return
-        con.execute(f"CREATE OR REPLACE VIEW activations AS {self.activations_view_sql()}")
-
     def refresh_view(self) -> None:
+        """Re-point the `activations` view at this store's files (after files were published)."""
+        from embstore.store.files import ActivationFiles
+
         with self.write() as con:
-            self._refresh_view(con)
+            ActivationFiles(self).refresh_view(con)
 
-    # -- the ingest lock -------------------------------------------------------------------
-    @contextlib.contextmanager
-    def ingest_lock(self):
-        """Hold `<store>/ingest.lock` for one writer of activations at a time.
+    def writer_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the store's writer lock (one ingest at a time); StoreBusyError names the holder."""
+        from embstore.store.locks import writer_lock
 
-        The OS drops a flock when its process dies, so a killed ingest never leaves it stale.
+        return writer_lock(self.path)
+
+    # -- the public API ----------------------------------------------------------------------
+    def ingest(self, images: str | Path, *, model: Any = "efficientnet_lite0", weights: str = "DEFAULT",
+               layers: str | Sequence[str] = "default", batch_size: int = 32, device: str = "auto",
+               workers: int = 0, limit: int | None = None, max_pixels: int = 100_000_000, name: str | None = None,
+               preprocessing: Preprocessing | None = None, progress: Progress | None = None) -> IngestResult:
+        """Run `model` over `images` (folder, class-per-folder tree, or CSV/Parquet manifest) and store
+        every chosen layer's pooled vector; resumable, skips what is stored. `model` is a name from
+        `embstore.list_models()` or any torch.nn.Module given with `name` and `preprocessing`.
+
+        >>> store.ingest("photos/", model="resnet18", weights="none")  # doctest: +SKIP
         """
-        import fcntl
+        from embstore.ingest.pipeline import ingest
 
-        lock_path = self.path / "ingest.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                raise StoreBusyError(
-                    f"another ingest (pid {holder}) is writing to {self.path}; wait for it or stop it"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock
+        return ingest(self, model, str(images), weights=weights, layers=layers if isinstance(layers, str)
+                      else list(layers), batch_size=batch_size, device=device, workers=workers, limit=limit,
+                      max_pixels=max_pixels, name=name, preprocessing=preprocessing, progress=progress)
 
-    def ingest_running(self) -> bool:
-        """True when some process holds the ingest lock right now."""
-        import fcntl
+    def vectors(self, model: str | None = None, layer: str = "hidden", *, images: Sequence[str] | None = None,
+                labels: Sequence[int | str] | None = None) -> Vectors:
+        """The stored vectors of one model layer (read when first used), optionally only some image ids
+        or classes (names, wnids or indices). See `embstore.Vectors` for the conversions."""
+        from embstore.store.reading import layer_vectors
 
-        lock_path = self.path / "ingest.lock"
-        if not lock_path.exists():
-            return False
-        fd = os.open(lock_path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return layer_vectors(self, model, layer, images=images, labels=labels)
+
+    def similar_classes(self, cls: str, *, k: int = 9, model: str | None = None, layer: str | None = None,
+                        method: str = "prototype") -> Answer:
+        """The k classes nearest to `cls` by `method`: prototype, tstat, hidden or classifier (seed 003)."""
+        from embstore.analysis.similarity import similar_classes
+
+        return similar_classes(self, cls, k=k, model=model, layer=layer, method=method)
+
+    def nearest_images(self, image: str | Path, *, k: int = 10, model: str | None = None, layer: str = "hidden",
+                       index: str = "auto") -> Answer:
+        """The k stored images nearest to `image` (a stored id or prefix, a stored path, or any image file)."""
+        from embstore.search import nearest_images
+
+        return nearest_images(self, str(image), k=k, model=model, layer=layer, index=index)
+
+    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
+        """A DuckDB relation of `query` on a read-only connection with embstore's UDFs.
+
+        The connection is kept until `close()` (or the next write by this process).
+
+        >>> store.sql("SELECT layer, count(*) FROM activations GROUP BY layer").df()  # doctest: +SKIP
+        """
+        from embstore.store.udfs import register
+
+        if self._kept is None:
+            self._kept = self._connect(read_only=True)
+        if not self._kept_udfs:
+            register(self._kept)
+            self._kept_udfs = True
+        return self._kept.sql(query)
+
+    def run_sql(self, query: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
+        """(column names, rows) of `query`, read-only unless `write`."""
+        from embstore.store.sql import run_sql
+
+        return run_sql(self, query, write=write)
+
+    def status(self) -> dict[str, Any]:
+        """Counts of images, models, vectors, files, runs and errors, and per model its top-1/top-5 error."""
+        from embstore.store.catalog import Catalog
+
+        with self.read() as con:
+            return {"path": str(self.path), **Catalog(con).summary()}
+
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Check that the catalog and the files agree; with `repair`, make them agree."""
+        from embstore.store.files import ActivationFiles
+
+        return ActivationFiles(self).verify(repair=repair)
+
+    def match_triplets(self, manifest: str | Path, *, models: Sequence[str] | None = None,
+                       layers: Sequence[str] | None = None, ingest_missing: bool = False, weights: str = "DEFAULT",
+                       n_boot: int = 1000) -> MatchingReport:
+        """Related/unrelated matching error, bootstrap CI and ROC AUC per model and layer (seed 000)."""
+        from embstore.analysis.tasks import matching
+
+        return matching(self, str(manifest), models=list(models) if models else None,
+                        layers=list(layers) if layers else None, ingest_missing=ingest_missing, weights=weights,
+                        n_boot=n_boot)
+
+    def failures(self, model: str | None = None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
+        """Top-1/top-5 error and the failures ranking the true class lowest (seed 000 table 1)."""
+        from embstore.analysis.tasks import failures
+
+        return failures(self, model, limit=limit, close_at=close_at)
+
+    def class_tables(self, kind: str, model: str | None = None,
+                     layers: Sequence[str] | None = None) -> list[Materialised]:
+        """Materialise `kind` = 'prototypes' or 'tstats' per layer as catalog tables (seed 003 §3)."""
+        from embstore.analysis.tasks import class_tables
+
+        return class_tables(self, kind, model, list(layers) if layers else None)
+
+    def class_pair(self, a: str, b: str, *, layer: str, model: str | None = None) -> tuple[Any, Any, Any]:
+        """(class a, class b, (t, df)) per channel: Welch's t of class a against class b on one layer."""
+        from embstore.analysis.tasks import class_pair
+
+        return class_pair(self, model, layer, a, b)
+
+    def rsa(self, model: str | None = None, reference: str = "glove", *, groups: int = 5, permutations: int = 1000,
+            seed: int = 0, layers: Sequence[str] | None = None) -> RsaReport:
+        """2 vs 2 accuracy, permutation p, RSA r and 1 vs 2 accuracy per layer (seed 004), stored."""
+        from embstore.analysis.rsatables import run_rsa
+
+        return run_rsa(self, model, reference, groups=groups, n_permutations=permutations, seed=seed,
+                       layers=list(layers) if layers else None)
+
+    def figure(self, kind: str, **options: Any) -> Any:
+        """A matplotlib figure of `kind` (rsa, roc, errors, ratings, similar, cases, failures, predictions)."""
+        from embstore.report.figures import draw
+
+        return draw(self, kind, **options)
+
+    def report(self, out: str | Path = "report.html", *, cls: str | None = None, manifest: str | None = None,
+               k: int = 9, progress: Callable[[str], None] | None = None) -> Report:
+        """Write one self-contained HTML report of the store and every computed analysis."""
+        from embstore.report.html import build_report
+
+        return build_report(self, out, cls=cls, manifest=manifest, k=k, progress=progress)

@@ -64,7 +64,7 @@ def register(con) -> None:
     ):
         try:
             con.remove_function(name)
-        except Exception:
+        except duckdb.InvalidInputException:  # not registered on this connection yet
             pass
         con.create_function(name, fn, params, ret, type="arrow", null_handling="special")
 

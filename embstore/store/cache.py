@@ -1,0 +1,55 @@
+"""Files derived from stored vectors (search indexes, class statistics, classifier weights): where
+they live and how they are written.
+
+    <store>/indexes/model=M/weights=W/layer=L/<name>
+
+Each file is written whole under a temporary name beside its target and renamed into place, so
+a reader, or a process killed mid-write, never sees half a file. Derived files can always be
+rebuilt from the catalog and the activation files; each records what it was computed from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def derived_path(store, model_key: str, layer: str, name: str) -> Path:
+    """Where the derived file `name` of one model layer lives.
+
+    >>> from types import SimpleNamespace
+    >>> derived_path(SimpleNamespace(indexes_root=Path("/s/indexes")), "resnet18@none", "layer1.0", "flat.faiss")
+    PosixPath('/s/indexes/model=resnet18/weights=none/layer=layer1.0/flat.faiss')
+    """
+    from embstore.store.files import partition_dir
+
+    name_part, weights = model_key.split("@", 1)
+    return store.indexes_root / partition_dir(name_part, weights, layer) / name
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Create `path` with `write(f)` on a temporary file, then rename it into place.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "sub" / "x.bin"
+    >>> atomic_write(target, lambda f: f.write(b"abc")).read_bytes()
+    b'abc'
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a name unique per process and thread, and not matching any reader's pattern
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
