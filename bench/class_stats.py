@@ -48,8 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     store = Store.open(Path(tempfile.mkdtemp(prefix="embstore-cbench-")) / "s", create=True)
     per_class = args.rows // 1000
-    data = synthetic.populate(store, n_classes=1000, per_class=per_class, layers={"conv": args.channels},
-                              batch=10_000)
+    data = synthetic.populate(store, n_classes=1000, per_class=per_class, layers={"conv": args.channels}, batch=10_000)
     x, y = data["vectors"]["conv"], data["labels"]
     key = synthetic.SPEC.key
     with store.read() as con:
@@ -74,13 +73,17 @@ def main() -> None:
     class_stats(store, key, "conv")
     cached = time.perf_counter() - t
     o, r = float(np.median(ours)), float(np.median(ref))
-    print(f"{len(y):,} rows x {args.channels} channels, 1000 classes, {len(files)} Parquet files "
-          f"({x.nbytes / 2**20:.0f} MiB float32)")
+    print(
+        f"{len(y):,} rows x {args.channels} channels, 1000 classes, {len(files)} Parquet files "
+        f"({x.nbytes / 2**20:.0f} MiB float32)"
+    )
     print(f"numpy float64 pass (in RAM) : {r:.2f} s median of {args.rounds} {[round(v, 2) for v in ref]}")
     print(f"embstore streaming (+ IO)   : {o:.2f} s median {[round(v, 2) for v in ours]}")
     print(f"ratio embstore/numpy        : {o / r:.2f}x   (target <= 1.5x)")
-    print(f"embstore peak allocation    : {peak / 2**20:.0f} MiB (layer is {x.nbytes / 2**20:.0f} MiB float32, "
-          f"{x.nbytes * 2 / 2**20:.0f} MiB as float64)")
+    print(
+        f"embstore peak allocation    : {peak / 2**20:.0f} MiB (layer is {x.nbytes / 2**20:.0f} MiB float32, "
+        f"{x.nbytes * 2 / 2**20:.0f} MiB as float64)"
+    )
     print(f"first materialise + cached read: {cached:.2f} s")
 
 

@@ -58,9 +58,13 @@ def main() -> None:
 
     net, spec, _ = models.load(args.model, weights)
     pre = Preprocess(spec.preprocessing)
-    batches = [torch.stack([pre(read_rgb(str(p))[1]) for p in paths[i:i + args.batch_size]])
-               for i in range(0, len(paths), args.batch_size)]
-    n_layers = len(layers_mod.select(layers_mod.discover(net, args.model, spec.preprocessing.crop), "default", args.model))
+    batches = [
+        torch.stack([pre(read_rgb(str(p))[1]) for p in paths[i : i + args.batch_size]])
+        for i in range(0, len(paths), args.batch_size)
+    ]
+    n_layers = len(
+        layers_mod.select(layers_mod.discover(net, args.model, spec.preprocessing.crop), "default", args.model)
+    )
     with torch.inference_mode():
         net(batches[0][:2])  # warm-up
 
@@ -77,21 +81,26 @@ def main() -> None:
     for k in range(args.rounds):  # alternate, so machine noise hits both sides alike
         raw_rates.append(raw_loop())
         store = Store.open(tmp / f"store{k}", create=True)
-        r = ingest(store, args.model, str(tmp / "photos"), weights=weights, batch_size=args.batch_size,
-                   workers=args.workers)
+        r = ingest(
+            store, args.model, str(tmp / "photos"), weights=weights, batch_size=args.batch_size, workers=args.workers
+        )
         assert r.n_done == args.images, r
         ingest_rates.append(r.n_done / r.seconds)
         runs.append(r)
     ratios = [i / r for i, r in zip(ingest_rates, raw_rates)]
     r = runs[int(np.argsort(ratios)[len(ratios) // 2])]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"model {spec.key}, {args.images} images ({paths[0].stat().st_size // 1024} KiB JPEG 320x320), "
-          f"batch {args.batch_size}, workers {args.workers}, {n_layers} layers, torch threads {torch.get_num_threads()}, "
-          f"{args.rounds} alternating rounds")
+    print(
+        f"model {spec.key}, {args.images} images ({paths[0].stat().st_size // 1024} KiB JPEG 320x320), "
+        f"batch {args.batch_size}, workers {args.workers}, {n_layers} layers, torch threads {torch.get_num_threads()}, "
+        f"{args.rounds} alternating rounds"
+    )
     print(f"raw model(x) loop : {np.median(raw_rates):8.2f} images/s median  {[round(v, 1) for v in raw_rates]}")
     print(f"embstore ingest   : {np.median(ingest_rates):8.2f} images/s median  {[round(v, 1) for v in ingest_rates]}")
-    print(f"  median round    : load wait {r.load_s:.2f} s, forward {r.forward_s:.2f} s, commit {r.write_s:.2f} s "
-          f"(commit overlaps the next forward)")
+    print(
+        f"  median round    : load wait {r.load_s:.2f} s, forward {r.forward_s:.2f} s, commit {r.write_s:.2f} s "
+        f"(commit overlaps the next forward)"
+    )
     print(f"ratio ingest/raw  : {np.median(ratios):8.3f} median of {[round(v, 3) for v in ratios]}   (target >= 0.9)")
     print(f"peak RSS          : {peak:8.0f} MiB (whole process)")
     sys.stdout.flush()

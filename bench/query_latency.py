@@ -33,8 +33,12 @@ def main(rounds: int = 7) -> None:
     root = Path(tempfile.mkdtemp(prefix="embstore-qbench-"))
     store = Store.open(root / "store", create=True)
     t = time.perf_counter()
-    synthetic.populate(store, n_classes=1000, per_class=10,
-                       layers={"conv1": 64, "conv2": 128, "conv3": 256, "conv4": 512, "hidden": 1280})
+    synthetic.populate(
+        store,
+        n_classes=1000,
+        per_class=10,
+        layers={"conv1": 64, "conv2": 128, "conv3": 256, "conv4": 512, "hidden": 1280},
+    )
     build = time.perf_counter() - t
     query = [EMBSTORE, "--store", str(store.path), "query", "similar", "knot", "--k", "9"]
     images = [EMBSTORE, "--store", str(store.path), "query", "images", "00000000000000000042", "--k", "10"]
@@ -49,10 +53,14 @@ def main(rounds: int = 7) -> None:
     b, q, qi = statistics.median(base), statistics.median(warm), statistics.median(warm_images)
     print(f"store: 10,000 images x 5 layers (64..1280 channels), built in {build:.1f} s")
     print(f"python -c 'import duckdb, faiss'     : {b:.3f} s median of {rounds}")
-    print(f"embstore query similar knot --k 9    : {q:.3f} s median (cold first call {cold:.3f} s)  "
-          f"ratio {q / b:.2f}x  (targets <= 0.5 s, <= 2x)")
-    print(f"embstore query images <id> --k 10    : {qi:.3f} s median (cold first call, builds index, "
-          f"{cold_images:.3f} s)  ratio {qi / b:.2f}x")
+    print(
+        f"embstore query similar knot --k 9    : {q:.3f} s median (cold first call {cold:.3f} s)  "
+        f"ratio {q / b:.2f}x  (targets <= 0.5 s, <= 2x)"
+    )
+    print(
+        f"embstore query images <id> --k 10    : {qi:.3f} s median (cold first call, builds index, "
+        f"{cold_images:.3f} s)  ratio {qi / b:.2f}x"
+    )
 
 
 if __name__ == "__main__":

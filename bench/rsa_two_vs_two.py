@@ -24,8 +24,8 @@ def main() -> None:
     k = args.concepts
     rng = np.random.default_rng(0)
     latent = rng.normal(size=(k, 20))
-    ref = latent @ rng.normal(size=(20, 50)) + rng.normal(size=(k, 50))            # "word vectors", 50-d
-    layer = latent @ rng.normal(size=(20, 512)) + 2 * rng.normal(size=(k, 512))   # a 512-channel layer
+    ref = latent @ rng.normal(size=(20, 50)) + rng.normal(size=(k, 50))  # "word vectors", 50-d
+    layer = latent @ rng.normal(size=(20, 512)) + 2 * rng.normal(size=(k, 512))  # a 512-channel layer
 
     t = time.perf_counter()
     result = similarity_encoding(ref, [layer], n_permutations=args.permutations, seed=0)
@@ -42,8 +42,10 @@ def main() -> None:
     print(f"{k} concepts ({n_pairs:,} pairs), {args.permutations} permutations, 1 group")
     print(f"2v2 accuracy {result.accuracy:.4f}, p = {result.p_value:.4g}, null mean {result.null.mean():.4f}")
     print(f"vectorised, whole test + permutations : {ours:8.1f} s   (target <= 60 s)")
-    print(f"brute-force loop, {len(pairs)} sampled pairs : {per_pair * 1e3:8.3f} ms/pair -> "
-          f"{loop_total / 3600:.1f} h extrapolated for the same work")
+    print(
+        f"brute-force loop, {len(pairs)} sampled pairs : {per_pair * 1e3:8.3f} ms/pair -> "
+        f"{loop_total / 3600:.1f} h extrapolated for the same work"
+    )
     print(f"speed-up                               : {loop_total / ours:8.0f}x   (target >= 20x)")
 
 

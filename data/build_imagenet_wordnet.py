@@ -22,7 +22,7 @@ for raw in data.read_bytes().decode("utf-8").splitlines():
     names[offset] = [fields[4 + 2 * w].replace("_", " ") for w in range(n_words)]
     at = 4 + 2 * n_words
     n_ptr = int(fields[at])
-    ptrs = fields[at + 1: at + 1 + 4 * n_ptr]
+    ptrs = fields[at + 1 : at + 1 + 4 * n_ptr]
     hypernyms[offset] = [ptrs[i + 1] for i in range(0, len(ptrs), 4) if ptrs[i] in ("@", "@i") and ptrs[i + 2] == "n"]
 
 
@@ -38,5 +38,6 @@ for line in (here / "imagenet1k.tsv").read_text().splitlines()[1:]:
 (here / "imagenet1k_wordnet.tsv").write_text("wnid\thypernym_paths\n" + "\n".join(rows) + "\n")
 nodes = sorted({o for r in rows for o in r.split("\t")[1].replace("|", ",").split(",")})
 (here / "wordnet_ancestors.tsv").write_text(
-    "wnid\tlemmas\n" + "\n".join(f"{n}\t{'|'.join(names[n[1:]])}" for n in nodes) + "\n")
+    "wnid\tlemmas\n" + "\n".join(f"{n}\t{'|'.join(names[n[1:]])}" for n in nodes) + "\n"
+)
 print(f"wrote {len(rows)} classes", file=sys.stderr)

@@ -137,7 +137,7 @@ def sample_images() -> Path:
 
 def save_figure(fig: Any, out: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Write a figure from `Store.figure()` as OUT.png, OUT.svg (and .pdf); returns the paths."""
-    from embstore.report.figures import save
+    from embstore.report.canvas import save
 
     return save(fig, out, formats)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class EmbstoreError(Exception):
     """Root of every error embstore raises on purpose."""
@@ -73,7 +75,7 @@ class ImageDecodeError(EmbstoreError, ValueError):
     """One image cannot be used; ingestion records it and goes on."""
 
 
-def did_you_mean(value: str, choices, *, n: int = 5) -> str:
+def did_you_mean(value: str, choices: Iterable[str], *, n: int = 5) -> str:
     """' Did you mean: a, b?' for the nearest names in `choices`, or ''."""
     import difflib
 

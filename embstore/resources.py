@@ -17,9 +17,7 @@ def resource_dir(name: str) -> Path:
     for candidate in (_PACKAGE_DIR / name, _PACKAGE_DIR.parent / name):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(
-        f"embstore's '{name}' folder is missing from this install (looked in {_PACKAGE_DIR})"
-    )
+    raise FileNotFoundError(f"embstore's '{name}' folder is missing from this install (looked in {_PACKAGE_DIR})")
 
 
 def migrations_dir() -> Path:

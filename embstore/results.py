@@ -107,8 +107,9 @@ class Vectors:
 
         x = np.ascontiguousarray(self.numpy(), dtype=np.float32)
         vec = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1] if x.size else 0)
-        return pa.table({"image_id": pa.array(self.image_ids, pa.string()),
-                         "label": pa.array(self.labels, pa.int32()), "vec": vec})
+        return pa.table(
+            {"image_id": pa.array(self.image_ids, pa.string()), "label": pa.array(self.labels, pa.int32()), "vec": vec}
+        )
 
     def to_pandas(self) -> Any:
         """DataFrame with image_id, label and one column per channel (v0, v1, …)."""
@@ -140,6 +141,8 @@ class Vectors:
             from rsatoolbox.data import Dataset
         except ImportError:
             raise MissingDependencyError("to_rsatoolbox() needs rsatoolbox: pip install rsatoolbox") from None
-        return Dataset(self.numpy().astype(np.float64),
-                       descriptors={"model": self.model_key, "layer": self.layer},
-                       obs_descriptors={"image_id": np.array(self.image_ids), "label": self.labels})
+        return Dataset(
+            self.numpy().astype(np.float64),
+            descriptors={"model": self.model_key, "layer": self.layer},
+            obs_descriptors={"image_id": np.array(self.image_ids), "label": self.labels},
+        )

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from embstore.store.cache import atomic_write, derived_path
-from embstore.store.files import ActivationFiles
+from embstore.errors import EmbstoreError, NotFoundError, UsageError
 from embstore.ingest.layers import HIDDEN
 from embstore.labels.imagenet import classes
-from embstore.store.catalog import Catalog
-from embstore.errors import EmbstoreError, NotFoundError, UsageError
 from embstore.results import Answer, Neighbour
+from embstore.store.cache import atomic_write, derived_path
+from embstore.store.catalog import Catalog
+from embstore.store.files import ActivationFiles
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
 AUTO_THRESHOLD = 200_000
@@ -102,8 +102,9 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=No
     if kind == "auto":
         kind = "flat" if total < AUTO_THRESHOLD else "hnsw"
     fingerprint = cat.layer_fingerprint(model_key, layer)
-    meta_path, index_path, ids_path = (derived_path(store, model_key, layer, f"{kind}{ext}")
-                                       for ext in (".json", ".faiss", ".ids.npy"))
+    meta_path, index_path, ids_path = (
+        derived_path(store, model_key, layer, f"{kind}{ext}") for ext in (".json", ".faiss", ".ids.npy")
+    )
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta["fingerprint"] == fingerprint and index_path.exists() and ids_path.exists():
@@ -162,8 +163,9 @@ def _recall_at_10(index, x: np.ndarray) -> float:
 
 
 # -- nearest images ---------------------------------------------------------------------------
-def nearest_images(store, image: str, *, k: int = 10, model: str | None = None, layer: str = HIDDEN,
-                   index: str = "auto") -> Answer:
+def nearest_images(
+    store, image: str, *, k: int = 10, model: str | None = None, layer: str = HIDDEN, index: str = "auto"
+) -> Answer:
     """The k stored images nearest to IMAGE (a stored id or path, or any image file).
 
     >>> nearest_images(Store.open(), "data/samples/coffee.png", k=3).rows[0].detail["path"]  # doctest: +SKIP
@@ -183,9 +185,12 @@ def nearest_images(store, image: str, *, k: int = 10, model: str | None = None, 
         path, label, top = meta.get(h, (None, None, None))
         predicted = classes()[top].name if top is not None else None
         out.append(Neighbour(r + 1, s, h, {"label": label, "predicted": predicted, "path": path}))
-    notes = [f"query {how}", f"index {idx.kind}{' (rebuilt)' if idx.rebuilt else ''}"
-             + (f", recall@10 vs exact {idx.recall_at_10:.3f}" if idx.kind != "flat" else ", exact"),
-             f"faiss GPUs: {gpu_count()}"]
+    notes = [
+        f"query {how}",
+        f"index {idx.kind}{' (rebuilt)' if idx.rebuilt else ''}"
+        + (f", recall@10 vs exact {idx.recall_at_10:.3f}" if idx.kind != "flat" else ", exact"),
+        f"faiss GPUs: {gpu_count()}",
+    ]
     return Answer(image, model_key, layer, "cosine", out, notes)
 
 
@@ -220,13 +225,17 @@ def embed_file(con, path: str, model_key: str, layer: str) -> np.ndarray:
 
     name, tag, sha, weights_option = Catalog(con).model_origin(model_key)
     if tag.startswith("module-"):
-        raise NotFoundError(f"{model_key} was ingested from a torch module, which the store cannot rebuild; give a "
-                            "stored image id or path, or ingest the new image first")
+        raise NotFoundError(
+            f"{model_key} was ingested from a torch module, which the store cannot rebuild; give a "
+            "stored image id or path, or ingest the new image first"
+        )
     weights = tag if tag == "none" else weights_option or "DEFAULT"
     net, spec, now_sha = models.load(name, weights)
     if now_sha != sha:
-        raise EmbstoreError(f"the weights available now for {model_key} differ from the stored ones; "
-                            "cannot embed a new image consistently")
+        raise EmbstoreError(
+            f"the weights available now for {model_key} differ from the stored ones; "
+            "cannot embed a new image consistently"
+        )
     chosen = layers_mod.select(layers_mod.discover(net, name, spec.preprocessing.crop), [layer], name)
     _, rgb, _ = read_rgb(path)
     ex = Extractor(net, chosen)

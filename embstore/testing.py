@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from embstore.store.files import ActivationFiles, file_rows
-from embstore.store.catalog import Catalog
 from embstore.ingest.models import ModelSpec, Preprocessing
+from embstore.store.catalog import Catalog
+from embstore.store.files import ActivationFiles, file_rows
 
 SPEC = ModelSpec("synthetic_net", "synthetic", "seed0", Preprocessing(256, 224, (0.5,) * 3, (0.5,) * 3, "bilinear"))
 
 
-def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[str, int] | None = None,
-             seed: int = 0, batch: int = 5000, spec: ModelSpec = SPEC, centres: dict | None = None,
-             noise: float = 0.7, predicted: dict[int, int] | None = None, paths: list | None = None) -> dict:
+def populate(
+    store,
+    *,
+    n_classes: int = 20,
+    per_class: int = 10,
+    layers: dict[str, int] | None = None,
+    seed: int = 0,
+    batch: int = 5000,
+    spec: ModelSpec = SPEC,
+    centres: dict | None = None,
+    noise: float = 0.7,
+    predicted: dict[int, int] | None = None,
+    paths: list | None = None,
+) -> dict:
     """Write n_classes × per_class labelled images with vectors for each layer {name: channels}.
 
     `centres` may give a layer's (n_classes × channels) class centres; others are drawn at random.
@@ -56,31 +67,55 @@ def populate(store, *, n_classes: int = 20, per_class: int = 10, layers: dict[st
         cat.upsert_model(spec, "0" * 64)
         from embstore.ingest.layers import LayerInfo
 
-        cat.upsert_layers(spec.key, [LayerInfo(n, o, d, "hidden" if n == "hidden" else "conv",
-                                               "identity" if n == "hidden" else "gap_relu", True)
-                                     for o, (n, d) in enumerate(layers.items())])
+        cat.upsert_layers(
+            spec.key,
+            [
+                LayerInfo(
+                    n, o, d, "hidden" if n == "hidden" else "conv", "identity" if n == "hidden" else "gap_relu", True
+                )
+                for o, (n, d) in enumerate(layers.items())
+            ],
+        )
         cat.start_run(run_id, spec.key, {"synthetic": True}, len(ids))
     for seq, start in enumerate(range(0, len(ids), batch)):
         sl = slice(start, start + batch)
         staged = [files.stage(spec, name, run_id, seq, ids[sl], vectors[name][sl]) for name in layers]
         with store.transaction() as con:
             cat = Catalog(con)
-            cat.insert_images(pa.table({
-                "image_id": ids[sl], "path": where[sl],
-                "file_size": [0] * len(ids[sl]), "file_mtime": [0.0] * len(ids[sl]),
-                "width": [1] * len(ids[sl]), "height": [1] * len(ids[sl]), "mode": ["RGB"] * len(ids[sl]),
-                "label_raw": [str(int(c)) for c in labels[sl]], "label_wnid": [None] * len(ids[sl]),
-                "label_index": pa.array(labels[sl], pa.int32()), "label_name": [None] * len(ids[sl]),
-                "source": ["synthetic"] * len(ids[sl]), "extra": [None] * len(ids[sl])}))
+            cat.insert_images(
+                pa.table(
+                    {
+                        "image_id": ids[sl],
+                        "path": where[sl],
+                        "file_size": [0] * len(ids[sl]),
+                        "file_mtime": [0.0] * len(ids[sl]),
+                        "width": [1] * len(ids[sl]),
+                        "height": [1] * len(ids[sl]),
+                        "mode": ["RGB"] * len(ids[sl]),
+                        "label_raw": [str(int(c)) for c in labels[sl]],
+                        "label_wnid": [None] * len(ids[sl]),
+                        "label_index": pa.array(labels[sl], pa.int32()),
+                        "label_name": [None] * len(ids[sl]),
+                        "source": ["synthetic"] * len(ids[sl]),
+                        "extra": [None] * len(ids[sl]),
+                    }
+                )
+            )
             rows = range(start, min(start + batch, len(ids)))
             top1 = [int((predicted or {}).get(r, labels[r])) for r in rows]
-            cat.insert_predictions(pa.table({
-                "model_key": [spec.key] * len(rows), "image_id": ids[sl],
-                "top5_index": [[t, int(labels[r]), 997, 998, 999] for t, r in zip(top1, rows)],
-                "top5_prob": [[0.5, 0.1, 0.1, 0.1, 0.1]] * len(rows),
-                "true_rank": [1 if t == labels[r] else 2 for t, r in zip(top1, rows)],
-                "true_prob": [0.5 if t == labels[r] else 0.1 for t, r in zip(top1, rows)],
-                "run_id": [run_id] * len(rows)}))
+            cat.insert_predictions(
+                pa.table(
+                    {
+                        "model_key": [spec.key] * len(rows),
+                        "image_id": ids[sl],
+                        "top5_index": [[t, int(labels[r]), 997, 998, 999] for t, r in zip(top1, rows)],
+                        "top5_prob": [[0.5, 0.1, 0.1, 0.1, 0.1]] * len(rows),
+                        "true_rank": [1 if t == labels[r] else 2 for t, r in zip(top1, rows)],
+                        "true_prob": [0.5 if t == labels[r] else 0.1 for t, r in zip(top1, rows)],
+                        "run_id": [run_id] * len(rows),
+                    }
+                )
+            )
             cat.register_files(*file_rows(staged, spec.key, run_id))
         files.publish(staged)
     with store.write() as con:

@@ -9,9 +9,18 @@ from pathlib import Path
 
 import pytest
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--force-device-scale-factor=1",
-         "--hide-scrollbars", "--force-color-profile=srgb"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--force-device-scale-factor=1",
+    "--hide-scrollbars",
+    "--force-color-profile=srgb",
+]
 
 
 def chromium() -> str:
@@ -23,8 +32,9 @@ def chromium() -> str:
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="embstore-chromium-") as profile:  # a new profile every time
-        done = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                              timeout=180)
+        done = subprocess.run(
+            [chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, timeout=180
+        )
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     return done
 

@@ -42,8 +42,9 @@ def offline_torch_home(tmp_path, monkeypatch):
 def run_embstore(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
     """The installed `embstore` command in a subprocess."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([str(EMBSTORE), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=full_env, timeout=timeout)
+    return subprocess.run(
+        [str(EMBSTORE), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout
+    )
 
 
 FIGURE_CLASSES = ("knot", "chain", "baseball", "golf ball", "tennis ball", "espresso")
@@ -69,10 +70,10 @@ def figure_store(tmp_path_factory):
     """A small real store with every analysis the figures draw: 6 labelled classes × 5 pictures plus the
     bundled sample photos ingested with the real EfficientNet-Lite0 weights, 8 rated triplets matched,
     class prototypes materialised and similarity encoding against GloVe."""
+    from embstore.analysis.rsatables import run_rsa
     from embstore.analysis.tasks import class_tables, matching
     from embstore.ingest.pipeline import ingest
     from embstore.resources import sample_images_dir
-    from embstore.analysis.rsatables import run_rsa
 
     root = tmp_path_factory.mktemp("figure_store")
     rng = np.random.default_rng(0)

@@ -6,13 +6,13 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from embstore.store.files import ActivationFiles
+from embstore.analysis.matching import roc_auc
 from embstore.analysis.tasks import failures, matching
 from embstore.errors import EmbstoreError, ManifestError, NotFoundError, UsageError
 from embstore.ingest.pipeline import ingest
-from embstore.analysis.matching import roc_auc
-from embstore.store.migrations import discover, migrate
 from embstore.resources import migrations_dir
+from embstore.store.files import ActivationFiles
+from embstore.store.migrations import discover, migrate
 from embstore.store.sql import run_sql
 from embstore.store.store import Store
 
@@ -25,7 +25,7 @@ def triplet_store(store, tmp_path):
     manifest = tmp_path / "triplets.csv"
     rows = ["object,related,unrelated,rating_related,rating_unrelated"]
     for t in range(5):
-        o, r, u = paths[3 * t: 3 * t + 3]
+        o, r, u = paths[3 * t : 3 * t + 3]
         rows.append(f"imgs/{o.name},imgs/{r.name},{u},{t + 1},{5 - t}")
     manifest.write_text("\n".join(rows) + "\n")
     return store, manifest, paths
@@ -44,8 +44,9 @@ def test_matching_equals_a_brute_force_computation(triplet_store):
     with pytest.raises(NotFoundError, match="not ingested.*--ingest"):
         ingest(store, "resnet18", str(paths[0]), weights="none", layers="layer4.1")
         matching(store, str(manifest))
-    report = matching(store, str(manifest), models=["resnet18"], ingest_missing=True, weights="none",
-                      layers=["layer4.1", "hidden"])
+    report = matching(
+        store, str(manifest), models=["resnet18"], ingest_missing=True, weights="none", layers=["layer4.1", "hidden"]
+    )
     assert [r.layer for r in report.layers] == ["layer4.1", "hidden"]
     with store.read() as con:
         id_of = dict(con.execute("SELECT path, image_id FROM images").fetchall())
@@ -54,7 +55,7 @@ def test_matching_equals_a_brute_force_computation(triplet_store):
         vec = {i: x[k].astype(np.float64) for k, i in enumerate(ids)}
         cr, cu = [], []
         for t in range(5):
-            o, rel, un = (vec[id_of[str(p)]] for p in paths[3 * t: 3 * t + 3])
+            o, rel, un = (vec[id_of[str(p)]] for p in paths[3 * t : 3 * t + 3])
             cr.append(o @ rel / np.linalg.norm(o) / np.linalg.norm(rel))
             cu.append(o @ un / np.linalg.norm(o) / np.linalg.norm(un))
         cr, cu = np.array(cr), np.array(cu)
@@ -70,8 +71,11 @@ def test_matching_equals_a_brute_force_computation(triplet_store):
         if (d <= 0).any():
             assert r.cases["worst"][0] == int(np.argmin(d))
             assert r.cases["bad_luck"][0] == int(np.argmax(np.where(d <= 0, d, -np.inf)))
-    cols, rows = run_sql(store, "SELECT layer, count(*), avg((NOT matched)::INT), any_value(auc) FROM matching_results "
-                                "JOIN matching_summary USING (manifest_sha, model_key, layer) GROUP BY layer ORDER BY layer")
+    cols, rows = run_sql(
+        store,
+        "SELECT layer, count(*), avg((NOT matched)::INT), any_value(auc) FROM matching_results "
+        "JOIN matching_summary USING (manifest_sha, model_key, layer) GROUP BY layer ORDER BY layer",
+    )
     assert [(l, n) for l, n, _, _ in rows] == [("hidden", 5), ("layer4.1", 5)]
     by_layer = {r.layer: r for r in report.layers}
     for layer, _, err, auc in rows:
@@ -119,8 +123,8 @@ def test_failure_analysis_matches_an_independent_forward_pass(store, tmp_path):
         assert f["true_rank"] == ranks[f["path"]][0]
         assert f["true_prob"] == pytest.approx(ranks[f["path"]][1], rel=1e-4)
     assert [f["true_rank"] for f in report.failures] == sorted((f["true_rank"] for f in report.failures), reverse=True)
-    from embstore.labels.wordnet import wup_similarity
     from embstore.labels.imagenet import classes
+    from embstore.labels.wordnet import wup_similarity
 
     for f in report.failures:
         assert f["wup"] == wup_similarity(classes().resolve(f["true"]).wnid, classes().resolve(f["predicted"]).wnid)
@@ -133,8 +137,11 @@ def test_sql_has_views_and_udfs_and_is_read_only_by_default(store, tmp_path):
     make_images(tmp_path / "imgs", 2)
     ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
     ids, x = ActivationFiles(store).read_layer("resnet18@none", "layer1.0")
-    cols, rows = run_sql(store, "SELECT image_id, vec_norm(vec) AS n, imagenet_name(616) AS c FROM activations "
-                                "WHERE layer = 'layer1.0' ORDER BY image_id")
+    cols, rows = run_sql(
+        store,
+        "SELECT image_id, vec_norm(vec) AS n, imagenet_name(616) AS c FROM activations "
+        "WHERE layer = 'layer1.0' ORDER BY image_id",
+    )
     assert cols == ["image_id", "n", "c"]
     expected = dict(zip(ids, np.linalg.norm(x.astype(np.float64), axis=1)))
     for image_id, n, c in rows:

@@ -3,9 +3,9 @@ import pytest
 from scipy import stats
 
 from embstore import testing as synthetic
+from embstore.analysis.similarity import similar_classes
 from embstore.analysis.tasks import class_pair, class_tables
 from embstore.errors import EmbstoreError, NotFoundError
-from embstore.analysis.similarity import similar_classes
 from embstore.store.sql import run_sql
 from embstore.store.store import Store
 

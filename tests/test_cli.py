@@ -27,22 +27,30 @@ def test_every_command_has_help_with_an_example():
 
 
 def test_help_and_status_do_not_import_torch(tmp_path):
-    code = ("import sys; from embstore_cli.app import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    code = (
+        "import sys; from embstore_cli.app import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
     for args in (["--help"], ["--store", str(tmp_path / "s"), "status"]):
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True).stdout
         assert out.strip().endswith("NO-TORCH"), (args, out[-200:])
 
 
-@pytest.mark.parametrize("args, code, text", [
-    (["ingest", "-m", "resnet_18", "--images", "{imgs}"], 2, "unknown model 'resnet_18'. Did you mean: resnet18"),
-    (["ingest", "-m", "resnet18", "--weights", "none", "--layers", "layer9", "--images", "{imgs}"], 2,
-     "has no layer 'layer9'"),
-    (["ingest", "--images", "{tmp}/missing"], 2, "does not exist"),
-    (["status"], 1, "no embstore store at"),
-    (["ingest", "--images", "{imgs}", "--device", "tpu"], 1, "unknown --device 'tpu'"),
-])
+@pytest.mark.parametrize(
+    "args, code, text",
+    [
+        (["ingest", "-m", "resnet_18", "--images", "{imgs}"], 2, "unknown model 'resnet_18'. Did you mean: resnet18"),
+        (
+            ["ingest", "-m", "resnet18", "--weights", "none", "--layers", "layer9", "--images", "{imgs}"],
+            2,
+            "has no layer 'layer9'",
+        ),
+        (["ingest", "--images", "{tmp}/missing"], 2, "does not exist"),
+        (["status"], 1, "no embstore store at"),
+        (["ingest", "--images", "{imgs}", "--device", "tpu"], 1, "unknown --device 'tpu'"),
+    ],
+)
 def test_bad_input_gives_one_line_error_and_exit_code(tmp_path, capsys, args, code, text):
     imgs = tmp_path / "imgs"
     make_images(imgs, 1)
@@ -58,8 +66,19 @@ def test_bad_input_gives_one_line_error_and_exit_code(tmp_path, capsys, args, co
 def test_cli_ingest_renders_summary_and_verify_says_ok(tmp_path):
     make_images(tmp_path / "imgs", 3)
     (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8 nope")
-    res = run_embstore("--store", tmp_path / "s", "ingest", "-m", "resnet18", "--weights", "none",
-                       "--layers", "layer1.0", "--images", tmp_path / "imgs")
+    res = run_embstore(
+        "--store",
+        tmp_path / "s",
+        "ingest",
+        "-m",
+        "resnet18",
+        "--weights",
+        "none",
+        "--layers",
+        "layer1.0",
+        "--images",
+        tmp_path / "imgs",
+    )
     assert res.returncode == 0, res.stderr
     assert "completed" in res.stdout and "broken.jpg" in res.stdout and "images/s" in res.stdout
     ok = run_embstore("--store", tmp_path / "s", "verify")
@@ -102,8 +121,11 @@ def test_demo_ingests_the_bundled_photos_with_real_weights_and_writes_a_report(t
     done = run_embstore("--store", tmp_path / "demo", "demo")
     assert done.returncode == 0, done.stderr
     assert "espresso" in done.stdout and f"wrote {tmp_path / 'demo' / 'report.html'}" in done.stdout
-    _, rows = run_sql(Store.open(tmp_path / "demo"), """SELECT imagenet_name(p.top5_index[1]) FROM predictions p
-                                                         JOIN images i USING (image_id) WHERE i.path LIKE '%coffee.png'""")
+    _, rows = run_sql(
+        Store.open(tmp_path / "demo"),
+        """SELECT imagenet_name(p.top5_index[1]) FROM predictions p
+           JOIN images i USING (image_id) WHERE i.path LIKE '%coffee.png'""",
+    )
     assert rows == [("espresso",)]
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "efficientnet_lite0@tf-lite0" in html and "embstore analyze matching" in html

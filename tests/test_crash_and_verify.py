@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from embstore.store.files import ActivationFiles
 from embstore.errors import StoreBusyError, StoreError
 from embstore.ingest.pipeline import ingest
+from embstore.store.files import ActivationFiles
 from embstore.store.store import Store
 
 from .conftest import EMBSTORE, make_images
@@ -27,9 +27,26 @@ def _stored_images(store) -> int:
 
 def _start(store_path, images):
     return subprocess.Popen(
-        [str(EMBSTORE), "--store", str(store_path), "ingest", "-m", "resnet18", "--weights", "none",
-         "--layers", LAYERS, "--images", str(images), "-b", "4"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            str(EMBSTORE),
+            "--store",
+            str(store_path),
+            "ingest",
+            "-m",
+            "resnet18",
+            "--weights",
+            "none",
+            "--layers",
+            LAYERS,
+            "--images",
+            str(images),
+            "-b",
+            "4",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _kill_when(proc, store, at_least: int, timeout=240) -> int:
@@ -161,8 +178,11 @@ def test_verify_exits_non_zero_on_a_broken_store_and_zero_after_repair(ingested,
 
     store, _ = ingested
     next(store.activations_root.rglob("*.parquet")).unlink()
-    for args, code, text in ((["verify"], 1, "NOT OK"), (["verify", "--repair"], 0, "repaired"),
-                             (["verify"], 0, "catalog and files agree")):
+    for args, code, text in (
+        (["verify"], 1, "NOT OK"),
+        (["verify", "--repair"], 0, "repaired"),
+        (["verify"], 0, "catalog and files agree"),
+    ):
         with pytest.raises(SystemExit) as e:
             main(["--store", str(store.path), *args])
         assert e.value.code == code and text in capsys.readouterr().out

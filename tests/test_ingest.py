@@ -6,15 +6,30 @@ import pytest
 import torch
 from PIL import Image
 
-from embstore.store.files import ActivationFiles
-from embstore.errors import (InputPathError, ManifestError, StoreBusyError, UnknownLayerError, UnknownModelError,
-                             WeightsUnavailableError)
+from embstore.errors import (
+    InputPathError,
+    ManifestError,
+    StoreBusyError,
+    UnknownLayerError,
+    UnknownModelError,
+    WeightsUnavailableError,
+)
 from embstore.ingest.pipeline import ingest
+from embstore.store.files import ActivationFiles
 
 from .conftest import make_images
 
-RESNET18_DEFAULT = ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1",
-                    "hidden"]
+RESNET18_DEFAULT = [
+    "layer1.0",
+    "layer1.1",
+    "layer2.0",
+    "layer2.1",
+    "layer3.0",
+    "layer3.1",
+    "layer4.0",
+    "layer4.1",
+    "hidden",
+]
 
 
 def _count(store, sql, params=None):
@@ -36,8 +51,9 @@ def test_class_tree_ingest_stores_every_default_layer_once_with_labels(store, tm
             "SELECT layer, count(*), count(DISTINCT image_id), any_value(len(vec)) FROM activations GROUP BY layer"
         ).fetchall()
         chans = dict(con.execute("SELECT layer, channels FROM layers").fetchall())
-        ranks = con.execute("SELECT true_rank FROM predictions p JOIN images i USING (image_id) "
-                            "WHERE label_name = 'tench'").fetchall()
+        ranks = con.execute(
+            "SELECT true_rank FROM predictions p JOIN images i USING (image_id) WHERE label_name = 'tench'"
+        ).fetchall()
     assert {row[0] for row in per_layer} == set(RESNET18_DEFAULT)
     assert all(n == 6 and d == 6 and dim == chans[layer] for layer, n, d, dim in per_layer)
     assert all(1 <= rank[0] <= 1000 for rank in ranks) and len(ranks) == 3
@@ -97,16 +113,26 @@ def _bad_inputs(folder):
     (folder / "truncated.jpg").write_bytes(full[: len(full) // 2])
     Image.fromarray(rgb[:, :, 0]).save(folder / "gray.png")
     Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
-    Image.fromarray((rgb[:, :, 1].astype(np.uint16) * 257)).save(folder / "sixteen.png")
+    Image.fromarray(rgb[:, :, 1].astype(np.uint16) * 257).save(folder / "sixteen.png")
     pal = Image.fromarray(rgb).convert("P")
     pal.info["transparency"] = 0
     pal.save(folder / "palette.png", transparency=0)
     Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(folder / "alpha.png")
     Image.fromarray(np.zeros((3000, 3000, 3), np.uint8)).save(folder / "huge.png")
     (folder / "notes.txt").write_text("ignored: not an image suffix")
-    return {"good.jpg": None, "gray.png": None, "cmyk.jpg": None, "sixteen.png": None, "palette.png": None,
-            "alpha.png": None, "empty.jpg": "empty file", "text.png": "not an image",
-            "random.jpg": "not an image", "truncated.jpg": "truncated", "huge.png": "above the 5 MP limit"}
+    return {
+        "good.jpg": None,
+        "gray.png": None,
+        "cmyk.jpg": None,
+        "sixteen.png": None,
+        "palette.png": None,
+        "alpha.png": None,
+        "empty.jpg": "empty file",
+        "text.png": "not an image",
+        "random.jpg": "not an image",
+        "truncated.jpg": "truncated",
+        "huge.png": "above the 5 MP limit",
+    }
 
 
 def test_bad_and_unusual_images_are_converted_or_recorded_and_the_run_goes_on(store, tmp_path):
@@ -147,10 +173,12 @@ def test_sixteen_bit_and_exif_rotation_are_converted_faithfully(tmp_path):
 def test_manifest_keeps_labels_and_extra_columns(store, tmp_path):
     paths = make_images(tmp_path / "imgs", 3, seed=6)
     manifest = tmp_path / "m.csv"
-    manifest.write_text("path,label,rating,role\n"
-                        f"imgs/{paths[0].name},n03627232,4.5,object\n"
-                        f"{paths[1]},baseball,2,related\n"
-                        f"imgs/{paths[2].name},,1,unrelated\n")
+    manifest.write_text(
+        "path,label,rating,role\n"
+        f"imgs/{paths[0].name},n03627232,4.5,object\n"
+        f"{paths[1]},baseball,2,related\n"
+        f"imgs/{paths[2].name},,1,unrelated\n"
+    )
     r = ingest(store, "resnet18", str(manifest), weights="none", layers="layer4.1")
     assert r.n_done == 3
     with store.read() as con:
@@ -164,11 +192,14 @@ def test_manifest_keeps_labels_and_extra_columns(store, tmp_path):
     assert ingest(store, "resnet18", str(tmp_path / "m.parquet"), weights="none", layers="layer4.1").n_skipped == 3
 
 
-@pytest.mark.parametrize("content, match", [
-    ("file,label\na.png,x\n", "no 'path' column"),
-    ("path,label\n", "lists no images"),
-    ('path,label\n"a.png,x\n', "cannot be read"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("file,label\na.png,x\n", "no 'path' column"),
+        ("path,label\n", "lists no images"),
+        ('path,label\n"a.png,x\n', "cannot be read"),
+    ],
+)
 def test_malformed_manifests_fail_with_one_clear_error(store, tmp_path, content, match):
     manifest = tmp_path / "bad.csv"
     manifest.write_text(content)
@@ -241,8 +272,11 @@ def test_real_efficientnet_lite0_recognises_the_bundled_photos(store):
     r = ingest(store, "efficientnet_lite0", str(sample_images_dir()), batch_size=4)
     assert r.n_done == 4 and r.model_key == "efficientnet_lite0@tf-lite0"
     with store.read() as con:
-        top = dict(con.execute("SELECT regexp_extract(path, '[^/]+$'), top5_index FROM predictions "
-                               "JOIN images USING (image_id)").fetchall())
+        top = dict(
+            con.execute(
+                "SELECT regexp_extract(path, '[^/]+$'), top5_index FROM predictions JOIN images USING (image_id)"
+            ).fetchall()
+        )
         pre = con.execute("SELECT resize, crop, mean, std, interpolation FROM models").fetchall()[0]
     names = {k: [classes()[i].name for i in v] for k, v in top.items()}
     assert names["coffee.png"][0] == "espresso"

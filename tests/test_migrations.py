@@ -7,8 +7,8 @@ import duckdb
 import pytest
 
 from embstore.errors import MigrationError
-from embstore.store.migrations import discover, migrate
 from embstore.resources import migrations_dir
+from embstore.store.migrations import discover, migrate
 
 from .conftest import ROOT
 
@@ -24,8 +24,18 @@ def test_blank_catalog_gets_every_table_and_rerun_is_a_noop(tmp_path):
     applied = migrate(con)
     assert applied == [m.name for m in discover()]
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    assert {"images", "models", "layers", "runs", "predictions", "ingest_errors", "activation_files",
-            "activation_index", "activations", "schema_migrations"} <= tables
+    assert {
+        "images",
+        "models",
+        "layers",
+        "runs",
+        "predictions",
+        "ingest_errors",
+        "activation_files",
+        "activation_index",
+        "activations",
+        "schema_migrations",
+    } <= tables
     assert migrate(con) == []
     assert con.execute("SELECT count(*) FROM schema_migrations").fetchall()[0][0] == len(applied)
 
@@ -59,7 +69,10 @@ def test_upgrade_from_previous_schema_applies_only_the_new_file(tmp_path):
     migrate(con, folder)
     (folder / "9000_add_note.sql").write_text("ALTER TABLE images ADD COLUMN note VARCHAR DEFAULT 'x';")
     assert migrate(con, folder) == ["9000_add_note.sql"]
-    cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name='images'").fetchall()]
+    cols = [
+        r[0]
+        for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name='images'").fetchall()
+    ]
     assert "note" in cols
 
 
@@ -86,10 +99,16 @@ def test_built_wheel_carries_migrations_data_and_cli(tmp_path):
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import embstore.resources as r, embstore.store as s;"
         "print(r.migrations_dir()); st = s.Store.open(sys.argv[2], create=True);"
-        "con = st._connect(read_only=True); print(con.execute('SELECT count(*) FROM schema_migrations').fetchall()[0][0])"
+        "con = st._connect(read_only=True);"
+        "print(con.execute('SELECT count(*) FROM schema_migrations').fetchall()[0][0])"
     )
-    res = subprocess.run([sys.executable, "-c", code, str(site), str(tmp_path / "st")], capture_output=True,
-                         text=True, cwd=tmp_path, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(site), str(tmp_path / "st")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
     found, count = res.stdout.split()
     assert found == str(site / "embstore" / "migrations")
     assert int(count) == len(discover())

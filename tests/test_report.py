@@ -15,13 +15,24 @@ from embstore.store.store import Store
 from .browser import dump_dom, screenshot
 from .conftest import run_embstore
 
-SECTIONS = ["Store", "Models", "Layers", "Runs", "Ingest errors", "Triplet matching", "Classification failures",
-            "Class statistics and similar classes", "Similarity encoding"]
+SECTIONS = [
+    "Store",
+    "Models",
+    "Layers",
+    "Runs",
+    "Ingest errors",
+    "Triplet matching",
+    "Classification failures",
+    "Class statistics and similar classes",
+    "Similarity encoding",
+]
 
 
 def _embedded_pngs(text: str) -> list[np.ndarray]:
-    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB"))
-            for b in re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)]
+    return [
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB"))
+        for b in re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
+    ]
 
 
 def _find(shot: np.ndarray, figure: np.ndarray) -> tuple[int, int] | None:
@@ -35,7 +46,7 @@ def _find(shot: np.ndarray, figure: np.ndarray) -> tuple[int, int] | None:
         while (x := row.find(needle, start)) >= 0:
             if x % 3 == 0:
                 top, left = y - colourful, x // 3
-                block = shot[top: top + h, left: left + w].astype(np.int16)
+                block = shot[top : top + h, left : left + w].astype(np.int16)
                 if block.shape == figure.shape and np.abs(block - figure).mean() < 1.0:
                     return top, left
             start = x + 1
@@ -53,8 +64,14 @@ def test_report_is_self_contained_and_every_figure_shows_in_chromium(figure_stor
     # self-contained: nothing is fetched from anywhere else
     assert len(re.findall(r"(?:src|href)=", text)) == len(re.findall(r"""(?:src|href)=['"](?:data:|#)""", text))
     assert "<script" not in text and "<link" not in text and "url(" not in text
-    for needle in ("efficientnet_lite0@tf-lite0", "blocks.6.0", "not an image", "broken.jpg", "glove-6B-50d",
-                   "class_prototypes"):
+    for needle in (
+        "efficientnet_lite0@tf-lite0",
+        "blocks.6.0",
+        "not an image",
+        "broken.jpg",
+        "glove-6B-50d",
+        "class_prototypes",
+    ):
         assert needle in text, needle
     pngs = _embedded_pngs(text)
     assert len(pngs) == len(report.figures)
@@ -97,17 +114,21 @@ def test_report_command_and_thumbnail_cache(figure_store, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps  # thumbnails reused, not remade
     bad = run_embstore("--store", store.path, "report", "--out", tmp_path)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
-        f"embstore: error: out={tmp_path} is a folder; give a file name such as {tmp_path / 'report.html'}"]
+        f"embstore: error: out={tmp_path} is a folder; give a file name such as {tmp_path / 'report.html'}"
+    ]
     unknown = run_embstore("--store", store.path, "report", "--out", out, "--class", "knott")
     assert unknown.returncode != 0 and "unknown ImageNet class 'knott'" in unknown.stderr
 
 
 def test_report_and_plots_do_not_import_torch(figure_store, tmp_path):
     store, _, _ = figure_store
-    code = ("import sys; from embstore_cli.app import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "sys.stderr.write('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    code = (
+        "import sys; from embstore_cli.app import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "sys.stderr.write('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
     for args in (["report", "--out", str(tmp_path / "r.html")], ["plot", "failures", "--out", str(tmp_path / "f")]):
-        res = subprocess.run([sys.executable, "-c", code, "--store", str(store.path), *args],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-c", code, "--store", str(store.path), *args], capture_output=True, text=True
+        )
         assert res.stderr.endswith("NO-TORCH"), res.stderr[-500:]

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from embstore.analysis.rsa import (correlation_matrix, rsa, similarity_encoding, two_vs_two, two_vs_two_loop,
-                          _pair_loop)
+from embstore.analysis.rsa import _pair_loop, correlation_matrix, rsa, similarity_encoding, two_vs_two, two_vs_two_loop
 
 
 def _spaces(k, p=12, q=20, noise=1.0, seed=0):

@@ -1,14 +1,12 @@
 import numpy as np
 import pytest
 
-from embstore.analysis import rsa
-
 from embstore import testing as synthetic
-
-from embstore.labels import vectors
-from embstore.errors import NotFoundError
-from embstore.labels.imagenet import classes
+from embstore.analysis import rsa
 from embstore.analysis.rsatables import run_rsa
+from embstore.errors import NotFoundError
+from embstore.labels import vectors
+from embstore.labels.imagenet import classes
 from embstore.store.sql import run_sql
 from embstore.store.store import Store
 
@@ -48,8 +46,9 @@ def test_rsa_table_for_a_layer_that_encodes_the_word_vectors(tmp_path):
     rng = np.random.default_rng(0)
     centres = {"encodes": np.abs(glove @ rng.normal(size=(50, 64))), "noise": rng.gamma(2, 1, size=(n, 16))}
     store = Store.open(tmp_path / "s", create=True)
-    data = synthetic.populate(store, n_classes=n, per_class=5, layers={"noise": 16, "encodes": 64},
-                              centres=centres, noise=0.5)
+    data = synthetic.populate(
+        store, n_classes=n, per_class=5, layers={"noise": 16, "encodes": 64}, centres=centres, noise=0.5
+    )
     report = run_rsa(store, None, "glove", groups=5, n_permutations=99, seed=1)
     by_layer = {r.layer: r for r in report.rows}
     assert [r.layer for r in report.rows] == ["noise", "encodes"]  # network order
@@ -95,8 +94,9 @@ def test_one_vs_two_counts_misclassified_images_and_vectors_are_joinable(tmp_pat
     # images 5..9 are class 1; call two of them class 7 (wrong), and one image of class 2 class 40 (not a concept)
     wrong = {5: 7, 6: 7, 10: 40}
     store = Store.open(tmp_path / "s", create=True)
-    data = synthetic.populate(store, n_classes=n, per_class=5, layers={"hidden": 32}, centres=centres,
-                              noise=0.3, predicted=wrong)
+    data = synthetic.populate(
+        store, n_classes=n, per_class=5, layers={"hidden": 32}, centres=centres, noise=0.3, predicted=wrong
+    )
     report = run_rsa(store, None, "glove", groups=3, n_permutations=0)
     row = report.rows[0]
     assert row.n_1v2 == 2  # the image predicted as class 40 has no concept for its prediction

@@ -8,12 +8,11 @@ from scipy import stats
 from scipy.spatial.distance import cosine
 
 from embstore import search
-
 from embstore import testing as synthetic
 from embstore.analysis.classstats import class_stats
+from embstore.analysis.similarity import similar_classes
 from embstore.errors import NotFoundError, UnknownClassError, UnknownLayerError, UnknownModelError
 from embstore.labels.imagenet import classes
-from embstore.analysis.similarity import similar_classes
 from embstore.search import nearest_images
 from embstore.store.store import Store
 
@@ -54,8 +53,10 @@ def test_prototype_and_hidden_methods_match_a_brute_force_loop(syn):
         assert [n.detail["index"] for n in got.rows] == [c for c, _ in ref]
         np.testing.assert_allclose([n.score for n in got.rows], [s for _, s in ref], atol=1e-6)
         assert all(n.detail["images"] == 8 for n in got.rows)
-    concat = {c: np.concatenate([data["vectors"][l][labels == c].astype(np.float64).mean(0)
-                                 for l in ("conv_a", "conv_b")]) for c in np.unique(labels)}
+    concat = {
+        c: np.concatenate([data["vectors"][l][labels == c].astype(np.float64).mean(0) for l in ("conv_a", "conv_b")])
+        for c in np.unique(labels)
+    }
     got = similar_classes(store, "7", k=5)  # default: prototype over all conv layers
     assert got.layer == "all"
     assert [n.detail["index"] for n in got.rows] == [c for c, _ in _brute_force_classes(concat, 7, 5)]
@@ -77,8 +78,8 @@ def test_welch_t_one_vs_rest_agrees_with_scipy_to_1e9(syn):
 
 
 def test_classifier_method_needs_no_images(store, tmp_path):
-    from embstore.ingest.pipeline import ingest
     from embstore.ingest.models import load
+    from embstore.ingest.pipeline import ingest
 
     from .conftest import make_images
 
@@ -139,13 +140,18 @@ def test_missing_things_get_one_clear_error(tmp_path, syn):
 
 def test_query_commands_do_not_import_torch_and_print_json(syn):
     store, data = syn
-    code = ("import sys, json; from embstore_cli.app import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "sys.stderr.write('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
-    for args in (["query", "similar", "7", "--k", "3", "--json"],
-                 ["query", "images", data["ids"][5], "--k", "4", "--json"]):
-        res = subprocess.run([sys.executable, "-c", code, "--store", str(store.path), *args],
-                             capture_output=True, text=True)
+    code = (
+        "import sys, json; from embstore_cli.app import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "sys.stderr.write('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
+    for args in (
+        ["query", "similar", "7", "--k", "3", "--json"],
+        ["query", "images", data["ids"][5], "--k", "4", "--json"],
+    ):
+        res = subprocess.run(
+            [sys.executable, "-c", code, "--store", str(store.path), *args], capture_output=True, text=True
+        )
         assert res.stderr.endswith("NO-TORCH"), res.stderr[-500:]
         out = json.loads(res.stdout)
         assert len(out["results"]) == int(args[4])

@@ -37,8 +37,11 @@ def test_similarities_agree_with_nltk_on_many_class_pairs(nltk_wordnet):
     rows = classes().rows
     rng = random.Random(0)
     pairs = [tuple(rng.sample(rows, 2)) for _ in range(300)]
-    pairs += list(itertools.combinations([classes().resolve(n) for n in ("tabby", "tiger cat", "Egyptian cat",
-                                                                          "palace", "castle", "knot")], 2))
+    pairs += list(
+        itertools.combinations(
+            [classes().resolve(n) for n in ("tabby", "tiger cat", "Egyptian cat", "palace", "castle", "knot")], 2
+        )
+    )
     for a, b in pairs:
         sa = nltk_wordnet.synset_from_pos_and_offset("n", int(a.wnid[1:]))
         sb = nltk_wordnet.synset_from_pos_and_offset("n", int(b.wnid[1:]))

@@ -13,7 +13,6 @@ from typing import Optional
 import typer
 
 from embstore import EmbstoreError
-
 from embstore_cli import render
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Store, search and analyse CNN activations.")
@@ -65,8 +64,18 @@ def ingest(
     """
     store = _store(ctx, create=True)
     with render.IngestProgress() as bar:
-        result = store.ingest(images, model=model, weights=weights, layers=layers, batch_size=batch_size,
-                              device=device, workers=workers, limit=limit, max_pixels=max_pixels, progress=bar.update)
+        result = store.ingest(
+            images,
+            model=model,
+            weights=weights,
+            layers=layers,
+            batch_size=batch_size,
+            device=device,
+            workers=workers,
+            limit=limit,
+            max_pixels=max_pixels,
+            progress=bar.update,
+        )
     render.ingest_summary(result, store.path)
 
 
@@ -141,7 +150,9 @@ def query_similar(
     cls: str = typer.Argument(..., metavar="CLASS", help="Class name, WordNet synonym, wnid or index."),
     k: int = typer.Option(9, "--k", "-k", min=1),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
-    layer: Optional[str] = typer.Option(None, help="A stored layer, or 'all' conv layers (default for prototype/tstat)."),
+    layer: Optional[str] = typer.Option(
+        None, help="A stored layer, or 'all' conv layers (default for prototype/tstat)."
+    ),
     method: str = typer.Option("prototype", help="prototype | tstat | hidden | classifier"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
@@ -192,18 +203,23 @@ def sql(
 @analyze_app.command("matching")
 def analyze_matching(
     ctx: typer.Context,
-    manifest: Path = typer.Argument(..., help="CSV/Parquet: object, related, unrelated[, rating_related, rating_unrelated]."),
+    manifest: Path = typer.Argument(
+        ..., help="CSV/Parquet: object, related, unrelated[, rating_related, rating_unrelated]."
+    ),
     model: list[str] = typer.Option([], "--model", "-m", help="Model(s); default: every stored model."),
     layer: list[str] = typer.Option([], "--layer", help="Layer(s); default: every stored layer."),
-    ingest_missing: bool = typer.Option(False, "--ingest", help="Ingest the manifest's images first (needs one --model)."),
+    ingest_missing: bool = typer.Option(
+        False, "--ingest", help="Ingest the manifest's images first (needs one --model)."
+    ),
     weights: str = typer.Option("DEFAULT", help="Weights for --ingest."),
 ):
     """Related/unrelated matching error, bootstrap CI and ROC AUC per model and layer (seed 000).
 
     Example: embstore analyze matching poporo.csv --model resnet50 --layer hidden
     """
-    report = _store(ctx, create=ingest_missing).match_triplets(manifest, models=model or None, layers=layer or None,
-                                                              ingest_missing=ingest_missing, weights=weights)
+    report = _store(ctx, create=ingest_missing).match_triplets(
+        manifest, models=model or None, layers=layer or None, ingest_missing=ingest_missing, weights=weights
+    )
     render.matching(report)
 
 
@@ -255,8 +271,9 @@ def analyze_rsa(
 
     Example: embstore analyze rsa --model vgg16 --vectors glove --permutations 1000
     """
-    render.rsa(_store(ctx).rsa(model, vectors, groups=groups, permutations=permutations, seed=seed,
-                               layers=layer or None))
+    render.rsa(
+        _store(ctx).rsa(model, vectors, groups=groups, permutations=permutations, seed=seed, layers=layer or None)
+    )
 
 
 @analyze_app.command("failures")
@@ -264,7 +281,9 @@ def analyze_failures(
     ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
     limit: int = typer.Option(20, min=1, help="How many failures to list."),
-    close: float = typer.Option(0.8, min=0.0, max=1.0, help="WordNet Wu-Palmer similarity that makes a failure 'close'."),
+    close: float = typer.Option(
+        0.8, min=0.0, max=1.0, help="WordNet Wu-Palmer similarity that makes a failure 'close'."
+    ),
 ):
     """Top-1/top-5 error on labelled images and the failures ranking the true class lowest (seed 000 table 1).
 
@@ -286,8 +305,11 @@ def _plot(ctx: typer.Context, kind: str, out: Optional[Path], formats: str, **op
     import embstore
 
     fig = _store(ctx, reader=True).figure(kind, **options)
-    render.written(embstore.save_figure(fig, out or Path("figures") / kind,
-                                        tuple(f.strip() for f in formats.split(",") if f.strip())))
+    render.written(
+        embstore.save_figure(
+            fig, out or Path("figures") / kind, tuple(f.strip() for f in formats.split(",") if f.strip())
+        )
+    )
 
 
 @plot_app.command("rsa")
@@ -296,7 +318,8 @@ def plot_rsa(
     model: list[str] = _MODELS,
     reference: list[str] = typer.Option([], "--reference", "-r", help="Reference space(s), e.g. glove, wordnet-wup."),
     measure: str = typer.Option("acc_2v2", help="acc_2v2 | acc_1v2 | rsa_spearman | rsa_pearson"),
-    out: Optional[Path] = _OUT, formats: str = _FORMATS,
+    out: Optional[Path] = _OUT,
+    formats: str = _FORMATS,
 ):
     """2 vs 2 accuracy by layer, one line per model and reference space (seed 004 figs 1–3).
 
@@ -306,8 +329,14 @@ def plot_rsa(
 
 
 @plot_app.command("roc")
-def plot_roc(ctx: typer.Context, manifest: Optional[str] = _MANIFEST, model: list[str] = _MODELS,
-             layer: Optional[str] = _LAYER, out: Optional[Path] = _OUT, formats: str = _FORMATS):
+def plot_roc(
+    ctx: typer.Context,
+    manifest: Optional[str] = _MANIFEST,
+    model: list[str] = _MODELS,
+    layer: Optional[str] = _LAYER,
+    out: Optional[Path] = _OUT,
+    formats: str = _FORMATS,
+):
     """ROC curves of related vs unrelated pairs by cosine, one per model, with AUC (seed 000 fig 5).
 
     Example: embstore plot roc --model resnet50 --model densenet121 --out figs/roc
@@ -316,8 +345,14 @@ def plot_roc(ctx: typer.Context, manifest: Optional[str] = _MANIFEST, model: lis
 
 
 @plot_app.command("errors")
-def plot_errors(ctx: typer.Context, manifest: Optional[str] = _MANIFEST, model: list[str] = _MODELS,
-                layer: Optional[str] = _LAYER, out: Optional[Path] = _OUT, formats: str = _FORMATS):
+def plot_errors(
+    ctx: typer.Context,
+    manifest: Optional[str] = _MANIFEST,
+    model: list[str] = _MODELS,
+    layer: Optional[str] = _LAYER,
+    out: Optional[Path] = _OUT,
+    formats: str = _FORMATS,
+):
     """Matching error (95 % CI), AUC error and ImageNet top-1 error per model as bars (seed 000 fig 6).
 
     Example: embstore plot errors --out figs/errors --format png
@@ -326,8 +361,14 @@ def plot_errors(ctx: typer.Context, manifest: Optional[str] = _MANIFEST, model: 
 
 
 @plot_app.command("ratings")
-def plot_ratings(ctx: typer.Context, manifest: Optional[str] = _MANIFEST, model: Optional[str] = _MODEL,
-                 layer: Optional[str] = _LAYER, out: Optional[Path] = _OUT, formats: str = _FORMATS):
+def plot_ratings(
+    ctx: typer.Context,
+    manifest: Optional[str] = _MANIFEST,
+    model: Optional[str] = _MODEL,
+    layer: Optional[str] = _LAYER,
+    out: Optional[Path] = _OUT,
+    formats: str = _FORMATS,
+):
     """Cosine of (object, related) and (object, unrelated) against human ratings, o/x = matched or not (seed 000 fig 4).
 
     Example: embstore plot ratings --model resnet50 --layer hidden
@@ -343,7 +384,8 @@ def plot_similar(
     model: Optional[str] = _MODEL,
     layer: Optional[str] = typer.Option(None, help="A stored layer, or 'all' conv layers (prototype/tstat)."),
     method: list[str] = typer.Option([], "--method", help="Rows: prototype, tstat, hidden, classifier (default: all)."),
-    out: Optional[Path] = _OUT, formats: str = _FORMATS,
+    out: Optional[Path] = _OUT,
+    formats: str = _FORMATS,
 ):
     """Top-K similar classes with one example image each, one row per method (seed 003 figs 1–2).
 
@@ -355,23 +397,40 @@ def plot_similar(
 
 @plot_app.command("cases")
 def plot_cases(
-    ctx: typer.Context, manifest: Optional[str] = _MANIFEST, model: Optional[str] = _MODEL,
-    layer: Optional[str] = _LAYER, n: int = typer.Option(4, "--n", min=1, help="Triplets per case."),
+    ctx: typer.Context,
+    manifest: Optional[str] = _MANIFEST,
+    model: Optional[str] = _MODEL,
+    layer: Optional[str] = _LAYER,
+    n: int = typer.Option(4, "--n", min=1, help="Triplets per case."),
     case: list[str] = typer.Option([], "--case", help="best, worst, good_luck, bad_luck (default: all four)."),
-    out: Optional[Path] = _OUT, formats: str = _FORMATS,
+    out: Optional[Path] = _OUT,
+    formats: str = _FORMATS,
 ):
     """Best, worst, good-luck and bad-luck triplets as image strips (seed 000 figs 7–10).
 
     Example: embstore plot cases --model resnet50 --case worst --n 6
     """
-    _plot(ctx, "cases", out, formats, manifest=manifest, model=model, layer=layer, n=n,
-          which=tuple(case) or ("best", "worst", "good_luck", "bad_luck"))
+    _plot(
+        ctx,
+        "cases",
+        out,
+        formats,
+        manifest=manifest,
+        model=model,
+        layer=layer,
+        n=n,
+        which=tuple(case) or ("best", "worst", "good_luck", "bad_luck"),
+    )
 
 
 @plot_app.command("failures")
-def plot_failures(ctx: typer.Context, model: Optional[str] = _MODEL,
-                  n: int = typer.Option(10, "--n", min=1, help="How many failures."),
-                  out: Optional[Path] = _OUT, formats: str = _FORMATS):
+def plot_failures(
+    ctx: typer.Context,
+    model: Optional[str] = _MODEL,
+    n: int = typer.Option(10, "--n", min=1, help="How many failures."),
+    out: Optional[Path] = _OUT,
+    formats: str = _FORMATS,
+):
     """The worst classification failures with their images, true and predicted class (seed 000 table 1).
 
     Example: embstore plot failures --model densenet121 --n 15
@@ -380,9 +439,13 @@ def plot_failures(ctx: typer.Context, model: Optional[str] = _MODEL,
 
 
 @plot_app.command("predictions")
-def plot_predictions(ctx: typer.Context, model: Optional[str] = _MODEL,
-                     n: int = typer.Option(12, "--n", min=1, help="How many images (spread evenly by path)."),
-                     out: Optional[Path] = _OUT, formats: str = _FORMATS):
+def plot_predictions(
+    ctx: typer.Context,
+    model: Optional[str] = _MODEL,
+    n: int = typer.Option(12, "--n", min=1, help="How many images (spread evenly by path)."),
+    out: Optional[Path] = _OUT,
+    formats: str = _FORMATS,
+):
     """Stored images with the model's top-2 classes (and the true class of labelled ones).
 
     Example: embstore plot predictions --model efficientnet_lite0 --n 24
@@ -394,8 +457,9 @@ def plot_predictions(ctx: typer.Context, model: Optional[str] = _MODEL,
 def report(
     ctx: typer.Context,
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
-    cls: Optional[str] = typer.Option(None, "--class", help="Class for the similar-classes figure (default: the "
-                                      "class with the most labelled images)."),
+    cls: Optional[str] = typer.Option(
+        None, "--class", help="Class for the similar-classes figure (default: the class with the most labelled images)."
+    ),
     manifest: Optional[str] = _MANIFEST,
     k: int = typer.Option(9, "--k", "-k", min=1, help="Similar classes per row."),
 ):

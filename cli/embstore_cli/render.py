@@ -17,13 +17,24 @@ class IngestProgress:
 
     def update(self, n: int, total: int) -> None:
         if self._progress is None:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
-                TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(), TextColumn("ETA"),
-                TimeRemainingColumn(), console=Console(stderr=True),
+                TextColumn("[bold]ingest"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} img/s"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
             )
             self._progress.__enter__()
             self._task = self._progress.add_task("ingest", total=total, rate="-")
@@ -41,13 +52,19 @@ def ingest_summary(r, store_path) -> None:
     t.add_column(style="bold")
     t.add_column()
     rows = [
-        ("store", str(store_path)), ("run", r.run_id), ("device", r.device),
+        ("store", str(store_path)),
+        ("run", r.run_id),
+        ("device", r.device),
         ("layers", f"{len(r.layers)} ({', '.join(r.layers[:4])}{', …' if len(r.layers) > 4 else ''})"),
-        ("images found", str(r.n_images)), ("stored now", str(r.n_done)),
-        ("already stored (skipped)", str(r.n_skipped)), ("duplicate content", str(r.n_duplicates)),
-        ("errors", str(r.n_errors)), ("non-image files ignored", str(r.n_ignored)),
+        ("images found", str(r.n_images)),
+        ("stored now", str(r.n_done)),
+        ("already stored (skipped)", str(r.n_skipped)),
+        ("duplicate content", str(r.n_duplicates)),
+        ("errors", str(r.n_errors)),
+        ("non-image files ignored", str(r.n_ignored)),
         ("time", f"{r.seconds:.1f} s (load {r.load_s:.1f}, forward {r.forward_s:.1f}, write {r.write_s:.1f})"),
-        ("throughput", f"{r.images_per_s:.1f} images/s"), ("peak memory", f"{r.peak_rss_mb:.0f} MiB"),
+        ("throughput", f"{r.images_per_s:.1f} images/s"),
+        ("peak memory", f"{r.peak_rss_mb:.0f} MiB"),
     ]
     for k, v in rows:
         t.add_row(k, v)
@@ -69,8 +86,14 @@ def models_table(specs) -> None:
         t.add_column(c)
     for s in specs:
         p = s.preprocessing
-        t.add_row(s.name, s.source, s.weights, f"{p.resize}→{p.crop}",
-                  f"{tuple(round(m, 3) for m in p.mean)} / {tuple(round(v, 3) for v in p.std)}", p.interpolation)
+        t.add_row(
+            s.name,
+            s.source,
+            s.weights,
+            f"{p.resize}→{p.crop}",
+            f"{tuple(round(m, 3) for m in p.mean)} / {tuple(round(v, 3) for v in p.std)}",
+            p.interpolation,
+        )
     console.print(t)
     console.print("Also any timm model as timm:NAME (weights none or a file).")
 
@@ -116,13 +139,26 @@ def status(s: dict) -> None:
 
 def answer(a, *, as_json: bool, as_csv: bool, columns: tuple[str, ...]) -> None:
     """Nearest classes or images as a Rich table, JSON or CSV."""
-    rows = [{"rank": n.rank, "name": n.label, "score": round(n.score, 6), **{c: n.detail.get(c) for c in columns}}
-            for n in a.rows]
+    rows = [
+        {"rank": n.rank, "name": n.label, "score": round(n.score, 6), **{c: n.detail.get(c) for c in columns}}
+        for n in a.rows
+    ]
     if as_json:
         import json
 
-        print(json.dumps({"query": a.query, "model": a.model_key, "layer": a.layer, "method": a.method,
-                          "results": rows, "notes": a.notes}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "query": a.query,
+                    "model": a.model_key,
+                    "layer": a.layer,
+                    "method": a.method,
+                    "results": rows,
+                    "notes": a.notes,
+                },
+                indent=2,
+            )
+        )
         return
     if as_csv:
         import csv
@@ -172,8 +208,14 @@ def matching(report) -> None:
         t.add_column(c)
     for r in report.layers:
         top1 = report.top1_error.get(r.model_key)
-        t.add_row(r.model_key, r.layer, f"{r.error:.3f}", f"{r.ci[0]:.3f}–{r.ci[1]:.3f}", f"{r.auc:.3f}",
-                  "-" if top1 is None else f"{top1:.3f}")
+        t.add_row(
+            r.model_key,
+            r.layer,
+            f"{r.error:.3f}",
+            f"{r.ci[0]:.3f}–{r.ci[1]:.3f}",
+            f"{r.auc:.3f}",
+            "-" if top1 is None else f"{top1:.3f}",
+        )
     console.print(t)
     if report.layers:
         last = report.layers[-1]
@@ -184,34 +226,51 @@ def matching(report) -> None:
 
 def failures(r) -> None:
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    console.print(f"{r.model_key}: {r.n_labelled} labelled images, top-1 error {fmt(r.top1_error)}, "
-                  f"top-5 error {fmt(r.top5_error)}, median rank of the true class {fmt(r.median_true_rank)}; "
-                  f"{r.n_failures} top-1 failures")
-    for title, items in (("failures, lowest-ranked true class first", r.failures),
-                         (f"close failures (WordNet Wu-Palmer >= {r.close_at}), lowest-ranked true class first",
-                          r.close)):
+    console.print(
+        f"{r.model_key}: {r.n_labelled} labelled images, top-1 error {fmt(r.top1_error)}, "
+        f"top-5 error {fmt(r.top5_error)}, median rank of the true class {fmt(r.median_true_rank)}; "
+        f"{r.n_failures} top-1 failures"
+    )
+    for title, items in (
+        ("failures, lowest-ranked true class first", r.failures),
+        (f"close failures (WordNet Wu-Palmer >= {r.close_at}), lowest-ranked true class first", r.close),
+    ):
         t = Table(title=title)
         for c in ("image", "true", "predicted", "p(pred)", "rank(true)", "p(true)", "wup"):
             t.add_column(c, overflow="fold")
         for f in items:
-            t.add_row(f["path"], f["true"], f["predicted"], f"{f['predicted_prob']:.3f}", str(f["true_rank"]),
-                      f"{f['true_prob']:.4f}", f"{f['wup']:.2f}")
+            t.add_row(
+                f["path"],
+                f["true"],
+                f["predicted"],
+                f"{f['predicted_prob']:.3f}",
+                str(f["true_rank"]),
+                f"{f['true_prob']:.4f}",
+                f"{f['wup']:.2f}",
+            )
         console.print(t)
 
 
 def rsa(r) -> None:
     cov = r.coverage.summary() if r.coverage else None
-    console.print(f"{r.model_key} vs {r.reference}: {len(r.concepts)} concepts, {r.n_groups} groups, "
-                  f"{r.n_permutations} permutations" + (f"; class names: {cov}" if cov else ""))
+    console.print(
+        f"{r.model_key} vs {r.reference}: {len(r.concepts)} concepts, {r.n_groups} groups, "
+        f"{r.n_permutations} permutations" + (f"; class names: {cov}" if cov else "")
+    )
     if r.coverage and r.coverage.dropped:
         console.print("dropped (no vector): " + ", ".join(r.coverage.dropped_names()))
     t = Table(title="similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")
     for c in ("layer", "2v2 acc", "p", "RSA spearman", "RSA pearson", "1v2 acc (n)"):
         t.add_column(c)
     for row in r.rows:
-        t.add_row(row.layer, f"{row.acc_2v2:.3f}", "-" if row.p_value is None else f"{row.p_value:.4f}",
-                  f"{row.rsa_spearman:.3f}", f"{row.rsa_pearson:.3f}",
-                  "-" if row.acc_1v2 is None else f"{row.acc_1v2:.3f} ({row.n_1v2})")
+        t.add_row(
+            row.layer,
+            f"{row.acc_2v2:.3f}",
+            "-" if row.p_value is None else f"{row.p_value:.4f}",
+            f"{row.rsa_spearman:.3f}",
+            f"{row.rsa_pearson:.3f}",
+            "-" if row.acc_1v2 is None else f"{row.acc_1v2:.3f} ({row.n_1v2})",
+        )
     console.print(t)
 
 
@@ -220,8 +279,15 @@ def materialised(results) -> None:
     for c in ("model", "layer", "classes", "images", "channels", "left out (<2 images)", "state"):
         t.add_column(c)
     for r in results:
-        t.add_row(r.model_key, r.layer, str(r.n_classes), str(r.n_images), str(r.channels), str(r.skipped),
-                  "recomputed" if r.recomputed else "up to date")
+        t.add_row(
+            r.model_key,
+            r.layer,
+            str(r.n_classes),
+            str(r.n_images),
+            str(r.channels),
+            str(r.skipped),
+            "recomputed" if r.recomputed else "up to date",
+        )
     console.print(t)
 
 
@@ -261,7 +327,10 @@ def written(paths) -> None:
 
 
 def report(r) -> None:
-    console.print(f"wrote {r.path} ({r.n_bytes / 1e6:.1f} MB, {len(r.figures)} figures, {r.seconds:.1f} s)",
-                  soft_wrap=True, highlight=False)
+    console.print(
+        f"wrote {r.path} ({r.n_bytes / 1e6:.1f} MB, {len(r.figures)} figures, {r.seconds:.1f} s)",
+        soft_wrap=True,
+        highlight=False,
+    )
     for name, why in r.skipped.items():
         console.print(f"  [yellow]not drawn[/yellow] {name}: {why}")

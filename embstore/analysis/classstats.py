@@ -64,7 +64,8 @@ def class_stats(store, model_key: str, layer: str, *, con=None) -> ClassStats:
     files = [rel for rel, _ in cat.layer_files(model_key, layer)]
     # labels can change without new files (a relabelled image), so they enter the fingerprint too
     fingerprint = hashlib.sha256(
-        json.dumps([cat.layer_fingerprint(model_key, layer), cat.labels_digest(model_key, layer)]).encode()).hexdigest()
+        json.dumps([cat.layer_fingerprint(model_key, layer), cat.labels_digest(model_key, layer)]).encode()
+    ).hexdigest()
     cache = derived_path(store, model_key, layer, "classstats.npz")
     if cache.exists():
         with np.load(cache) as z:
@@ -73,8 +74,12 @@ def class_stats(store, model_key: str, layer: str, *, con=None) -> ClassStats:
     labels = cat.labelled_vectors(model_key, layer)
     stats = _compute(store, files, labels)
     stats.fingerprint = fingerprint
-    atomic_write(cache, lambda f: np.savez(f, fingerprint=np.array(fingerprint), labels=stats.labels, n=stats.n,
-                                           mean=stats.mean, m2=stats.m2))
+    atomic_write(
+        cache,
+        lambda f: np.savez(
+            f, fingerprint=np.array(fingerprint), labels=stats.labels, n=stats.n, mean=stats.mean, m2=stats.m2
+        ),
+    )
     return stats
 
 
@@ -122,7 +127,8 @@ def _chunks(store, files):
         return
     pending, rows = [], 0
     for batch in ds.dataset([str(store.activations_root / rel) for rel in files], format="parquet").to_batches(
-            columns=["image_id", "vec"]):
+        columns=["image_id", "vec"]
+    ):
         pending.append(batch)
         rows += batch.num_rows
         if rows >= CHUNK_ROWS:

@@ -37,15 +37,20 @@ def materialise(store, kind: str, model_key: str, layer: str) -> Materialised:
     stats = class_stats(store, model_key, layer)
     channels = stats.mean.shape[1] if stats.mean.size else 0
     with store.read() as con:
-        recorded = con.execute(f"SELECT DISTINCT computed_from FROM {table} WHERE model_key = ? AND layer = ?",
-                               [model_key, layer]).fetchall()
+        recorded = con.execute(
+            f"SELECT DISTINCT computed_from FROM {table} WHERE model_key = ? AND layer = ?", [model_key, layer]
+        ).fetchall()
     keep = np.ones(len(stats.labels), bool)
     if kind == "tstats":
         t, df, keep = stats.welch_t()
     fresh = recorded != [(stats.fingerprint,)]
     if fresh:
-        rows = {"model_key": [model_key] * int(keep.sum()), "layer": [layer] * int(keep.sum()),
-                "label_index": stats.labels[keep].astype(np.int32), "n": stats.n[keep].astype(np.int32)}
+        rows = {
+            "model_key": [model_key] * int(keep.sum()),
+            "layer": [layer] * int(keep.sum()),
+            "label_index": stats.labels[keep].astype(np.int32),
+            "n": stats.n[keep].astype(np.int32),
+        }
         if kind == "prototypes":
             rows["mean"] = [m.tolist() for m in stats.mean[keep]]
         else:
@@ -59,17 +64,21 @@ def materialise(store, kind: str, model_key: str, layer: str) -> Materialised:
             cols = ", ".join(arrow.column_names)
             con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rows")
             con.unregister("_rows")
-    return Materialised(table, model_key, layer, int(keep.sum()), int(stats.n[keep].sum()), channels,
-                        int((~keep).sum()), fresh)
+    return Materialised(
+        table, model_key, layer, int(keep.sum()), int(stats.n[keep].sum()), channels, int((~keep).sum()), fresh
+    )
 
 
 def stored_overview(con) -> list[dict]:
     """What is materialised: one row per (table, model, layer) with classes, images and when."""
-    return dict_rows(con.execute(
-        """SELECT 'class_prototypes' AS "table", model_key, layer, count(*) AS classes, sum(n) AS images,
+    return dict_rows(
+        con.execute(
+            """SELECT 'class_prototypes' AS "table", model_key, layer, count(*) AS classes, sum(n) AS images,
                   strftime(max(computed_at), '%Y-%m-%d %H:%M') AS computed
            FROM class_prototypes GROUP BY model_key, layer
            UNION ALL
            SELECT 'class_tstats', model_key, layer, count(*), sum(n), strftime(max(computed_at), '%Y-%m-%d %H:%M')
            FROM class_tstats GROUP BY model_key, layer
-           ORDER BY 1, 2, 3"""))
+           ORDER BY 1, 2, 3"""
+        )
+    )

@@ -38,9 +38,28 @@ def failure_analysis(store, model_key: str, *, limit: int = 20, close_at: float 
     failures = []
     for i, p, t, pi, pp, r, tp in rows:
         a, b = names[t].wnid, names[pi].wnid
-        failures.append({"image_id": i, "path": p, "true": names[t].name, "predicted": names[pi].name,
-                         "predicted_prob": pp, "true_rank": r, "true_prob": tp,
-                         "wup": wup_similarity(a, b), "path_sim": path_similarity(a, b)})
+        failures.append(
+            {
+                "image_id": i,
+                "path": p,
+                "true": names[t].name,
+                "predicted": names[pi].name,
+                "predicted_prob": pp,
+                "true_rank": r,
+                "true_prob": tp,
+                "wup": wup_similarity(a, b),
+                "path_sim": path_similarity(a, b),
+            }
+        )
     close = [f for f in failures if f["wup"] >= close_at]
-    return FailureReport(model_key, rates.get("labelled", 0), rates.get("top1_error"), rates.get("top5_error"),
-                         rates.get("median_true_rank"), failures[:limit], close[:limit], close_at, len(failures))
+    return FailureReport(
+        model_key,
+        rates.get("labelled", 0),
+        rates.get("top1_error"),
+        rates.get("top5_error"),
+        rates.get("median_true_rank"),
+        failures[:limit],
+        close[:limit],
+        close_at,
+        len(failures),
+    )

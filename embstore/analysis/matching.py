@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from embstore.store.files import ActivationFiles
-from embstore.store.catalog import Catalog
 from embstore.errors import ManifestError, NotFoundError, UnknownLayerError, did_you_mean
 from embstore.ingest.images import content_id
+from embstore.store.catalog import Catalog
 from embstore.store.duck import dict_rows
+from embstore.store.files import ActivationFiles
 
 ROLES = ("object", "related", "unrelated")
 
@@ -67,8 +67,9 @@ def read_triplets(path: str | Path) -> Triplets:
     cols = {c.lower(): c for c in table.column_names}
     missing = [r for r in ROLES if r not in cols]
     if missing:
-        raise ManifestError(f"triplet manifest {path} lacks column(s) {', '.join(missing)} "
-                            f"(has: {', '.join(table.column_names)})")
+        raise ManifestError(
+            f"triplet manifest {path} lacks column(s) {', '.join(missing)} (has: {', '.join(table.column_names)})"
+        )
     rows = table.to_pylist()
     if not rows:
         raise ManifestError(f"triplet manifest {path} lists no triplets")
@@ -101,9 +102,18 @@ def image_ids(triplets: Triplets) -> tuple[dict[str, str], list[str]]:
     return ids, unreadable
 
 
-def match_layer(model_key: str, layer: str, vectors: dict[str, np.ndarray], triplets: Triplets,
-                ids: dict[str, str], *, n_boot: int = 1000, seed: int = 0) -> LayerMatching:
+def match_layer(
+    model_key: str,
+    layer: str,
+    vectors: dict[str, np.ndarray],
+    triplets: Triplets,
+    ids: dict[str, str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> LayerMatching:
     """Seed 000's measures for one layer from {image_id: vector}."""
+
     def cos(a, b):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         na, nb = np.linalg.norm(a), np.linalg.norm(b)
@@ -114,9 +124,16 @@ def match_layer(model_key: str, layer: str, vectors: dict[str, np.ndarray], trip
     wrong = (cr <= cu).astype(np.float64)  # a tie is not a match
     rng = np.random.default_rng(seed)
     boots = wrong[rng.integers(0, len(wrong), size=(n_boot, len(wrong)))].mean(axis=1)
-    return LayerMatching(model_key, layer, cr, cu, float(wrong.mean()),
-                         (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))),
-                         roc_auc(np.r_[cr, cu], np.r_[np.ones(len(cr)), np.zeros(len(cu))]), cases(cr, cu))
+    return LayerMatching(
+        model_key,
+        layer,
+        cr,
+        cu,
+        float(wrong.mean()),
+        (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))),
+        roc_auc(np.r_[cr, cu], np.r_[np.ones(len(cr)), np.zeros(len(cu))]),
+        cases(cr, cu),
+    )
 
 
 CASES = ("best", "worst", "good_luck", "bad_luck")
@@ -150,6 +167,7 @@ def roc_curve(cos_related: np.ndarray, cos_unrelated: np.ndarray) -> tuple[np.nd
 @dataclass
 class StoredMatching:
     """One (manifest, model, layer) result read back from matching_results / matching_summary."""
+
     manifest_sha: str
     model_key: str
     layer: str
@@ -173,69 +191,97 @@ def resolve_manifest(con, manifest: str | None) -> str:
     """The manifest sha for a manifest file, a sha prefix, or None (the newest with results)."""
     known = [m for m, _, _ in stored_manifests(con)]
     if not known:
-        raise NotFoundError("no triplet matching results in this store; run `embstore analyze matching MANIFEST` "
-                            "first")
+        raise NotFoundError("no triplet matching results in this store; run `embstore analyze matching MANIFEST` first")
     if manifest is None:
         return known[0]
     if Path(manifest).expanduser().is_file():
         sha = read_triplets(manifest).sha
         if sha not in known:
-            raise NotFoundError(f"no matching results for manifest {manifest}; run `embstore analyze matching "
-                                f"{manifest}` first")
+            raise NotFoundError(
+                f"no matching results for manifest {manifest}; run `embstore analyze matching {manifest}` first"
+            )
         return sha
     hits = [m for m in known if m.startswith(manifest.lower())]
     if len(hits) != 1:
         what = "matches several" if hits else "matches none"
-        raise NotFoundError(f"manifest '{manifest}' {what} of the stored manifests ({', '.join(m[:12] for m in known)})"
-                            "; give a manifest file or a longer sha prefix")
+        raise NotFoundError(
+            f"manifest '{manifest}' {what} of the stored manifests ({', '.join(m[:12] for m in known)})"
+            "; give a manifest file or a longer sha prefix"
+        )
     return hits[0]
 
 
 def summary_rows(con, manifest_sha: str) -> list[dict]:
     """matching_summary of one manifest as dicts, by model and network order."""
-    return dict_rows(con.execute(
-        """SELECT s.model_key, s.layer, s.n_triplets, s.error, s.error_ci_low, s.error_ci_high, s.auc,
+    return dict_rows(
+        con.execute(
+            """SELECT s.model_key, s.layer, s.n_triplets, s.error, s.error_ci_low, s.error_ci_high, s.auc,
                   strftime(s.computed_at, '%Y-%m-%d %H:%M') AS computed
            FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
-           WHERE s.manifest_sha = ? ORDER BY s.model_key, l.ord NULLS LAST, s.layer""", [manifest_sha]))
+           WHERE s.manifest_sha = ? ORDER BY s.model_key, l.ord NULLS LAST, s.layer""",
+            [manifest_sha],
+        )
+    )
 
 
 def stored_layers(con, manifest_sha: str, model_key: str) -> list[str]:
     """Layers with results for (manifest, model), in network order."""
-    return [r[0] for r in con.execute(
-        """SELECT s.layer FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
+    return [
+        r[0]
+        for r in con.execute(
+            """SELECT s.layer FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
            WHERE s.manifest_sha = ? AND s.model_key = ? ORDER BY l.ord NULLS LAST, s.layer""",
-        [manifest_sha, model_key]).fetchall()]
+            [manifest_sha, model_key],
+        ).fetchall()
+    ]
 
 
 def stored_models(con, manifest_sha: str) -> list[str]:
-    return [r[0] for r in con.execute("SELECT DISTINCT model_key FROM matching_summary WHERE manifest_sha = ? "
-                                      "ORDER BY model_key", [manifest_sha]).fetchall()]
+    return [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT model_key FROM matching_summary WHERE manifest_sha = ? ORDER BY model_key", [manifest_sha]
+        ).fetchall()
+    ]
 
 
 def read_stored(con, manifest_sha: str, model_key: str, layer: str | None = None) -> StoredMatching:
     """The stored result of one model at `layer` (default: 'hidden' if matched, else its deepest layer)."""
     layers = stored_layers(con, manifest_sha, model_key)
     if not layers:
-        raise NotFoundError(f"no matching results of {model_key} for manifest {manifest_sha[:12]}; models with "
-                            f"results: {', '.join(stored_models(con, manifest_sha)) or 'none'}")
+        raise NotFoundError(
+            f"no matching results of {model_key} for manifest {manifest_sha[:12]}; models with "
+            f"results: {', '.join(stored_models(con, manifest_sha)) or 'none'}"
+        )
     if layer is None:
         layer = "hidden" if "hidden" in layers else layers[-1]
     elif layer not in layers:
         raise UnknownLayerError(f"no matching results of {model_key} at layer '{layer}'.{did_you_mean(layer, layers)}")
     error, lo, hi, auc = con.execute(
         """SELECT error, error_ci_low, error_ci_high, auc FROM matching_summary
-           WHERE manifest_sha = ? AND model_key = ? AND layer = ?""", [manifest_sha, model_key, layer]).fetchall()[0]
+           WHERE manifest_sha = ? AND model_key = ? AND layer = ?""",
+        [manifest_sha, model_key, layer],
+    ).fetchall()[0]
     rows = con.execute(
         """SELECT object_id, related_id, unrelated_id, cos_related, cos_unrelated, rating_related, rating_unrelated
            FROM matching_results WHERE manifest_sha = ? AND model_key = ? AND layer = ? ORDER BY triplet""",
-        [manifest_sha, model_key, layer]).fetchall()
+        [manifest_sha, model_key, layer],
+    ).fetchall()
     ids = [(o, r, u) for o, r, u, *_ in rows]
     paths = Catalog(con).image_paths(sorted({i for trio in ids for i in trio}))
-    return StoredMatching(manifest_sha, model_key, layer, error, (lo, hi), auc,
-                          np.array([r[3] for r in rows], np.float64), np.array([r[4] for r in rows], np.float64),
-                          np.array([[_float(r[5]), _float(r[6])] for r in rows], np.float64).reshape(-1, 2),
-                          ids, paths)
+    return StoredMatching(
+        manifest_sha,
+        model_key,
+        layer,
+        error,
+        (lo, hi),
+        auc,
+        np.array([r[3] for r in rows], np.float64),
+        np.array([r[4] for r in rows], np.float64),
+        np.array([[_float(r[5]), _float(r[6])] for r in rows], np.float64).reshape(-1, 2),
+        ids,
+        paths,
+    )
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -248,8 +294,15 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def triplet_matching(store, triplets: Triplets, *, model_keys: list[str], layers: list[str] | None = None,
-                     n_boot: int = 1000, seed: int = 0) -> list[LayerMatching]:
+def triplet_matching(
+    store,
+    triplets: Triplets,
+    *,
+    model_keys: list[str],
+    layers: list[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[LayerMatching]:
     """Every (model, layer) result for `triplets`, materialised in matching_results/_summary.
 
     Images of the manifest not yet ingested for a model raise NotFoundError naming them.
@@ -267,7 +320,8 @@ def triplet_matching(store, triplets: Triplets, *, model_keys: list[str], layers
         if missing:
             raise NotFoundError(
                 f"{len(missing)} image(s) of the manifest are not ingested for {model_key}, e.g. {missing[0]}; "
-                f"run `embstore analyze matching MANIFEST --model {model_key} --ingest` to ingest them first")
+                f"run `embstore analyze matching MANIFEST --model {model_key} --ingest` to ingest them first"
+            )
         for layer in sorted(layers or stored, key=lambda l: stored.get(l, 1 << 30)):
             if layer not in stored:
                 raise NotFoundError(f"no vectors of layer '{layer}' for {model_key}")
@@ -285,24 +339,39 @@ def _materialise(store, triplets: Triplets, ids: dict[str, str], results: list[L
     with store.transaction() as con:
         for r in results:
             fp = Catalog(con).layer_fingerprint(r.model_key, r.layer)
-            con.execute("DELETE FROM matching_results WHERE manifest_sha = ? AND model_key = ? AND layer = ?",
-                        [triplets.sha, r.model_key, r.layer])
-            con.execute("DELETE FROM matching_summary WHERE manifest_sha = ? AND model_key = ? AND layer = ?",
-                        [triplets.sha, r.model_key, r.layer])
+            con.execute(
+                "DELETE FROM matching_results WHERE manifest_sha = ? AND model_key = ? AND layer = ?",
+                [triplets.sha, r.model_key, r.layer],
+            )
+            con.execute(
+                "DELETE FROM matching_summary WHERE manifest_sha = ? AND model_key = ? AND layer = ?",
+                [triplets.sha, r.model_key, r.layer],
+            )
             n = len(triplets.paths)
-            table = pa.table({
-                "manifest_sha": [triplets.sha] * n, "model_key": [r.model_key] * n, "layer": [r.layer] * n,
-                "triplet": list(range(n)), "object_id": [ids[o] for o, _, _ in triplets.paths],
-                "related_id": [ids[x] for _, x, _ in triplets.paths],
-                "unrelated_id": [ids[u] for _, _, u in triplets.paths],
-                "cos_related": r.cos_related, "cos_unrelated": r.cos_unrelated, "matched": r.matched,
-                "rating_related": triplets.ratings[:, 0], "rating_unrelated": triplets.ratings[:, 1]})
+            table = pa.table(
+                {
+                    "manifest_sha": [triplets.sha] * n,
+                    "model_key": [r.model_key] * n,
+                    "layer": [r.layer] * n,
+                    "triplet": list(range(n)),
+                    "object_id": [ids[o] for o, _, _ in triplets.paths],
+                    "related_id": [ids[x] for _, x, _ in triplets.paths],
+                    "unrelated_id": [ids[u] for _, _, u in triplets.paths],
+                    "cos_related": r.cos_related,
+                    "cos_unrelated": r.cos_unrelated,
+                    "matched": r.matched,
+                    "rating_related": triplets.ratings[:, 0],
+                    "rating_unrelated": triplets.ratings[:, 1],
+                }
+            )
             con.register("_m", table)
             con.execute("INSERT INTO matching_results SELECT * FROM _m")
             con.unregister("_m")
-            con.execute("""INSERT INTO matching_summary (manifest_sha, model_key, layer, n_triplets, error,
+            con.execute(
+                """INSERT INTO matching_summary (manifest_sha, model_key, layer, n_triplets, error,
                            error_ci_low, error_ci_high, auc, computed_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                        [triplets.sha, r.model_key, r.layer, n, r.error, r.ci[0], r.ci[1], r.auc, fp])
+                [triplets.sha, r.model_key, r.layer, n, r.error, r.ci[0], r.ci[1], r.auc, fp],
+            )
 
 
 def write_image_manifest(triplets: Triplets, path: Path) -> Path:

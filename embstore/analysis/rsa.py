@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 TIE = 1e-10  # matched and mismatched sums closer than this are a tie, and a tie does not pass
 
 
@@ -104,8 +103,14 @@ class TwoVsTwo:
     null: np.ndarray  # permutation accuracies
 
 
-def similarity_encoding(reference: np.ndarray | None, groups: list[np.ndarray], *, n_permutations: int = 1000,
-                        seed: int = 0, reference_matrix: np.ndarray | None = None) -> TwoVsTwo:
+def similarity_encoding(
+    reference: np.ndarray | None,
+    groups: list[np.ndarray],
+    *,
+    n_permutations: int = 1000,
+    seed: int = 0,
+    reference_matrix: np.ndarray | None = None,
+) -> TwoVsTwo:
     """2 vs 2 accuracy of a layer against a reference space, averaged over image groups, with a
     permutation test that permutes the concept rows of the layer and re-runs everything.
 
@@ -129,8 +134,12 @@ def similarity_encoding(reference: np.ndarray | None, groups: list[np.ndarray], 
         perm = rng.permutation(k)
         rows = np.ix_(perm, perm)
         # the pass matrix is symmetric: count it whole, drop the diagonal, halve
-        null[t] = np.mean([(np.count_nonzero(p) - np.count_nonzero(p.diagonal())) / 2 / n_pairs
-                           for p in (plan.passed(m[rows]) for m in mats32)])
+        null[t] = np.mean(
+            [
+                (np.count_nonzero(p) - np.count_nonzero(p.diagonal())) / 2 / n_pairs
+                for p in (plan.passed(m[rows]) for m in mats32)
+            ]
+        )
     p = (1 + int((null >= observed).sum())) / (1 + n_permutations) if n_permutations else None
     return TwoVsTwo(observed, per_group, p, n_permutations, null)
 

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from embstore.analysis import rsa
-
-from embstore.labels import vectors
-from embstore.store.files import ActivationFiles
-from embstore.store.catalog import Catalog
 from embstore.errors import NotFoundError
+from embstore.labels import vectors
+from embstore.store.catalog import Catalog
+from embstore.store.files import ActivationFiles
 
 
 @dataclass
@@ -38,8 +37,16 @@ class RsaReport:
     rows: list[RsaRow]
 
 
-def run_rsa(store, model: str | None, reference: str = "glove", *, groups: int = 5, n_permutations: int = 1000,
-            seed: int = 0, layers: list[str] | None = None) -> RsaReport:
+def run_rsa(
+    store,
+    model: str | None,
+    reference: str = "glove",
+    *,
+    groups: int = 5,
+    n_permutations: int = 1000,
+    seed: int = 0,
+    layers: list[str] | None = None,
+) -> RsaReport:
     """2 vs 2 accuracy with permutation p, RSA r and 1 vs 2 accuracy per layer.
 
     Concepts: labelled classes with a reference vector and at least `groups` images; image j of
@@ -67,7 +74,8 @@ def run_rsa(store, model: str | None, reference: str = "glove", *, groups: int =
     if len(concepts) < 4:
         raise NotFoundError(
             f"{key} has {len(concepts)} concept(s) with a reference vector and >= {groups} labelled images; the "
-            "2 vs 2 test needs at least 4. Ingest more labelled images or lower --groups")
+            "2 vs 2 test needs at least 4. Ingest more labelled images or lower --groups"
+        )
     wanted = [(l, o) for l, o in stored if not layers or l in layers]
     if layers and len(wanted) != len(layers):
         raise NotFoundError(f"layer(s) {sorted(set(layers) - {l for l, _ in wanted})} not stored for {key}")
@@ -83,8 +91,9 @@ def run_rsa(store, model: str | None, reference: str = "glove", *, groups: int =
         ids, x = files.read_layer(key, layer)
         pos = {i: r for r, i in enumerate(ids)}
         mats = [x[[pos[i] for i in gid]].astype(np.float64) for gid in group_ids]
-        enc = rsa.similarity_encoding(ref_vectors, mats, n_permutations=n_permutations, seed=seed,
-                                      reference_matrix=ref_matrix)
+        enc = rsa.similarity_encoding(
+            ref_vectors, mats, n_permutations=n_permutations, seed=seed, reference_matrix=ref_matrix
+        )
         prototypes = np.mean(mats, axis=0)
         w = ref_matrix if ref_matrix is not None else rsa.correlation_matrix(ref_vectors)
         s, p = _rsa_from(w, prototypes)
@@ -111,8 +120,13 @@ def _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos):
     correct = np.full((len(concepts), x.shape[1]), np.nan)
     for c, image_id in correct_of.items():
         correct[row_of[c]] = x[pos[image_id]]
-    passed = rsa.one_vs_two_many(ref_vectors, correct, x[[pos[i] for i, _, _ in misclassified]],
-                                 [row_of[t] for _, t, _ in misclassified], [row_of[p] for _, _, p in misclassified])
+    passed = rsa.one_vs_two_many(
+        ref_vectors,
+        correct,
+        x[[pos[i] for i, _, _ in misclassified]],
+        [row_of[t] for _, t, _ in misclassified],
+        [row_of[p] for _, _, p in misclassified],
+    )
     n = len(misclassified)
     return float(passed.sum()) / n, n
 
@@ -122,45 +136,87 @@ def _store_report(store, report: RsaReport, seed: int, ref_vectors=None) -> None
 
     with store.transaction() as con:
         if ref_vectors is not None and report.coverage is not None:
-            con.execute("DELETE FROM reference_vectors WHERE reference = ? AND list_contains(?, label_index)",
-                        [report.reference, report.concepts])
-            con.register("_refs", pa.table({
-                "reference": [report.reference] * len(report.concepts), "label_index": report.concepts,
-                "how": [report.coverage.kept[c] for c in report.concepts],
-                "vec": [v.tolist() for v in ref_vectors]}))
+            con.execute(
+                "DELETE FROM reference_vectors WHERE reference = ? AND list_contains(?, label_index)",
+                [report.reference, report.concepts],
+            )
+            con.register(
+                "_refs",
+                pa.table(
+                    {
+                        "reference": [report.reference] * len(report.concepts),
+                        "label_index": report.concepts,
+                        "how": [report.coverage.kept[c] for c in report.concepts],
+                        "vec": [v.tolist() for v in ref_vectors],
+                    }
+                ),
+            )
             con.execute("INSERT INTO reference_vectors SELECT reference, label_index, how, vec FROM _refs")
             con.unregister("_refs")
         for r in report.rows:
-            con.execute("DELETE FROM rsa_results WHERE model_key = ? AND layer = ? AND reference = ?",
-                        [report.model_key, r.layer, report.reference])
+            con.execute(
+                "DELETE FROM rsa_results WHERE model_key = ? AND layer = ? AND reference = ?",
+                [report.model_key, r.layer, report.reference],
+            )
             con.execute(
                 """INSERT INTO rsa_results (model_key, layer, layer_order, reference, n_concepts, n_groups, acc_2v2,
                        p_value, n_permutations, rsa_spearman, rsa_pearson, acc_1v2, n_1v2, seed)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [report.model_key, r.layer, r.order, report.reference, len(report.concepts), report.n_groups,
-                 r.acc_2v2, r.p_value, report.n_permutations, r.rsa_spearman, r.rsa_pearson, r.acc_1v2, r.n_1v2,
-                 seed])
+                [
+                    report.model_key,
+                    r.layer,
+                    r.order,
+                    report.reference,
+                    len(report.concepts),
+                    report.n_groups,
+                    r.acc_2v2,
+                    r.p_value,
+                    report.n_permutations,
+                    r.rsa_spearman,
+                    r.rsa_pearson,
+                    r.acc_1v2,
+                    r.n_1v2,
+                    seed,
+                ],
+            )
 
 
-
-
-STORED_COLUMNS = ("model_key", "layer", "layer_order", "reference", "n_concepts", "acc_2v2", "p_value",
-                  "n_permutations", "rsa_spearman", "rsa_pearson", "acc_1v2", "n_1v2", "computed_at")
+STORED_COLUMNS = (
+    "model_key",
+    "layer",
+    "layer_order",
+    "reference",
+    "n_concepts",
+    "acc_2v2",
+    "p_value",
+    "n_permutations",
+    "rsa_spearman",
+    "rsa_pearson",
+    "acc_1v2",
+    "n_1v2",
+    "computed_at",
+)
 
 
 def stored_results(con, models: list[str] | None = None, references: list[str] | None = None) -> list[dict]:
     """Rows of rsa_results as dicts, by model, reference and network order; `references` match by prefix
     (`glove` finds glove-6B-50d)."""
-    rows = [dict(zip(STORED_COLUMNS, r)) for r in con.execute(
-        f"""SELECT {', '.join(STORED_COLUMNS)} FROM rsa_results
+    rows = [
+        dict(zip(STORED_COLUMNS, r))
+        for r in con.execute(
+            f"""SELECT {", ".join(STORED_COLUMNS)} FROM rsa_results
             WHERE ? IS NULL OR list_contains(?, model_key) ORDER BY model_key, reference, layer_order""",
-        [models, models]).fetchall()]
+            [models, models],
+        ).fetchall()
+    ]
     if references:
         known = sorted({r["reference"] for r in rows})
         chosen = {k for k in known if any(k == q or k.startswith(q) for q in references)}
         missing = [q for q in references if not any(k == q or k.startswith(q) for k in known)]
         if missing:
-            raise NotFoundError(f"no similarity-encoding results for reference {missing[0]!r}; stored: "
-                                f"{', '.join(known) or 'none'} (run `embstore analyze rsa --vectors …`)")
+            raise NotFoundError(
+                f"no similarity-encoding results for reference {missing[0]!r}; stored: "
+                f"{', '.join(known) or 'none'} (run `embstore analyze rsa --vectors …`)"
+            )
         rows = [r for r in rows if r["reference"] in chosen]
     return rows

@@ -8,23 +8,23 @@ weight rows; needs no images).
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from embstore.ingest import classifier as classifier_weights
 from embstore import search
-from embstore.store.catalog import Catalog
 from embstore.analysis.classstats import class_stats
 from embstore.errors import EmbstoreError, NotFoundError, UnknownLayerError, UsageError
-from embstore.results import Answer, Neighbour
-from embstore.labels.imagenet import classes
+from embstore.ingest import classifier as classifier_weights
 from embstore.ingest.layers import HIDDEN
+from embstore.labels.imagenet import classes
+from embstore.results import Answer, Neighbour
+from embstore.store.catalog import Catalog
 
 METHODS = ("prototype", "tstat", "hidden", "classifier")
 
 
-def similar_classes(store, cls: str, *, k: int = 9, model: str | None = None, layer: str | None = None,
-                    method: str = "prototype") -> Answer:
+def similar_classes(
+    store, cls: str, *, k: int = 9, model: str | None = None, layer: str | None = None, method: str = "prototype"
+) -> Answer:
     """The k classes nearest to `cls` under `method`.
 
     >>> similar_classes(Store.open(), "knot", k=9).rows[0].label  # doctest: +SKIP
@@ -43,8 +43,10 @@ def _similar_classes(store, con, target, k, model, layer, method) -> Answer:
     if method == "classifier":
         w = classifier_weights.load(store, model_key)
         if w is None:
-            raise NotFoundError(f"no classifier weights stored for {model_key}; re-run `embstore ingest --model "
-                                f"{model_key.split('@')[0]}` once to record them")
+            raise NotFoundError(
+                f"no classifier weights stored for {model_key}; re-run `embstore ingest --model "
+                f"{model_key.split('@')[0]}` once to record them"
+            )
         labels, vectors, used = np.arange(w.shape[0]), w.astype(np.float64), "classifier"
     else:
         used = HIDDEN if method == "hidden" else (layer or "all")
@@ -56,13 +58,15 @@ def _similar_classes(store, con, target, k, model, layer, method) -> Answer:
         raise NotFoundError(
             f"class {target.name} ({target.wnid}) has {n} image(s) for {model_key}; {method} needs {need}. "
             f"Ingest some with `embstore ingest --model {model_key.split('@')[0]} --images DIR` (one folder per "
-            "wnid or class name), or use --method classifier")
+            "wnid or class name), or use --method classifier"
+        )
     finite = np.isfinite(vectors).all(axis=1) & (np.abs(vectors).sum(axis=1) > 0)
     if not finite[rows[0]]:
         raise NotFoundError(
             f"class {target.name} ({target.wnid}) has {counts.get(target.index, 0)} image(s) for {model_key}: "
             f"too few (or no variance) for {method}; ingest more with `embstore ingest --model "
-            f"{model_key.split('@')[0]} --images DIR`")
+            f"{model_key.split('@')[0]} --images DIR`"
+        )
     base = search.normalise(vectors[finite])
     base_labels = labels[finite]
     q = search.normalise(vectors[rows[0]][None, :])
@@ -72,8 +76,11 @@ def _similar_classes(store, con, target, k, model, layer, method) -> Answer:
         if i < 0 or base_labels[i] == target.index:
             continue
         c = classes()[int(base_labels[i])]
-        out.append(Neighbour(len(out) + 1, float(s), c.name, {"wnid": c.wnid, "index": c.index,
-                                                                "images": counts.get(c.index, 0)}))
+        out.append(
+            Neighbour(
+                len(out) + 1, float(s), c.name, {"wnid": c.wnid, "index": c.index, "images": counts.get(c.index, 0)}
+            )
+        )
     notes = []
     if (~finite).any() and method != "classifier":
         notes.append(f"{int((~finite).sum())} class(es) left out: too few images or no variance")
@@ -99,7 +106,9 @@ def _class_vectors(store, con, model_key: str, layer: str, method: str) -> tuple
             raise EmbstoreError(f"layers of {model_key} cover different images; re-run ingest to complete them")
         parts.append(st.welch_t()[0] if method == "tstat" else st.prototypes())
     if labels is None or not len(labels):
-        raise NotFoundError(f"no labelled images for {model_key}; ingest some with `embstore ingest --model "
-                            f"{model_key.split('@')[0]} --images DIR` (one folder per wnid or class name, or a "
-                            "manifest with a label column), or use --method classifier")
+        raise NotFoundError(
+            f"no labelled images for {model_key}; ingest some with `embstore ingest --model "
+            f"{model_key.split('@')[0]} --images DIR` (one folder per wnid or class name, or a "
+            "manifest with a label column), or use --method classifier"
+        )
     return labels, np.concatenate(parts, axis=1)

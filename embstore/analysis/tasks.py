@@ -6,10 +6,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from embstore.store.catalog import Catalog
-from embstore.errors import EmbstoreError, NotFoundError, UsageError
 from embstore.analysis.failures import FailureReport, failure_analysis
 from embstore.analysis.matching import LayerMatching, Triplets, read_triplets, triplet_matching, write_image_manifest
+from embstore.errors import EmbstoreError, NotFoundError, UsageError
+from embstore.store.catalog import Catalog
 
 
 @dataclass
@@ -19,8 +19,16 @@ class MatchingReport:
     top1_error: dict[str, float | None]
 
 
-def matching(store, manifest: str, *, models: list[str] | None = None, layers: list[str] | None = None,
-             ingest_missing: bool = False, weights: str = "DEFAULT", n_boot: int = 1000) -> MatchingReport:
+def matching(
+    store,
+    manifest: str,
+    *,
+    models: list[str] | None = None,
+    layers: list[str] | None = None,
+    ingest_missing: bool = False,
+    weights: str = "DEFAULT",
+    n_boot: int = 1000,
+) -> MatchingReport:
     """Seed 000's matching measures for every requested model and layer (table 2 when several models).
 
     >>> matching(Store.open(), "poporo.csv", models=["resnet50"]).layers[0].auc  # doctest: +SKIP
@@ -33,8 +41,7 @@ def matching(store, manifest: str, *, models: list[str] | None = None, layers: l
 
         with tempfile.TemporaryDirectory() as tmp:
             images = write_image_manifest(triplets, Path(tmp) / "images.csv")
-            ingest(store, models[0], str(images), weights=weights,
-                   layers="default" if not layers else ",".join(layers))
+            ingest(store, models[0], str(images), weights=weights, layers="default" if not layers else ",".join(layers))
     with store.read() as con:
         keys = [Catalog(con).resolve_model(m) for m in models] if models else Catalog(con).stored_model_keys()
         top1 = {k: Catalog(con).top1_error(k) for k in keys}

@@ -25,8 +25,13 @@ def reduce(tensor, layer: LayerInfo):
 class Extractor:
     """Hooks `layers` of `model` once; calling it on a batch returns ({layer: (B, C)}, logits).
 
-    >>> ex = Extractor(model, chosen_layers)  # doctest: +SKIP
-    >>> vectors, logits = ex(batch)          # numpy float32 arrays
+    >>> import torch, torchvision
+    >>> from embstore.ingest.layers import discover, select
+    >>> net = torchvision.models.resnet18().eval()
+    >>> ex = Extractor(net, select(discover(net, "resnet18", 64), ["layer4"], "resnet18"))
+    >>> vectors, logits = ex(torch.zeros(2, 3, 64, 64))
+    >>> {name: v.shape for name, v in vectors.items()}, logits.shape
+    ({'layer4': (2, 512), 'hidden': (2, 512)}, (2, 1000))
     >>> ex.close()
     """
 
@@ -50,11 +55,13 @@ class Extractor:
     def _hook(self, layer):
         def hook(_module, _inputs, output):
             self._out[layer.name] = reduce(output, layer).float()
+
         return hook
 
     def _pre_hook(self, layer):
         def hook(_module, inputs):
             self._out[layer.name] = reduce(inputs[0], layer).float()
+
         return hook
 
     def __call__(self, batch):

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embstore.errors import ImageDecodeError, InputPathError, ManifestError
-from embstore.labels.imagenet import classes
 from embstore.ingest.models import Preprocessing
+from embstore.labels.imagenet import classes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 MANIFEST_SUFFIXES = {".csv", ".parquet"}
@@ -57,9 +57,7 @@ def discover(path: str | Path, *, limit: int | None = None) -> Discovery:
         elif root.suffix.lower() in IMAGE_SUFFIXES:
             found, ignored = [ImageSource(str(root.resolve()), None, "folder")], 0
         else:
-            raise InputPathError(
-                f"{root} is neither a folder, an image nor a .csv/.parquet manifest"
-            )
+            raise InputPathError(f"{root} is neither a folder, an image nor a .csv/.parquet manifest")
     else:
         found, ignored = _from_folder(root.resolve())
     seen: set[str] = set()
@@ -153,18 +151,26 @@ def read_rgb(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS):
         raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
     if not data:
         raise ImageDecodeError("empty file")
-    Image.MAX_IMAGE_PIXELS = None  # our own limit below, checked before decoding pixels
     try:
+        # PIL's decompression-bomb guard stays on for the whole process (a notebook, a server):
+        # embstore only adds its own, usually tighter, per-image limit below
         img = Image.open(io.BytesIO(data))
         w, h = img.size
         if w * h > max_pixels:
-            raise ImageDecodeError(f"image is {w}×{h} = {w * h / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit")
+            raise ImageDecodeError(
+                f"image is {w}×{h} = {w * h / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit"
+            )
         mode = img.mode
         img.load()
         img = ImageOps.exif_transpose(img)
         rgb = _to_rgb(img)
     except ImageDecodeError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(
+            f"refused by PIL's decompression-bomb guard ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS "
+            "in your own process to allow such images"
+        ) from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image (unrecognised format)") from None
     except (OSError, ValueError, SyntaxError) as exc:

@@ -15,13 +15,28 @@ HIDDEN = "hidden"
 
 # Module classes whose outputs are the "blocks" of their family (seed 003/004 layer choices).
 BLOCK_TYPES = {
-    "BasicBlock", "Bottleneck",                                  # ResNet, ResNeXt, Wide ResNet
-    "_DenseBlock", "_Transition",                                # DenseNet
-    "InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "Inception",  # Inception v3, GoogLeNet
-    "MBConv", "FusedMBConv",                                     # torchvision EfficientNet
-    "DepthwiseSeparableConv", "InvertedResidual", "_InvertedResidual",  # timm EfficientNet(-Lite), MobileNet, MNASNet, ShuffleNet
-    "ResBottleneckBlock", "CNBlock", "Fire",                     # RegNet, ConvNeXt, SqueezeNet
-    "EncoderBlock", "SwinTransformerBlock", "SwinTransformerBlockV2", "MaxVitLayer",
+    "BasicBlock",
+    "Bottleneck",  # ResNet, ResNeXt, Wide ResNet
+    "_DenseBlock",
+    "_Transition",  # DenseNet
+    "InceptionA",
+    "InceptionB",
+    "InceptionC",
+    "InceptionD",
+    "InceptionE",
+    "Inception",  # Inception v3, GoogLeNet
+    "MBConv",
+    "FusedMBConv",  # torchvision EfficientNet
+    "DepthwiseSeparableConv",
+    "InvertedResidual",
+    "_InvertedResidual",  # timm EfficientNet(-Lite), MobileNet, MNASNet, ShuffleNet
+    "ResBottleneckBlock",
+    "CNBlock",
+    "Fire",  # RegNet, ConvNeXt, SqueezeNet
+    "EncoderBlock",
+    "SwinTransformerBlock",
+    "SwinTransformerBlockV2",
+    "MaxVitLayer",
 }
 _FAMILY_EXTRAS = {  # extra default layers by model-name prefix
     "densenet": re.compile(r"^features\.norm5$"),
@@ -29,7 +44,7 @@ _FAMILY_EXTRAS = {  # extra default layers by model-name prefix
     "efficientnet_v2": re.compile(r"^features\.7$"),
     "efficientnet_lite": re.compile(r"^bn2$"),
     "timm:tf_efficientnet": re.compile(r"^bn2$"),
-    "vgg": re.compile(r"^classifier\.[14]$"),                 # fc6, fc7 after ReLU
+    "vgg": re.compile(r"^classifier\.[14]$"),  # fc6, fc7 after ReLU
     "alexnet": re.compile(r"^classifier\.[25]$"),
     "mobilenet_v2": re.compile(r"^features\.18$"),
     "mobilenet_v3": re.compile(r"^features\.1[26]$"),
@@ -66,6 +81,7 @@ def discover(model, model_name: str, crop: int) -> list[LayerInfo]:
         def hook(_module, _inputs, output):
             if name not in seen and isinstance(output, torch.Tensor) and output.dim() in (2, 3, 4):
                 seen[name] = tuple(output.shape)
+
         return hook
 
     for name, module in modules.items():
@@ -101,7 +117,9 @@ def discover(model, model_name: str, crop: int) -> list[LayerInfo]:
         if classifier is not None and name == classifier[0]:
             continue  # the logits go to predictions
         kind, reduction, ch = _kind(shape, layouts[name])
-        out_layers.append(LayerInfo(name, order, ch, kind, reduction, name in defaults, layouts[name] and len(shape) == 4))
+        out_layers.append(
+            LayerInfo(name, order, ch, kind, reduction, name in defaults, layouts[name] and len(shape) == 4)
+        )
     shape = hidden_shape["shape"]
     last = _channels_last(model, shape) if len(shape) == 4 else False
     kind, reduction, ch = _kind(shape, last)

@@ -69,8 +69,7 @@ def check_name(name: str) -> str:
         return name
     if name not in available_models():
         raise UnknownModelError(
-            f"unknown model '{name}'.{did_you_mean(name, available_models())} "
-            "`embstore models` lists every choice."
+            f"unknown model '{name}'.{did_you_mean(name, available_models())} `embstore models` lists every choice."
         )
     return name
 
@@ -91,9 +90,7 @@ def describe(name: str, weights: str = "DEFAULT") -> ModelSpec:
         return ModelSpec(name, "timm", _weights_tag(weights, "timm-pretrained"), _timm_preprocessing(name[5:]))
     enum = _torchvision_weights(name, weights)
     t = enum.transforms()
-    pre = Preprocessing(
-        int(t.resize_size[0]), int(t.crop_size[0]), tuple(t.mean), tuple(t.std), t.interpolation.value
-    )
+    pre = Preprocessing(int(t.resize_size[0]), int(t.crop_size[0]), tuple(t.mean), tuple(t.std), t.interpolation.value)
     return ModelSpec(name, "torchvision", _weights_tag(weights, enum.name), pre, len(enum.meta["categories"]))
 
 
@@ -130,13 +127,16 @@ def from_module(module, name: str | None, preprocessing: Preprocessing | None):
     from embstore.errors import UsageError
 
     if not isinstance(module, nn.Module):
-        raise UsageError(f"model must be a model name (see `embstore models`) or a torch.nn.Module, "
-                         f"not {type(module).__name__}")
+        raise UsageError(
+            f"model must be a model name (see `embstore models`) or a torch.nn.Module, not {type(module).__name__}"
+        )
     if not name or "@" in name or "/" in name:
         raise UsageError("a torch module needs name='…' (no '@' or '/') to identify it in the store")
     if not isinstance(preprocessing, Preprocessing):
-        raise UsageError("a torch module needs preprocessing=embstore.Preprocessing(resize, crop, mean, std, "
-                         "interpolation): what the network expects, recorded with every vector")
+        raise UsageError(
+            "a torch module needs preprocessing=embstore.Preprocessing(resize, crop, mean, std, "
+            "interpolation): what the network expects, recorded with every vector"
+        )
     if preprocessing.interpolation not in ("bilinear", "bicubic", "nearest"):
         raise UsageError(f"unknown interpolation '{preprocessing.interpolation}'; choose bilinear, bicubic or nearest")
     sha = state_sha256(module)
@@ -324,6 +324,9 @@ def _timm_preprocessing(name: str) -> Preprocessing:
     size = int(cfg.get("input_size", (3, 224, 224))[-1])
     crop_pct = float(cfg.get("crop_pct", 0.875))
     return Preprocessing(
-        math.floor(size / crop_pct), size, tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-        tuple(cfg.get("std", (0.229, 0.224, 0.225))), str(cfg.get("interpolation", "bilinear")),
+        math.floor(size / crop_pct),
+        size,
+        tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        str(cfg.get("interpolation", "bilinear")),
     )

@@ -14,15 +14,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from embstore.ingest import classifier
-from embstore.ingest import layers as layers_mod
-from embstore.ingest import models
-from embstore.store.files import ActivationFiles, file_rows
-from embstore.store.catalog import Catalog
 from embstore.errors import ImageDecodeError, StoreError, UsageError
-from embstore.store.duck import transaction
+from embstore.ingest import classifier, models
+from embstore.ingest import layers as layers_mod
 from embstore.ingest.images import DEFAULT_MAX_PIXELS, Preprocess, discover, read_rgb
 from embstore.ingest.models import Preprocessing
+from embstore.store.catalog import Catalog
+from embstore.store.duck import transaction
+from embstore.store.files import ActivationFiles, file_rows
 
 
 @dataclass
@@ -93,11 +92,21 @@ def ingest(
     names = [layer.name for layer in chosen]
     net.to(dev)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    result = IngestResult(run_id, spec.key, "running", names, n_images=len(found.images),
-                          n_ignored=found.ignored, device=str(dev))
-    config = {"model": spec.name, "weights": weights if isinstance(model, str) else spec.weights, "layers": names,
-              "images": str(images), "batch_size": batch_size, "device": str(dev), "workers": workers,
-              "limit": limit, "max_pixels": max_pixels, "preprocessing": spec.as_row()}
+    result = IngestResult(
+        run_id, spec.key, "running", names, n_images=len(found.images), n_ignored=found.ignored, device=str(dev)
+    )
+    config = {
+        "model": spec.name,
+        "weights": weights if isinstance(model, str) else spec.weights,
+        "layers": names,
+        "images": str(images),
+        "batch_size": batch_size,
+        "device": str(dev),
+        "workers": workers,
+        "limit": limit,
+        "max_pixels": max_pixels,
+        "preprocessing": spec.as_row(),
+    }
     files = ActivationFiles(store)
     with store.writer_lock():
         result.recovered = files.recover()
@@ -123,7 +132,8 @@ def ingest(
         message = None
         try:
             _Run(store, files, spec, chosen, todo, result).execute(
-                net, dev, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress)
+                net, dev, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress
+            )
             result.status = "completed"
         except KeyboardInterrupt:
             result.status, message = "interrupted", "interrupted by the user"
@@ -219,9 +229,14 @@ class _Run:
         from embstore.ingest.extraction import Extractor
 
         loader = DataLoader(
-            _Images(self.todo, self.spec.preprocessing, max_pixels), batch_size=batch_size, shuffle=False,
-            num_workers=workers, collate_fn=_collate, pin_memory=dev.type == "cuda",
-            prefetch_factor=4 if workers else None, persistent_workers=False,
+            _Images(self.todo, self.spec.preprocessing, max_pixels),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=dev.type == "cuda",
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
         )
         batches = loader if workers else _prefetch(loader)
         extractor = Extractor(net, self.chosen)
@@ -272,8 +287,16 @@ class _Run:
                 for layer in self.chosen:
                     rows = need.get(layer.name)
                     if rows:
-                        staged.append(self.files.stage(spec, layer.name, run_id, batch.seq,
-                                                       [ok[r]["image_id"] for r in rows], batch.vectors[layer.name][rows]))
+                        staged.append(
+                            self.files.stage(
+                                spec,
+                                layer.name,
+                                run_id,
+                                batch.seq,
+                                [ok[r]["image_id"] for r in rows],
+                                batch.vectors[layer.name][rows],
+                            )
+                        )
                 with transaction(con):
                     cat.insert_images(_image_rows(todo, ok))
                     if new_images and batch.logits is not None:
@@ -281,9 +304,15 @@ class _Run:
                     if staged:
                         cat.register_files(*file_rows(staged, spec.key, run_id))
                     cat.insert_errors(run_id, errors)
-                    cat.add_run_counts(run_id, n_done=len(new_images), n_errors=len(errors), n_duplicates=duplicates,
-                                       load_s=batch.load_s, forward_s=batch.forward_s,
-                                       write_s=time.perf_counter() - t0)
+                    cat.add_run_counts(
+                        run_id,
+                        n_done=len(new_images),
+                        n_errors=len(errors),
+                        n_duplicates=duplicates,
+                        load_s=batch.load_s,
+                        forward_s=batch.forward_s,
+                        write_s=time.perf_counter() - t0,
+                    )
             except BaseException:
                 self.files.discard(staged)
                 raise
@@ -346,15 +375,38 @@ def _image_rows(todo, ok):
     for b in ok:
         src = todo[b["i"]]
         info = b["info"]
-        rows.append({"image_id": b["image_id"], "path": src.path, "file_size": info["file_size"],
-                     "file_mtime": info["file_mtime"], "width": info["width"], "height": info["height"],
-                     "mode": info["mode"], "label_raw": src.label_raw, **src.label(), "source": src.source,
-                     "extra": json.dumps(src.extra) if src.extra else None})
-    schema = pa.schema([("image_id", pa.string()), ("path", pa.string()), ("file_size", pa.int64()),
-                        ("file_mtime", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
-                        ("mode", pa.string()), ("label_raw", pa.string()), ("label_wnid", pa.string()),
-                        ("label_index", pa.int32()), ("label_name", pa.string()), ("source", pa.string()),
-                        ("extra", pa.string())])
+        rows.append(
+            {
+                "image_id": b["image_id"],
+                "path": src.path,
+                "file_size": info["file_size"],
+                "file_mtime": info["file_mtime"],
+                "width": info["width"],
+                "height": info["height"],
+                "mode": info["mode"],
+                "label_raw": src.label_raw,
+                **src.label(),
+                "source": src.source,
+                "extra": json.dumps(src.extra) if src.extra else None,
+            }
+        )
+    schema = pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("path", pa.string()),
+            ("file_size", pa.int64()),
+            ("file_mtime", pa.float64()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("mode", pa.string()),
+            ("label_raw", pa.string()),
+            ("label_wnid", pa.string()),
+            ("label_index", pa.int32()),
+            ("label_name", pa.string()),
+            ("source", pa.string()),
+            ("extra", pa.string()),
+        ]
+    )
     return pa.Table.from_pylist(rows, schema=schema)
 
 
@@ -367,8 +419,15 @@ def _prediction_rows(todo, ok, rows, logits, spec, run_id):
     prob = np.exp(z)
     prob /= prob.sum(axis=1, keepdims=True)
     top5 = np.argsort(-prob, axis=1, kind="stable")[:, :5]
-    out = {"model_key": [], "image_id": [], "top5_index": [], "top5_prob": [], "true_rank": [], "true_prob": [],
-           "run_id": []}
+    out = {
+        "model_key": [],
+        "image_id": [],
+        "top5_index": [],
+        "top5_prob": [],
+        "true_rank": [],
+        "true_prob": [],
+        "run_id": [],
+    }
     for k, r in enumerate(rows):
         label = todo[ok[r]["i"]].label()["label_index"] if spec.num_classes == 1000 else None
         out["model_key"].append(spec.key)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embstore.errors import NotFoundError
+from embstore.errors import MissingDependencyError, NotFoundError
 from embstore.labels.imagenet import classes
 from embstore.resources import data_dir
 
@@ -56,15 +56,13 @@ class SentenceSpace:
     """Class names embedded whole by a sentence-transformers model (every name has a vector)."""
 
     def __init__(self, folder: Path):
-        import os
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask a hub
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise NotFoundError("sentence embeddings need `pip install embstore[sentence]`") from None
+            raise MissingDependencyError("sentence embeddings need `pip install embstore[sentence]`") from None
         self.name = folder.name if folder.name != "model" else folder.parent.name
-        self.model = SentenceTransformer(str(folder), device="cpu")
+        # a local folder: never ask a hub (said to the loader, not to the whole process's environment)
+        self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
         self._cache: dict[str, np.ndarray] = {}
 
     def prepare(self, texts: list[str]) -> None:
@@ -93,8 +91,10 @@ def open_space(spec: str):
     if path.is_dir():
         return SentenceSpace(path)
     if not path.is_file():
-        raise NotFoundError(f"word vectors '{spec}' not found; use glove, minilm, {', '.join(WORDNET_SPACES)}, "
-                            "a sentence-transformers folder or a GloVe/word2vec file")
+        raise NotFoundError(
+            f"word vectors '{spec}' not found; use glove, minilm, {', '.join(WORDNET_SPACES)}, "
+            "a sentence-transformers folder or a GloVe/word2vec file"
+        )
     return _read_binary(path) if path.suffix == ".bin" else _read_text(path)
 
 
@@ -108,8 +108,11 @@ def class_vectors(space: WordSpace, indices) -> tuple[list[int], np.ndarray, Cov
     for idx in indices:
         c = table[int(idx)]
         found = None
-        for how, text in [("name", c.name)] + [(f"synonym:{s}", s) for s in c.synonyms] + [
-                (f"hypernym:{h}", h) for h in _hypernym_names(c.wnid)]:
+        for how, text in (
+            [("name", c.name)]
+            + [(f"synonym:{s}", s) for s in c.synonyms]
+            + [(f"hypernym:{h}", h) for h in _hypernym_names(c.wnid)]
+        ):
             vec = space.phrase(text)
             if vec is not None:
                 found = (how if how == "name" else how, vec)

@@ -11,67 +11,45 @@ returns a `matplotlib.figure.Figure`; `save` writes it as PNG and SVG.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from embstore.store.catalog import Catalog
 from embstore.errors import NotFoundError, UsageError
+from embstore.report.canvas import DPI, FORMATS, new_figure, png_bytes, save  # noqa: F401 - re-exported
+from embstore.store.catalog import Catalog
 
 KINDS = ("rsa", "roc", "errors", "ratings", "similar", "cases", "failures", "predictions")
-FORMATS = ("png", "svg")
-DPI = 100
 RELATED, UNRELATED = "#d62728", "#1f77b4"  # red / blue, as in seed 000 figs 4-5
-RSA_MEASURES = {"acc_2v2": "2 vs 2 accuracy", "acc_1v2": "1 vs 2 accuracy", "rsa_spearman": "RSA (Spearman r)",
-                "rsa_pearson": "RSA (Pearson r)"}
+RSA_MEASURES = {
+    "acc_2v2": "2 vs 2 accuracy",
+    "acc_1v2": "1 vs 2 accuracy",
+    "rsa_spearman": "RSA (Spearman r)",
+    "rsa_pearson": "RSA (Pearson r)",
+}
 
 
 def draw(store, kind: str, **options):
     """The figure of `kind` (one of KINDS) with that kind's options."""
     from embstore.report import strips
 
-    makers = {"rsa": rsa_by_layer, "roc": roc, "errors": errors, "ratings": ratings,
-              "similar": strips.similar, "cases": strips.cases, "failures": strips.failures,
-              "predictions": strips.predictions}
+    makers = {
+        "rsa": rsa_by_layer,
+        "roc": roc,
+        "errors": errors,
+        "ratings": ratings,
+        "similar": strips.similar,
+        "cases": strips.cases,
+        "failures": strips.failures,
+        "predictions": strips.predictions,
+    }
     if kind not in makers:
         raise UsageError(f"unknown figure '{kind}'; choose one of {', '.join(KINDS)}")
     return makers[kind](store, **options)
 
 
-def save(fig, out: str | Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """Write `fig` as out.png / out.svg (a suffix on `out` is replaced); returns the paths written."""
-    bad = [f for f in formats if f not in ("png", "svg", "pdf")]
-    if bad or not formats:
-        raise UsageError(f"unknown figure format '{bad[0] if bad else ''}'; choose png, svg or pdf")
-    out = Path(out).expanduser()
-    if out.suffix.lower() in (".png", ".svg", ".pdf"):
-        out = out.with_suffix("")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in formats:
-        path = out.with_name(f"{out.name}.{fmt}")
-        fig.savefig(path, format=fmt, dpi=DPI, metadata={"Software": "embstore"} if fmt == "png" else None)
-        written.append(path)
-    return written
-
-
-def png_bytes(fig) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return buf.getvalue()
-
-
-def new_figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
 # -- seed 004: similarity encoding by layer ----------------------------------------------------
-def rsa_by_layer(store, *, models: list[str] | None = None, references: list[str] | None = None,
-                 measure: str = "acc_2v2"):
+def rsa_by_layer(
+    store, *, models: list[str] | None = None, references: list[str] | None = None, measure: str = "acc_2v2"
+):
     """One line per (model, reference space) across the model's layers; filled markers where the
     permutation p < 0.05. With several models the x axis is relative depth (0 = first stored layer)."""
     from embstore.analysis.rsatables import stored_results
@@ -92,8 +70,13 @@ def rsa_by_layer(store, *, models: list[str] | None = None, references: list[str
     ax = fig.add_subplot()
     for i, ((model, ref), pts) in enumerate(sorted(lines.items())):
         y = np.array([np.nan if p[measure] is None else p[measure] for p in pts], np.float64)
-        x = (np.array([names.index(p["layer"]) for p in pts]) if one_model
-             else np.linspace(0, 1, len(pts)) if len(pts) > 1 else np.zeros(1))
+        x = (
+            np.array([names.index(p["layer"]) for p in pts])
+            if one_model
+            else np.linspace(0, 1, len(pts))
+            if len(pts) > 1
+            else np.zeros(1)
+        )
         colour = f"C{i % 10}"
         label = ref if one_model else f"{model} · {ref}"
         ax.plot(x, y, "-", color=colour, label=label, linewidth=1.6)
@@ -139,8 +122,13 @@ def roc(store, *, manifest: str | None = None, models: list[str] | None = None, 
         fpr, tpr = roc_curve(r.cos_related, r.cos_unrelated)
         ax.plot(fpr, tpr, color=f"C{i % 10}", linewidth=1.8, label=f"{r.model_key} · {r.layer}  AUC {r.auc:.3f}")
     ax.plot([0, 1], [0, 1], ":", color="0.5", linewidth=1)
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (unrelated called related)",
-           ylabel="true positive rate", title=f"ROC of related vs unrelated by cosine ({len(results[0].ids)} triplets)")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="false positive rate (unrelated called related)",
+        ylabel="true positive rate",
+        title=f"ROC of related vs unrelated by cosine ({len(results[0].ids)} triplets)",
+    )
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -168,8 +156,12 @@ def errors(store, *, manifest: str | None = None, models: list[str] | None = Non
     ax.bar(x + width, [1 - r.auc for r in results], width, color="#9467bd", label="AUC error (1 − AUC)")
     ax.set_xticks(x, [f"{r.model_key}\n{r.layer}" for r in results], fontsize=7, rotation=20 if len(x) > 4 else 0)
     ax.axhline(0.5, color="0.5", linestyle=":", linewidth=1)
-    ax.set(xlim=(-0.6, len(x) - 0.4), ylim=(0, 1), ylabel="error rate",
-           title="Matching, AUC and classification error by model")
+    ax.set(
+        xlim=(-0.6, len(x) - 0.4),
+        ylim=(0, 1),
+        ylabel="error rate",
+        title="Matching, AUC and classification error by model",
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     return fig
@@ -181,19 +173,34 @@ def ratings(store, *, manifest: str | None = None, model: str | None = None, lay
     with store.read() as con:
         r = _matching(con, manifest, [model] if model else None, layer)[0]
     if np.isnan(r.ratings).all():
-        raise NotFoundError("the triplet manifest has no rating_related / rating_unrelated columns; add human "
-                            "ratings to it and re-run `embstore analyze matching`")
+        raise NotFoundError(
+            "the triplet manifest has no rating_related / rating_unrelated columns; add human "
+            "ratings to it and re-run `embstore analyze matching`"
+        )
     ok = r.cos_related > r.cos_unrelated
     fig = new_figure(6.4, 4.8)
     ax = fig.add_subplot()
-    for cos, rating, colour, name in ((r.cos_related, r.ratings[:, 0], RELATED, "related"),
-                                      (r.cos_unrelated, r.ratings[:, 1], UNRELATED, "unrelated")):
-        ax.scatter(rating[ok], cos[ok], s=26, facecolors="none", edgecolors=colour, linewidths=1.2,
-                   label=f"{name}, matched (o)")
-        ax.scatter(rating[~ok], cos[~ok], s=26, marker="x", color=colour, linewidths=1.2,
-                   label=f"{name}, not matched (x)")
-    ax.set(xlabel="human rating of the pair", ylabel="cosine similarity of the features",
-           title=f"{r.model_key} · {r.layer}: {ok.sum()} matched, {(~ok).sum()} not")
+    for cos, rating, colour, name in (
+        (r.cos_related, r.ratings[:, 0], RELATED, "related"),
+        (r.cos_unrelated, r.ratings[:, 1], UNRELATED, "unrelated"),
+    ):
+        ax.scatter(
+            rating[ok],
+            cos[ok],
+            s=26,
+            facecolors="none",
+            edgecolors=colour,
+            linewidths=1.2,
+            label=f"{name}, matched (o)",
+        )
+        ax.scatter(
+            rating[~ok], cos[~ok], s=26, marker="x", color=colour, linewidths=1.2, label=f"{name}, not matched (x)"
+        )
+    ax.set(
+        xlabel="human rating of the pair",
+        ylabel="cosine similarity of the features",
+        title=f"{r.model_key} · {r.layer}: {ok.sum()} matched, {(~ok).sum()} not",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return fig

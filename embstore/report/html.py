@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from embstore.store.catalog import Catalog
 from embstore.errors import EmbstoreError, UsageError
+from embstore.store.catalog import Catalog
 
 MAX_ROWS = 200  # rows shown per table; the count says how many there are
 MAX_MODELS = 4  # per-model figures of each kind; the report says when there are more
@@ -35,8 +35,17 @@ class Report:
     skipped: dict[str, str] = field(default_factory=dict)  # figure -> why it was not drawn
 
 
-def build_report(store, out: str | Path, *, cls: str | None = None, manifest: str | None = None, k: int = 9,
-                 n_cases: int = 4, n_failures: int = 10, progress=None) -> Report:
+def build_report(
+    store,
+    out: str | Path,
+    *,
+    cls: str | None = None,
+    manifest: str | None = None,
+    k: int = 9,
+    n_cases: int = 4,
+    n_failures: int = 10,
+    progress=None,
+) -> Report:
     """Write the HTML report of `store` to `out`; `cls` picks the similar-classes figure's class
     (default: the class with the most labelled images)."""
     started = time.perf_counter()
@@ -58,8 +67,14 @@ def build_report(store, out: str | Path, *, cls: str | None = None, manifest: st
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
-    return Report(out, len(text.encode()), time.perf_counter() - started, [t for t, _, _ in page.sections],
-                  page.figures, page.skipped)
+    return Report(
+        out,
+        len(text.encode()),
+        time.perf_counter() - started,
+        [t for t, _, _ in page.sections],
+        page.figures,
+        page.skipped,
+    )
 
 
 class _Page:
@@ -82,22 +97,43 @@ class _Page:
             runs = cat.runs_overview(MAX_ROWS)
             by_reason, newest = cat.errors_overview(MAX_ROWS)
         counts = {k: s[k] for k in ("images", "labelled", "models", "vectors", "files", "runs", "errors")}
-        self._section("Store", [
-            f"<p class=path>{_e(s['path'])}</p>",
-            "<div class=counts>" + "".join(f"<div><b>{v:,}</b><span>{_e(k)}</span></div>" for k, v in counts.items())
-            + "</div>"])
-        self._section("Models", [_table(models, s["models"], empty="No model has been ingested yet; run "
-                                        "`embstore ingest --model NAME --images DIR`.")]
-                      + [self._figure(f"predictions-{m}", "predictions", f"Stored images and top-2 predictions · {m}",
-                                      model=m) for m in _first([m["model_key"] for m in models if m["images"]])]
-                      + _more([m for m in models if m["images"]], "plot predictions"))
-        self._section("Layers", [f"<h3>{_e(m)}</h3>" + _table(rows, len(rows)) for m, rows in layers.items()]
-                      or ["<p>No layers yet.</p>"])
+        self._section(
+            "Store",
+            [
+                f"<p class=path>{_e(s['path'])}</p>",
+                "<div class=counts>"
+                + "".join(f"<div><b>{v:,}</b><span>{_e(k)}</span></div>" for k, v in counts.items())
+                + "</div>",
+            ],
+        )
+        self._section(
+            "Models",
+            [
+                _table(
+                    models,
+                    s["models"],
+                    empty="No model has been ingested yet; run `embstore ingest --model NAME --images DIR`.",
+                )
+            ]
+            + [
+                self._figure(f"predictions-{m}", "predictions", f"Stored images and top-2 predictions · {m}", model=m)
+                for m in _first([m["model_key"] for m in models if m["images"]])
+            ]
+            + _more([m for m in models if m["images"]], "plot predictions"),
+        )
+        self._section(
+            "Layers",
+            [f"<h3>{_e(m)}</h3>" + _table(rows, len(rows)) for m, rows in layers.items()] or ["<p>No layers yet.</p>"],
+        )
         self._section("Runs", [_table(runs, s["runs"], empty="No ingest runs yet.")])
-        self._section("Ingest errors", [
-            f"<p>{s['errors']:,} image(s) could not be ingested.</p>",
-            "<h3>By reason</h3>" + _table(by_reason, len(by_reason)) if by_reason else "",
-            "<h3>Newest</h3>" + _table(newest, s["errors"]) if newest else ""])
+        self._section(
+            "Ingest errors",
+            [
+                f"<p>{s['errors']:,} image(s) could not be ingested.</p>",
+                "<h3>By reason</h3>" + _table(by_reason, len(by_reason)) if by_reason else "",
+                "<h3>Newest</h3>" + _table(newest, s["errors"]) if newest else "",
+            ],
+        )
 
     def matching_section(self, manifest, n_cases) -> None:
         from embstore.analysis import matching
@@ -110,32 +146,68 @@ class _Page:
             with self.store.read() as con:
                 wanted = matching.resolve_manifest(con, manifest)
             manifests = [m for m in manifests if m[0] == wanted]
-        parts = [] if manifests else [_hint("No triplet matching yet", "embstore analyze matching TRIPLETS.csv "
-                                            "--model NAME")]
+        parts = (
+            []
+            if manifests
+            else [_hint("No triplet matching yet", "embstore analyze matching TRIPLETS.csv --model NAME")]
+        )
         for sha, n, _ in manifests:
             parts.append(f"<h3>Manifest {sha[:12]} · {n} triplets</h3>")
             parts.append(_table(summaries[sha], len(summaries[sha])))
             tag = sha[:8]
-            parts.append(self._figure(f"matching-errors-{tag}", "errors", "Matching, AUC and top-1 error by model "
-                                      "(seed 000 fig. 6)", manifest=sha))
+            parts.append(
+                self._figure(
+                    f"matching-errors-{tag}",
+                    "errors",
+                    "Matching, AUC and top-1 error by model (seed 000 fig. 6)",
+                    manifest=sha,
+                )
+            )
             parts.append(self._figure(f"matching-roc-{tag}", "roc", "ROC curves (seed 000 fig. 5)", manifest=sha))
             for model in _first(models[sha]):
-                parts.append(self._figure(f"matching-ratings-{tag}-{model}", "ratings",
-                                          f"Cosine against human ratings · {model} (seed 000 fig. 4)",
-                                          manifest=sha, model=model))
-                parts.append(self._figure(f"matching-cases-{tag}-{model}", "cases",
-                                          f"Best, worst and luck cases · {model} (seed 000 figs. 7–10)",
-                                          manifest=sha, model=model, n=n_cases))
+                parts.append(
+                    self._figure(
+                        f"matching-ratings-{tag}-{model}",
+                        "ratings",
+                        f"Cosine against human ratings · {model} (seed 000 fig. 4)",
+                        manifest=sha,
+                        model=model,
+                    )
+                )
+                parts.append(
+                    self._figure(
+                        f"matching-cases-{tag}-{model}",
+                        "cases",
+                        f"Best, worst and luck cases · {model} (seed 000 figs. 7–10)",
+                        manifest=sha,
+                        model=model,
+                        n=n_cases,
+                    )
+                )
             parts += _more(models[sha], "plot cases --model NAME")
         self._section("Triplet matching", parts)
 
     def failures_section(self, n) -> None:
         models = [m["model_key"] for m in self.models if m["labelled"]]
-        parts = [] if models else [_hint("No predictions on labelled images",
-                                         "embstore ingest --model NAME --images DIR_WITH_CLASS_FOLDERS")]
+        parts = (
+            []
+            if models
+            else [
+                _hint(
+                    "No predictions on labelled images", "embstore ingest --model NAME --images DIR_WITH_CLASS_FOLDERS"
+                )
+            ]
+        )
         for model in _first(models):
-            parts.append(self._figure(f"failures-{model}", "failures", f"Worst classification failures · {model} "
-                                      "(seed 000 table 1)", model=model, n=n))
+            parts.append(
+                self._figure(
+                    f"failures-{model}",
+                    "failures",
+                    f"Worst classification failures · {model} (seed 000 table 1)",
+                    model=model,
+                    n=n,
+                )
+            )
         self._section("Classification failures", parts + _more(models, "plot failures --model NAME"))
 
     def classes_section(self, cls, k) -> None:
@@ -146,15 +218,29 @@ class _Page:
             overview = stored_overview(con)
             largest = Catalog(con).largest_classes(1)
         models = [m["model_key"] for m in self.models if m["labelled"]]
-        parts = [_table(overview, len(overview), empty="No class prototypes or t-statistics materialised yet "
-                        "(`embstore analyze prototypes` / `tstats`); a similar-classes figure computes what it needs.")]
+        parts = [
+            _table(
+                overview,
+                len(overview),
+                empty="No class prototypes or t-statistics materialised yet "
+                "(`embstore analyze prototypes` / `tstats`); a similar-classes figure computes what it needs.",
+            )
+        ]
         if cls is None and largest:
             cls = classes()[largest[0][0]].name
         if cls is None or not models:
             parts.append(_hint("No labelled images to rank classes with", "embstore ingest --model NAME --images DIR"))
         for model in _first(models) if cls is not None else []:
-            parts.append(self._figure(f"similar-{model}", "similar", f"Classes nearest to {cls} · {model} "
-                                      "(seed 003 figs. 1–2)", cls=cls, model=model, k=k))
+            parts.append(
+                self._figure(
+                    f"similar-{model}",
+                    "similar",
+                    f"Classes nearest to {cls} · {model} (seed 003 figs. 1–2)",
+                    cls=cls,
+                    model=model,
+                    k=k,
+                )
+            )
         parts += _more(models, f"plot similar '{cls}' --model NAME")
         self._section("Class statistics and similar classes", parts)
 
@@ -164,32 +250,42 @@ class _Page:
         with self.store.read() as con:
             rows = stored_results(con)
         if not rows:
-            self._section("Similarity encoding", [_hint("No similarity encoding yet",
-                                                        "embstore analyze rsa --model NAME --vectors glove")])
+            self._section(
+                "Similarity encoding",
+                [_hint("No similarity encoding yet", "embstore analyze rsa --model NAME --vectors glove")],
+            )
             return
         parts = [self._figure("rsa-2v2", "rsa", "2 vs 2 accuracy by layer (seed 004 figs. 1–3)")]
         if any(r["acc_1v2"] is not None for r in rows):
-            parts.append(self._figure("rsa-1v2", "rsa", "1 vs 2 accuracy on misclassified images (seed 004 fig. 4)",
-                                      measure="acc_1v2"))
+            parts.append(
+                self._figure(
+                    "rsa-1v2", "rsa", "1 vs 2 accuracy on misclassified images (seed 004 fig. 4)", measure="acc_1v2"
+                )
+            )
         shown = [{k: v for k, v in r.items() if k != "computed_at"} for r in rows]
         parts.append(_table(shown, len(shown)))
         self._section("Similarity encoding", parts)
 
     # -- pieces ------------------------------------------------------------------------------
     def _figure(self, name: str, kind: str, caption: str, **options) -> str:
-        from embstore.report.figures import draw, png_bytes
+        from embstore.report.canvas import png_bytes
+        from embstore.report.figures import draw
 
         self.progress(f"figure {name}")
         try:
             fig = draw(self.store, kind, **options)
         except EmbstoreError as exc:
             self.skipped[name] = str(exc)
-            return f"<figure class=skipped id='fig-{_e(name)}'><figcaption>{_e(caption)}: not drawn — {_e(exc)}" \
-                   "</figcaption></figure>"
+            return (
+                f"<figure class=skipped id='fig-{_e(name)}'><figcaption>{_e(caption)}: not drawn — {_e(exc)}"
+                "</figcaption></figure>"
+            )
         data = base64.b64encode(png_bytes(fig)).decode()
         self.figures.append(name)
-        return (f"<figure id='fig-{_e(name)}'><img alt='{_e(caption)}' src='data:image/png;base64,{data}'>"
-                f"<figcaption>{_e(caption)}</figcaption></figure>")
+        return (
+            f"<figure id='fig-{_e(name)}'><img alt='{_e(caption)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{_e(caption)}</figcaption></figure>"
+        )
 
     def _section(self, title: str, parts: list[str]) -> None:
         anchor = title.lower().replace(" ", "-")
@@ -199,11 +295,13 @@ class _Page:
         nav = "".join(f"<a href='#{a}'>{_e(t)}</a>" for t, a, _ in self.sections)
         body = "".join(f"<section id='{a}'><h2>{_e(t)}</h2>{''.join(parts)}</section>" for t, a, parts in self.sections)
         when = datetime.now().strftime("%Y-%m-%d %H:%M")
-        return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>embstore report · "
-                f"{_e(Path(self.store.path).name)}</title><style>{CSS}</style></head><body>"
-                f"<header><h1>embstore report</h1><p>{_e(str(self.store.path))} · generated {when} by embstore "
-                f"{_e(_version())} · {len(self.figures)} figures</p><nav>{nav}</nav></header><main>{body}</main>"
-                "</body></html>")
+        return (
+            f"<!doctype html><html lang=en><head><meta charset=utf-8><title>embstore report · "
+            f"{_e(Path(self.store.path).name)}</title><style>{CSS}</style></head><body>"
+            f"<header><h1>embstore report</h1><p>{_e(str(self.store.path))} · generated {when} by embstore "
+            f"{_e(_version())} · {len(self.figures)} figures</p><nav>{nav}</nav></header><main>{body}</main>"
+            "</body></html>"
+        )
 
 
 def _first(models: list) -> list:
@@ -214,8 +312,10 @@ def _more(models: list, command: str) -> list[str]:
     """A note when per-model figures stopped at MAX_MODELS."""
     if len(models) <= MAX_MODELS:
         return []
-    return [f"<p class=more>Figures for the first {MAX_MODELS} of {len(models)} models; draw the others with "
-            f"<code>embstore {_e(command)}</code>.</p>"]
+    return [
+        f"<p class=more>Figures for the first {MAX_MODELS} of {len(models)} models; draw the others with "
+        f"<code>embstore {_e(command)}</code>.</p>"
+    ]
 
 
 def _table(rows: list[dict], total: int, *, empty: str = "Nothing yet.") -> str:
@@ -265,7 +365,8 @@ min-width:90px}.counts b{display:block;font-size:20px}.counts span{font-size:12p
 .scroll{overflow-x:auto;max-height:480px;overflow-y:auto}table{border-collapse:collapse;font-size:12px}
 th,td{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;white-space:nowrap}
 th{background:#f5f5f5;position:sticky;top:0}td{font-variant-numeric:tabular-nums}
-figure{margin:14px 16px 14px 0;display:inline-block;vertical-align:top;max-width:100%}figure img{max-width:100%;height:auto;display:block;border:1px solid #eee}
+figure{margin:14px 16px 14px 0;display:inline-block;vertical-align:top;max-width:100%}
+figure img{max-width:100%;height:auto;display:block;border:1px solid #eee}
 figcaption{font-size:12px;color:#444;margin-top:4px}figure.skipped figcaption{color:#a33}
 .empty,.more,.null{color:#777}.path{font-family:monospace}code{background:#f0f0f0;padding:1px 4px}
 """

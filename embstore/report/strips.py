@@ -6,21 +6,32 @@ from __future__ import annotations
 
 import textwrap
 
-from embstore.store.catalog import Catalog
 from embstore.errors import NotFoundError, UsageError
-from embstore.report.figures import new_figure
+from embstore.report.canvas import new_figure
 from embstore.report.thumbnails import Thumbnails
+from embstore.store.catalog import Catalog
 
-CASE_TITLES = {"best": "best: matched, largest margin", "worst": "worst: missed, largest margin",
-               "good_luck": "good luck: matched, smallest margin", "bad_luck": "bad luck: missed, smallest margin"}
+CASE_TITLES = {
+    "best": "best: matched, largest margin",
+    "worst": "worst: missed, largest margin",
+    "good_luck": "good luck: matched, smallest margin",
+    "bad_luck": "bad luck: missed, smallest margin",
+}
 
 
-def similar(store, *, cls: str, k: int = 9, model: str | None = None, layer: str | None = None,
-            methods: tuple[str, ...] = ("prototype", "tstat", "hidden", "classifier")):
+def similar(
+    store,
+    *,
+    cls: str,
+    k: int = 9,
+    model: str | None = None,
+    layer: str | None = None,
+    methods: tuple[str, ...] = ("prototype", "tstat", "hidden", "classifier"),
+):
     """One row per method: the query class, then its k nearest classes, each with one example image
     from the store (a correctly classified one where there is one) and the cosine."""
-    from embstore.labels.imagenet import classes
     from embstore.analysis.similarity import METHODS, similar_classes
+    from embstore.labels.imagenet import classes
 
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
@@ -52,13 +63,27 @@ def similar(store, *, cls: str, k: int = 9, model: str | None = None, layer: str
     for r, (method, reason) in enumerate(failed, start=len(answers)):
         ax = fig.add_subplot(grid[r, :])
         ax.axis("off")
-        ax.text(0.0, 0.5, f"{method}: not available — {_wrap(reason, 140)}", fontsize=8, va="center",
-                transform=ax.transAxes, color="0.35")
+        ax.text(
+            0.0,
+            0.5,
+            f"{method}: not available — {_wrap(reason, 140)}",
+            fontsize=8,
+            va="center",
+            transform=ax.transAxes,
+            color="0.35",
+        )
     return fig
 
 
-def cases(store, *, manifest: str | None = None, model: str | None = None, layer: str | None = None,
-          n: int = 4, which: tuple[str, ...] = ("best", "worst", "good_luck", "bad_luck")):
+def cases(
+    store,
+    *,
+    manifest: str | None = None,
+    model: str | None = None,
+    layer: str | None = None,
+    n: int = 4,
+    which: tuple[str, ...] = ("best", "worst", "good_luck", "bad_luck"),
+):
     """For each case kind, up to n triplets as rows of object | related | unrelated thumbnails,
     with both cosines and their difference."""
     from embstore.analysis import matching
@@ -105,14 +130,29 @@ def failures(store, *, model: str | None = None, n: int = 10, per_row: int = 5):
 
     report = failure_report(store, model, limit=n)
     if report.n_labelled == 0:
-        raise NotFoundError(f"{report.model_key} has no predictions on labelled images; ingest a labelled folder "
-                            "(one folder per wnid or class name) first")
+        raise NotFoundError(
+            f"{report.model_key} has no predictions on labelled images; ingest a labelled folder "
+            "(one folder per wnid or class name) first"
+        )
     if not report.failures:
         raise NotFoundError(f"{report.model_key} classified all {report.n_labelled} labelled images correctly")
-    tiles = [(f["image_id"], f["path"], f"true: {_wrap(f['true'], 24)}\nrank {f['true_rank']}, p {f['true_prob']:.3f}"
-              f"\npred: {_wrap(f['predicted'], 24)} ({f['predicted_prob']:.2f})") for f in report.failures[:n]]
-    return _gallery(store, tiles, f"Worst failures · {report.model_key} · top-1 error {report.top1_error:.1%}, "
-                    f"top-5 error {report.top5_error:.1%} on {report.n_labelled} labelled images", per_row, (2.3, 2.45))
+    tiles = [
+        (
+            f["image_id"],
+            f["path"],
+            f"true: {_wrap(f['true'], 24)}\nrank {f['true_rank']}, p {f['true_prob']:.3f}"
+            f"\npred: {_wrap(f['predicted'], 24)} ({f['predicted_prob']:.2f})",
+        )
+        for f in report.failures[:n]
+    ]
+    return _gallery(
+        store,
+        tiles,
+        f"Worst failures · {report.model_key} · top-1 error {report.top1_error:.1%}, "
+        f"top-5 error {report.top5_error:.1%} on {report.n_labelled} labelled images",
+        per_row,
+        (2.3, 2.45),
+    )
 
 
 def predictions(store, *, model: str | None = None, n: int = 12, per_row: int = 6):
@@ -153,8 +193,9 @@ def _gallery(store, tiles: list[tuple[str, str, str]], title: str, per_row: int,
 def _tile(ax, image, caption: str, *, bold: bool = False) -> None:
     if image is None:
         ax.set_facecolor("0.9")
-        ax.text(0.5, 0.5, "image\nnot available", ha="center", va="center", fontsize=7, color="0.4",
-                transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "image\nnot available", ha="center", va="center", fontsize=7, color="0.4", transform=ax.transAxes
+        )
     else:
         ax.imshow(image)
     ax.set_xticks([])

@@ -27,16 +27,25 @@ class Catalog:
     # -- models and layers -----------------------------------------------------------------
     def upsert_model(self, spec, weights_sha256: str) -> None:
         p = spec.preprocessing
-        existing = self.con.execute(
-            "SELECT weights_sha256 FROM models WHERE model_key = ?", [spec.key]
-        ).fetchall()
+        existing = self.con.execute("SELECT weights_sha256 FROM models WHERE model_key = ?", [spec.key]).fetchall()
         if existing:
             return
         self.con.execute(
             """INSERT INTO models (model_key, name, weights, weights_sha256, source, resize, crop, mean, std,
                                    interpolation, num_classes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [spec.key, spec.name, spec.weights, weights_sha256, spec.source, p.resize, p.crop,
-             list(p.mean), list(p.std), p.interpolation, spec.num_classes],
+            [
+                spec.key,
+                spec.name,
+                spec.weights,
+                weights_sha256,
+                spec.source,
+                p.resize,
+                p.crop,
+                list(p.mean),
+                list(p.std),
+                p.interpolation,
+                spec.num_classes,
+            ],
         )
 
     def model_sha(self, model_key: str) -> str | None:
@@ -60,7 +69,9 @@ class Catalog:
         return self.con.execute(
             """SELECT l.layer, l.ord, l.kind FROM layers l WHERE l.model_key = ? AND EXISTS (
                    SELECT 1 FROM activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
-               ORDER BY l.ord""", [model_key]).fetchall()
+               ORDER BY l.ord""",
+            [model_key],
+        ).fetchall()
 
     def require_layer(self, model_key: str, layer: str) -> None:
         """Raise UnknownLayerError, naming the stored layers, unless `model_key` has vectors of `layer`."""
@@ -68,8 +79,10 @@ class Catalog:
 
         names = [name for name, _, _ in self.layers_with_vectors(model_key)]
         if layer not in names:
-            raise UnknownLayerError(f"no vectors of layer '{layer}' for {model_key}.{did_you_mean(layer, names)} "
-                                    f"Stored layers: {', '.join(names[:12])}{', …' if len(names) > 12 else ''}")
+            raise UnknownLayerError(
+                f"no vectors of layer '{layer}' for {model_key}.{did_you_mean(layer, names)} "
+                f"Stored layers: {', '.join(names[:12])}{', …' if len(names) > 12 else ''}"
+            )
 
     def resolve_model(self, model: str | None) -> str:
         """The model key (name@weights) that `model` names among those with stored vectors."""
@@ -91,7 +104,8 @@ class Catalog:
             raise UnknownModelError(f"{model} is stored with several weights ({', '.join(named)}); give one of them")
         raise UnknownModelError(
             f"model {model} was never ingested into this store (it holds {', '.join(keys)}); run "
-            f"`embstore ingest --model {model} --images DIR`.{did_you_mean(model, keys)}")
+            f"`embstore ingest --model {model} --images DIR`.{did_you_mean(model, keys)}"
+        )
 
     # -- runs ------------------------------------------------------------------------------
     def start_run(self, run_id: str, model_key: str, config: dict, n_images: int) -> None:
@@ -162,13 +176,17 @@ class Catalog:
                       arg_min(i.path, (coalesce(p.true_rank, 1 << 30), i.image_id))
                FROM images i LEFT JOIN predictions p ON p.image_id = i.image_id AND p.model_key = ?
                WHERE list_contains(?, i.label_index) GROUP BY i.label_index""",
-            [model_key, [int(c) for c in label_indexes]]).fetchall()
+            [model_key, [int(c) for c in label_indexes]],
+        ).fetchall()
         return {c: (i, p) for c, i, p in rows}
 
     def largest_classes(self, limit: int = 1) -> list[tuple[int, int]]:
         """[(label_index, images)] of the classes with the most labelled images."""
-        return self.con.execute("""SELECT label_index, count(*) AS n FROM images WHERE label_index IS NOT NULL
-                                   GROUP BY label_index ORDER BY n DESC, label_index LIMIT ?""", [limit]).fetchall()
+        return self.con.execute(
+            """SELECT label_index, count(*) AS n FROM images WHERE label_index IS NOT NULL
+                                   GROUP BY label_index ORDER BY n DESC, label_index LIMIT ?""",
+            [limit],
+        ).fetchall()
 
     def sample_predictions(self, model_key: str, n: int) -> list[dict]:
         """n images of `model_key` spread evenly over the store (by path), with their top-5 and label."""
@@ -178,7 +196,9 @@ class Catalog:
                           row_number() OVER (ORDER BY i.path) AS r, count(*) OVER () AS total
                    FROM predictions p JOIN images i USING (image_id) WHERE p.model_key = ?)
                SELECT image_id, path, label_index, top5_index, top5_prob, true_rank FROM ranked
-               WHERE (r - 1) % greatest(total // ?, 1) = 0 ORDER BY path LIMIT ?""", [model_key, n, n])
+               WHERE (r - 1) % greatest(total // ?, 1) = 0 ORDER BY path LIMIT ?""",
+            [model_key, n, n],
+        )
 
     def error_rates(self) -> dict[str, dict]:
         """{model_key: {labelled, top1_error, top5_error, median_true_rank}} of models with labelled images."""
@@ -192,58 +212,83 @@ class Catalog:
         """[(image_id, true class, predicted class)] of `model_key`'s labelled images, by class then id."""
         return self.con.execute(
             """SELECT image_id, label_index, predicted_index FROM labelled_predictions WHERE model_key = ?
-               ORDER BY label_index, image_id""", [model_key]).fetchall()
+               ORDER BY label_index, image_id""",
+            [model_key],
+        ).fetchall()
 
     def misclassified(self, model_key: str) -> list[tuple]:
         """(image_id, path, true, predicted, predicted prob, true rank, true prob) of top-1 failures, worst first."""
         return self.con.execute(
             """SELECT image_id, path, label_index, predicted_index, top5_prob[1], true_rank, true_prob
                FROM labelled_predictions WHERE model_key = ? AND NOT top1_correct
-               ORDER BY true_rank DESC, image_id""", [model_key]).fetchall()
+               ORDER BY true_rank DESC, image_id""",
+            [model_key],
+        ).fetchall()
 
     def class_image_counts(self, model_key: str) -> dict[int, int]:
         """{class index: labelled images with predictions by `model_key`}."""
-        return dict(self.con.execute(
-            """SELECT i.label_index, count(*) FROM predictions p JOIN images i USING (image_id)
-               WHERE p.model_key = ? AND i.label_index IS NOT NULL GROUP BY 1""", [model_key]).fetchall())
+        return dict(
+            self.con.execute(
+                """SELECT i.label_index, count(*) FROM predictions p JOIN images i USING (image_id)
+               WHERE p.model_key = ? AND i.label_index IS NOT NULL GROUP BY 1""",
+                [model_key],
+            ).fetchall()
+        )
 
     def labelled_vectors(self, model_key: str, layer: str) -> dict[str, int]:
         """{image_id: class index} of the labelled images with a vector of `model_key`/`layer`."""
-        return dict(self.con.execute(f"SELECT x.image_id, i.label_index {_LABELLED_VECTORS}",
-                                     [model_key, layer]).fetchall())
+        return dict(
+            self.con.execute(f"SELECT x.image_id, i.label_index {_LABELLED_VECTORS}", [model_key, layer]).fetchall()
+        )
 
     def labels_digest(self, model_key: str, layer: str) -> list[str]:
         """An order-independent digest of (image, label) of a layer's labelled vectors, computed in SQL."""
-        row = self.con.execute(f"SELECT count(*), bit_xor(hash(x.image_id, i.label_index)) {_LABELLED_VECTORS}",
-                               [model_key, layer]).fetchall()[0]
+        row = self.con.execute(
+            f"SELECT count(*), bit_xor(hash(x.image_id, i.label_index)) {_LABELLED_VECTORS}", [model_key, layer]
+        ).fetchall()[0]
         return [str(v) for v in row]
 
     def images_with_vectors(self, model_key: str, image_ids: list[str]) -> set[str]:
         """Those of `image_ids` that have at least one stored vector of `model_key`."""
-        return {r[0] for r in self.con.execute(
-            "SELECT DISTINCT image_id FROM activation_index WHERE model_key = ? AND list_contains(?, image_id)",
-            [model_key, list(image_ids)]).fetchall()}
+        return {
+            r[0]
+            for r in self.con.execute(
+                "SELECT DISTINCT image_id FROM activation_index WHERE model_key = ? AND list_contains(?, image_id)",
+                [model_key, list(image_ids)],
+            ).fetchall()
+        }
 
     def find_image(self, path: str | None = None, id_prefix: str | None = None) -> list[str]:
         """Image ids stored at `path`, or whose id starts with `id_prefix`."""
         if path is not None:
             return [r[0] for r in self.con.execute("SELECT image_id FROM images WHERE path = ?", [path]).fetchall()]
-        return [r[0] for r in self.con.execute("SELECT image_id FROM images WHERE starts_with(image_id, ?)",
-                                               [id_prefix]).fetchall()]
+        return [
+            r[0]
+            for r in self.con.execute(
+                "SELECT image_id FROM images WHERE starts_with(image_id, ?)", [id_prefix]
+            ).fetchall()
+        ]
 
     def image_details(self, model_key: str, image_ids: list[str]) -> dict[str, tuple]:
         """{image_id: (path, label name, top-1 class index by `model_key`)}."""
-        return {i: (p, n, top) for i, p, n, top in self.con.execute(
-            """SELECT i.image_id, i.path, i.label_name, p.top5_index[1] FROM images i
+        return {
+            i: (p, n, top)
+            for i, p, n, top in self.con.execute(
+                """SELECT i.image_id, i.path, i.label_name, p.top5_index[1] FROM images i
                LEFT JOIN predictions p ON p.image_id = i.image_id AND p.model_key = ?
-               WHERE list_contains(?, i.image_id)""", [model_key, list(image_ids)]).fetchall()}
+               WHERE list_contains(?, i.image_id)""",
+                [model_key, list(image_ids)],
+            ).fetchall()
+        }
 
     def model_origin(self, model_key: str) -> tuple[str, str, str, str | None]:
         """(name, weights tag, weights sha256, weights option of the newest run) of a stored model."""
         name, tag, sha, config = self.con.execute(
             """SELECT m.name, m.weights, m.weights_sha256, r.config FROM models m
                LEFT JOIN runs r ON r.model_key = m.model_key WHERE m.model_key = ?
-               ORDER BY r.started_at DESC LIMIT 1""", [model_key]).fetchall()[0]
+               ORDER BY r.started_at DESC LIMIT 1""",
+            [model_key],
+        ).fetchall()[0]
         return name, tag, sha, json.loads(config).get("weights") if config else None
 
     def running_runs(self) -> int:
@@ -261,19 +306,27 @@ class Catalog:
             "runs": one("SELECT count(*) FROM runs"),
             "errors": one("SELECT count(*) FROM ingest_errors"),
         }
-        out["per_model"] = [(m["model_key"], m["layers"], m["images"], m["top1_error"], m["top5_error"])
-                            for m in self.models_overview()]
+        out["per_model"] = [
+            (m["model_key"], m["layers"], m["images"], m["top1_error"], m["top5_error"]) for m in self.models_overview()
+        ]
         return out
 
     def image_labels(self, image_ids: list[str]) -> dict[str, int]:
         """{image_id: class index} of those of `image_ids` that are labelled."""
-        return dict(self.con.execute("""SELECT image_id, label_index FROM images
+        return dict(
+            self.con.execute(
+                """SELECT image_id, label_index FROM images
                                         WHERE list_contains(?, image_id) AND label_index IS NOT NULL""",
-                                     [list(image_ids)]).fetchall())
+                [list(image_ids)],
+            ).fetchall()
+        )
 
     def image_paths(self, image_ids: list[str]) -> dict[str, str]:
-        return dict(self.con.execute("SELECT image_id, path FROM images WHERE list_contains(?, image_id)",
-                                     [list(image_ids)]).fetchall())
+        return dict(
+            self.con.execute(
+                "SELECT image_id, path FROM images WHERE list_contains(?, image_id)", [list(image_ids)]
+            ).fetchall()
+        )
 
     def insert_images(self, table) -> None:
         self.con.register("_images", table)
@@ -327,8 +380,11 @@ class Catalog:
 
     def layer_files(self, model_key: str, layer: str) -> list[tuple[str, int]]:
         """[(rel_path, n_rows)] of one model layer's activation files, in path order."""
-        return self.con.execute("""SELECT rel_path, n_rows FROM activation_files WHERE model_key = ? AND layer = ?
-                                   ORDER BY rel_path""", [model_key, layer]).fetchall()
+        return self.con.execute(
+            """SELECT rel_path, n_rows FROM activation_files WHERE model_key = ? AND layer = ?
+                                   ORDER BY rel_path""",
+            [model_key, layer],
+        ).fetchall()
 
     def files(self) -> list[tuple[str, str, int]]:
         """[(file_id, rel_path, n_rows)] of every registered activation file."""
@@ -348,9 +404,7 @@ class Catalog:
         self.con.execute("DELETE FROM activation_files WHERE list_contains(?, file_id)", [file_ids])
 
     def drop_dangling_index_rows(self) -> None:
-        self.con.execute(
-            "DELETE FROM activation_index WHERE file_id NOT IN (SELECT file_id FROM activation_files)"
-        )
+        self.con.execute("DELETE FROM activation_index WHERE file_id NOT IN (SELECT file_id FROM activation_files)")
 
     # -- overviews (report) ----------------------------------------------------------------
     def models_overview(self) -> list[dict]:
@@ -363,31 +417,44 @@ class Catalog:
                       e.labelled, e.top1_error, e.top5_error
                FROM models m
                LEFT JOIN (SELECT model_key, count(*) AS images FROM predictions GROUP BY model_key) p USING (model_key)
-               LEFT JOIN (""" + ERROR_RATES + """) e USING (model_key)
+               LEFT JOIN ("""
+            + ERROR_RATES
+            + """) e USING (model_key)
                LEFT JOIN (SELECT model_key, count(*) AS vectors FROM activation_index GROUP BY model_key) v
                       USING (model_key)
-               ORDER BY m.model_key""")
+               ORDER BY m.model_key"""
+        )
 
     def layers_overview(self, model_key: str) -> list[dict]:
         return self._dicts(
             """SELECT l.ord, l.layer, l.kind, l.channels, l.reduction, coalesce(c.vectors, 0) AS vectors
                FROM layers l LEFT JOIN (SELECT layer, count(*) AS vectors FROM activation_index
                                         WHERE model_key = $m GROUP BY layer) c USING (layer)
-               WHERE l.model_key = $m ORDER BY l.ord""", {"m": model_key})
+               WHERE l.model_key = $m ORDER BY l.ord""",
+            {"m": model_key},
+        )
 
     def runs_overview(self, limit: int = 200) -> list[dict]:
         return self._dicts(
             """SELECT run_id, model_key, status, strftime(started_at, '%Y-%m-%d %H:%M:%S') AS started,
                       round(epoch(finished_at - started_at), 1) AS seconds, n_images, n_done, n_skipped,
                       n_errors, n_duplicates, message
-               FROM runs ORDER BY started_at DESC, run_id LIMIT ?""", [limit])
+               FROM runs ORDER BY started_at DESC, run_id LIMIT ?""",
+            [limit],
+        )
 
     def errors_overview(self, limit: int = 100) -> tuple[list[dict], list[dict]]:
         """(count per reason, newest `limit` errors)."""
-        by_reason = self._dicts("""SELECT reason, count(*) AS images FROM ingest_errors GROUP BY reason
-                                   ORDER BY images DESC, reason LIMIT ?""", [limit])
-        newest = self._dicts("""SELECT strftime(logged_at, '%Y-%m-%d %H:%M:%S') AS logged, run_id, path, reason
-                                FROM ingest_errors ORDER BY logged_at DESC, path LIMIT ?""", [limit])
+        by_reason = self._dicts(
+            """SELECT reason, count(*) AS images FROM ingest_errors GROUP BY reason
+                                   ORDER BY images DESC, reason LIMIT ?""",
+            [limit],
+        )
+        newest = self._dicts(
+            """SELECT strftime(logged_at, '%Y-%m-%d %H:%M:%S') AS logged, run_id, path, reason
+                                FROM ingest_errors ORDER BY logged_at DESC, path LIMIT ?""",
+            [limit],
+        )
         return by_reason, newest
 
     def _dicts(self, sql: str, params=None) -> list[dict]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embstore.errors import MigrationError
-from embstore.store.duck import transaction
 from embstore.resources import migrations_dir
+from embstore.store.duck import transaction
 
 _NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 

@@ -11,8 +11,14 @@ from embstore.store.catalog import Catalog
 from embstore.store.files import ActivationFiles
 
 
-def layer_vectors(store, model: str | None, layer: str, *, images: Sequence[str] | None = None,
-                  labels: Sequence[int | str] | None = None) -> Vectors:
+def layer_vectors(
+    store,
+    model: str | None,
+    layer: str,
+    *,
+    images: Sequence[str] | None = None,
+    labels: Sequence[int | str] | None = None,
+) -> Vectors:
     """A lazily read `Vectors` of `model`/`layer`; names are checked now, files read on first use."""
     from embstore.labels.imagenet import classes
 

@@ -16,13 +16,17 @@ def run_sql(store, query: str, *, write: bool = False) -> tuple[list[str], list[
 
     from embstore.store.udfs import register
 
-    with (store.write() if write else store.read()) as con:
+    with store.write() if write else store.read() as con:
         register(con)
         try:
             cur = con.execute(query)
         except duckdb.Error as exc:
             first = str(exc).splitlines()[0]
-            hint = " (the store is opened read-only; pass write=True / --write to change it)" if "read-only" in first else ""
+            hint = (
+                " (the store is opened read-only; pass write=True / --write to change it)"
+                if "read-only" in first
+                else ""
+            )
             raise EmbstoreError(f"SQL error: {first}{hint}") from None
         if cur.description is None:
             return [], []

@@ -70,8 +70,14 @@ class Store:
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path | None = None, *, create: bool = False, lock_timeout: float = 30.0,
-             keep_reader: bool = False) -> Store:
+    def open(
+        cls,
+        path: str | Path | None = None,
+        *,
+        create: bool = False,
+        lock_timeout: float = 30.0,
+        keep_reader: bool = False,
+    ) -> Store:
         """Open the store (default: $EMBSTORE_HOME, else ~/.embstore), applying pending migrations.
 
         `keep_reader` keeps one read-only connection for every `read()`: it saves ~20-50 ms per
@@ -80,8 +86,10 @@ class Store:
         store = cls(Path(path) if path else default_store_path(), lock_timeout=lock_timeout)
         if not store.catalog_path.exists():
             if not create:
-                raise StoreError(f"no embstore store at {store.path}; create one with "
-                                 f"`embstore ingest --store {store.path} …` or embstore.open(path, create=True)")
+                raise StoreError(
+                    f"no embstore store at {store.path}; create one with "
+                    f"`embstore ingest --store {store.path} …` or embstore.open(path, create=True)"
+                )
             if store.path.exists() and not store.path.is_dir():
                 raise StoreError(f"store path {store.path} exists and is not a directory")
         for sub in ("activations", "staging", "indexes", "quarantine"):
@@ -234,10 +242,22 @@ class Store:
         return writer_lock(self.path)
 
     # -- the public API ----------------------------------------------------------------------
-    def ingest(self, images: str | Path, *, model: Any = "efficientnet_lite0", weights: str = "DEFAULT",
-               layers: str | Sequence[str] = "default", batch_size: int = 32, device: str = "auto",
-               workers: int = 0, limit: int | None = None, max_pixels: int = 100_000_000, name: str | None = None,
-               preprocessing: Preprocessing | None = None, progress: Progress | None = None) -> IngestResult:
+    def ingest(
+        self,
+        images: str | Path,
+        *,
+        model: Any = "efficientnet_lite0",
+        weights: str = "DEFAULT",
+        layers: str | Sequence[str] = "default",
+        batch_size: int = 32,
+        device: str = "auto",
+        workers: int = 0,
+        limit: int | None = None,
+        max_pixels: int = 100_000_000,
+        name: str | None = None,
+        preprocessing: Preprocessing | None = None,
+        progress: Progress | None = None,
+    ) -> IngestResult:
         """Run `model` over `images` (folder, class-per-folder tree, or CSV/Parquet manifest) and store
         every chosen layer's pooled vector; resumable, skips what is stored. `model` is a name from
         `embstore.list_models()` or any torch.nn.Module given with `name` and `preprocessing`.
@@ -246,27 +266,47 @@ class Store:
         """
         from embstore.ingest.pipeline import ingest
 
-        return ingest(self, model, str(images), weights=weights, layers=layers if isinstance(layers, str)
-                      else list(layers), batch_size=batch_size, device=device, workers=workers, limit=limit,
-                      max_pixels=max_pixels, name=name, preprocessing=preprocessing, progress=progress)
+        return ingest(
+            self,
+            model,
+            str(images),
+            weights=weights,
+            layers=layers if isinstance(layers, str) else list(layers),
+            batch_size=batch_size,
+            device=device,
+            workers=workers,
+            limit=limit,
+            max_pixels=max_pixels,
+            name=name,
+            preprocessing=preprocessing,
+            progress=progress,
+        )
 
-    def vectors(self, model: str | None = None, layer: str = "hidden", *, images: Sequence[str] | None = None,
-                labels: Sequence[int | str] | None = None) -> Vectors:
+    def vectors(
+        self,
+        model: str | None = None,
+        layer: str = "hidden",
+        *,
+        images: Sequence[str] | None = None,
+        labels: Sequence[int | str] | None = None,
+    ) -> Vectors:
         """The stored vectors of one model layer (read when first used), optionally only some image ids
         or classes (names, wnids or indices). See `embstore.Vectors` for the conversions."""
         from embstore.store.reading import layer_vectors
 
         return layer_vectors(self, model, layer, images=images, labels=labels)
 
-    def similar_classes(self, cls: str, *, k: int = 9, model: str | None = None, layer: str | None = None,
-                        method: str = "prototype") -> Answer:
+    def similar_classes(
+        self, cls: str, *, k: int = 9, model: str | None = None, layer: str | None = None, method: str = "prototype"
+    ) -> Answer:
         """The k classes nearest to `cls` by `method`: prototype, tstat, hidden or classifier (seed 003)."""
         from embstore.analysis.similarity import similar_classes
 
         return similar_classes(self, cls, k=k, model=model, layer=layer, method=method)
 
-    def nearest_images(self, image: str | Path, *, k: int = 10, model: str | None = None, layer: str = "hidden",
-                       index: str = "auto") -> Answer:
+    def nearest_images(
+        self, image: str | Path, *, k: int = 10, model: str | None = None, layer: str = "hidden", index: str = "auto"
+    ) -> Answer:
         """The k stored images nearest to `image` (a stored id or prefix, a stored path, or any image file)."""
         from embstore.search import nearest_images
 
@@ -307,15 +347,28 @@ class Store:
 
         return ActivationFiles(self).verify(repair=repair)
 
-    def match_triplets(self, manifest: str | Path, *, models: Sequence[str] | None = None,
-                       layers: Sequence[str] | None = None, ingest_missing: bool = False, weights: str = "DEFAULT",
-                       n_boot: int = 1000) -> MatchingReport:
+    def match_triplets(
+        self,
+        manifest: str | Path,
+        *,
+        models: Sequence[str] | None = None,
+        layers: Sequence[str] | None = None,
+        ingest_missing: bool = False,
+        weights: str = "DEFAULT",
+        n_boot: int = 1000,
+    ) -> MatchingReport:
         """Related/unrelated matching error, bootstrap CI and ROC AUC per model and layer (seed 000)."""
         from embstore.analysis.tasks import matching
 
-        return matching(self, str(manifest), models=list(models) if models else None,
-                        layers=list(layers) if layers else None, ingest_missing=ingest_missing, weights=weights,
-                        n_boot=n_boot)
+        return matching(
+            self,
+            str(manifest),
+            models=list(models) if models else None,
+            layers=list(layers) if layers else None,
+            ingest_missing=ingest_missing,
+            weights=weights,
+            n_boot=n_boot,
+        )
 
     def failures(self, model: str | None = None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
         """Top-1/top-5 error and the failures ranking the true class lowest (seed 000 table 1)."""
@@ -323,8 +376,9 @@ class Store:
 
         return failures(self, model, limit=limit, close_at=close_at)
 
-    def class_tables(self, kind: str, model: str | None = None,
-                     layers: Sequence[str] | None = None) -> list[Materialised]:
+    def class_tables(
+        self, kind: str, model: str | None = None, layers: Sequence[str] | None = None
+    ) -> list[Materialised]:
         """Materialise `kind` = 'prototypes' or 'tstats' per layer as catalog tables (seed 003 §3)."""
         from embstore.analysis.tasks import class_tables
 
@@ -336,13 +390,28 @@ class Store:
 
         return class_pair(self, model, layer, a, b)
 
-    def rsa(self, model: str | None = None, reference: str = "glove", *, groups: int = 5, permutations: int = 1000,
-            seed: int = 0, layers: Sequence[str] | None = None) -> RsaReport:
+    def rsa(
+        self,
+        model: str | None = None,
+        reference: str = "glove",
+        *,
+        groups: int = 5,
+        permutations: int = 1000,
+        seed: int = 0,
+        layers: Sequence[str] | None = None,
+    ) -> RsaReport:
         """2 vs 2 accuracy, permutation p, RSA r and 1 vs 2 accuracy per layer (seed 004), stored."""
         from embstore.analysis.rsatables import run_rsa
 
-        return run_rsa(self, model, reference, groups=groups, n_permutations=permutations, seed=seed,
-                       layers=list(layers) if layers else None)
+        return run_rsa(
+            self,
+            model,
+            reference,
+            groups=groups,
+            n_permutations=permutations,
+            seed=seed,
+            layers=list(layers) if layers else None,
+        )
 
     def figure(self, kind: str, **options: Any) -> Any:
         """A matplotlib figure of `kind` (rsa, roc, errors, ratings, similar, cases, failures, predictions)."""
@@ -350,8 +419,15 @@ class Store:
 
         return draw(self, kind, **options)
 
-    def report(self, out: str | Path = "report.html", *, cls: str | None = None, manifest: str | None = None,
-               k: int = 9, progress: Callable[[str], None] | None = None) -> Report:
+    def report(
+        self,
+        out: str | Path = "report.html",
+        *,
+        cls: str | None = None,
+        manifest: str | None = None,
+        k: int = 9,
+        progress: Callable[[str], None] | None = None,
+    ) -> Report:
         """Write one self-contained HTML report of the store and every computed analysis."""
         from embstore.report.html import build_report
 

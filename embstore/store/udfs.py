@@ -1,10 +1,10 @@
 """Python functions registered on DuckDB connections, in one place (arrow-vectorised).
 
-    imagenet_name(INTEGER) -> VARCHAR   torchvision class name of an ImageNet-1k index
-    imagenet_wnid(INTEGER) -> VARCHAR   WordNet id of an ImageNet-1k index
-    vec_norm(FLOAT[]) -> DOUBLE         L2 norm of a vector
-    wordnet_wup(INTEGER, INTEGER) -> DOUBLE    WordNet 3.0 Wu-Palmer similarity of two ImageNet classes
-    wordnet_path(INTEGER, INTEGER) -> DOUBLE   WordNet 3.0 path similarity of two ImageNet classes
+imagenet_name(INTEGER) -> VARCHAR   torchvision class name of an ImageNet-1k index
+imagenet_wnid(INTEGER) -> VARCHAR   WordNet id of an ImageNet-1k index
+vec_norm(FLOAT[]) -> DOUBLE         L2 norm of a vector
+wordnet_wup(INTEGER, INTEGER) -> DOUBLE    WordNet 3.0 Wu-Palmer similarity of two ImageNet classes
+wordnet_path(INTEGER, INTEGER) -> DOUBLE   WordNet 3.0 path similarity of two ImageNet classes
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def register(con) -> None:
             out = np.full(len(arr), None, dtype=object)
             out[ok] = table[arr[ok].astype(np.int64)]
             return pa.array(out, pa.string())
+
         return fn
 
     def vec_norm(v):
@@ -50,9 +51,12 @@ def register(con) -> None:
         fn = functools.lru_cache(maxsize=1 << 16)(wup_similarity if kind == "wup" else path_similarity)
 
         def pairwise(a, b):
-            out = [None if x is None or y is None or not (0 <= x < 1000 and 0 <= y < 1000)
-                   else fn(wnids[x], wnids[y]) for x, y in zip(a.to_pylist(), b.to_pylist())]
+            out = [
+                None if x is None or y is None or not (0 <= x < 1000 and 0 <= y < 1000) else fn(wnids[x], wnids[y])
+                for x, y in zip(a.to_pylist(), b.to_pylist())
+            ]
             return pa.array(out, pa.float64())
+
         return pairwise
 
     for name, fn, params, ret in (
@@ -67,4 +71,3 @@ def register(con) -> None:
         except duckdb.InvalidInputException:  # not registered on this connection yet
             pass
         con.create_function(name, fn, params, ret, type="arrow", null_handling="special")
-
