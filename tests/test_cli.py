@@ -26,15 +26,31 @@ def test_every_command_has_help_with_an_example():
             assert cmd.help and "Example: embstore" in cmd.help, name
 
 
-def test_help_and_status_do_not_import_torch(tmp_path):
+def test_help_and_status_do_not_import_torch_and_status_counts_a_real_store(tmp_path):
+    import embstore
+
+    store = embstore.open(tmp_path / "s", create=True)
+    # 4 classes x 3 images, 3 layers; rows 0 and 5 predicted wrong (top-1), true class ranked 2 (top-5 right)
+    embstore.testing.populate(store, n_classes=4, per_class=3, predicted={0: 3, 5: 0})
+    store.close()
     code = (
         "import sys; from embstore_cli.app import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
     )
+    outputs = {}
     for args in (["--help"], ["--store", str(tmp_path / "s"), "status"]):
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True).stdout
-        assert out.strip().endswith("NO-TORCH"), (args, out[-200:])
+        assert out.strip().endswith("NO-TORCH"), (args, out[-300:])
+        outputs[args[-1]] = out
+    status = {}
+    for line in outputs["status"].splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 2 and cells[1].isdigit():
+            status[cells[0]] = int(cells[1])
+    assert status == {"images": 12, "labelled": 12, "models": 1, "vectors": 36, "files": 3, "runs": 1, "errors": 0}
+    model_row = next(line for line in outputs["status"].splitlines() if "synthetic_net@seed0" in line)
+    assert [c.strip() for c in model_row.strip("│ ").split("│")] == ["synthetic_net@seed0", "3", "12", "0.167", "0.000"]
 
 
 @pytest.mark.parametrize(
@@ -48,7 +64,7 @@ def test_help_and_status_do_not_import_torch(tmp_path):
         ),
         (["ingest", "--images", "{tmp}/missing"], 2, "does not exist"),
         (["status"], 1, "no embstore store at"),
-        (["ingest", "--images", "{imgs}", "--device", "tpu"], 1, "unknown --device 'tpu'"),
+        (["ingest", "--images", "{imgs}", "--device", "tpu"], 2, "unknown device 'tpu'"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_code(tmp_path, capsys, args, code, text):

@@ -1,0 +1,189 @@
+"""The public Python API: what a notebook user sees after `import embstore`."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import embstore
+
+from .conftest import ROOT, make_images
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    store = embstore.open(tmp_path / "store", create=True)
+    data = embstore.testing.populate(store, n_classes=6, per_class=4, layers={"conv_a": 8, "hidden": 5}, batch=7)
+    yield store, data
+    store.close()
+
+
+def test_import_and_read_paths_load_no_torch_faiss_or_matplotlib(tmp_path):
+    store = embstore.open(tmp_path / "store", create=True)
+    embstore.testing.populate(store, n_classes=3, per_class=2)
+    store.close()
+    code = (
+        "import sys, embstore\n"
+        "s = embstore.open(sys.argv[1])\n"
+        "assert s.status()['images'] == 6\n"
+        "assert s.vectors(layer='conv_a').numpy().shape == (6, 16)\n"
+        "assert s.sql('SELECT count(*) FROM activations').fetchall() == [(18,)]\n"
+        "assert s.run_sql('SELECT imagenet_name(1)')[1] == [('goldfish',)]\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'faiss', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "store")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_public_names_version_typing_marker_and_module_entry_point():
+    for name in embstore.__all__:
+        assert hasattr(embstore, name), name
+    assert embstore.__version__ == "0.1.0"
+    assert (ROOT / "embstore" / "py.typed").is_file()
+    assert "embstore.open(" in embstore.__doc__
+    for name in (
+        "ingest",
+        "vectors",
+        "similar_classes",
+        "nearest_images",
+        "sql",
+        "status",
+        "verify",
+        "match_triplets",
+        "failures",
+        "class_tables",
+        "rsa",
+        "report",
+        "figure",
+    ):
+        method = getattr(embstore.Store, name)
+        assert method.__doc__ and method.__doc__.strip(), name
+    done = subprocess.run([sys.executable, "-m", "embstore", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "query" in done.stdout
+
+
+def test_vectors_are_the_stored_rows_with_ids_and_labels_aligned(synthetic):
+    store, data = synthetic
+    v = store.vectors("synthetic_net", "conv_a")
+    assert repr(v).endswith("not read yet>")
+    order = [data["ids"].index(i) for i in v.image_ids]
+    np.testing.assert_array_equal(v.numpy(), data["vectors"]["conv_a"][order])
+    np.testing.assert_array_equal(v.labels, data["labels"][order])
+    # one class by name, wnid or index; some images by id
+    only = store.vectors(layer="conv_a", labels=["goldfish", "n01440764"])
+    assert sorted(set(only.labels.tolist())) == [0, 1] and len(only) == 8
+    picked = store.vectors(layer="hidden", images=data["ids"][:3])
+    assert sorted(picked.image_ids) == sorted(data["ids"][:3])
+    np.testing.assert_array_equal(
+        picked.numpy(), data["vectors"]["hidden"][[data["ids"].index(i) for i in picked.image_ids]]
+    )
+    # every conversion holds the same rows
+    frame = v.to_pandas()
+    assert list(frame["image_id"]) == v.image_ids
+    np.testing.assert_array_equal(frame[[f"v{i}" for i in range(8)]].to_numpy(), v.numpy())
+    table = v.to_arrow()
+    assert str(table.schema.field("vec").type) == "fixed_size_list<item: float>[8]"
+    np.testing.assert_array_equal(np.stack(table.column("vec").to_numpy(zero_copy_only=False)), v.numpy())
+    assert v.to_polars()["image_id"].to_list() == v.image_ids
+    np.testing.assert_array_equal(v.to_torch().numpy(), v.numpy())
+    try:
+        import rsatoolbox  # noqa: F401
+    except ImportError:
+        with pytest.raises(embstore.MissingDependencyError, match="pip install rsatoolbox"):
+            v.to_rsatoolbox()
+    else:
+        np.testing.assert_array_equal(v.to_rsatoolbox().measurements, v.numpy().astype(np.float64))
+
+
+def test_unknown_model_layer_and_class_name_the_choices(synthetic):
+    store, _ = synthetic
+    with pytest.raises(embstore.UnknownModelError, match="never ingested"):
+        store.vectors("resnet50", "hidden")
+    with pytest.raises(embstore.UnknownLayerError, match="Did you mean: conv_a"):
+        store.vectors(layer="conv_A")
+    with pytest.raises(embstore.UnknownClassError):
+        store.vectors(layer="hidden", labels=["no such class"])
+    with pytest.raises(embstore.UsageError, match="choose one of prototype"):
+        store.similar_classes("knot", method="nearest")
+
+
+def test_similar_classes_and_sql_relation(synthetic):
+    store, data = synthetic
+    answer = store.similar_classes("tench", k=3, layer="conv_a")
+    means = np.stack([data["vectors"]["conv_a"][data["labels"] == c].astype(np.float64).mean(0) for c in range(6)])
+    unit = means / np.linalg.norm(means, axis=1, keepdims=True)
+    expected = np.argsort(-(unit[1:] @ unit[0]))[:3] + 1
+    assert [r.detail["index"] for r in answer.rows] == expected.tolist()
+    frame = answer.to_pandas()
+    assert list(frame["rank"]) == [1, 2, 3] and np.allclose(frame["score"], np.sort(unit[1:] @ unit[0])[::-1][:3])
+    rel = store.sql("SELECT layer, count(*) AS n FROM activations GROUP BY layer ORDER BY layer")
+    assert rel.fetchall() == [("conv_a", 24), ("hidden", 24)]
+    assert list(rel.df()["n"]) == [24, 24]
+    with pytest.raises(Exception, match="read-only"):
+        store.sql("DELETE FROM images").fetchall()
+
+
+class TinyNet:
+    """Built lazily so importing this test module needs no torch."""
+
+    @staticmethod
+    def make(head: bool):
+        import torch.nn as nn
+
+        layers = [
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(6, 4, 3, stride=2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        ]
+        if head:
+            layers.append(nn.Linear(4, 10))
+        return nn.Sequential(*layers)
+
+
+def test_ingest_of_any_torch_module_with_its_preprocessing(tmp_path):
+    import torch
+
+    from embstore.ingest.images import Preprocess, read_rgb
+
+    torch.manual_seed(0)
+    net = TinyNet.make(head=True).train()
+    pre = embstore.Preprocessing(36, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear")
+    paths = make_images(tmp_path / "imgs", 5, size=40)
+    store = embstore.open(tmp_path / "store", create=True)
+    with pytest.raises(embstore.UsageError, match="needs name="):
+        store.ingest(tmp_path / "imgs", model=net, preprocessing=pre)
+    with pytest.raises(embstore.UsageError, match="needs preprocessing="):
+        store.ingest(tmp_path / "imgs", model=net, name="tiny")
+    result = store.ingest(tmp_path / "imgs", model=net, name="tiny", preprocessing=pre, layers="0,2")
+    assert result.status == "completed" and result.n_done == 5
+    assert net.training, "the caller's training mode is restored"
+    assert result.model_key.startswith("tiny@module-")
+    # an independent forward pass with the same preprocessing, in eval mode
+    net.eval()
+    x = torch.stack([Preprocess(pre)(read_rgb(str(p))[1]) for p in paths])
+    with torch.no_grad():
+        conv = net[0](x)
+        hidden = net[:5](x)
+    got = store.vectors("tiny", "0")
+    ids = [read_rgb(str(p))[0] for p in paths]
+    np.testing.assert_allclose(
+        got.numpy()[[got.image_ids.index(i) for i in ids]], torch.relu(conv).mean((2, 3)), rtol=1e-5, atol=1e-6
+    )
+    hid = store.vectors("tiny", "hidden")
+    np.testing.assert_allclose(hid.numpy()[[hid.image_ids.index(i) for i in ids]], hidden, rtol=1e-5, atol=1e-6)
+    again = store.ingest(tmp_path / "imgs", model=net, name="tiny", preprocessing=pre, layers="0,2")
+    assert again.n_done == 0 and again.n_skipped == 5
+    # a feature extractor without a classification head: its output is `hidden`, no predictions
+    body = TinyNet.make(head=False)
+    plain = store.ingest(tmp_path / "imgs", model=body, name="tiny_body", preprocessing=pre)
+    assert plain.n_done == 5
+    assert store.vectors("tiny_body", "hidden").numpy().shape == (5, 4)
+    assert store.sql(f"SELECT count(*) FROM predictions WHERE model_key = '{plain.model_key}'").fetchall() == [(0,)]
+    # a new image cannot be embedded on the fly: the store cannot rebuild a module it was handed
+    new_image = make_images(tmp_path / "new", 1, seed=9)[0]
+    with pytest.raises(embstore.NotFoundError, match="torch module"):
+        store.nearest_images(new_image, model="tiny", layer="hidden")
