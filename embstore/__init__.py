@@ -15,7 +15,6 @@ needs it (ingest, search, figures).
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,11 +40,6 @@ from embstore.store.store import Store
 
 if TYPE_CHECKING:
     from embstore.ingest.layers import LayerInfo
-
-try:
-    __version__ = version("embstore")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "Answer",
@@ -78,15 +72,18 @@ __all__ = [
 ]
 
 
-def open(path: str | Path | None = None, *, create: bool = False) -> Store:  # noqa: A001 - the API's verb
+def open(path: str | Path | None = None, *, create: bool = False, keep_reader: bool = False) -> Store:  # noqa: A001
     """Open the store at `path` (default: $EMBSTORE_HOME, else ~/.embstore), migrating it if needed.
+
+    `keep_reader` keeps one read-only catalog connection until `close()`: faster for a burst of
+    queries, but other processes cannot write the catalog meanwhile.
 
     >>> import tempfile
     >>> store = open(tempfile.mkdtemp(), create=True)
     >>> store.status()["models"]
     0
     """
-    return Store.open(path, create=create)
+    return Store.open(path, create=create, keep_reader=keep_reader)
 
 
 def list_models() -> tuple[str, ...]:
@@ -143,6 +140,13 @@ def save_figure(fig: Any, out: str | Path, formats: tuple[str, ...] = ("png", "s
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read from the installed metadata on first use (13 ms of every CLI start)
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("embstore")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "0+unknown"
     if name == "testing":  # the synthetic-store helper, imported on first use
         import importlib
 

@@ -2,7 +2,15 @@
 
 For tests and benchmarks that need thousands of labelled images without running a network:
 vectors are drawn per class around class centres, stored as Parquet files registered in the
-catalog exactly as ingest does.
+catalog exactly as ingest does, with predictions and (for a `hidden` layer) classifier weights.
+
+    >>> import embstore, tempfile
+    >>> store = embstore.open(tempfile.mkdtemp(), create=True)
+    >>> data = embstore.testing.populate(store, n_classes=4, per_class=3, layers={"conv": 8, "hidden": 6})
+    >>> store.status()["vectors"], data["vectors"]["hidden"].shape
+    (24, (12, 6))
+    >>> store.similar_classes("tench", k=2, method="classifier").rows[0].rank
+    1
 """
 
 from __future__ import annotations
@@ -37,7 +45,11 @@ def populate(
     `paths` may give one real image file per row (class-major order): ids are then their content ids,
     as ingest would record them, so thumbnails and figures can use them.
 
-    Returns {"ids": [...], "labels": array, "vectors": {layer: matrix}} for reference checks.
+    A layer named `hidden` also gets classifier weights (1000 × channels: the class centres for the
+    stored classes, random rows for the others), so the `classifier` similarity method answers.
+
+    Returns {"ids": [...], "labels": array, "vectors": {layer: matrix}, "classifier": matrix or None}
+    for reference checks.
     """
     import pyarrow as pa
 
@@ -55,10 +67,11 @@ def populate(
             raise ValueError(f"populate: {len(paths)} paths for {len(labels)} images")
         ids = [content_id(Path(p).read_bytes()) for p in paths]
         where = [str(Path(p).resolve()) for p in paths]
-    vectors = {}
+    vectors, drawn_centres = {}, {}
     for name, dim in layers.items():
         c = (centres or {}).get(name)
         c = rng.gamma(2.0, 1.0, size=(n_classes, dim)) if c is None else np.asarray(c)
+        drawn_centres[name] = c
         vectors[name] = np.maximum(c[labels] + rng.normal(0, noise, size=(len(labels), dim)), 0).astype(np.float32)
     files = ActivationFiles(store)
     run_id = f"synthetic-{seed}"
@@ -118,7 +131,15 @@ def populate(
             )
             cat.register_files(*file_rows(staged, spec.key, run_id))
         files.publish(staged)
+    weights = None
+    if "hidden" in layers:
+        from embstore.ingest import classifier
+
+        # its own generator, so the vectors above stay what they were for a given seed
+        weights = np.random.default_rng([seed, 1]).normal(0, 1, size=(1000, layers["hidden"]))
+        weights[:n_classes] = drawn_centres["hidden"][:1000]
+        classifier.save_matrix(store, spec.key, weights)
     with store.write() as con:
         Catalog(con).finish_run(run_id, "completed")
     store.refresh_view()
-    return {"ids": ids, "labels": labels, "vectors": vectors}
+    return {"ids": ids, "labels": labels, "vectors": vectors, "classifier": weights}

@@ -187,3 +187,50 @@ def test_ingest_of_any_torch_module_with_its_preprocessing(tmp_path):
     new_image = make_images(tmp_path / "new", 1, seed=9)[0]
     with pytest.raises(embstore.NotFoundError, match="torch module"):
         store.nearest_images(new_image, model="tiny", layer="hidden")
+
+
+def test_answers_are_remembered_until_the_catalog_changes(tmp_path):
+    import shutil
+
+    store = embstore.open(tmp_path / "store", create=True)
+    # tench's nearest class is 4 (hammerhead); goldfish (1) is far from it
+    centres = {
+        "hidden": np.array([[6, 1, 1, 1, 1], [1, 1, 1, 1, 6], [1, 6, 1, 1, 1], [1, 1, 6, 1, 1], [5, 3, 1, 1, 1]], float)
+    }
+    embstore.testing.populate(store, n_classes=5, per_class=4, layers={"hidden": 5}, centres=centres)
+    first = store.similar_classes("tench", k=4, method="prototype", layer="hidden")
+    memo_files = list((store.path / "indexes" / "memo").glob("*.npz"))
+    assert memo_files, "answers are remembered on disk for the next process"
+    store.close()
+    embstore.open(store.path).close()  # the first open after a change checks the catalog once (and remembers)
+    # a new process asks again: the answer comes without importing DuckDB or opening the catalog
+    code = (
+        "import sys, json, embstore\n"
+        "s = embstore.open(sys.argv[1])\n"
+        "a = s.similar_classes('tench', k=4, method='prototype', layer='hidden')\n"
+        "print(json.dumps([[r.label, r.score] for r in a.rows]), 'duckdb' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True, text=True)
+    rows, duckdb_loaded = out.stdout.rsplit(" ", 1)
+    assert [tuple(r) for r in __import__("json").loads(rows)] == [(r.label, r.score) for r in first.rows]
+    assert duckdb_loaded.strip() == "False", out.stderr[-1000:]
+    # a torn memo file is ignored and rewritten
+    memo_files[0].write_bytes(b"not an npz")
+    again = embstore.open(store.path).similar_classes("tench", k=4, method="prototype", layer="hidden")
+    assert [(r.label, r.score) for r in again.rows] == [(r.label, r.score) for r in first.rows]
+    # more images move goldfish right next to tench: the next answer sees them (another writer, same process)
+    shifted = {"hidden": np.tile(centres["hidden"][0], (2, 1))}
+    data = embstore.testing.populate(store, n_classes=2, per_class=40, layers={"hidden": 5}, centres=shifted, seed=7)
+    after = store.similar_classes("tench", k=4, method="prototype", layer="hidden")
+    v = store.vectors(layer="hidden")
+    means = np.stack([v.numpy()[v.labels == c].astype(np.float64).mean(0) for c in range(5)])
+    unit = means / np.linalg.norm(means, axis=1, keepdims=True)
+    expected = (np.argsort(-(unit[1:] @ unit[0])) + 1).tolist()
+    assert [r.detail["index"] for r in after.rows] == expected and expected[0] == 1
+    assert first.rows[0].detail["index"] == 4
+    assert len(data["ids"]) == 80
+    # a copied store, original gone: opening it re-points the view at the copy's own files
+    shutil.copytree(store.path, tmp_path / "copy")
+    shutil.rmtree(store.path)
+    copy = embstore.open(tmp_path / "copy")
+    assert copy.sql("SELECT count(*) FROM activations").fetchall() == [(100,)]

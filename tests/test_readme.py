@@ -39,3 +39,22 @@ def test_ci_runs_the_readme_test_command_and_every_readme_command_exists():
         assert group is not None, f"README names an unknown command: embstore {line}"
         if hasattr(group, "commands") and len(words) > 1:
             assert words[1] in group.commands, f"README names an unknown command: embstore {line}"
+
+
+def test_readme_python_section_runs_as_written(tmp_path, monkeypatch):
+    """The "From Python" block, verbatim, against a store holding the demo's photos."""
+    import embstore
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## From Python\n.*?```python\n(.*?)```", readme, flags=re.S).group(1)
+    store = embstore.open(tmp_path / "demo-store", create=True)
+    store.ingest(embstore.sample_images(), model="efficientnet_lite0", batch_size=8)
+    store.close()
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(compile(block, "README.md (From Python)", "exec"), names)
+    n_photos = len(list(embstore.sample_images().iterdir()))
+    assert names["X"].shape == (n_photos, 1280)
+    assert list(names["frame"].columns[:3]) == ["image_id", "label", "v0"]
+    assert names["result"].model_key.startswith("my_resnet18@module-") and names["result"].n_done == n_photos
+    assert (tmp_path / "demo-store" / "report.html").stat().st_size > 10_000

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import typer
-
 from embstore import EmbstoreError
 from embstore_cli import render
+from embstore_cli._typer import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Store, search and analyse CNN activations.")
 query_app = typer.Typer(no_args_is_help=True, help="Nearest classes and nearest images.")
@@ -39,10 +38,8 @@ def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False):
     """The store named by --store/$EMBSTORE_HOME; `reader` for one-shot read-only commands."""
     import embstore
 
-    store = embstore.open(ctx.obj["store"], create=create)
-    if reader:  # one kept read-only connection serves every query of this short process
-        store.keep_reader()
-    return store
+    # `reader`: one kept read-only connection serves every query of this short process
+    return embstore.open(ctx.obj["store"], create=create, keep_reader=reader)
 
 
 @app.command()

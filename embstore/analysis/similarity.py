@@ -8,6 +8,9 @@ weight rows; needs no images).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 
 from embstore import search
@@ -18,6 +21,7 @@ from embstore.ingest.layers import HIDDEN
 from embstore.labels.imagenet import classes
 from embstore.results import Answer, Neighbour
 from embstore.store.catalog import Catalog
+from embstore.store.memo import TEXT, Codec
 
 METHODS = ("prototype", "tstat", "hidden", "classifier")
 
@@ -33,58 +37,124 @@ def similar_classes(
     if method not in METHODS:
         raise UsageError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     target = classes().resolve(cls)
-    with store.read() as con:  # one catalog connection per query: each open costs ~20-50 ms
-        return _similar_classes(store, con, target, k, model, layer, method)
-
-
-def _similar_classes(store, con, target, k, model, layer, method) -> Answer:
-    model_key = Catalog(con).resolve_model(model)
-    counts = Catalog(con).class_image_counts(model_key)
-    if method == "classifier":
-        w = classifier_weights.load(store, model_key)
-        if w is None:
-            raise NotFoundError(
-                f"no classifier weights stored for {model_key}; re-run `embstore ingest --model "
-                f"{model_key.split('@')[0]}` once to record them"
-            )
-        labels, vectors, used = np.arange(w.shape[0]), w.astype(np.float64), "classifier"
-    else:
-        used = HIDDEN if method == "hidden" else (layer or "all")
-        labels, vectors = _class_vectors(store, con, model_key, used, method)
-    rows = np.nonzero(labels == target.index)[0]
+    # a catalog connection costs ~20-50 ms to open: only a new question, or a store that changed
+    # since it was last asked, opens one
+    model_key = store.cached(("model", model), lambda: _resolve_model(store, model), TEXT)
+    space = store.cached(
+        ("classes", model_key, layer, method),
+        lambda: _ClassSpace.build(store, model_key, layer, method),
+        _ClassSpace.CODEC,
+    )
+    rows = np.nonzero(space.labels == target.index)[0]
     if not len(rows):
-        n = counts.get(target.index, 0)
+        n = space.counts.get(target.index, 0)
         need = "at least 2 labelled images" if method == "tstat" else "labelled images"
         raise NotFoundError(
             f"class {target.name} ({target.wnid}) has {n} image(s) for {model_key}; {method} needs {need}. "
             f"Ingest some with `embstore ingest --model {model_key.split('@')[0]} --images DIR` (one folder per "
             "wnid or class name), or use --method classifier"
         )
-    finite = np.isfinite(vectors).all(axis=1) & (np.abs(vectors).sum(axis=1) > 0)
-    if not finite[rows[0]]:
+    if target.index not in space.row_of:
         raise NotFoundError(
-            f"class {target.name} ({target.wnid}) has {counts.get(target.index, 0)} image(s) for {model_key}: "
+            f"class {target.name} ({target.wnid}) has {space.counts.get(target.index, 0)} image(s) for {model_key}: "
             f"too few (or no variance) for {method}; ingest more with `embstore ingest --model "
             f"{model_key.split('@')[0]} --images DIR`"
         )
-    base = search.normalise(vectors[finite])
-    base_labels = labels[finite]
-    q = search.normalise(vectors[rows[0]][None, :])
-    scores, idx = search.exact_search(base, q, k + 1)
+    q = space.base[space.row_of[target.index]][None, :]
+    scores, idx = space.index.search(q, min(k + 1, len(space.base_labels)))
     out = []
     for s, i in zip(scores[0], idx[0]):
-        if i < 0 or base_labels[i] == target.index:
+        if i < 0 or space.base_labels[i] == target.index:
             continue
-        c = classes()[int(base_labels[i])]
-        out.append(
-            Neighbour(
-                len(out) + 1, float(s), c.name, {"wnid": c.wnid, "index": c.index, "images": counts.get(c.index, 0)}
-            )
-        )
+        c = classes()[int(space.base_labels[i])]
+        detail = {"wnid": c.wnid, "index": c.index, "images": space.counts.get(c.index, 0)}
+        out.append(Neighbour(len(out) + 1, float(s), c.name, detail))
     notes = []
-    if (~finite).any() and method != "classifier":
-        notes.append(f"{int((~finite).sum())} class(es) left out: too few images or no variance")
-    return Answer(f"{target.name} ({target.wnid})", model_key, used, method, out[:k], notes)
+    if space.left_out and method != "classifier":
+        notes.append(f"{space.left_out} class(es) left out: too few images or no variance")
+    return Answer(f"{target.name} ({target.wnid})", model_key, space.used, method, out[:k], notes)
+
+
+def _resolve_model(store, model: str | None) -> str:
+    with store.read() as con:
+        return Catalog(con).resolve_model(model)
+
+
+@dataclass
+class _ClassSpace:
+    """One vector per class under one method, L2-normalised in a FAISS flat index: built once per
+    store state (see `Store.cached`), then each query is one search."""
+
+    used: str  # the layer (or 'all', 'classifier') the vectors come from
+    labels: np.ndarray  # every class with a vector
+    base: np.ndarray  # normalised vectors of the usable classes (finite, not all zero)
+    base_labels: np.ndarray
+    row_of: dict[int, int]  # class index -> row of base
+    counts: dict[int, int]  # labelled images per class
+    left_out: int
+    index: object
+
+    CODEC: ClassVar[Codec]
+
+    def record(self) -> dict:
+        return {
+            "used": self.used,
+            "labels": self.labels,
+            "base": self.base,
+            "base_labels": self.base_labels,
+            "counts": [[int(c), int(n)] for c, n in self.counts.items()],
+            "left_out": self.left_out,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict) -> _ClassSpace:
+        base_labels = r["base_labels"]
+        return cls(
+            r["used"],
+            r["labels"],
+            r["base"],
+            base_labels,
+            {int(c): i for i, c in enumerate(base_labels)},
+            {c: n for c, n in r["counts"]},
+            r["left_out"],
+            search.flat_index(r["base"]),
+        )
+
+    @classmethod
+    def build(cls, store, model_key: str, layer: str | None, method: str) -> _ClassSpace:
+        with store.read() as con:
+            return cls._build(store, con, model_key, layer, method)
+
+    @classmethod
+    def _build(cls, store, con, model_key: str, layer: str | None, method: str) -> _ClassSpace:
+        counts = Catalog(con).class_image_counts(model_key)
+        if method == "classifier":
+            w = classifier_weights.load(store, model_key)
+            if w is None:
+                raise NotFoundError(
+                    f"no classifier weights stored for {model_key}; re-run `embstore ingest --model "
+                    f"{model_key.split('@')[0]}` once to record them"
+                )
+            labels, vectors, used = np.arange(w.shape[0]), w, "classifier"
+        else:
+            used = HIDDEN if method == "hidden" else (layer or "all")
+            labels, vectors = _class_vectors(store, con, model_key, used, method)
+        finite = np.isfinite(vectors).all(axis=1) & (np.abs(vectors).sum(axis=1) > 0)
+        base = search.normalise(vectors[finite])
+        base_labels = labels[finite]
+        return cls(
+            used,
+            labels,
+            base,
+            base_labels,
+            {int(c): r for r, c in enumerate(base_labels)},
+            counts,
+            int((~finite).sum()),
+            search.flat_index(base),
+        )
+
+
+_ClassSpace.CODEC = Codec(_ClassSpace.record, _ClassSpace.from_record)
 
 
 # -- resolution -----------------------------------------------------------------------------

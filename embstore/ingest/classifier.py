@@ -21,8 +21,12 @@ def save(store, model_key: str, net) -> None:
     if target.exists() or found is None:
         return
     weight = found[1].weight
-    w = weight.detach().cpu().float().numpy().reshape(weight.shape[0], -1)
-    atomic_write(target, lambda f: np.save(f, w))
+    save_matrix(store, model_key, weight.detach().cpu().float().numpy().reshape(weight.shape[0], -1))
+
+
+def save_matrix(store, model_key: str, w: np.ndarray) -> None:
+    """Store a (classes × features) classifier weight matrix for `model_key`."""
+    atomic_write(path(store, model_key), lambda f: np.save(f, np.ascontiguousarray(w, dtype=np.float32)))
 
 
 def load(store, model_key: str) -> np.ndarray | None:

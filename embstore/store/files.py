@@ -119,7 +119,8 @@ class ActivationFiles:
 
     def view_is_current(self, con) -> bool:
         view = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'activations'").fetchall()
-        return not self.any_published() or bool(view and self.glob() in view[0][0])
+        # the SQL check first: walking the activation tree costs ~10 ms on a large store
+        return bool(view and self.glob() in view[0][0]) or not self.any_published()
 
     def refresh_view(self, con) -> None:
         """Point the `activations` view at this store's files.
