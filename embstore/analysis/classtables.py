@@ -37,13 +37,11 @@ def materialise(store, kind: str, model_key: str, layer: str) -> Materialised:
     stats = class_stats(store, model_key, layer)
     channels = stats.mean.shape[1] if stats.mean.size else 0
     with store.read() as con:
-        recorded = con.execute(
-            f"SELECT DISTINCT computed_from FROM {table} WHERE model_key = ? AND layer = ?", [model_key, layer]
-        ).fetchall()
+        recorded = ClassTables(con).computed_from(table, model_key, layer)
     keep = np.ones(len(stats.labels), bool)
     if kind == "tstats":
         t, df, keep = stats.welch_t()
-    fresh = recorded != [(stats.fingerprint,)]
+    fresh = recorded != [stats.fingerprint]
     if fresh:
         rows = {
             "model_key": [model_key] * int(keep.sum()),
@@ -59,26 +57,56 @@ def materialise(store, kind: str, model_key: str, layer: str) -> Materialised:
         rows["computed_from"] = [stats.fingerprint] * int(keep.sum())
         arrow = pa.table(rows)
         with store.transaction() as con:
-            con.execute(f"DELETE FROM {table} WHERE model_key = ? AND layer = ?", [model_key, layer])
-            con.register("_rows", arrow)
-            cols = ", ".join(arrow.column_names)
-            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rows")
-            con.unregister("_rows")
+            ClassTables(con).replace(table, model_key, layer, arrow)
     return Materialised(
         table, model_key, layer, int(keep.sum()), int(stats.n[keep].sum()), channels, int((~keep).sum()), fresh
     )
 
 
-def stored_overview(con) -> list[dict]:
-    """What is materialised: one row per (table, model, layer) with classes, images and when."""
-    return dict_rows(
-        con.execute(
-            """SELECT 'class_prototypes' AS "table", model_key, layer, count(*) AS classes, sum(n) AS images,
-                  strftime(max(computed_at), '%Y-%m-%d %H:%M') AS computed
-           FROM class_prototypes GROUP BY model_key, layer
-           UNION ALL
-           SELECT 'class_tstats', model_key, layer, count(*), sum(n), strftime(max(computed_at), '%Y-%m-%d %H:%M')
-           FROM class_tstats GROUP BY model_key, layer
-           ORDER BY 1, 2, 3"""
+class ClassTables:
+    """The materialised class tables (class_prototypes, class_tstats): every statement on them."""
+
+    TABLES = ("class_prototypes", "class_tstats")
+
+    def __init__(self, con) -> None:
+        self.con = con
+
+    def computed_from(self, table: str, model_key: str, layer: str) -> list[str]:
+        """The fingerprints the stored rows of (model, layer) were computed from (one when current)."""
+        return [
+            r[0]
+            for r in self.con.execute(
+                f"SELECT DISTINCT computed_from FROM {self._table(table)} WHERE model_key = ? AND layer = ?",
+                [model_key, layer],
+            ).fetchall()
+        ]
+
+    def replace(self, table: str, model_key: str, layer: str, rows) -> None:
+        """Replace the rows of (model, layer) with the Arrow table `rows`; call in a transaction."""
+        table = self._table(table)
+        self.con.execute(f"DELETE FROM {table} WHERE model_key = ? AND layer = ?", [model_key, layer])
+        self.con.register("_rows", rows)
+        try:
+            cols = ", ".join(rows.column_names)
+            self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rows")
+        finally:
+            self.con.unregister("_rows")
+
+    def overview(self) -> list[dict]:
+        """What is materialised: one row per (table, model, layer) with classes, images and when."""
+        return dict_rows(
+            self.con.execute(
+                """SELECT 'class_prototypes' AS "table", model_key, layer, count(*) AS classes, sum(n) AS images,
+                      strftime(max(computed_at), '%Y-%m-%d %H:%M') AS computed
+               FROM class_prototypes GROUP BY model_key, layer
+               UNION ALL
+               SELECT 'class_tstats', model_key, layer, count(*), sum(n), strftime(max(computed_at), '%Y-%m-%d %H:%M')
+               FROM class_tstats GROUP BY model_key, layer
+               ORDER BY 1, 2, 3"""
+            )
         )
-    )
+
+    def _table(self, table: str) -> str:
+        if table not in self.TABLES:  # table names are identifiers, never user text: checked, not bound
+            raise ValueError(f"not a class table: {table!r}")
+        return table

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from embstore.errors import ManifestError, NotFoundError, UnknownLayerError, did_you_mean
+from embstore.analysis.matchingtables import MatchingTables, StoredMatching  # noqa: F401 - re-exported
+from embstore.errors import ManifestError, NotFoundError
 from embstore.ingest.images import content_id
 from embstore.store.catalog import Catalog
-from embstore.store.duck import dict_rows
 from embstore.store.files import ActivationFiles
 
 ROLES = ("object", "related", "unrelated")
@@ -164,124 +164,16 @@ def roc_curve(cos_related: np.ndarray, cos_unrelated: np.ndarray) -> tuple[np.nd
     return np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)]
 
 
-@dataclass
-class StoredMatching:
-    """One (manifest, model, layer) result read back from matching_results / matching_summary."""
-
-    manifest_sha: str
-    model_key: str
-    layer: str
-    error: float
-    ci: tuple[float, float]
-    auc: float
-    cos_related: np.ndarray
-    cos_unrelated: np.ndarray
-    ratings: np.ndarray  # (N, 2) related, unrelated; NaN where absent
-    ids: list[tuple[str, str, str]]  # (object, related, unrelated) image ids
-    paths: dict[str, str]  # image id -> path
-
-
-def stored_manifests(con) -> list[tuple[str, int, object]]:
-    """(manifest_sha, n_triplets, last computed) of every manifest with results, newest first."""
-    return con.execute("""SELECT manifest_sha, max(n_triplets), max(computed_at) FROM matching_summary
-                          GROUP BY manifest_sha ORDER BY max(computed_at) DESC, manifest_sha""").fetchall()
-
-
 def resolve_manifest(con, manifest: str | None) -> str:
     """The manifest sha for a manifest file, a sha prefix, or None (the newest with results)."""
-    known = [m for m, _, _ in stored_manifests(con)]
-    if not known:
-        raise NotFoundError("no triplet matching results in this store; run `embstore analyze matching MANIFEST` first")
-    if manifest is None:
-        return known[0]
-    if Path(manifest).expanduser().is_file():
+    if manifest is not None and Path(manifest).expanduser().is_file():
         sha = read_triplets(manifest).sha
-        if sha not in known:
+        if sha not in [m for m, _, _ in MatchingTables(con).manifests()]:
             raise NotFoundError(
                 f"no matching results for manifest {manifest}; run `embstore analyze matching {manifest}` first"
             )
         return sha
-    hits = [m for m in known if m.startswith(manifest.lower())]
-    if len(hits) != 1:
-        what = "matches several" if hits else "matches none"
-        raise NotFoundError(
-            f"manifest '{manifest}' {what} of the stored manifests ({', '.join(m[:12] for m in known)})"
-            "; give a manifest file or a longer sha prefix"
-        )
-    return hits[0]
-
-
-def summary_rows(con, manifest_sha: str) -> list[dict]:
-    """matching_summary of one manifest as dicts, by model and network order."""
-    return dict_rows(
-        con.execute(
-            """SELECT s.model_key, s.layer, s.n_triplets, s.error, s.error_ci_low, s.error_ci_high, s.auc,
-                  strftime(s.computed_at, '%Y-%m-%d %H:%M') AS computed
-           FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
-           WHERE s.manifest_sha = ? ORDER BY s.model_key, l.ord NULLS LAST, s.layer""",
-            [manifest_sha],
-        )
-    )
-
-
-def stored_layers(con, manifest_sha: str, model_key: str) -> list[str]:
-    """Layers with results for (manifest, model), in network order."""
-    return [
-        r[0]
-        for r in con.execute(
-            """SELECT s.layer FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
-           WHERE s.manifest_sha = ? AND s.model_key = ? ORDER BY l.ord NULLS LAST, s.layer""",
-            [manifest_sha, model_key],
-        ).fetchall()
-    ]
-
-
-def stored_models(con, manifest_sha: str) -> list[str]:
-    return [
-        r[0]
-        for r in con.execute(
-            "SELECT DISTINCT model_key FROM matching_summary WHERE manifest_sha = ? ORDER BY model_key", [manifest_sha]
-        ).fetchall()
-    ]
-
-
-def read_stored(con, manifest_sha: str, model_key: str, layer: str | None = None) -> StoredMatching:
-    """The stored result of one model at `layer` (default: 'hidden' if matched, else its deepest layer)."""
-    layers = stored_layers(con, manifest_sha, model_key)
-    if not layers:
-        raise NotFoundError(
-            f"no matching results of {model_key} for manifest {manifest_sha[:12]}; models with "
-            f"results: {', '.join(stored_models(con, manifest_sha)) or 'none'}"
-        )
-    if layer is None:
-        layer = "hidden" if "hidden" in layers else layers[-1]
-    elif layer not in layers:
-        raise UnknownLayerError(f"no matching results of {model_key} at layer '{layer}'.{did_you_mean(layer, layers)}")
-    error, lo, hi, auc = con.execute(
-        """SELECT error, error_ci_low, error_ci_high, auc FROM matching_summary
-           WHERE manifest_sha = ? AND model_key = ? AND layer = ?""",
-        [manifest_sha, model_key, layer],
-    ).fetchall()[0]
-    rows = con.execute(
-        """SELECT object_id, related_id, unrelated_id, cos_related, cos_unrelated, rating_related, rating_unrelated
-           FROM matching_results WHERE manifest_sha = ? AND model_key = ? AND layer = ? ORDER BY triplet""",
-        [manifest_sha, model_key, layer],
-    ).fetchall()
-    ids = [(o, r, u) for o, r, u, *_ in rows]
-    paths = Catalog(con).image_paths(sorted({i for trio in ids for i in trio}))
-    return StoredMatching(
-        manifest_sha,
-        model_key,
-        layer,
-        error,
-        (lo, hi),
-        auc,
-        np.array([r[3] for r in rows], np.float64),
-        np.array([r[4] for r in rows], np.float64),
-        np.array([[_float(r[5]), _float(r[6])] for r in rows], np.float64).reshape(-1, 2),
-        ids,
-        paths,
-    )
+    return MatchingTables(con).resolve(manifest)
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -329,49 +221,9 @@ def triplet_matching(
             want = set(ids.values())
             vectors = {i: x[r] for r, i in enumerate(all_ids) if i in want}
             results.append(match_layer(model_key, layer, vectors, triplets, ids, n_boot=n_boot, seed=seed))
-    _materialise(store, triplets, ids, results)
-    return results
-
-
-def _materialise(store, triplets: Triplets, ids: dict[str, str], results: list[LayerMatching]) -> None:
-    import pyarrow as pa
-
     with store.transaction() as con:
-        for r in results:
-            fp = Catalog(con).layer_fingerprint(r.model_key, r.layer)
-            con.execute(
-                "DELETE FROM matching_results WHERE manifest_sha = ? AND model_key = ? AND layer = ?",
-                [triplets.sha, r.model_key, r.layer],
-            )
-            con.execute(
-                "DELETE FROM matching_summary WHERE manifest_sha = ? AND model_key = ? AND layer = ?",
-                [triplets.sha, r.model_key, r.layer],
-            )
-            n = len(triplets.paths)
-            table = pa.table(
-                {
-                    "manifest_sha": [triplets.sha] * n,
-                    "model_key": [r.model_key] * n,
-                    "layer": [r.layer] * n,
-                    "triplet": list(range(n)),
-                    "object_id": [ids[o] for o, _, _ in triplets.paths],
-                    "related_id": [ids[x] for _, x, _ in triplets.paths],
-                    "unrelated_id": [ids[u] for _, _, u in triplets.paths],
-                    "cos_related": r.cos_related,
-                    "cos_unrelated": r.cos_unrelated,
-                    "matched": r.matched,
-                    "rating_related": triplets.ratings[:, 0],
-                    "rating_unrelated": triplets.ratings[:, 1],
-                }
-            )
-            con.register("_m", table)
-            con.execute("INSERT INTO matching_results SELECT * FROM _m")
-            con.unregister("_m")
-            con.execute(
-                """INSERT INTO matching_summary (manifest_sha, model_key, layer, n_triplets, error,
-                           error_ci_low, error_ci_high, auc, computed_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [triplets.sha, r.model_key, r.layer, n, r.error, r.ci[0], r.ci[1], r.auc, fp],
-            )
+        MatchingTables(con).replace(triplets.sha, triplets.paths, triplets.ratings, ids, results)
+    return results
 
 
 def write_image_manifest(triplets: Triplets, path: Path) -> Path:

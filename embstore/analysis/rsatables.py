@@ -100,7 +100,8 @@ def run_rsa(
         acc12, n12 = _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos)
         rows.append(RsaRow(layer, order, enc.accuracy, enc.p_value, s, p, acc12, n12))
     report = RsaReport(key, ref_name, concepts, coverage, groups, n_permutations, rows)
-    _store_report(store, report, seed, ref_vectors)
+    with store.transaction() as con:
+        RsaTables(con).store(report, seed, ref_vectors)
     return report
 
 
@@ -131,10 +132,34 @@ def _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos):
     return float(passed.sum()) / n, n
 
 
-def _store_report(store, report: RsaReport, seed: int, ref_vectors=None) -> None:
-    import pyarrow as pa
+STORED_COLUMNS = (
+    "model_key",
+    "layer",
+    "layer_order",
+    "reference",
+    "n_concepts",
+    "acc_2v2",
+    "p_value",
+    "n_permutations",
+    "rsa_spearman",
+    "rsa_pearson",
+    "acc_1v2",
+    "n_1v2",
+    "computed_at",
+)
 
-    with store.transaction() as con:
+
+class RsaTables:
+    """The similarity-encoding result tables (rsa_results, reference_vectors): every statement on them."""
+
+    def __init__(self, con) -> None:
+        self.con = con
+
+    def store(self, report: RsaReport, seed: int, ref_vectors=None) -> None:
+        """Replace the rows of `report`'s layers (and its reference vectors); call in a transaction."""
+        import pyarrow as pa
+
+        con = self.con
         if ref_vectors is not None and report.coverage is not None:
             con.execute(
                 "DELETE FROM reference_vectors WHERE reference = ? AND list_contains(?, label_index)",
@@ -180,43 +205,25 @@ def _store_report(store, report: RsaReport, seed: int, ref_vectors=None) -> None
                 ],
             )
 
-
-STORED_COLUMNS = (
-    "model_key",
-    "layer",
-    "layer_order",
-    "reference",
-    "n_concepts",
-    "acc_2v2",
-    "p_value",
-    "n_permutations",
-    "rsa_spearman",
-    "rsa_pearson",
-    "acc_1v2",
-    "n_1v2",
-    "computed_at",
-)
-
-
-def stored_results(con, models: list[str] | None = None, references: list[str] | None = None) -> list[dict]:
-    """Rows of rsa_results as dicts, by model, reference and network order; `references` match by prefix
-    (`glove` finds glove-6B-50d)."""
-    rows = [
-        dict(zip(STORED_COLUMNS, r))
-        for r in con.execute(
-            f"""SELECT {", ".join(STORED_COLUMNS)} FROM rsa_results
-            WHERE ? IS NULL OR list_contains(?, model_key) ORDER BY model_key, reference, layer_order""",
-            [models, models],
-        ).fetchall()
-    ]
-    if references:
-        known = sorted({r["reference"] for r in rows})
-        chosen = {k for k in known if any(k == q or k.startswith(q) for q in references)}
-        missing = [q for q in references if not any(k == q or k.startswith(q) for k in known)]
-        if missing:
-            raise NotFoundError(
-                f"no similarity-encoding results for reference {missing[0]!r}; stored: "
-                f"{', '.join(known) or 'none'} (run `embstore analyze rsa --vectors …`)"
-            )
-        rows = [r for r in rows if r["reference"] in chosen]
-    return rows
+    def results(self, models: list[str] | None = None, references: list[str] | None = None) -> list[dict]:
+        """Rows of rsa_results as dicts, by model, reference and network order; `references` match by prefix
+        (`glove` finds glove-6B-50d)."""
+        rows = [
+            dict(zip(STORED_COLUMNS, r))
+            for r in self.con.execute(
+                f"""SELECT {", ".join(STORED_COLUMNS)} FROM rsa_results
+                WHERE ? IS NULL OR list_contains(?, model_key) ORDER BY model_key, reference, layer_order""",
+                [models, models],
+            ).fetchall()
+        ]
+        if references:
+            known = sorted({r["reference"] for r in rows})
+            chosen = {k for k in known if any(k == q or k.startswith(q) for q in references)}
+            missing = [q for q in references if not any(k == q or k.startswith(q) for k in known)]
+            if missing:
+                raise NotFoundError(
+                    f"no similarity-encoding results for reference {missing[0]!r}; stored: "
+                    f"{', '.join(known) or 'none'} (run `embstore analyze rsa --vectors …`)"
+                )
+            rows = [r for r in rows if r["reference"] in chosen]
+        return rows

@@ -143,9 +143,9 @@ def wordnet_matrix(kind: str, indices) -> np.ndarray:
 @functools.cache
 def _hypernym_names(wnid: str) -> list[str]:
     """Lemmas of the hypernyms of `wnid`, nearest first (ties: the order WordNet lists them)."""
-    from embstore.labels.wordnet import _distances
+    from embstore.labels.wordnet import hypernym_distances
 
-    dist = _distances(wnid)
+    dist = hypernym_distances(wnid)
     lemmas = _ancestor_lemmas()
     return [l for node in sorted((n for n in dist if n != wnid), key=lambda n: dist[n]) for l in lemmas.get(node, [])]
 

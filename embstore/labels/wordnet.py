@@ -19,7 +19,7 @@ def _paths() -> dict[str, list[list[str]]]:
 
 
 @functools.cache  # per class, reused by every pair it appears in (callers only read it)
-def _distances(wnid: str) -> dict[str, int]:
+def hypernym_distances(wnid: str) -> dict[str, int]:
     """Hops from `wnid` up to each of its hypernyms (itself at 0)."""
     out: dict[str, int] = {}
     for path in _paths()[wnid]:
@@ -45,7 +45,7 @@ def path_similarity(a: str, b: str) -> float:
     >>> round(path_similarity("n03627232", "n02999410"), 4)  # knot, chain
     0.1111
     """
-    da, db = _distances(a), _distances(b)
+    da, db = hypernym_distances(a), hypernym_distances(b)
     return 1.0 / (1 + min(da[c] + db[c] for c in set(da) & set(db)))
 
 
@@ -55,7 +55,7 @@ def wup_similarity(a: str, b: str) -> float:
     >>> round(wup_similarity("n03627232", "n02999410"), 4)
     0.6
     """
-    da, db = _distances(a), _distances(b)
+    da, db = hypernym_distances(a), hypernym_distances(b)
     depth_a, depth_b = _depths(a), _depths(b)
     common = set(da) & set(db)
     deepest = max(depth_a[c][0] for c in common)  # NLTK: lowest common hypernyms by min depth

@@ -52,13 +52,13 @@ def rsa_by_layer(
 ):
     """One line per (model, reference space) across the model's layers; filled markers where the
     permutation p < 0.05. With several models the x axis is relative depth (0 = first stored layer)."""
-    from embstore.analysis.rsatables import stored_results
+    from embstore.analysis.rsatables import RsaTables
 
     if measure not in RSA_MEASURES:
         raise UsageError(f"unknown measure '{measure}'; choose one of {', '.join(RSA_MEASURES)}")
     with store.read() as con:
         keys = [Catalog(con).resolve_model(m) for m in models] if models else None
-        rows = stored_results(con, keys, references)
+        rows = RsaTables(con).results(keys, references)
     if not rows:
         raise NotFoundError("no similarity-encoding results to plot; run `embstore analyze rsa` first")
     lines: dict[tuple[str, str], list[dict]] = {}
@@ -104,10 +104,11 @@ def rsa_by_layer(
 def _matching(con, manifest, models, layer):
     """The stored matching result of each model (default: every model with results) for one manifest."""
     from embstore.analysis import matching
+    from embstore.analysis.matchingtables import MatchingTables
 
     sha = matching.resolve_manifest(con, manifest)
-    keys = [Catalog(con).resolve_model(m) for m in models] if models else matching.stored_models(con, sha)
-    return [matching.read_stored(con, sha, k, layer) for k in keys]
+    keys = [Catalog(con).resolve_model(m) for m in models] if models else MatchingTables(con).models(sha)
+    return [MatchingTables(con).read(sha, k, layer) for k in keys]
 
 
 def roc(store, *, manifest: str | None = None, models: list[str] | None = None, layer: str | None = None):

@@ -137,11 +137,12 @@ class _Page:
 
     def matching_section(self, manifest, n_cases) -> None:
         from embstore.analysis import matching
+        from embstore.analysis.matchingtables import MatchingTables
 
         with self.store.read() as con:
-            manifests = matching.stored_manifests(con)
-            summaries = {sha: matching.summary_rows(con, sha) for sha, _, _ in manifests}
-            models = {sha: matching.stored_models(con, sha) for sha, _, _ in manifests}
+            manifests = MatchingTables(con).manifests()
+            summaries = {sha: MatchingTables(con).summary(sha) for sha, _, _ in manifests}
+            models = {sha: MatchingTables(con).models(sha) for sha, _, _ in manifests}
         if manifest is not None:
             with self.store.read() as con:
                 wanted = matching.resolve_manifest(con, manifest)
@@ -211,11 +212,11 @@ class _Page:
         self._section("Classification failures", parts + _more(models, "plot failures --model NAME"))
 
     def classes_section(self, cls, k) -> None:
-        from embstore.analysis.classtables import stored_overview
+        from embstore.analysis.classtables import ClassTables
         from embstore.labels.imagenet import classes
 
         with self.store.read() as con:
-            overview = stored_overview(con)
+            overview = ClassTables(con).overview()
             largest = Catalog(con).largest_classes(1)
         models = [m["model_key"] for m in self.models if m["labelled"]]
         parts = [
@@ -245,10 +246,10 @@ class _Page:
         self._section("Class statistics and similar classes", parts)
 
     def rsa_section(self) -> None:
-        from embstore.analysis.rsatables import stored_results
+        from embstore.analysis.rsatables import RsaTables
 
         with self.store.read() as con:
-            rows = stored_results(con)
+            rows = RsaTables(con).results()
         if not rows:
             self._section(
                 "Similarity encoding",

@@ -87,6 +87,7 @@ def cases(
     """For each case kind, up to n triplets as rows of object | related | unrelated thumbnails,
     with both cosines and their difference."""
     from embstore.analysis import matching
+    from embstore.analysis.matchingtables import MatchingTables
 
     bad = [w for w in which if w not in matching.CASES]
     if bad or not which:
@@ -95,8 +96,8 @@ def cases(
         raise UsageError("n must be at least 1")
     with store.read() as con:
         sha = matching.resolve_manifest(con, manifest)
-        key = Catalog(con).resolve_model(model) if model else matching.stored_models(con, sha)[0]
-        r = matching.read_stored(con, sha, key, layer)
+        key = Catalog(con).resolve_model(model) if model else MatchingTables(con).models(sha)[0]
+        r = MatchingTables(con).read(sha, key, layer)
     order = matching.cases(r.cos_related, r.cos_unrelated)
     chosen = {w: order[w][:n] for w in which}
     ids = [(i, r.paths.get(i)) for w in which for t in chosen[w] for i in r.ids[t]]

@@ -1,4 +1,6 @@
-"""Every SQL statement on the catalog's tables, in one place, values always bound as parameters.
+"""Every SQL statement on the catalog's tables (images, models, layers, runs, activation files,
+predictions, ingest errors), in one place, values always bound as parameters. The analyses'
+result tables are owned by their analysis modules (matching, classtables, rsatables).
 
 `Catalog` wraps one open DuckDB connection (from `Store.write()/read()/transaction()`).
 """

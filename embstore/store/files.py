@@ -185,6 +185,7 @@ class ActivationFiles:
         corrupt files to <store>/quarantine, and forgets registered files that are missing or
         corrupt, so the next `embstore ingest` stores those vectors again.
         """
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         report = VerifyReport()
@@ -212,7 +213,7 @@ class ActivationFiles:
                 continue
             try:
                 actual = pq.ParquetFile(path).metadata.num_rows
-            except Exception:
+            except (OSError, pa.ArrowException):  # unreadable or not Parquet: counted as corrupt
                 actual = -1
             if actual != n_rows or counts.get(file_id, 0) != n_rows:
                 report.corrupt.append(rel)

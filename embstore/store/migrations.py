@@ -53,6 +53,17 @@ def discover(folder: Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+def pending(con, folder: Path | None = None) -> bool:
+    """Whether `con`'s catalog lacks a migration (or holds one that has since changed)."""
+    import duckdb
+
+    try:
+        applied = dict(con.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+    except duckdb.CatalogException:  # no ledger yet
+        return True
+    return any(applied.get(m.version) != m.checksum for m in discover(folder))
+
+
 def migrate(con, folder: Path | None = None) -> list[str]:
     """Apply pending migrations on `con` (a read-write DuckDB connection); return the names applied.
 

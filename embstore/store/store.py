@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from embstore.errors import StoreBusyError, StoreError
 from embstore.store.duck import transaction
 from embstore.store.memo import TEXT, Codec, Memo
-from embstore.store.migrations import migrate
+from embstore.store.migrations import migrate, pending
 
 if TYPE_CHECKING:
     import duckdb
@@ -171,18 +171,9 @@ class Store:
             ActivationFiles(self).refresh_view(con)
 
     def _needs_upgrade(self, con: Any) -> bool:
-        import duckdb
-
         from embstore.store.files import ActivationFiles
-        from embstore.store.migrations import discover
 
-        try:
-            applied = dict(con.execute("SELECT version, checksum FROM schema_migrations").fetchall())
-        except duckdb.CatalogException:  # no ledger yet
-            return True
-        if any(applied.get(m.version) != m.checksum for m in discover()):
-            return True
-        return not ActivationFiles(self).view_is_current(con)
+        return pending(con) or not ActivationFiles(self).view_is_current(con)
 
     # -- connections -----------------------------------------------------------------------
     @contextlib.contextmanager
