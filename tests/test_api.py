@@ -88,13 +88,14 @@ def test_vectors_are_the_stored_rows_with_ids_and_labels_aligned(synthetic):
     np.testing.assert_array_equal(np.stack(table.column("vec").to_numpy(zero_copy_only=False)), v.numpy())
     assert v.to_polars()["image_id"].to_list() == v.image_ids
     np.testing.assert_array_equal(v.to_torch().numpy(), v.numpy())
-    try:
-        import rsatoolbox  # noqa: F401
-    except ImportError:
-        with pytest.raises(embstore.MissingDependencyError, match="pip install rsatoolbox"):
-            v.to_rsatoolbox()
-    else:
-        np.testing.assert_array_equal(v.to_rsatoolbox().measurements, v.numpy().astype(np.float64))
+    # RSA users' own tool: a Dataset whose correlation RDM is numpy's 1 - corrcoef of the same rows
+    from rsatoolbox.rdm import calc_rdm
+
+    dataset = v.to_rsatoolbox()
+    assert list(dataset.obs_descriptors["image_id"]) == v.image_ids
+    np.testing.assert_array_equal(dataset.obs_descriptors["label"], v.labels)
+    rdm = calc_rdm(dataset, method="correlation").get_matrices()[0]
+    np.testing.assert_allclose(rdm, 1 - np.corrcoef(v.numpy().astype(np.float64)), atol=1e-12)
 
 
 def test_unknown_model_layer_and_class_name_the_choices(synthetic):
@@ -234,3 +235,15 @@ def test_answers_are_remembered_until_the_catalog_changes(tmp_path):
     shutil.rmtree(store.path)
     copy = embstore.open(tmp_path / "copy")
     assert copy.sql("SELECT count(*) FROM activations").fetchall() == [(100,)]
+
+
+def test_optional_converters_name_the_package_to_install(synthetic, monkeypatch):
+    store, _ = synthetic
+    v = store.vectors(layer="hidden")
+    for name in ("polars", "rsatoolbox", "rsatoolbox.data"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(embstore.MissingDependencyError, match="pip install polars"):
+        v.to_polars()
+    with pytest.raises(embstore.MissingDependencyError, match="pip install rsatoolbox"):
+        v.to_rsatoolbox()
+    assert isinstance(embstore.MissingDependencyError("x"), ImportError)
