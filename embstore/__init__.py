@@ -34,7 +34,7 @@ from embstore.errors import (
     UsageError,
     WeightsUnavailableError,
 )
-from embstore.ingest.models import ModelSpec, Preprocessing
+from embstore.ingest.spec import ModelSpec, Preprocessing
 from embstore.results import Answer, Neighbour, Vectors
 from embstore.store.store import Store
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embstore.ingest.models import ModelSpec, Preprocessing
+from embstore.ingest.spec import ModelSpec, Preprocessing
 from embstore.store.catalog import Catalog
 from embstore.store.files import ActivationFiles, file_rows
 

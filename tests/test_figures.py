@@ -259,7 +259,7 @@ def test_several_models_share_one_figure(tmp_path, monkeypatch):
     from embstore import testing as synthetic
     from embstore.analysis.rsatables import run_rsa
     from embstore.analysis.tasks import matching as run_matching
-    from embstore.ingest.models import ModelSpec
+    from embstore.ingest.spec import ModelSpec
 
     from .conftest import blob_picture
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embstore.errors import ImageDecodeError, InputPathError, ManifestError
-from embstore.ingest.models import Preprocessing
+from embstore.ingest.spec import Preprocessing
 from embstore.labels.imagenet import classes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}

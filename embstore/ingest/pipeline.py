@@ -18,7 +18,7 @@ from embstore.errors import ImageDecodeError, StoreError, UsageError
 from embstore.ingest import classifier, models
 from embstore.ingest import layers as layers_mod
 from embstore.ingest.images import DEFAULT_MAX_PIXELS, Preprocess, discover, read_rgb
-from embstore.ingest.models import Preprocessing
+from embstore.ingest.spec import Preprocessing
 from embstore.store.catalog import Catalog
 from embstore.store.duck import transaction
 from embstore.store.files import ActivationFiles, file_rows

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from embstore.analysis.failures import FailureReport
     from embstore.analysis.rsatables import RsaReport
     from embstore.analysis.tasks import MatchingReport
-    from embstore.ingest.models import Preprocessing
     from embstore.ingest.pipeline import IngestResult
+    from embstore.ingest.spec import Preprocessing
     from embstore.report.html import Report
     from embstore.results import Answer, Vectors
     from embstore.store.files import VerifyReport
