@@ -52,7 +52,7 @@ def similar_classes(
         raise NotFoundError(
             f"class {target.name} ({target.wnid}) has {n} image(s) for {model_key}; {method} needs {need}. "
             f"Ingest some with `embstore ingest --model {model_key.split('@')[0]} --images DIR` (one folder per "
-            "wnid or class name), or use --method classifier"
+            "wnid or class name), or use method='classifier'"
         )
     if target.index not in space.row_of:
         raise NotFoundError(
@@ -163,7 +163,7 @@ def _class_vectors(store, con, model_key: str, layer: str, method: str) -> tuple
     if layer == "all":
         names = [n for n, _, kind in Catalog(con).layers_with_vectors(model_key) if kind == "conv"]
         if not names:
-            raise UnknownLayerError(f"{model_key} has no stored convolutional layers; pass --layer")
+            raise UnknownLayerError(f"{model_key} has no stored convolutional layers; name a layer (layer=…)")
     else:
         Catalog(con).require_layer(model_key, layer)
         names = [layer]
@@ -179,6 +179,6 @@ def _class_vectors(store, con, model_key: str, layer: str, method: str) -> tuple
         raise NotFoundError(
             f"no labelled images for {model_key}; ingest some with `embstore ingest --model "
             f"{model_key.split('@')[0]} --images DIR` (one folder per wnid or class name, or a "
-            "manifest with a label column), or use --method classifier"
+            "manifest with a label column), or use method='classifier'"
         )
     return labels, np.concatenate(parts, axis=1)

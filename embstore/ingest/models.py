@@ -241,7 +241,7 @@ def _cached_or_download(url: str) -> Path:
         raise WeightsUnavailableError(
             f"pretrained weights {target.name} are not in the local cache and cannot be downloaded "
             f"({type(exc).__name__}); put the file at {target} (or set TORCH_HOME), pass "
-            "--weights FILE, or use --weights none for random init"
+            "weights=FILE (--weights FILE), or weights='none' for random init"
         ) from None
     return target
 
@@ -283,7 +283,7 @@ def _build_timm(name: str, file: Path | None, *, pretrained: bool):
     elif pretrained:
         raise WeightsUnavailableError(
             f"timm pretrained weights for {name} come from a model hub, which embstore does not contact; "
-            "download them where you can and pass --weights FILE, or use --weights none"
+            "download them where you can and pass weights=FILE (--weights FILE), or weights='none'"
         )
     return model
 

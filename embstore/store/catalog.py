@@ -96,7 +96,9 @@ class Catalog:
         if model is None:
             if len(keys) == 1:
                 return keys[0]
-            raise UnknownModelError(f"this store holds several models ({', '.join(keys)}); pick one with --model")
+            raise UnknownModelError(
+                f"this store holds several models ({', '.join(keys)}); pick one with model=… (--model)"
+            )
         if model in keys:
             return model
         named = [k for k in keys if k.split("@")[0] == model]
