@@ -72,18 +72,22 @@ __all__ = [
 ]
 
 
-def open(path: str | Path | None = None, *, create: bool = False, keep_reader: bool = False) -> Store:  # noqa: A001
+def open(  # noqa: A001 - the API's verb
+    path: str | Path | None = None, *, create: bool = False, keep_reader: bool = False, defer_creation: bool = False
+) -> Store:
     """Open the store at `path` (default: $EMBSTORE_HOME, else ~/.embstore), migrating it if needed.
 
     `keep_reader` keeps one read-only catalog connection until `close()`: faster for a burst of
-    queries, but other processes cannot write the catalog meanwhile.
+    queries, but other processes cannot write the catalog meanwhile. `defer_creation` (with
+    `create`) makes a new store's folder only when something is first read or written, so a call
+    that fails its argument checks leaves nothing behind.
 
     >>> import tempfile
     >>> store = open(tempfile.mkdtemp(), create=True)
     >>> store.status()["models"]
     0
     """
-    return Store.open(path, create=create, keep_reader=keep_reader)
+    return Store.open(path, create=create, keep_reader=keep_reader, defer_creation=defer_creation)
 
 
 def list_models() -> tuple[str, ...]:

@@ -54,3 +54,22 @@ def test_channels_last_comes_from_the_output_layout_not_the_name(name, channels)
     first = blocks[0]
     assert first.channels_last and first.kind == "conv" and first.channels == channels
     assert sum(layer.channels_last for layer in layers.values()) > len(blocks)
+
+
+def test_the_bundled_model_list_is_torchvisions_and_checking_a_name_imports_no_torch():
+    import subprocess
+    import sys
+
+    import torchvision
+
+    lite = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+    assert set(torchvision.models.list_models(module=torchvision.models)) == set(embstore.list_models()) - lite
+    code = (
+        "import sys, embstore\n"
+        "from embstore.ingest.models import check_name\n"
+        "check_name('densenet121')\n"
+        "try:\n    check_name('densenet_121')\nexcept embstore.UnknownModelError as e:\n    print(e)\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "Did you mean: densenet121" in out and out.strip().endswith("False")

@@ -129,7 +129,16 @@ def test_missing_things_get_one_clear_error(tmp_path, syn):
     with pytest.raises(UnknownModelError, match="never ingested.*embstore ingest --model vgg16"):
         similar_classes(store, "knot", model="vgg16")
     with pytest.raises(NotFoundError, match="class knot .* has 0 image"):
-        similar_classes(store, "knot")
+        similar_classes(store, "knot", method="prototype")
+    # with no method, a class without labelled images is answered from the classifier weights, and said so
+    auto = similar_classes(store, "knot", k=3)
+    assert auto.method == "classifier" and len(auto.rows) == 3
+    assert (
+        auto.notes[0] == "method classifier: knot has no labelled images for synthetic_net@seed0, so its "
+        "final-layer weights are used"
+    )
+    labelled = similar_classes(store, "5", k=3)
+    assert labelled.method == "prototype" and labelled.notes[0].startswith("method prototype: ")
     with pytest.raises(UnknownLayerError, match="Did you mean: .*conv_a.*Stored layers: conv_a, conv_b, hidden"):
         similar_classes(store, "5", layer="conv_c")
     with pytest.raises(UnknownClassError, match="Did you mean"):

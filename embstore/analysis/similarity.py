@@ -27,24 +27,33 @@ METHODS = ("prototype", "tstat", "hidden", "classifier")
 
 
 def similar_classes(
-    store, cls: str, *, k: int = 9, model: str | None = None, layer: str | None = None, method: str = "prototype"
+    store,
+    cls: str,
+    *,
+    k: int = 9,
+    model: str | None = None,
+    layer: str | None = None,
+    method: str | None = None,
 ) -> Answer:
-    """The k classes nearest to `cls` under `method`.
+    """The k classes nearest to `cls` under `method`; with no method, prototype when the class has
+    labelled images in the store, else the classifier weights (the notes say which was used).
 
     >>> similar_classes(Store.open(), "knot", k=9).rows[0].label  # doctest: +SKIP
     'chain'
     """
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise UsageError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
     target = classes().resolve(cls)
     # a catalog connection costs ~20-50 ms to open: only a new question, or a store that changed
     # since it was last asked, opens one
-    model_key = store.cached(("model", model), lambda: _resolve_model(store, model), TEXT)
-    space = store.cached(
-        ("classes", model_key, layer, method),
-        lambda: _ClassSpace.build(store, model_key, layer, method),
-        _ClassSpace.CODEC,
-    )
+    model_key, n_models = store.cached(("model", model), lambda: _resolve_model(store, model), TEXT)
+    notes = []
+    if model is None and n_models > 1:
+        notes.append(f"model {model_key}: the most recently ingested of {n_models} (pick another with --model)")
+    if method is None:
+        method, why = _best_method(store, model_key, layer, target)
+        notes.append(f"method {method}: {why}")
+    space = _space(store, model_key, layer, method)
     rows = np.nonzero(space.labels == target.index)[0]
     if not len(rows):
         n = space.counts.get(target.index, 0)
@@ -69,15 +78,39 @@ def similar_classes(
         c = classes()[int(space.base_labels[i])]
         detail = {"wnid": c.wnid, "index": c.index, "images": space.counts.get(c.index, 0)}
         out.append(Neighbour(len(out) + 1, float(s), c.name, detail))
-    notes = []
     if space.left_out and method != "classifier":
         notes.append(f"{space.left_out} class(es) left out: too few images or no variance")
+    if len(out) < k:
+        notes.append(f"only {len(out)} other class(es) can be ranked by {method} here; {k} asked")
     return Answer(f"{target.name} ({target.wnid})", model_key, space.used, method, out[:k], notes)
 
 
-def _resolve_model(store, model: str | None) -> str:
+def _space(store, model_key: str, layer: str | None, method: str) -> _ClassSpace:
+    return store.cached(
+        ("classes", model_key, layer, method),
+        lambda: _ClassSpace.build(store, model_key, layer, method),
+        _ClassSpace.CODEC,
+    )
+
+
+def _best_method(store, model_key: str, layer: str | None, target) -> tuple[str, str]:
+    """prototype when `target` has a usable class mean for this model, else classifier; and why."""
+    try:
+        space = _space(store, model_key, layer, "prototype")
+    except UnknownLayerError:  # a wrong layer name is the caller's to fix, not a reason to switch method
+        raise
+    except NotFoundError:  # no labelled images at all
+        space = None
+    if space is not None and target.index in space.row_of:
+        return "prototype", f"{target.name} has {space.counts.get(target.index, 0)} labelled image(s) in this store"
+    return "classifier", f"{target.name} has no labelled images for {model_key}, so its final-layer weights are used"
+
+
+def _resolve_model(store, model: str | None) -> list:
+    """[model key, number of stored models]."""
     with store.read() as con:
-        return Catalog(con).resolve_model(model)
+        cat = Catalog(con)
+        return [cat.resolve_model(model), len(cat.stored_model_keys())]
 
 
 @dataclass

@@ -24,10 +24,14 @@ LITE = {  # name -> (weights package module, file class, input size, crop_pct)
 
 @functools.cache
 def available_models() -> tuple[str, ...]:
-    """Every model name `embstore ingest --model` accepts (timm models as `timm:NAME`)."""
-    import torchvision
+    """Every model name `embstore ingest --model` accepts (timm models as `timm:NAME` too).
 
-    names = set(torchvision.models.list_models(module=torchvision.models))
+    Read from the bundled list of torchvision's classifiers, so checking a name imports no torch.
+    """
+    from embstore.resources import data_dir
+
+    lines = (data_dir() / "torchvision_models.txt").read_text(encoding="utf-8").splitlines()
+    names = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     return tuple(sorted(names | set(LITE)))
 
 
@@ -228,22 +232,50 @@ def _build_torchvision(name: str, weights: str, file: Path | None):
     return model
 
 
+DOWNLOAD_TIMEOUT = 10.0  # seconds without an answer (connect or any read) before giving up
+
+
 def _cached_or_download(url: str) -> Path:
+    """The torch hub cache's copy of `url`, downloaded first if absent.
+
+    A network that is absent or silent fails within DOWNLOAD_TIMEOUT, not after the operating
+    system's connect timeout; the file is checked against the hash prefix in its name, as torch
+    hub does, and appears in the cache only whole.
+    """
     import torch
 
     target = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     if target.is_file():
         return target
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(target), progress=False)
-    except Exception as exc:
+        _download(url, target)
+    except (OSError, ValueError) as exc:
         raise WeightsUnavailableError(
             f"pretrained weights {target.name} are not in the local cache and cannot be downloaded "
-            f"({type(exc).__name__}); put the file at {target} (or set TORCH_HOME), pass "
+            f"({type(exc).__name__}: {exc}); put the file at {target} (or set TORCH_HOME), pass "
             "weights=FILE (--weights FILE), or weights='none' for random init"
         ) from None
     return target
+
+
+def _download(url: str, target: Path) -> None:
+    import re
+    import urllib.request
+
+    from embstore.store.cache import atomic_write
+
+    expected = re.search(r"-([a-f0-9]+)\.", target.name)
+    digest = hashlib.sha256()
+
+    def copy(f) -> None:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                f.write(chunk)
+        if expected and not digest.hexdigest().startswith(expected.group(1)):
+            raise ValueError(f"the download's sha256 does not start with {expected.group(1)}")
+
+    atomic_write(target, copy)
 
 
 def _build_lite(name: str, file: Path | None, *, pretrained: bool):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from embstore.errors import ImageDecodeError, StoreError, UsageError
 from embstore.ingest import classifier, models
 from embstore.ingest import layers as layers_mod
-from embstore.ingest.images import DEFAULT_MAX_PIXELS, Preprocess, discover, read_rgb
+from embstore.ingest.images import DEFAULT_MAX_PIXELS, Discovery, ImageSource, Preprocess, discover, read_rgb
 from embstore.ingest.spec import Preprocessing
 from embstore.store.catalog import Catalog
 from embstore.store.duck import transaction
@@ -53,7 +53,7 @@ class IngestResult:
 def ingest(
     store,
     model,
-    images: str,
+    images: str | None,
     *,
     weights: str = "DEFAULT",
     layers: str | list[str] = "default",
@@ -77,7 +77,7 @@ def ingest(
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, not {batch_size}")
-    found = discover(images, limit=limit)
+    found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
     if isinstance(model, str):
         models.check_name(model)
         dev = _device(device)
@@ -99,7 +99,7 @@ def ingest(
         "model": spec.name,
         "weights": weights if isinstance(model, str) else spec.weights,
         "layers": names,
-        "images": str(images),
+        "images": str(images) if images is not None else "(the store's images)",
         "batch_size": batch_size,
         "device": str(dev),
         "workers": workers,
@@ -150,6 +150,24 @@ def ingest(
                 store.refresh_view()
             net.train(was_training)
     return result
+
+
+def _stored_images(store, limit: int | None) -> Discovery:
+    """Every image the store already holds (by path), for running another model over them."""
+    if store.catalog_path.exists():
+        with store.read() as con:
+            rows = Catalog(con).image_sources()
+    else:
+        rows = []
+    if not rows:
+        raise UsageError(
+            f"the store at {store.path} holds no images yet; give the images to ingest with images=… (--images DIR, "
+            "a class-per-folder tree, or a CSV/Parquet manifest)"
+        )
+    images = [
+        ImageSource(path, label, source, json.loads(extra) if extra else {}) for path, label, source, extra in rows
+    ]
+    return Discovery(images[:limit] if limit else images, 0)
 
 
 def _pending(cat: Catalog, model_key: str, names: list[str], images) -> tuple[list, list]:

@@ -86,19 +86,24 @@ class Catalog:
                 f"Stored layers: {', '.join(names[:12])}{', …' if len(names) > 12 else ''}"
             )
 
+    def latest_model(self, keys: list[str]) -> str:
+        """Of `keys`, the model whose vectors were stored most recently."""
+        return self.con.execute(
+            """SELECT model_key FROM activation_files f JOIN runs r USING (run_id, model_key)
+               WHERE list_contains(?, model_key) ORDER BY r.started_at DESC, model_key LIMIT 1""",
+            [keys],
+        ).fetchall()[0][0]
+
     def resolve_model(self, model: str | None) -> str:
-        """The model key (name@weights) that `model` names among those with stored vectors."""
+        """The model key (name@weights) that `model` names among those with stored vectors; with no
+        `model`, the store's only model, else the one ingested most recently."""
         from embstore.errors import NotFoundError, UnknownModelError, did_you_mean
 
         keys = self.stored_model_keys()
         if not keys:
             raise NotFoundError("this store holds no vectors yet; run `embstore ingest --images DIR` first")
         if model is None:
-            if len(keys) == 1:
-                return keys[0]
-            raise UnknownModelError(
-                f"this store holds several models ({', '.join(keys)}); pick one with model=… (--model)"
-            )
+            return keys[0] if len(keys) == 1 else self.latest_model(keys)
         if model in keys:
             return model
         named = [k for k in keys if k.split("@")[0] == model]
@@ -314,6 +319,10 @@ class Catalog:
             (m["model_key"], m["layers"], m["images"], m["top1_error"], m["top5_error"]) for m in self.models_overview()
         ]
         return out
+
+    def image_sources(self) -> list[tuple[str, str | None, str, str | None]]:
+        """(path, raw label, source, extra JSON) of every stored image, by path."""
+        return self.con.execute("SELECT path, label_raw, source, extra FROM images ORDER BY path").fetchall()
 
     def image_labels(self, image_ids: list[str]) -> dict[str, int]:
         """{image_id: class index} of those of `image_ids` that are labelled."""

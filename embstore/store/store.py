@@ -69,6 +69,7 @@ class Store:
         self._kept: Any = None  # a read-only connection kept for `sql()` and one-shot query processes
         self._kept_udfs = False  # whether embstore's UDFs are registered on it
         self._keep_reader = False  # open (and keep) a read-only connection on the first read
+        self._create_pending = False  # open(create=True) on a new path: made on first read or write
         self.memo = Memo(self)
 
     # -- opening ---------------------------------------------------------------------------
@@ -80,25 +81,34 @@ class Store:
         create: bool = False,
         lock_timeout: float = 30.0,
         keep_reader: bool = False,
+        defer_creation: bool = False,
     ) -> Store:
         """Open the store (default: $EMBSTORE_HOME, else ~/.embstore), applying pending migrations.
 
         `keep_reader` keeps one read-only connection for every `read()`: it saves ~20-50 ms per
         catalog open in one-shot query processes, and is released before this process writes.
+        `defer_creation` (with `create`) makes a new store's folder only when it is first used.
         """
         store = cls(Path(path) if path else default_store_path(), lock_timeout=lock_timeout)
+        store._keep_reader = keep_reader
         if not store.catalog_path.exists():
             if not create:
                 raise StoreError(
                     f"no embstore store at {store.path}; create one with "
-                    f"`embstore ingest --store {store.path} …` or embstore.open(path, create=True)"
+                    f"`embstore ingest --store {store.path} --images DIR` or embstore.open(path, create=True)"
                 )
             if store.path.exists() and not store.path.is_dir():
                 raise StoreError(f"store path {store.path} exists and is not a directory")
-        for sub in ("activations", "staging", "indexes", "quarantine"):
-            (store.path / sub).mkdir(parents=True, exist_ok=True)
-        store._upgrade(keep_reader)
+            if defer_creation:  # made on first use: a call that fails its checks leaves nothing on disk
+                store._create_pending = True
+                return store
+        store._upgrade()
         return store
+
+    def _ensure_created(self) -> None:
+        if self._create_pending:
+            self._create_pending = False
+            self._upgrade()
 
     def close(self) -> None:
         """Release the kept read-only connection (relations from `sql()` stop working)."""
@@ -144,8 +154,8 @@ class Store:
     def quarantine_root(self) -> Path:
         return self.path / "quarantine"
 
-    def _upgrade(self, keep_reader: bool = False) -> None:
-        """Apply pending migrations and point the activations view at this directory.
+    def _upgrade(self) -> None:
+        """Create the directories, apply pending migrations and point the activations view here.
 
         Checked on a read-only connection first, so opening an up-to-date store for queries
         never takes the write lock; and not at all when the catalog has not changed since the
@@ -155,7 +165,8 @@ class Store:
         from embstore.store.files import ActivationFiles
         from embstore.store.migrations import discover
 
-        self._keep_reader = keep_reader
+        for sub in ("activations", "staging", "indexes", "quarantine"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
         checked = ("catalog is current", [m.checksum for m in discover()])
         if self.catalog_path.exists():
             state = self.memo.state()
@@ -179,6 +190,7 @@ class Store:
     @contextlib.contextmanager
     def write(self) -> Iterator[Any]:
         """A short read-write connection; commit happens per statement or explicit transaction."""
+        self._ensure_created()
         self.close()  # a kept reader would refuse this process a read-write connection
         con = self._connect(read_only=False)
         try:
@@ -194,6 +206,7 @@ class Store:
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Any]:
+        self._ensure_created()
         if self._kept is None and self._keep_reader:
             self._kept = self._connect(read_only=True)
         if self._kept is not None:
@@ -246,12 +259,13 @@ class Store:
         """Hold the store's writer lock (one ingest at a time); StoreBusyError names the holder."""
         from embstore.store.locks import writer_lock
 
+        self._ensure_created()
         return writer_lock(self.path)
 
     # -- the public API ----------------------------------------------------------------------
     def ingest(
         self,
-        images: str | Path,
+        images: str | Path | None = None,
         *,
         model: Any = "efficientnet_lite0",
         weights: str = "DEFAULT",
@@ -265,7 +279,8 @@ class Store:
         preprocessing: Preprocessing | None = None,
         progress: Progress | None = None,
     ) -> IngestResult:
-        """Run `model` over `images` (folder, class-per-folder tree, or CSV/Parquet manifest) and store
+        """Run `model` over `images` (folder, class-per-folder tree, or CSV/Parquet manifest; default:
+        every image already in the store, the way to add a model to an image set) and store
         every chosen layer's pooled vector; resumable, skips what is stored. `model` is a name from
         `embstore.list_models()` or any torch.nn.Module given with `name` and `preprocessing`.
 
@@ -276,7 +291,7 @@ class Store:
         return ingest(
             self,
             model,
-            str(images),
+            None if images is None else str(images),
             weights=weights,
             layers=layers if isinstance(layers, str) else list(layers),
             batch_size=batch_size,
@@ -328,6 +343,7 @@ class Store:
         """
         from embstore.store.udfs import register
 
+        self._ensure_created()
         if self._kept is None:
             self._kept = self._connect(read_only=True)
         if not self._kept_udfs:
