@@ -176,8 +176,10 @@ def nearest_images(
     >>> nearest_images(Store.open(), "data/samples/coffee.png", k=3).rows[0].detail["path"]  # doctest: +SKIP
     """
     with store.read() as con:
-        model_key = Catalog(con).resolve_model(model)
-        Catalog(con).require_layer(model_key, layer)
+        cat = Catalog(con)
+        model_key = cat.resolve_model(model)
+        n_models = len(cat.stored_model_keys()) if model is None else 1
+        cat.require_layer(model_key, layer)
         idx = image_index(store, model_key, layer, index, con=con)
         image_id, query, how = _query_vector(con, image, idx)
         if query is None:
@@ -190,12 +192,16 @@ def nearest_images(
         path, label, top = meta.get(h, (None, None, None))
         predicted = classes()[top].name if top is not None else None
         out.append(Neighbour(r + 1, s, h, {"label": label, "predicted": predicted, "path": path}))
-    notes = [
-        f"query {how}",
+    notes = [f"model {model_key}: the most recently ingested of {n_models} (pick another with --model)"]
+    notes = notes if n_models > 1 else []
+    notes.append(f"query {how}" + (" (left out of its own results)" if image_id is not None else ""))
+    notes.append(
         f"index {idx.kind}{' (rebuilt)' if idx.rebuilt else ''}"
-        + (f", recall@10 vs exact {idx.recall_at_10:.3f}" if idx.kind != "flat" else ", exact"),
-        f"faiss GPUs: {gpu_count()}",
-    ]
+        + (f", recall@10 vs exact {idx.recall_at_10:.3f}" if idx.kind != "flat" else ", exact")
+        + (f", on {gpu_count()} GPU(s)" if gpu_count() else "")
+    )
+    if len(out) < k:
+        notes.append(f"only {len(out)} other stored image(s) have vectors of this layer; {k} asked")
     return Answer(image, model_key, layer, "cosine", out, notes)
 
 

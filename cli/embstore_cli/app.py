@@ -1,7 +1,10 @@
 """The `embstore` command: parses options, makes one library call, renders the result.
 
-Errors from the library (EmbstoreError) become one line on stderr and an exit code, here in
-`main()` and nowhere else.
+Errors from the library (EmbstoreError) become one line on stderr (a JSON object under --json)
+and an exit code, here in `main()` and nowhere else. Exit codes: 0 done; 1 the operation found a
+problem or failed (`verify` on a damaged store); 2 a usage error (bad option value, unknown
+model/layer/class, missing path); 3 the store is busy (another writer); 130 interrupted (Ctrl-C;
+run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -23,30 +26,46 @@ plot_app = typer.Typer(no_args_is_help=True, help="The seed papers' figures as P
 app.add_typer(plot_app, name="plot")
 
 
+GLOBAL_FLAGS = ("--json", "--quiet", "-q", "--wide")
+GLOBAL_VALUES = ("--store",)
+
+
 @app.callback()
-def _store_option(
+def _globals(
     ctx: typer.Context,
     store: Optional[Path] = typer.Option(
         None, "--store", envvar="EMBSTORE_HOME", help="Store directory (default: $EMBSTORE_HOME, else ~/.embstore)."
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print results (and errors) as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
+    wide: bool = typer.Option(False, "--wide", help="Every column, however wide (default: fit the terminal)."),
 ):
-    """embstore: a DuckDB + Parquet store of per-layer CNN activations with a query CLI."""
-    ctx.obj = {"store": store}
+    """embstore: a DuckDB + Parquet store of per-layer CNN activations with a query CLI.
+
+    --store, --json, --quiet and --wide may also follow the subcommand.
+    """
+    ctx.obj = render.Output(store=store, json=as_json, quiet=quiet, wide=wide)
 
 
 def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False):
     """The store named by --store/$EMBSTORE_HOME; `reader` for one-shot read-only commands."""
     import embstore
 
-    # `reader`: one kept read-only connection serves every query of this short process
-    return embstore.open(ctx.obj["store"], create=create, keep_reader=reader)
+    # `reader`: one kept read-only connection serves every query of this short process;
+    # `create`: a new store is made only when first written, so a failed check leaves nothing
+    return embstore.open(ctx.obj.store, create=create, keep_reader=reader, defer_creation=create)
 
 
 @app.command()
 def ingest(
     ctx: typer.Context,
     model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Model name (`embstore models`)."),
-    images: Path = typer.Option(..., "--images", "-i", help="Folder, class-per-folder tree, or CSV/Parquet manifest."),
+    images: Optional[Path] = typer.Option(
+        None,
+        "--images",
+        "-i",
+        help="Folder, class-per-folder tree, or CSV/Parquet manifest (default: the images already in the store).",
+    ),
     weights: str = typer.Option("DEFAULT", help="DEFAULT | a weights enum name | none | path to a state dict."),
     layers: str = typer.Option("default", help="default | all | comma-separated layer names (`embstore layers`)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
@@ -55,12 +74,12 @@ def ingest(
     limit: Optional[int] = typer.Option(None, min=1, help="Ingest at most N images (sorted by path)."),
     max_pixels: int = typer.Option(100_000_000, help="Refuse images with more pixels than this."),
 ):
-    """Run MODEL over IMAGES and store every chosen layer's pooled activations.
+    """Run MODEL over IMAGES (default: every image already stored) and store each chosen layer's pooled activations.
 
     Example: embstore ingest --model densenet121 --images ~/imagenet/val --layers default
     """
     store = _store(ctx, create=True)
-    with render.IngestProgress() as bar:
+    with render.IngestProgress(ctx.obj) as bar:
         result = store.ingest(
             images,
             model=model,
@@ -73,7 +92,7 @@ def ingest(
             max_pixels=max_pixels,
             progress=bar.update,
         )
-    render.ingest_summary(result, store.path)
+    render.ingest_summary(ctx.obj, result, store.path)
 
 
 @app.command()
@@ -85,36 +104,38 @@ def demo(ctx: typer.Context):
     from embstore_cli.demo import run_demo
 
     store = _store(ctx, create=True)
-    with render.IngestProgress() as bar:
+    with render.IngestProgress(ctx.obj) as bar:
         result = run_demo(store, progress=bar.update)
-    render.ingest_summary(result.ingest, store.path)
-    render.answer(result.similar, as_json=False, as_csv=False, columns=("images", "wnid"))
-    render.answer(result.nearest, as_json=False, as_csv=False, columns=("label", "predicted", "path"))
-    render.report(result.report)
+    render.demo(ctx.obj, result, store.path)
 
 
 @app.command("models")
-def list_models():
+def list_models(ctx: typer.Context):
     """List every model `embstore ingest --model` accepts, with weights and preprocessing.
 
     Example: embstore models
     """
     import embstore
 
-    render.models_table([embstore.describe_model(name) for name in embstore.list_models()])
+    render.models_table(ctx.obj, [embstore.describe_model(name) for name in embstore.list_models()])
 
 
 @app.command("layers")
 def list_layers(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="Model name."),
+    default: bool = typer.Option(False, "--default", help="Only the default set (what `ingest` stores)."),
 ):
     """List MODEL's layers in forward order with channel counts; * marks the default set.
 
-    Example: embstore layers resnet50
+    Example: embstore layers resnet50 --default
     """
     import embstore
 
-    render.layers_table(model, embstore.model_layers(model))
+    layers = embstore.model_layers(model)
+    render.layers_table(
+        ctx.obj, model, [layer for layer in layers if layer.default] if default else layers, len(layers)
+    )
 
 
 @app.command()
@@ -127,7 +148,7 @@ def verify(
     Example: embstore verify --repair
     """
     report = _store(ctx).verify(repair=repair)
-    render.verify_report(report)
+    render.verify_report(ctx.obj, report)
     if not report.ok and not repair:
         raise typer.Exit(1)
 
@@ -138,7 +159,7 @@ def status(ctx: typer.Context):
 
     Example: embstore --store ./mystore status
     """
-    render.status(_store(ctx, reader=True).status())
+    render.status(ctx.obj, _store(ctx, reader=True).status())
 
 
 @query_app.command("similar")
@@ -150,8 +171,11 @@ def query_similar(
     layer: Optional[str] = typer.Option(
         None, help="A stored layer, or 'all' conv layers (default for prototype/tstat)."
     ),
-    method: str = typer.Option("prototype", help="prototype | tstat | hidden | classifier"),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    method: Optional[str] = typer.Option(
+        None,
+        help="prototype | tstat | hidden | classifier (default: prototype if CLASS has labelled images, "
+        "else classifier)",
+    ),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
 ):
     """The K classes most similar to CLASS (seed 003 methods).
@@ -159,7 +183,7 @@ def query_similar(
     Example: embstore query similar knot --k 9 --method tstat
     """
     answer = _store(ctx, reader=True).similar_classes(cls, k=k, model=model, layer=layer, method=method)
-    render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("images", "wnid"))
+    render.answer(ctx.obj, answer, as_csv=as_csv, kind="classes")
 
 
 @query_app.command("images")
@@ -170,7 +194,6 @@ def query_images(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
     layer: str = typer.Option("hidden", help="Stored layer to compare in."),
     index: str = typer.Option("auto", help="auto | flat (exact) | hnsw | ivf"),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
 ):
     """The K stored images nearest to IMAGE by cosine of one layer's vectors.
@@ -178,7 +201,7 @@ def query_images(
     Example: embstore query images data/samples/coffee.png --k 3
     """
     answer = _store(ctx, reader=True).nearest_images(image, k=k, model=model, layer=layer, index=index)
-    render.answer(answer, as_json=as_json, as_csv=as_csv, columns=("label", "predicted", "path"))
+    render.answer(ctx.obj, answer, as_csv=as_csv, kind="images")
 
 
 @app.command()
@@ -186,7 +209,6 @@ def sql(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="SQL; every catalog table, view and embstore UDF is available."),
     write: bool = typer.Option(False, "--write", help="Open the catalog read-write."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
 ):
     """Run ad-hoc SQL on the catalog (read-only unless --write).
@@ -194,7 +216,20 @@ def sql(
     Example: embstore sql "SELECT layer, count(*) FROM activations GROUP BY layer"
     """
     columns, rows = _store(ctx).run_sql(query, write=write)
-    render.rows(columns, rows, as_json=as_json, as_csv=as_csv)
+    render.rows(ctx.obj, columns, rows, as_csv=as_csv)
+
+
+@app.command()
+def shell(
+    ctx: typer.Context,
+    write: bool = typer.Option(False, "--write", help="Open the catalog read-write."),
+):
+    """An interactive SQL prompt on the store (end statements with ';', quit with .quit or Ctrl-D).
+
+    Example: embstore shell
+    """
+    store = _store(ctx)
+    render.shell(ctx.obj, store.path, lambda query: store.run_sql(query, write=write), store.tables)
 
 
 @analyze_app.command("matching")
@@ -217,7 +252,7 @@ def analyze_matching(
     report = _store(ctx, create=ingest_missing).match_triplets(
         manifest, models=model or None, layers=layer or None, ingest_missing=ingest_missing, weights=weights
     )
-    render.matching(report)
+    render.matching(ctx.obj, report)
 
 
 @analyze_app.command("prototypes")
@@ -230,7 +265,7 @@ def analyze_prototypes(
 
     Example: embstore analyze prototypes --model densenet121 --layer hidden
     """
-    render.materialised(_store(ctx).class_tables("prototypes", model, layer or None))
+    render.materialised(ctx.obj, _store(ctx).class_tables("prototypes", model, layer or None))
 
 
 @analyze_app.command("tstats")
@@ -249,9 +284,9 @@ def analyze_tstats(
             raise typer.BadParameter("--pair A,B needs exactly one --layer")
         first, second = pair.split(",")
         a, b, (t, df) = _store(ctx, reader=True).class_pair(first, second, layer=layer[0], model=model)
-        render.pair(a, b, layer[0], t, df)
+        render.pair(ctx.obj, a, b, layer[0], t, df)
         return
-    render.materialised(_store(ctx).class_tables("tstats", model, layer or None))
+    render.materialised(ctx.obj, _store(ctx).class_tables("tstats", model, layer or None))
 
 
 @analyze_app.command("rsa")
@@ -269,7 +304,8 @@ def analyze_rsa(
     Example: embstore analyze rsa --model vgg16 --vectors glove --permutations 1000
     """
     render.rsa(
-        _store(ctx).rsa(model, vectors, groups=groups, permutations=permutations, seed=seed, layers=layer or None)
+        ctx.obj,
+        _store(ctx).rsa(model, vectors, groups=groups, permutations=permutations, seed=seed, layers=layer or None),
     )
 
 
@@ -286,7 +322,7 @@ def analyze_failures(
 
     Example: embstore analyze failures --model densenet121 --limit 10
     """
-    render.failures(_store(ctx, reader=True).failures(model, limit=limit, close_at=close))
+    render.failures(ctx.obj, _store(ctx, reader=True).failures(model, limit=limit, close_at=close))
 
 
 # -- figures and the report ---------------------------------------------------------------------
@@ -303,9 +339,10 @@ def _plot(ctx: typer.Context, kind: str, out: Optional[Path], formats: str, **op
 
     fig = _store(ctx, reader=True).figure(kind, **options)
     render.written(
+        ctx.obj,
         embstore.save_figure(
             fig, out or Path("figures") / kind, tuple(f.strip() for f in formats.split(",") if f.strip())
-        )
+        ),
     )
 
 
@@ -464,31 +501,76 @@ def report(
 
     Example: embstore report --out report.html --class knot
     """
-    with render.Status("building report") as status:
+    with render.Status(ctx.obj, "building report") as status:
         result = _store(ctx, reader=True).report(out, cls=cls, manifest=manifest, k=k, progress=status.update)
-    render.report(result)
+    render.report(ctx.obj, result)
 
 
 def main(argv: list[str] | None = None) -> None:
     import click
 
+    argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    as_json = "--json" in argv[: _first_command(argv)]
     command = typer.main.get_command(app)
     try:
         # non-standalone typer *returns* exit codes (typer.Exit, and 130 for Ctrl-C) instead of raising
         code = command.main(args=argv, prog_name="embstore", standalone_mode=False)
     except EmbstoreError as exc:
-        sys.stderr.write(f"embstore: error: {' '.join(str(exc).split())}\n")
+        render.error(type(exc).__name__, " ".join(str(exc).split()), exc.exit_code, as_json=as_json)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # the library's typed errors cover what it expects; this is the machine's word
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        render.error(type(exc).__name__, f"{exc.strerror or exc}{where}", 1, as_json=as_json)
+        sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        if as_json:
+            render.error("UsageError", exc.format_message(), exc.exit_code, as_json=True)
+        else:
+            exc.show()
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         code = 130
     if code == 130:
-        sys.stderr.write("embstore: interrupted; run the same command again to resume\n")
+        render.error("Interrupted", "interrupted; run the same command again to resume", 130, as_json=as_json)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move --store/--json/--quiet/--wide written after the subcommand to the front, where click wants them.
+
+    Users type `embstore ingest --model m --store S`; everything after a literal `--` is left alone.
+
+    >>> hoist_global_options(["query", "similar", "knot", "--store", "s", "--json"])
+    ['--store', 's', '--json', 'query', 'similar', 'knot']
+    >>> hoist_global_options(["sql", "SELECT 1", "--store=s", "--", "--json"])
+    ['--store=s', 'sql', 'SELECT 1', '--', '--json']
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg in GLOBAL_FLAGS or any(arg.startswith(f"{name}=") for name in GLOBAL_VALUES):
+            front.append(arg)
+        elif arg in GLOBAL_VALUES and i + 1 < len(argv):
+            front += [arg, argv[i + 1]]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def _first_command(argv: list[str]) -> int:
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-") and (i == 0 or argv[i - 1] not in GLOBAL_VALUES):
+            return i
+    return len(argv)
 
 
 if __name__ == "__main__":

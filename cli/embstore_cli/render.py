@@ -1,22 +1,101 @@
-"""Rich rendering of library results; nothing here computes anything."""
+"""Rendering of library results as Rich tables (fit to the terminal) or JSON; nothing here computes anything.
+
+Under --json every command prints one JSON object on stdout (shapes in the README) and errors print
+`{"error": {"type", "message", "exit_code"}}` on stderr.
+"""
 
 from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 console = Console()
+errors = Console(stderr=True)
 
 
+@dataclass
+class Output:
+    """How the user asked to see results (global options)."""
+
+    store: Path | None = None
+    json: bool = False
+    quiet: bool = False
+    wide: bool = False
+
+
+def jsonable(value):
+    """Dataclasses, numpy values and paths as plain JSON values (NaN as null)."""
+    import math
+
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in fields(value) if not f.name.startswith("_")}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def emit(payload: dict) -> None:
+    print(json.dumps(jsonable(payload), indent=2, ensure_ascii=False))
+
+
+def error(kind: str, message: str, exit_code: int, *, as_json: bool) -> None:
+    if as_json:
+        sys.stderr.write(json.dumps({"error": {"type": kind, "message": message, "exit_code": exit_code}}) + "\n")
+    else:
+        sys.stderr.write(f"embstore: {'error: ' if exit_code != 130 else ''}{message}\n")
+
+
+def note(out: Output, text: str) -> None:
+    if not out.quiet:
+        errors.print(f"[dim]{text}[/]", soft_wrap=True, highlight=False)
+
+
+def _table(out: Output, title: str | None = None, **kw) -> Table:
+    return Table(title=title, expand=False, **kw)
+
+
+def _num(v, fmt: str = ".3f") -> str:
+    return "-" if v is None else format(v, fmt) if isinstance(v, float) else str(v)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# -- ingest ------------------------------------------------------------------------------------
 class IngestProgress:
-    """A progress bar fed by the library's `progress(n, total)` callback."""
+    """A progress bar (count, rate, elapsed, ETA) fed by the library's `progress(n, total)` callback."""
+
+    def __init__(self, out: Output):
+        self.out = out
+        self._progress = None  # started on the first callback, so early errors print alone
 
     def __enter__(self):
-        self._progress = None  # started on the first callback, so early errors print alone
         return self
 
     def update(self, n: int, total: int) -> None:
+        if self.out.quiet or self.out.json:
+            return
         if self._progress is None:
+            if total == 0:
+                return  # nothing to do: the summary says why
+            import time
+
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -30,27 +109,41 @@ class IngestProgress:
                 TextColumn("[bold]ingest"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} img/s"),
+                TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
-                console=Console(stderr=True),
+                console=errors,
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task("ingest", total=total, rate="-")
-            return
-        self._progress.advance(self._task, n)
-        speed = self._progress.tasks[0].speed
-        self._progress.update(self._task, rate=f"{speed:.1f}" if speed else "-")
+            self._task = self._progress.add_task("ingest", total=total, rate="… img/s")
+            self._started, self._done = time.monotonic(), 0
+            if not n:
+                return
+        import time
+
+        self._done += n
+        elapsed = time.monotonic() - self._started
+        rate = f"{self._done / elapsed:.1f} img/s" if elapsed > 0 and self._done else "… img/s"
+        self._progress.update(self._task, advance=n, rate=rate)
 
     def __exit__(self, *exc):
         return self._progress.__exit__(*exc) if self._progress else None
 
 
-def ingest_summary(r, store_path) -> None:
-    t = Table(title=f"ingest {r.model_key} — {r.status}", show_header=False)
-    t.add_column(style="bold")
-    t.add_column()
+def ingest_summary(out: Output, r, store_path) -> None:
+    if out.json:
+        emit({"store": store_path, **jsonable(r), "images_per_s": r.images_per_s})
+        return
+    if r.n_images and not (r.n_done or r.n_errors or r.n_duplicates) and r.n_skipped == r.n_images:
+        console.print(
+            f"nothing to do: all {r.n_images} image(s) are already stored for {r.model_key} "
+            f"({_plural(len(r.layers), 'layer')})",
+            soft_wrap=True,
+        )
+    t = _table(out, f"ingest {r.model_key} — {r.status}", show_header=False)
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(overflow="fold")
     rows = [
         ("store", str(store_path)),
         ("run", r.run_id),
@@ -72,150 +165,230 @@ def ingest_summary(r, store_path) -> None:
     for line in r.recovered:
         console.print(f"[yellow]recovered:[/] {line}")
     if r.errors:
-        e = Table(title=f"{len(r.errors)} image(s) skipped (see table ingest_errors)")
-        e.add_column("path", overflow="fold")
+        e = _table(out, f"{_plural(len(r.errors), 'image')} skipped (see table ingest_errors)")
+        e.add_column("file", overflow="fold")
         e.add_column("reason", overflow="fold")
         for path, reason in r.errors[:20]:
-            e.add_row(path, reason)
+            e.add_row(path if out.wide else Path(path).name, reason)
         console.print(e)
 
 
-def models_table(specs) -> None:
-    t = Table(title=f"{len(specs)} models")
-    for c in ("model", "source", "default weights", "resize→crop", "mean / std", "interpolation"):
-        t.add_column(c)
+def demo(out: Output, result, store_path) -> None:
+    if out.json:
+        emit(
+            {
+                "ingest": {"store": store_path, **jsonable(result.ingest)},
+                "similar": _answer_json(result.similar),
+                "nearest": _answer_json(result.nearest),
+                "report": _report_json(result.report),
+            }
+        )
+        return
+    ingest_summary(out, result.ingest, store_path)
+    answer(out, result.similar, as_csv=False, kind="classes")
+    answer(out, result.nearest, as_csv=False, kind="images")
+    report(out, result.report)
+
+
+# -- models and layers ---------------------------------------------------------------------------
+def models_table(out: Output, specs) -> None:
+    if out.json:
+        emit({"models": [{**jsonable(s), "key": s.key} for s in specs]})
+        return
+    t = _table(out, f"{len(specs)} models")
+    for c in ("model", "default weights", "resize→crop", "interpolation"):
+        t.add_column(c, overflow="fold")
+    if out.wide:
+        t.add_column("mean / std")
     for s in specs:
         p = s.preprocessing
-        t.add_row(
-            s.name,
-            s.source,
-            s.weights,
-            f"{p.resize}→{p.crop}",
-            f"{tuple(round(m, 3) for m in p.mean)} / {tuple(round(v, 3) for v in p.std)}",
-            p.interpolation,
-        )
+        cells = [s.name, s.weights, f"{p.resize}→{p.crop}", p.interpolation]
+        if out.wide:
+            cells.append(f"{tuple(round(m, 3) for m in p.mean)} / {tuple(round(v, 3) for v in p.std)}")
+        t.add_row(*cells)
     console.print(t)
     console.print("Also any timm model as timm:NAME (weights none or a file).")
 
 
-def layers_table(model, layers) -> None:
-    t = Table(title=f"{model}: {len(layers)} layers (* = default set)")
+def layers_table(out: Output, model, layers, total: int) -> None:
+    if out.json:
+        emit({"model": model, "layers": [jsonable(layer) for layer in layers]})
+        return
+    shown = "" if len(layers) == total else f", {len(layers)} shown"
+    t = _table(out, f"{model}: {total} layers{shown} (* = default set)")
     for c in ("", "layer", "channels", "kind", "reduction"):
-        t.add_column(c)
-    for l in layers:
-        t.add_row("*" if l.default else "", l.name, str(l.channels), l.kind, l.reduction)
+        t.add_column(c, overflow="fold")
+    for layer in layers:
+        t.add_row("*" if layer.default else "", layer.name, str(layer.channels), layer.kind, layer.reduction)
     console.print(t)
 
 
-def verify_report(r) -> None:
+# -- store ---------------------------------------------------------------------------------------
+def verify_report(out: Output, r) -> None:
+    if out.json:
+        emit({**jsonable(r), "ok": r.ok})
+        return
     console.print(f"{r.files} files, {r.rows} vectors checked")
     for label, items in (("missing", r.missing), ("corrupt", r.corrupt), ("orphan", r.orphans), ("staged", r.staged)):
         for item in items[:20]:
-            console.print(f"[red]{label}:[/] {item}")
+            console.print(f"[red]{label}:[/] {item}", soft_wrap=True)
     if r.dangling_index_rows:
         console.print(f"[red]index rows without a file:[/] {r.dangling_index_rows}")
     if r.interrupted_runs:
         console.print(f"[yellow]unfinished runs:[/] {r.interrupted_runs}")
     for line in r.repaired:
-        console.print(f"[green]repaired:[/] {line}")
+        console.print(f"[green]repaired:[/] {line}", soft_wrap=True)
     console.print("[green]OK: catalog and files agree[/]" if r.ok else "[red]NOT OK[/]: run `embstore verify --repair`")
 
 
-def status(s: dict) -> None:
-    t = Table(title=f"store {s['path']}", show_header=False)
+STATUS_MODEL_COLUMNS = ("model", "layers", "images", "top1_error", "top5_error")
+
+
+def status(out: Output, s: dict) -> None:
+    if out.json:
+        emit({**{k: v for k, v in s.items() if k != "per_model"},
+              "models": [dict(zip(STATUS_MODEL_COLUMNS, row)) for row in s["per_model"]]})  # fmt: skip
+        return
+    console.print(f"store {s['path']}", soft_wrap=True, highlight=False)  # a path is never wrapped
+    t = _table(out, show_header=False)
     t.add_column(style="bold")
     t.add_column()
     for k in ("images", "labelled", "models", "vectors", "files", "runs", "errors"):
         t.add_row(k, str(s[k]))
     console.print(t)
     if s["per_model"]:
-        m = Table(title="models")
+        m = _table(out, "models")
         for c in ("model", "layers", "images", "top-1 err", "top-5 err"):
-            m.add_column(c)
+            m.add_column(c, overflow="fold")
         for row in s["per_model"]:
-            m.add_row(*[("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
+            m.add_row(*[_num(v) for v in row])
         console.print(m)
 
 
-def answer(a, *, as_json: bool, as_csv: bool, columns: tuple[str, ...]) -> None:
-    """Nearest classes or images as a Rich table, JSON or CSV."""
-    rows = [
-        {"rank": n.rank, "name": n.label, "score": round(n.score, 6), **{c: n.detail.get(c) for c in columns}}
-        for n in a.rows
-    ]
-    if as_json:
-        import json
+# -- answers -------------------------------------------------------------------------------------
+def _answer_json(a) -> dict:
+    return {
+        "query": a.query,
+        "model": a.model_key,
+        "layer": a.layer,
+        "method": a.method,
+        "results": [{"rank": n.rank, "name": n.label, "score": n.score, **n.detail} for n in a.rows],
+        "notes": a.notes,
+    }
 
-        print(
-            json.dumps(
-                {
-                    "query": a.query,
-                    "model": a.model_key,
-                    "layer": a.layer,
-                    "method": a.method,
-                    "results": rows,
-                    "notes": a.notes,
-                },
-                indent=2,
-            )
-        )
+
+def answer(out: Output, a, *, as_csv: bool, kind: str) -> None:
+    """Nearest classes (kind 'classes') or images ('images') as a table, JSON or CSV."""
+    if out.json:
+        emit(_answer_json(a))
         return
+    if kind == "images":  # a file name a person recognises; the id (and full path) with --wide or --json
+        columns = ("id", "label", "predicted", "path") if out.wide else ("label", "predicted")
+        rows = [
+            {"rank": n.rank, "name": Path(n.detail.get("path") or n.label).name, "score": n.score,
+             **{c: n.label if c == "id" else n.detail.get(c) for c in columns}}
+            for n in a.rows
+        ]  # fmt: skip
+    else:
+        columns = ("images", "wnid")
+        rows = [{"rank": n.rank, "name": n.label, "score": n.score, **{c: n.detail.get(c) for c in columns}}
+                for n in a.rows]  # fmt: skip
     if as_csv:
         import csv
-        import sys
 
-        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["rank", "name", "score", *columns])
+        w = csv.DictWriter(sys.stdout, fieldnames=["rank", "name", "score", *columns])
         w.writeheader()
         w.writerows(rows)
         return
-    t = Table(title=f"{a.query} — {a.model_key}, layer {a.layer}, {a.method}")
-    for c in ("rank", "name", "score", *columns):
-        t.add_column(c, overflow="fold")
+    title = f"{a.query} — {a.model_key}, layer {a.layer}, {a.method}"
+    t = _table(out, title if out.wide else None)
+    if not out.wide:
+        console.print(title, soft_wrap=True, highlight=False)
+    t.add_column("rank", justify="right", no_wrap=True)
+    t.add_column("name", overflow="fold", ratio=3)
+    t.add_column("score", justify="right", no_wrap=True, min_width=6)
+    for c in columns:
+        t.add_column(c, overflow="fold", ratio=2 if c in ("label", "predicted", "path") else 1)
     for r in rows:
         t.add_row(*["" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()])
     console.print(t)
-    for note in a.notes:
-        console.print(f"[dim]{note}[/]")
+    for line in a.notes:
+        note(out, line)
 
 
-def rows(columns, data, *, as_json: bool, as_csv: bool) -> None:
+def rows(out: Output, columns, data, *, as_csv: bool) -> None:
     """Any SQL result."""
-    if as_json:
-        import json
-
-        print(json.dumps([dict(zip(columns, r)) for r in data], default=str, indent=2))
+    if out.json:
+        emit({"columns": list(columns), "rows": [dict(zip(columns, r)) for r in data]})
         return
     if as_csv:
         import csv
-        import sys
 
         w = csv.writer(sys.stdout)
         w.writerow(columns)
         w.writerows(data)
         return
-    t = Table()
+    t = _table(out)
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in data:
         t.add_row(*["NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in r])
     console.print(t)
-    console.print(f"[dim]{len(data)} row(s)[/]")
+    note(out, f"{_plural(len(data), 'row')}")
 
 
-def matching(report) -> None:
-    t = Table(title=f"triplet matching — {len(report.triplets.paths)} triplets (seed 000 table 2)")
+def shell(out: Output, store_path, run, tables) -> None:
+    """Read SQL statements (ended by ';') from the terminal or a pipe and print each result."""
+    from embstore import EmbstoreError
+
+    interactive = sys.stdin.isatty()
+    if interactive:
+        try:
+            import readline  # noqa: F401 - line editing and history for input()
+        except ImportError:
+            pass
+        errors.print(f"embstore shell on {store_path} — end statements with ';', .tables, .quit", soft_wrap=True)
+    buffer: list[str] = []
+    while True:
+        try:
+            line = input("sql> " if not buffer else "...> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        if not interactive and line == "":
+            break
+        text = line.strip()
+        if not buffer and text in (".quit", ".exit", "\\q"):
+            break
+        if not buffer and text == ".tables":
+            rows(out, ["name", "kind"], tables(), as_csv=False)
+            continue
+        if text:
+            buffer.append(text)
+        if buffer and buffer[-1].endswith(";"):
+            query, buffer = "\n".join(buffer), []
+            try:
+                columns, data = run(query)
+            except EmbstoreError as exc:
+                error(type(exc).__name__, " ".join(str(exc).split()), exc.exit_code, as_json=out.json)
+                continue
+            if columns:
+                rows(out, columns, data, as_csv=False)
+
+
+# -- analyses ------------------------------------------------------------------------------------
+def matching(out: Output, report) -> None:
+    if out.json:
+        emit({"triplets": len(report.triplets.paths), "manifest_sha": report.triplets.sha,
+              "layers": [{k: v for k, v in jsonable(r).items() if k not in ("cos_related", "cos_unrelated", "matched")}
+                         for r in report.layers],
+              "top1_error": report.top1_error})  # fmt: skip
+        return
+    t = _table(out, f"triplet matching — {len(report.triplets.paths)} triplets (seed 000 table 2)")
     for c in ("model", "layer", "matching error", "95% CI", "AUC", "ImageNet top-1 err"):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for r in report.layers:
         top1 = report.top1_error.get(r.model_key)
-        t.add_row(
-            r.model_key,
-            r.layer,
-            f"{r.error:.3f}",
-            f"{r.ci[0]:.3f}–{r.ci[1]:.3f}",
-            f"{r.auc:.3f}",
-            "-" if top1 is None else f"{top1:.3f}",
-        )
+        t.add_row(r.model_key, r.layer, f"{r.error:.3f}", f"{r.ci[0]:.3f}–{r.ci[1]:.3f}", f"{r.auc:.3f}", _num(top1))
     console.print(t)
     if report.layers:
         last = report.layers[-1]
@@ -224,23 +397,25 @@ def matching(report) -> None:
             console.print(f"  {name:9s} {idx[:5]}")
 
 
-def failures(r) -> None:
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+def failures(out: Output, r) -> None:
+    if out.json:
+        emit(jsonable(r))
+        return
     console.print(
-        f"{r.model_key}: {r.n_labelled} labelled images, top-1 error {fmt(r.top1_error)}, "
-        f"top-5 error {fmt(r.top5_error)}, median rank of the true class {fmt(r.median_true_rank)}; "
+        f"{r.model_key}: {r.n_labelled} labelled images, top-1 error {_num(r.top1_error)}, "
+        f"top-5 error {_num(r.top5_error)}, median rank of the true class {_num(r.median_true_rank)}; "
         f"{r.n_failures} top-1 failures"
     )
     for title, items in (
         ("failures, lowest-ranked true class first", r.failures),
         (f"close failures (WordNet Wu-Palmer >= {r.close_at}), lowest-ranked true class first", r.close),
     ):
-        t = Table(title=title)
+        t = _table(out, title)
         for c in ("image", "true", "predicted", "p(pred)", "rank(true)", "p(true)", "wup"):
             t.add_column(c, overflow="fold")
         for f in items:
             t.add_row(
-                f["path"],
+                f["path"] if out.wide else Path(f["path"]).name,
                 f["true"],
                 f["predicted"],
                 f"{f['predicted_prob']:.3f}",
@@ -251,17 +426,24 @@ def failures(r) -> None:
         console.print(t)
 
 
-def rsa(r) -> None:
-    cov = r.coverage.summary() if r.coverage else None
-    console.print(
-        f"{r.model_key} vs {r.reference}: {len(r.concepts)} concepts, {r.n_groups} groups, "
-        f"{r.n_permutations} permutations" + (f"; class names: {cov}" if cov else "")
-    )
+def rsa(out: Output, r) -> None:
+    if out.json:
+        payload = jsonable(r)
+        payload["coverage"] = r.coverage.summary() if r.coverage else None
+        emit(payload)
+        return
+    line = f"{r.model_key} vs {r.reference}: {len(r.concepts)} concepts, {r.n_groups} groups, "
+    line += f"{r.n_permutations} permutations"
+    if r.coverage:
+        c = r.coverage.summary()
+        line += (f"; class names found by name {c['name']}, by synonym {c['synonym']}, by hypernym {c['hypernym']}, "
+                 f"dropped {c['dropped']}")  # fmt: skip
+    console.print(line)
     if r.coverage and r.coverage.dropped:
         console.print("dropped (no vector): " + ", ".join(r.coverage.dropped_names()))
-    t = Table(title="similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")
+    t = _table(out, "similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")
     for c in ("layer", "2v2 acc", "p", "RSA spearman", "RSA pearson", "1v2 acc (n)"):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for row in r.rows:
         t.add_row(
             row.layer,
@@ -274,28 +456,27 @@ def rsa(r) -> None:
     console.print(t)
 
 
-def materialised(results) -> None:
-    t = Table(title=f"{results[0].table if results else 'nothing'} — query it with `embstore sql`")
+def materialised(out: Output, results) -> None:
+    if out.json:
+        emit({"tables": [jsonable(r) for r in results]})
+        return
+    t = _table(out, f"{results[0].table if results else 'nothing'} — query it with `embstore sql`")
     for c in ("model", "layer", "classes", "images", "channels", "left out (<2 images)", "state"):
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for r in results:
-        t.add_row(
-            r.model_key,
-            r.layer,
-            str(r.n_classes),
-            str(r.n_images),
-            str(r.channels),
-            str(r.skipped),
-            "recomputed" if r.recomputed else "up to date",
-        )
+        t.add_row(r.model_key, r.layer, str(r.n_classes), str(r.n_images), str(r.channels), str(r.skipped),
+                  "recomputed" if r.recomputed else "up to date")  # fmt: skip
     console.print(t)
 
 
-def pair(a, b, layer, t, df) -> None:
+def pair(out: Output, a, b, layer, t, df) -> None:
     import numpy as np
 
+    if out.json:
+        emit({"a": a.name, "b": b.name, "layer": layer, "t": t, "df": df})
+        return
     order = np.argsort(-np.abs(t))[:10]
-    tab = Table(title=f"{a.name} vs {b.name} on {layer}: Welch t per channel (10 largest |t|)")
+    tab = _table(out, f"{a.name} vs {b.name} on {layer}: Welch t per channel (10 largest |t|)")
     for c in ("channel", "t", "df"):
         tab.add_column(c)
     for ch in order:
@@ -303,32 +484,46 @@ def pair(a, b, layer, t, df) -> None:
     console.print(tab)
 
 
+# -- figures and the report ----------------------------------------------------------------------
 class Status:
     """A spinner on stderr fed by the library's `progress(message)` callback."""
 
-    def __init__(self, title: str):
-        self.title = title
+    def __init__(self, out: Output, title: str):
+        self.out, self.title = out, title
 
     def __enter__(self):
-        self._status = Console(stderr=True).status(self.title)
-        self._status.__enter__()
+        self._status = None if (self.out.quiet or self.out.json) else errors.status(self.title)
+        if self._status is not None:
+            self._status.__enter__()
         return self
 
     def update(self, message: str) -> None:
-        self._status.update(f"{self.title}: {message}")
+        if self._status is not None:
+            self._status.update(f"{self.title}: {message}")
 
     def __exit__(self, *exc):
-        return self._status.__exit__(*exc)
+        return self._status.__exit__(*exc) if self._status is not None else None
 
 
-def written(paths) -> None:
+def written(out: Output, paths) -> None:
+    if out.json:
+        emit({"written": [str(p) for p in paths]})
+        return
     for p in paths:
         console.print(f"wrote {p}", soft_wrap=True, highlight=False)  # a path must stay copy-pasteable
 
 
-def report(r) -> None:
+def _report_json(r) -> dict:
+    return {"path": str(r.path), "bytes": r.n_bytes, "figures": list(r.figures), "seconds": r.seconds,
+            "skipped": r.skipped}  # fmt: skip
+
+
+def report(out: Output, r) -> None:
+    if out.json:
+        emit(_report_json(r))
+        return
     console.print(
-        f"wrote {r.path} ({r.n_bytes / 1e6:.1f} MB, {len(r.figures)} figures, {r.seconds:.1f} s)",
+        f"wrote {r.path} ({r.n_bytes / 1e6:.1f} MB, {_plural(len(r.figures), 'figure')}, {r.seconds:.1f} s)",
         soft_wrap=True,
         highlight=False,
     )

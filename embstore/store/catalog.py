@@ -303,6 +303,11 @@ class Catalog:
     def running_runs(self) -> int:
         return self.con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchall()[0][0]
 
+    def tables(self) -> list[tuple[str, str]]:
+        return [(name, kind.lower().replace("base table", "table")) for name, kind in self.con.execute(
+            """SELECT table_name, table_type FROM information_schema.tables
+               WHERE table_schema = 'main' ORDER BY table_name""").fetchall()]  # fmt: skip
+
     def summary(self) -> dict:
         """Counts of images, models, vectors, files, runs and errors, plus one row per model with its errors."""
         one = lambda sql: self.con.execute(sql).fetchall()[0][0]  # noqa: E731

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embstore.errors import EmbstoreError
+from embstore.errors import UsageError
 
 
 def run_sql(store, query: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
@@ -27,7 +27,7 @@ def run_sql(store, query: str, *, write: bool = False) -> tuple[list[str], list[
                 if "read-only" in first
                 else ""
             )
-            raise EmbstoreError(f"SQL error: {first}{hint}") from None
+            raise UsageError(f"SQL error: {first}{hint}") from None
         if cur.description is None:
             return [], []
         columns = [d[0] for d in cur.description]

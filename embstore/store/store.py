@@ -357,6 +357,13 @@ class Store:
 
         return run_sql(self, query, write=write)
 
+    def tables(self) -> list[tuple[str, str]]:
+        """(name, 'table' or 'view') of everything SQL can read in the catalog."""
+        from embstore.store.catalog import Catalog
+
+        with self.read() as con:
+            return Catalog(con).tables()
+
     def status(self) -> dict[str, Any]:
         """Counts of images, models, vectors, files, runs and errors, and per model its top-1/top-5 error."""
         from embstore.store.catalog import Catalog
