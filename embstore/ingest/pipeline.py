@@ -77,13 +77,13 @@ def ingest(
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, not {batch_size}")
-    found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
     if isinstance(model, str):
-        models.check_name(model)
-        dev = _device(device)
+        models.check_name(model)  # the cheapest check first, before any image is looked at
+    found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
+    dev = _device(device)
+    if isinstance(model, str):
         net, spec, sha = models.load(model, weights)
     else:
-        dev = _device(device)
         net, spec, sha = models.from_module(model, name, preprocessing)
     was_training = net.training
     net.eval()  # a module the caller passed gets its own mode back at the end

@@ -1,0 +1,131 @@
+"""The ways people use embstore, typed exactly as the project and the README write them."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+
+import duckdb
+import numpy as np
+import pytest
+
+import embstore
+
+from .conftest import EMBSTORE, ROOT, blob_picture, make_images
+
+CLASSES = ("knot", "chain", "baseball", "golf_ball")
+
+
+def _stand_in_weights(torch_home, *names):
+    """Randomly initialised state dicts saved where torch hub keeps each model's DEFAULT weights.
+
+    The pretrained files cannot be downloaded here; a file in the cache is what `--weights DEFAULT`
+    reads, so the command lines run as written (their numbers are not pretrained ones).
+    """
+    import torch
+    from torchvision.models import get_model, get_model_weights
+
+    folder = torch_home / "hub" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        url = get_model_weights(name).DEFAULT.url
+        torch.manual_seed(0)
+        torch.save(get_model(name, weights=None).state_dict(), folder / url.rsplit("/", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """$EMBSTORE_HOME holding the demo's photos ingested with EfficientNet-Lite0, and a TORCH_HOME with stand-ins."""
+    root = tmp_path_factory.mktemp("usage")
+    store = embstore.open(root / "home", create=True)
+    store.ingest(embstore.sample_images(), model="efficientnet_lite0", batch_size=8)
+    store.close()
+    _stand_in_weights(root / "torch", "densenet121", "resnet50")
+    env = {**os.environ, "EMBSTORE_HOME": str(root / "home"), "TORCH_HOME": str(root / "torch"), "COLUMNS": "80"}
+    return root, env
+
+
+def run(line: str, env, cwd=None) -> subprocess.CompletedProcess:
+    words = shlex.split(line, comments=True)
+    assert words[0] == "embstore"
+    return subprocess.run([str(EMBSTORE), *words[1:]], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_the_three_ways_people_use_it(home):
+    root, env = home
+    # 1. add a model to the image set already in the store
+    done = run("embstore ingest --model densenet121", env)
+    assert done.returncode == 0, done.stderr
+    assert "ingest densenet121@IMAGENET1K_V1 — completed" in done.stdout
+    n_photos = len(list(embstore.sample_images().iterdir()))
+    assert re.search(rf"stored now\s+│\s+{n_photos}\b", done.stdout), done.stdout
+    # 2. the nine classes nearest to knot: no labelled knots here, so the classifier weights, said so
+    similar = run("embstore query similar knot --k 9", env)
+    assert similar.returncode == 0, similar.stderr
+    assert "method classifier: knot has no labelled images" in similar.stderr
+    assert "model densenet121@IMAGENET1K_V1: the most recently ingested of 2" in similar.stderr
+    ranks = [line for line in similar.stdout.splitlines() if re.match(r"│\s+\d+ │", line)]
+    assert len(ranks) == 9 and all(len(line) <= 80 for line in similar.stdout.splitlines())
+    as_json = json.loads(run("embstore query similar knot --k 9 --json", env).stdout)
+    assert as_json["method"] == "classifier" and len(as_json["results"]) == 9
+    # 3. ad-hoc SQL in plain DuckDB, on the catalog file itself
+    con = duckdb.connect(str(root / "home" / "catalog.duckdb"), read_only=True)
+    rows = con.sql(
+        "SELECT model, layer, count(*) FROM activations WHERE layer = 'hidden' GROUP BY ALL ORDER BY 1"
+    ).fetchall()
+    assert rows == [("densenet121", "hidden", n_photos), ("efficientnet_lite0", "hidden", n_photos)]
+    con.close()
+
+
+def test_global_options_go_after_the_subcommand_and_failed_checks_create_nothing(home, tmp_path):
+    root, env = home
+    elsewhere = tmp_path / "new-store"
+    bad = run(f"embstore ingest --model densenet_121 --store {elsewhere}", env)
+    assert bad.returncode == 2 and "Did you mean: densenet121" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    assert not elsewhere.exists()
+    empty = run(f"embstore ingest --model resnet18 --weights none --store {elsewhere}", env)
+    assert empty.returncode == 2 and "holds no images yet" in empty.stderr and "--images" in empty.stderr
+    assert not elsewhere.exists()
+    err = run(f"embstore query similar knott --store {root / 'home'} --json", env)
+    assert err.returncode == 2 and err.stdout == ""
+    assert json.loads(err.stderr)["error"]["type"] == "UnknownClassError"
+    status = json.loads(run("embstore status --json", env).stdout)
+    assert status["images"] == len(list(embstore.sample_images().iterdir()))
+    for line in ("embstore models --json", "embstore layers resnet18 --default --json", "embstore verify --json"):
+        done = run(line, env)
+        assert done.returncode == 0, (line, done.stderr)
+        assert isinstance(json.loads(done.stdout), dict), line
+
+
+def test_every_line_of_the_readme_using_it_section_runs(home, tmp_path):
+    """Each line verbatim, with only the paths to data replaced by real data of the same kind."""
+    root, env = home
+    env = {**env, "EMBSTORE_HOME": str(tmp_path / "store")}
+    photos = tmp_path / "photos"
+    rng = np.random.default_rng(1)
+    labelled = [blob_picture(photos / cls / f"{j}.png", rng) for cls in CLASSES for j in range(3)]
+    make_images(photos / "unlabelled", 2)
+    (photos / "cat.jpg").write_bytes((embstore.sample_images() / "chelsea.png").read_bytes())
+    manifest = tmp_path / "triplets.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in labelled))
+    block = re.search(r"## Using it\n\n```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
+    lines = [line.strip() for line in block.splitlines() if line.strip()]
+    assert len(lines) >= 14
+    for line in lines:
+        line = line.replace("~/photos", str(photos)).replace("triplets.csv", str(manifest))
+        if line.startswith("echo "):
+            sql, command = re.match(r'echo "(.*)" \| (.*)', line).groups()
+            done = subprocess.run(
+                [str(EMBSTORE), *shlex.split(command, comments=True)[1:]],
+                input=sql + "\n",
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            assert re.search(r"│\s+\d+\s+│", done.stdout), done.stdout
+        else:
+            done = run(line, env, cwd=tmp_path)
+        assert done.returncode == 0, (line, done.stdout[-1500:], done.stderr[-1500:])
+        if "--json" in line:
+            json.loads(done.stdout)
