@@ -25,7 +25,7 @@ def _stored_images(store) -> int:
         return -1
 
 
-def _start(store_path, images):
+def _start(store_path, images, batch: int = 4):
     return subprocess.Popen(
         [
             str(EMBSTORE),
@@ -41,7 +41,7 @@ def _start(store_path, images):
             "--images",
             str(images),
             "-b",
-            "4",
+            str(batch),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -189,16 +189,21 @@ def test_verify_exits_non_zero_on_a_broken_store_and_zero_after_repair(ingested,
 
 
 def test_ctrl_c_marks_the_run_interrupted_and_exits_130(tmp_path):
-    make_images(tmp_path / "imgs", 400, size=32, seed=14)
+    # The signal must land mid-run: 300 images of 160 px one at a time take ~10x longer than the wait for
+    # the first 8, so a loaded machine slows both alike (at 400 images of 32 px the whole run took ~2 s and
+    # could finish before the signal arrived: the test, not the mechanism, was flaky).
+    make_images(tmp_path / "imgs", 300, size=160, seed=14)
     store = Store.open(tmp_path / "store", create=True)
-    proc = _start(store.path, tmp_path / "imgs")
+    proc = _start(store.path, tmp_path / "imgs", batch=1)
     deadline = time.monotonic() + 240
     while _stored_images(store) < 8 and time.monotonic() < deadline:
         assert proc.poll() is None
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err
+    assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err, err[-2000:]
+    assert 8 <= _stored_images(store) < 300
     with store.read() as con:
         assert con.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
     assert ActivationFiles(store).verify().ok

@@ -254,14 +254,32 @@ def test_second_concurrent_ingest_is_refused(store, tmp_path):
             ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none")
 
 
-def test_view_is_usable_from_a_plain_duckdb_connection_in_another_directory(store, tmp_path, monkeypatch):
+def test_a_copied_store_works_in_embstore_at_once_and_in_plain_duckdb_after_one_step(store, tmp_path, monkeypatch):
+    import shutil
+
+    import embstore
+
     make_images(tmp_path / "imgs", 2)
     ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
-    monkeypatch.chdir(tmp_path.parent)
-    con = duckdb.connect(str(store.catalog_path), read_only=True)
-    rows = con.execute("SELECT model, weights, layer, count(*) FROM activations GROUP BY ALL ORDER BY layer").fetchall()
+    expected = [
+        ("resnet18@none", "resnet18", "none", "hidden", 2),
+        ("resnet18@none", "resnet18", "none", "layer1.0", 2),
+    ]
+    query = "SELECT model_key, model, weights, layer, count(*) FROM activations GROUP BY ALL ORDER BY layer"
+    shutil.copytree(store.path, tmp_path / "copy")
+    shutil.rmtree(store.path)  # the original is gone: nothing may still point at it
+    copy = tmp_path / "copy"
+    before = (copy / "catalog.duckdb").read_bytes()
+    with embstore.open(copy) as moved:
+        assert moved.sql(query).fetchall() == expected
+    assert (copy / "catalog.duckdb").read_bytes() == before, "using a moved store rewrites nothing (so read-only works)"
+    monkeypatch.chdir(tmp_path.parent)  # a plain DuckDB session started elsewhere
+    con = duckdb.connect(str(copy / "catalog.duckdb"), read_only=True)
+    with pytest.raises(duckdb.IOException, match="No files found"):  # never another folder's files
+        con.execute(query).fetchall()
+    con.execute(f"SET file_search_path = '{copy}'")  # the documented step
+    assert con.execute(query).fetchall() == expected
     con.close()
-    assert rows == [("resnet18", "none", "hidden", 2), ("resnet18", "none", "layer1.0", 2)]
 
 
 @pytest.mark.slow

@@ -16,12 +16,30 @@ def test_readme_sql_blocks_run(tmp_path):
     store = Store.open(tmp_path / "s", create=True)
     synthetic.populate(store, n_classes=620, per_class=2, layers={"hidden": 8}, seed=0)
     class_tables(store, "prototypes", None, ["hidden"])
-    results = [run_sql(store, block) for block in blocks]
+    # the documented plain-DuckDB step names the store folder
+    results = [run_sql(store, block.replace("'<store>'", f"'{store.path}'")) for block in blocks]
     by_text = dict(zip(blocks, results))
     knot = next(rows for text, (_, rows) in by_text.items() if "label_index = 616" in text)
     assert len(knot) == 9 and all(-1 <= r[2] <= 1 for r in knot)
     stored = next(rows for text, (_, rows) in by_text.items() if "what is stored" in text)
     assert stored == [("synthetic_net", "seed0", "hidden", 1240, 8)]
+    # the same blocks in a plain DuckDB session (the package alone, after the documented step), except
+    # those calling embstore's Python functions, which only embstore's own sessions register
+    store.close()
+    import duckdb
+
+    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    plain = 0
+    for block, (_, expected) in zip(blocks, results):
+        if any(name in block for name in ("vec_norm", "wordnet_wup", "wordnet_path")):
+            continue
+        *setup, last = [stmt for stmt in con.extract_statements(block.replace("'<store>'", f"'{store.path}'"))]
+        for stmt in setup:
+            con.execute(stmt)
+        assert con.execute(last).fetchall() == expected, block
+        plain += 1
+    con.close()
+    assert plain >= len(blocks) - 1
 
 
 def test_ci_runs_the_readme_test_command_and_every_readme_command_exists():

@@ -71,6 +71,8 @@ def test_the_three_ways_people_use_it(home):
     assert as_json["method"] == "classifier" and len(as_json["results"]) == 9
     # 3. ad-hoc SQL in plain DuckDB, on the catalog file itself
     con = duckdb.connect(str(root / "home" / "catalog.duckdb"), read_only=True)
+    con.execute(f"SET file_search_path = '{root / 'home'}'")  # the README's one step for plain DuckDB
+    assert con.sql("SELECT imagenet_name(616)").fetchall() == [("knot",)]  # class names are in the catalog
     rows = con.sql(
         "SELECT model, layer, count(*) FROM activations WHERE layer = 'hidden' GROUP BY ALL ORDER BY 1"
     ).fetchall()

@@ -53,7 +53,9 @@ def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False):
 
     # `reader`: one kept read-only connection serves every query of this short process;
     # `create`: a new store is made only when first written, so a failed check leaves nothing
-    return embstore.open(ctx.obj.store, create=create, keep_reader=reader, defer_creation=create)
+    store = embstore.open(ctx.obj.store, create=create, keep_reader=reader, defer_creation=create)
+    ctx.call_on_close(store.close)
+    return store
 
 
 @app.command()

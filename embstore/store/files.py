@@ -95,6 +95,7 @@ class VerifyReport:
 
 
 HIVE_TYPES = "{'model': 'VARCHAR', 'weights': 'VARCHAR', 'layer': 'VARCHAR'}"
+VIEW_GLOB = "activations/**/*.parquet"  # relative to the store folder (DuckDB's file_search_path)
 
 
 class ActivationFiles:
@@ -104,14 +105,20 @@ class ActivationFiles:
         self.store = store
 
     # -- the activations view ------------------------------------------------------------------
-    def glob(self) -> str:
-        return str(self.store.activations_root / "**" / "*.parquet")
-
+    # The view names its files relative to the store folder, and every embstore connection sets
+    # DuckDB's file_search_path to that folder: a moved or copied store works at once, also when it
+    # is read-only (nothing to rewrite), and a plain DuckDB session runs one documented step first,
+    # `SET file_search_path = '<store>'` (or starts inside the store folder). Without that step the
+    # view fails with "No files found"; it never reads another folder's files the way an absolute
+    # path into a copied store's original did.
     def view_sql(self) -> str:
-        """SELECT over every published Parquet file: (image_id, model, weights, layer, vec FLOAT[])."""
+        """SELECT over every published Parquet file: (image_id, model_key, model, weights, layer, vec FLOAT[])."""
+        if not self.any_published():  # a glob that matches nothing fails to bind: a typed empty view
+            return ("SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS model_key, NULL::VARCHAR AS model, "
+                    "NULL::VARCHAR AS weights, NULL::VARCHAR AS layer, NULL::FLOAT[] AS vec WHERE false")  # fmt: skip
         return (
-            "SELECT image_id, model, weights, layer, vec FROM read_parquet("
-            f"{sql_literal(self.glob())}, hive_partitioning = true, hive_types = {HIVE_TYPES})"
+            "SELECT image_id, model || '@' || weights AS model_key, model, weights, layer, vec FROM read_parquet("
+            f"{sql_literal(VIEW_GLOB)}, hive_partitioning = true, hive_types = {HIVE_TYPES})"
         )
 
     def any_published(self) -> bool:
@@ -119,18 +126,14 @@ class ActivationFiles:
 
     def view_is_current(self, con) -> bool:
         view = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'activations'").fetchall()
-        # the SQL check first: walking the activation tree costs ~10 ms on a large store
-        return bool(view and self.glob() in view[0][0]) or not self.any_published()
+        # the cheap check first: walking the activation tree costs ~10 ms on a large store
+        if view and VIEW_GLOB in view[0][0] and "model_key" in view[0][0]:
+            return True
+        return bool(view and "model_key" in view[0][0]) and not self.any_published()
 
     def refresh_view(self, con) -> None:
-        """Point the `activations` view at this store's files.
-
-        A view over a glob that matches nothing fails to bind, so the typed empty view from
-        migration 0001 stays until the first file is published. The path is absolute because
-        DuckDB resolves relative paths in stored views against the reader's working directory.
-        """
-        if self.any_published():
-            con.execute(f"CREATE OR REPLACE VIEW activations AS {self.view_sql()}")
+        """(Re)define the `activations` view: over the published files, or empty and typed before the first."""
+        con.execute(f"CREATE OR REPLACE VIEW activations AS {self.view_sql()}")
 
     def stage(self, spec, layer: str, run_id: str, seq: int, image_ids: list[str], matrix) -> StagedFile:
         import pyarrow.parquet as pq

@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,6 @@ import numpy as np
 from embstore.store.cache import atomic_write
 
 MEMO_SIZE = 32
-_FOLDER = "memo"
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,16 @@ TEXT = Codec(lambda value: {"text": value}, lambda record: record["text"])
 
 
 class Memo:
-    def __init__(self, store) -> None:
-        self.store = store
+    def __init__(self, store_path: Path, catalog_path: Path, folder: Path) -> None:
+        # paths, not the Store: a Store <-> Memo cycle would keep a Store's connections open until
+        # the garbage collector ran
+        self.store_path, self.catalog_path, self.folder = store_path, catalog_path, folder
         self._values: dict[str, tuple[list, Any]] = {}
 
     def state(self) -> list:
         """The catalog's state now (see the module docstring)."""
-        out: list = [str(self.store.path)]
-        catalog = self.store.catalog_path
+        out: list = [str(self.store_path)]
+        catalog = self.catalog_path
         for path in (catalog, catalog.with_name(catalog.name + ".wal")):
             try:
                 st = path.stat()
@@ -91,7 +93,7 @@ class Memo:
             self._values.pop(next(iter(self._values)))
 
     def _read(self, name: str, key: tuple, state: list) -> dict[str, Any] | None:
-        path = self.store.indexes_root / _FOLDER / f"{name}.npz"
+        path = self.folder / f"{name}.npz"
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["__meta__"]))
@@ -107,7 +109,7 @@ class Memo:
         meta = json.dumps({"key": _jsonable(key), "state": state, "values": values})
         try:
             atomic_write(
-                self.store.indexes_root / _FOLDER / f"{name}.npz",
+                self.folder / f"{name}.npz",
                 lambda f: np.savez(f, __meta__=np.array(meta), **arrays),
             )
         except OSError:  # a read-only or full store: remembered in this process only

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embstore.errors import StoreBusyError, StoreError
-from embstore.store.duck import transaction
+from embstore.store.duck import sql_literal, transaction
 from embstore.store.memo import TEXT, Codec, Memo
 from embstore.store.migrations import migrate, pending
 
@@ -70,7 +70,7 @@ class Store:
         self._kept_udfs = False  # whether embstore's UDFs are registered on it
         self._keep_reader = False  # open (and keep) a read-only connection on the first read
         self._create_pending = False  # open(create=True) on a new path: made on first read or write
-        self.memo = Memo(self)
+        self.memo = Memo(self.path, self.catalog_path, self.indexes_root / "memo")
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -232,7 +232,10 @@ class Store:
         while True:
             try:
                 # one thread: catalog statements are small, and the cores belong to the network
-                return duckdb.connect(str(self.catalog_path), read_only=read_only, config={"threads": 1})
+                con = duckdb.connect(str(self.catalog_path), read_only=read_only, config={"threads": 1})
+                # the activations view names its files relative to the store (see files.py)
+                con.execute(f"SET file_search_path = {sql_literal(str(self.path))}")
+                return con
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
                     raise StoreError(f"cannot open catalog {self.catalog_path}: {exc}") from exc

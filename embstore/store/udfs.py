@@ -1,10 +1,11 @@
 """Python functions registered on DuckDB connections, in one place (arrow-vectorised).
 
-imagenet_name(INTEGER) -> VARCHAR   torchvision class name of an ImageNet-1k index
-imagenet_wnid(INTEGER) -> VARCHAR   WordNet id of an ImageNet-1k index
 vec_norm(FLOAT[]) -> DOUBLE         L2 norm of a vector
 wordnet_wup(INTEGER, INTEGER) -> DOUBLE    WordNet 3.0 Wu-Palmer similarity of two ImageNet classes
 wordnet_path(INTEGER, INTEGER) -> DOUBLE   WordNet 3.0 path similarity of two ImageNet classes
+
+Class names are SQL macros stored in the catalog (`imagenet_name(i)`, `imagenet_wnid(i)` over the
+`imagenet_classes` table, migration 0005), so they work in any DuckDB client.
 """
 
 from __future__ import annotations
@@ -17,22 +18,11 @@ def register(con) -> None:
     import duckdb
     import numpy as np
     import pyarrow as pa
-    from duckdb.sqltypes import DOUBLE, FLOAT, INTEGER, VARCHAR
+    from duckdb.sqltypes import DOUBLE, FLOAT, INTEGER
 
     from embstore.labels.imagenet import classes
 
-    names = np.array([c.name for c in classes().rows], dtype=object)
     wnids = np.array([c.wnid for c in classes().rows], dtype=object)
-
-    def lookup(table):
-        def fn(idx):
-            arr = idx.to_numpy(zero_copy_only=False)
-            ok = ~np.isnan(arr.astype(np.float64)) & (arr >= 0) & (arr < len(table))
-            out = np.full(len(arr), None, dtype=object)
-            out[ok] = table[arr[ok].astype(np.int64)]
-            return pa.array(out, pa.string())
-
-        return fn
 
     def vec_norm(v):
         arr = v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
@@ -62,8 +52,6 @@ def register(con) -> None:
     for name, fn, params, ret in (
         ("wordnet_wup", wordnet("wup"), [INTEGER, INTEGER], DOUBLE),
         ("wordnet_path", wordnet("path"), [INTEGER, INTEGER], DOUBLE),
-        ("imagenet_name", lookup(names), [INTEGER], VARCHAR),
-        ("imagenet_wnid", lookup(wnids), [INTEGER], VARCHAR),
         ("vec_norm", vec_norm, [duckdb.list_type(FLOAT)], DOUBLE),
     ):
         try:
