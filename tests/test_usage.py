@@ -131,3 +131,29 @@ def test_every_line_of_the_readme_using_it_section_runs(home, tmp_path):
         assert done.returncode == 0, (line, done.stdout[-1500:], done.stderr[-1500:])
         if "--json" in line:
             json.loads(done.stdout)
+
+
+def test_a_catalog_opens_in_the_duckdb_1_4_cli(tmp_path):
+    """DuckDB 2.0 writes catalogs in a storage format the 1.x clients (CLI, DBeaver, R) read."""
+    duckdb_cli = EMBSTORE.parent / "duckdb"  # the duckdb-cli 1.4.4 dev dependency
+    version = subprocess.run([str(duckdb_cli), "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("v1.4")
+    store = embstore.open(tmp_path / "s", create=True)
+    embstore.testing.populate(store, n_classes=3, per_class=2, layers={"conv": 4, "hidden": 3})
+    store.class_tables("prototypes")
+    store.close()
+    sql = (
+        f"SET file_search_path = '{store.path}';\n"
+        "SELECT imagenet_name(label_index) AS class, count(*) AS n FROM images GROUP BY 1 ORDER BY 1;\n"
+        "SELECT model_key, layer, count(*) AS n FROM activations GROUP BY ALL ORDER BY layer;\n"
+        "SELECT layer, len(mean) AS c FROM class_prototypes WHERE label_index = 0 ORDER BY layer;\n"
+    )
+    done = subprocess.run(
+        [str(duckdb_cli), "-readonly", "-csv", str(store.catalog_path)], input=sql, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.splitlines() == [
+        "class,n", "goldfish,2", "great white shark,2", "tench,2",
+        "model_key,layer,n", "synthetic_net@seed0,conv,6", "synthetic_net@seed0,hidden,6",
+        "layer,c", "conv,4", "hidden,3",
+    ]  # fmt: skip

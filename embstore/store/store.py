@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from embstore.store.files import VerifyReport
 
 CATALOG_FILE = "catalog.duckdb"
+STORAGE_VERSION = "v1.0.0"  # the oldest DuckDB storage format tried; see Store._create_catalog
 DEFAULT_HOME = Path("~/.embstore")
 Progress = Callable[[int, int], None]
 
@@ -177,9 +178,29 @@ class Store:
             if current:
                 self.memo.put(checked, "yes", state, TEXT)
                 return
+        if not self.catalog_path.exists():
+            self._create_catalog()
         with self.write() as con:
             migrate(con)
             ActivationFiles(self).refresh_view(con)
+
+    def _create_catalog(self) -> None:
+        """An empty catalog file in a storage format older DuckDB clients read (writes keep it).
+
+        Measured: the DuckDB 1.4.4 and 1.5.6 CLIs open a STORAGE_VERSION 'v1.0.0' file written by
+        DuckDB 2.0 (tables, FLOAT[n] arrays, macros), while 1.4.4 refuses 'v1.5.0' and both refuse
+        2.0's own default. So DBeaver, R and the 1.x CLIs can open an embstore catalog.
+        """
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            con.execute(
+                f"ATTACH {sql_literal(str(self.catalog_path))} AS new_catalog (STORAGE_VERSION '{STORAGE_VERSION}')"
+            )
+            con.execute("DETACH new_catalog")
+        finally:
+            con.close()
 
     def _needs_upgrade(self, con: Any) -> bool:
         from embstore.store.files import ActivationFiles
