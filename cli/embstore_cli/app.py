@@ -202,7 +202,8 @@ def query_images(
 
     Example: embstore query images data/samples/coffee.png --k 3
     """
-    answer = _store(ctx, reader=True).nearest_images(image, k=k, model=model, layer=layer, index=index)
+    with render.Status(ctx.obj, "searching (an index is built on first use)"):
+        answer = _store(ctx, reader=True).nearest_images(image, k=k, model=model, layer=layer, index=index)
     render.answer(ctx.obj, answer, as_csv=as_csv, kind="images")
 
 
@@ -251,9 +252,15 @@ def analyze_matching(
 
     Example: embstore analyze matching poporo.csv --model resnet50 --layer hidden
     """
-    report = _store(ctx, create=ingest_missing).match_triplets(
-        manifest, models=model or None, layers=layer or None, ingest_missing=ingest_missing, weights=weights
-    )
+    with render.IngestProgress(ctx.obj, "matching", "layer") as bar:
+        report = _store(ctx, create=ingest_missing).match_triplets(
+            manifest,
+            models=model or None,
+            layers=layer or None,
+            ingest_missing=ingest_missing,
+            weights=weights,
+            progress=bar.update,
+        )
     render.matching(ctx.obj, report)
 
 
@@ -267,7 +274,9 @@ def analyze_prototypes(
 
     Example: embstore analyze prototypes --model densenet121 --layer hidden
     """
-    render.materialised(ctx.obj, _store(ctx).class_tables("prototypes", model, layer or None))
+    with render.IngestProgress(ctx.obj, "prototypes", "layer") as bar:
+        results = _store(ctx).class_tables("prototypes", model, layer or None, progress=bar.update)
+    render.materialised(ctx.obj, results)
 
 
 @analyze_app.command("tstats")
@@ -288,7 +297,9 @@ def analyze_tstats(
         a, b, (t, df) = _store(ctx, reader=True).class_pair(first, second, layer=layer[0], model=model)
         render.pair(ctx.obj, a, b, layer[0], t, df)
         return
-    render.materialised(ctx.obj, _store(ctx).class_tables("tstats", model, layer or None))
+    with render.IngestProgress(ctx.obj, "t-statistics", "layer") as bar:
+        results = _store(ctx).class_tables("tstats", model, layer or None, progress=bar.update)
+    render.materialised(ctx.obj, results)
 
 
 @analyze_app.command("rsa")
@@ -305,10 +316,17 @@ def analyze_rsa(
 
     Example: embstore analyze rsa --model vgg16 --vectors glove --permutations 1000
     """
-    render.rsa(
-        ctx.obj,
-        _store(ctx).rsa(model, vectors, groups=groups, permutations=permutations, seed=seed, layers=layer or None),
-    )
+    with render.IngestProgress(ctx.obj, "2 vs 2", "layer") as bar:
+        report = _store(ctx).rsa(
+            model,
+            vectors,
+            groups=groups,
+            permutations=permutations,
+            seed=seed,
+            layers=layer or None,
+            progress=bar.update,
+        )
+    render.rsa(ctx.obj, report)
 
 
 @analyze_app.command("failures")

@@ -79,10 +79,11 @@ def _plural(n: int, word: str) -> str:
 
 # -- ingest ------------------------------------------------------------------------------------
 class IngestProgress:
-    """A progress bar (count, rate, elapsed, ETA) fed by the library's `progress(n, total)` callback."""
+    """A progress bar (count, rate, elapsed, ETA) fed by the library's `progress(n, total)` callback:
+    `n` more done of `total`."""
 
-    def __init__(self, out: Output):
-        self.out = out
+    def __init__(self, out: Output, label: str = "ingest", unit: str = "img"):
+        self.out, self.label, self.unit = out, label, unit
         self._progress = None  # started on the first callback, so early errors print alone
 
     def __enter__(self):
@@ -106,7 +107,7 @@ class IngestProgress:
             )
 
             self._progress = Progress(
-                TextColumn("[bold]ingest"),
+                TextColumn(f"[bold]{self.label}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"),
@@ -116,7 +117,7 @@ class IngestProgress:
                 console=errors,
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task("ingest", total=total, rate="… img/s")
+            self._task = self._progress.add_task(self.label, total=total, rate=f"… {self.unit}/s")
             self._started, self._done = time.monotonic(), 0
             if not n:
                 return
@@ -124,7 +125,7 @@ class IngestProgress:
 
         self._done += n
         elapsed = time.monotonic() - self._started
-        rate = f"{self._done / elapsed:.1f} img/s" if elapsed > 0 and self._done else "… img/s"
+        rate = f"{self._done / elapsed:.1f} {self.unit}/s" if elapsed > 0 and self._done else f"… {self.unit}/s"
         self._progress.update(self._task, advance=n, rate=rate)
 
     def __exit__(self, *exc):

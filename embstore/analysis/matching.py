@@ -194,6 +194,7 @@ def triplet_matching(
     layers: list[str] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    progress=None,
 ) -> list[LayerMatching]:
     """Every (model, layer) result for `triplets`, materialised in matching_results/_summary.
 
@@ -221,6 +222,8 @@ def triplet_matching(
             want = set(ids.values())
             vectors = {i: x[r] for r, i in enumerate(all_ids) if i in want}
             results.append(match_layer(model_key, layer, vectors, triplets, ids, n_boot=n_boot, seed=seed))
+            if progress:
+                progress(1, len(layers or stored) * len(model_keys))
     with store.transaction() as con:
         MatchingTables(con).replace(triplets.sha, triplets.paths, triplets.ratings, ids, results)
     return results

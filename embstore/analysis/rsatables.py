@@ -46,6 +46,7 @@ def run_rsa(
     n_permutations: int = 1000,
     seed: int = 0,
     layers: list[str] | None = None,
+    progress=None,
 ) -> RsaReport:
     """2 vs 2 accuracy with permutation p, RSA r and 1 vs 2 accuracy per layer.
 
@@ -87,6 +88,8 @@ def run_rsa(
             correct_of.setdefault(t, i)
     files = ActivationFiles(store)
     rows = []
+    if progress:
+        progress(0, len(wanted))
     for layer, order in wanted:
         ids, x = files.read_layer(key, layer)
         pos = {i: r for r, i in enumerate(ids)}
@@ -99,6 +102,8 @@ def run_rsa(
         s, p = _rsa_from(w, prototypes)
         acc12, n12 = _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos)
         rows.append(RsaRow(layer, order, enc.accuracy, enc.p_value, s, p, acc12, n12))
+        if progress:
+            progress(1, len(wanted))
     report = RsaReport(key, ref_name, concepts, coverage, groups, n_permutations, rows)
     with store.transaction() as con:
         RsaTables(con).store(report, seed, ref_vectors)

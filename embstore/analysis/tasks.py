@@ -28,6 +28,7 @@ def matching(
     ingest_missing: bool = False,
     weights: str = "DEFAULT",
     n_boot: int = 1000,
+    progress=None,
 ) -> MatchingReport:
     """Seed 000's matching measures for every requested model and layer (table 2 when several models).
 
@@ -47,7 +48,7 @@ def matching(
         top1 = {k: Catalog(con).top1_error(k) for k in keys}
     if not keys:
         raise NotFoundError(f"store {store.path} holds no vectors yet; run `embstore ingest` first")
-    results = triplet_matching(store, triplets, model_keys=keys, layers=layers, n_boot=n_boot)
+    results = triplet_matching(store, triplets, model_keys=keys, layers=layers, n_boot=n_boot, progress=progress)
     return MatchingReport(triplets, results, top1)
 
 
@@ -57,7 +58,7 @@ def failures(store, model: str | None, *, limit: int = 20, close_at: float = 0.8
     return failure_analysis(store, key, limit=limit, close_at=close_at)
 
 
-def class_tables(store, kind: str, model: str | None, layers: list[str] | None):
+def class_tables(store, kind: str, model: str | None, layers: list[str] | None, progress=None):
     """Materialise prototypes or t-statistics for the given (default: every stored) layer."""
     from embstore.analysis.classtables import materialise
 
@@ -67,7 +68,12 @@ def class_tables(store, kind: str, model: str | None, layers: list[str] | None):
         stored = [layer for layer, _, _ in cat.layers_with_vectors(key)]
         for layer in layers or []:
             cat.require_layer(key, layer)
-    return [materialise(store, kind, key, layer) for layer in (layers or stored)]
+    out = []
+    for layer in layers or stored:
+        out.append(materialise(store, kind, key, layer))
+        if progress:
+            progress(1, len(layers or stored))
+    return out
 
 
 def class_pair(store, model: str | None, layer: str, a: str, b: str):

@@ -410,6 +410,7 @@ class Store:
         ingest_missing: bool = False,
         weights: str = "DEFAULT",
         n_boot: int = 1000,
+        progress: Progress | None = None,
     ) -> MatchingReport:
         """Related/unrelated matching error, bootstrap CI and ROC AUC per model and layer (seed 000)."""
         from embstore.analysis.tasks import matching
@@ -422,6 +423,7 @@ class Store:
             ingest_missing=ingest_missing,
             weights=weights,
             n_boot=n_boot,
+            progress=progress,
         )
 
     def failures(self, model: str | None = None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
@@ -431,12 +433,17 @@ class Store:
         return failures(self, model, limit=limit, close_at=close_at)
 
     def class_tables(
-        self, kind: str, model: str | None = None, layers: Sequence[str] | None = None
+        self,
+        kind: str,
+        model: str | None = None,
+        layers: Sequence[str] | None = None,
+        progress: Progress | None = None,
     ) -> list[Materialised]:
-        """Materialise `kind` = 'prototypes' or 'tstats' per layer as catalog tables (seed 003 §3)."""
+        """Materialise `kind` = 'prototypes' or 'tstats' per layer as catalog tables (seed 003 §3);
+        `progress(1, layers)` after each layer."""
         from embstore.analysis.tasks import class_tables
 
-        return class_tables(self, kind, model, list(layers) if layers else None)
+        return class_tables(self, kind, model, list(layers) if layers else None, progress)
 
     def class_pair(self, a: str, b: str, *, layer: str, model: str | None = None) -> tuple[Any, Any, Any]:
         """(class a, class b, (t, df)) per channel: Welch's t of class a against class b on one layer."""
@@ -453,6 +460,7 @@ class Store:
         permutations: int = 1000,
         seed: int = 0,
         layers: Sequence[str] | None = None,
+        progress: Progress | None = None,
     ) -> RsaReport:
         """2 vs 2 accuracy, permutation p, RSA r and 1 vs 2 accuracy per layer (seed 004), stored."""
         from embstore.analysis.rsatables import run_rsa
@@ -465,6 +473,7 @@ class Store:
             n_permutations=permutations,
             seed=seed,
             layers=list(layers) if layers else None,
+            progress=progress,
         )
 
     def figure(self, kind: str, **options: Any) -> Any:
