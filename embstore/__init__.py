@@ -67,6 +67,7 @@ __all__ = [
     "list_models",
     "model_layers",
     "open",
+    "sample_data",
     "sample_images",
     "save_figure",
 ]
@@ -134,6 +135,18 @@ def sample_images() -> Path:
     from embstore.resources import sample_images_dir
 
     return sample_images_dir()
+
+
+def sample_data() -> Path:
+    """The bundled data folder: `samples/` (real photos), `demo/photos.csv` (their ImageNet labels)
+    and `demo/triplets.csv` (related/unrelated triplets of them), as the demo uses them.
+
+    >>> (sample_data() / "demo" / "photos.csv").is_file()
+    True
+    """
+    from embstore.resources import data_dir
+
+    return data_dir()
 
 
 def save_figure(fig: Any, out: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:

@@ -144,4 +144,14 @@ def test_demo_ingests_the_bundled_photos_with_real_weights_and_writes_a_report(t
     )
     assert rows == [("espresso",)]
     html = (tmp_path / "demo" / "report.html").read_text()
-    assert "efficientnet_lite0@tf-lite0" in html and "embstore analyze matching" in html
+    assert "efficientnet_lite0@tf-lite0" in html
+    # every analysis the bundled photos allow ran: labels, failures, matching, prototypes
+    _, rows = run_sql(
+        Store.open(tmp_path / "demo"),
+        """SELECT (SELECT count(*) FROM images WHERE label_index IS NOT NULL),
+                  (SELECT count(*) FROM matching_results WHERE layer = 'hidden'),
+                  (SELECT count(*) FROM class_prototypes WHERE layer = 'hidden')""",
+    )
+    assert rows == [(3, 3, 3)]
+    assert "chelsea.png" in done.stdout and "tiger cat" in done.stdout  # the close failure: tabby as tiger cat
+    assert "No triplet matching yet" not in html  # the matching section is filled, not a hint

@@ -181,6 +181,7 @@ def demo(out: Output, result, store_path) -> None:
                 "ingest": {"store": store_path, **jsonable(result.ingest)},
                 "similar": _answer_json(result.similar),
                 "nearest": _answer_json(result.nearest),
+                "failures": jsonable(result.failures),
                 "report": _report_json(result.report),
             }
         )
@@ -188,6 +189,8 @@ def demo(out: Output, result, store_path) -> None:
     ingest_summary(out, result.ingest, store_path)
     answer(out, result.similar, as_csv=False, kind="classes")
     answer(out, result.nearest, as_csv=False, kind="images")
+    matching(out, result.matching)
+    failures(out, result.failures)
     report(out, result.report)
 
 
