@@ -247,3 +247,22 @@ def test_optional_converters_name_the_package_to_install(synthetic, monkeypatch)
     with pytest.raises(embstore.MissingDependencyError, match="pip install rsatoolbox"):
         v.to_rsatoolbox()
     assert isinstance(embstore.MissingDependencyError("x"), ImportError)
+
+
+def test_each_stored_layer_has_a_typed_view_for_array_functions(synthetic):
+    store, data = synthetic
+    views = store.sql("SELECT view_name FROM duckdb_views() WHERE starts_with(view_name, 'vectors/') ORDER BY 1")
+    assert views.fetchall() == [("vectors/synthetic_net@seed0/conv_a",), ("vectors/synthetic_net@seed0/hidden",)]
+    rel = store.sql('SELECT image_id, vec FROM "vectors/synthetic_net@seed0/conv_a" ORDER BY image_id')
+    assert rel.types[1] == "FLOAT[8]"
+    got = dict(rel.fetchall())
+    for i, image_id in enumerate(data["ids"]):
+        np.testing.assert_array_equal(np.array(got[image_id], np.float32), data["vectors"]["conv_a"][i])
+    # array functions take the typed vectors directly: cosine of two stored vectors, checked with numpy
+    a, b = data["ids"][0], data["ids"][5]
+    cos = store.sql(
+        'SELECT array_cosine_similarity(x.vec, y.vec) FROM "vectors/synthetic_net@seed0/conv_a" x, '
+        f"\"vectors/synthetic_net@seed0/conv_a\" y WHERE x.image_id = '{a}' AND y.image_id = '{b}'"
+    ).fetchall()[0][0]
+    u, v = data["vectors"]["conv_a"][0].astype(np.float64), data["vectors"]["conv_a"][5].astype(np.float64)
+    assert cos == pytest.approx(u @ v / np.linalg.norm(u) / np.linalg.norm(v), rel=1e-6)

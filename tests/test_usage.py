@@ -147,6 +147,7 @@ def test_a_catalog_opens_in_the_duckdb_1_4_cli(tmp_path):
         "SELECT imagenet_name(label_index) AS class, count(*) AS n FROM images GROUP BY 1 ORDER BY 1;\n"
         "SELECT model_key, layer, count(*) AS n FROM activations GROUP BY ALL ORDER BY layer;\n"
         "SELECT layer, len(mean) AS c FROM class_prototypes WHERE label_index = 0 ORDER BY layer;\n"
+        'SELECT typeof(vec) AS t, count(*) AS n FROM "vectors/synthetic_net@seed0/conv" GROUP BY 1;\n'
     )
     done = subprocess.run(
         [str(duckdb_cli), "-readonly", "-csv", str(store.catalog_path)], input=sql, capture_output=True, text=True
@@ -156,4 +157,5 @@ def test_a_catalog_opens_in_the_duckdb_1_4_cli(tmp_path):
         "class,n", "goldfish,2", "great white shark,2", "tench,2",
         "model_key,layer,n", "synthetic_net@seed0,conv,6", "synthetic_net@seed0,hidden,6",
         "layer,c", "conv,4", "hidden,3",
+        "t,n", "FLOAT[4],6",
     ]  # fmt: skip

@@ -66,6 +66,19 @@ class Catalog:
         """Model keys that have at least one stored activation file."""
         return [r[0] for r in self.con.execute("SELECT DISTINCT model_key FROM activation_files ORDER BY 1").fetchall()]
 
+    def stored_layer_widths(self) -> list[tuple[str, str, str, str, int]]:
+        """(model_key, model name, weights tag, layer, channels) of every layer with stored vectors."""
+        return self.con.execute(
+            """SELECT l.model_key, m.name, m.weights, l.layer, l.channels FROM layers l JOIN models m USING (model_key)
+               WHERE EXISTS (SELECT 1 FROM activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
+               ORDER BY l.model_key, l.ord"""
+        ).fetchall()
+
+    def layer_vector_views(self) -> list[str]:
+        return [r[0] for r in self.con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal AND starts_with(view_name, 'vectors/')"
+        ).fetchall()]  # fmt: skip
+
     def layers_with_vectors(self, model_key: str) -> list[tuple[str, int, str]]:
         """(layer, order, kind) of the layers of `model_key` with stored vectors, in forward order."""
         return self.con.execute(

@@ -45,3 +45,12 @@ def sql_literal(value: str) -> str:
     "'it''s'"
     """
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def quote_identifier(name: str) -> str:
+    """Quote a table/view/column name for SQL, whatever characters it holds.
+
+    >>> quote_identifier('vectors/resnet18@none/layer1.0')
+    '"vectors/resnet18@none/layer1.0"'
+    """
+    return '"' + str(name).replace('"', '""') + '"'

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from embstore.store.catalog import Catalog
-from embstore.store.duck import sql_literal
+from embstore.store.duck import quote_identifier, sql_literal
 from embstore.store.locks import writer_running
 
 STAGED_SUFFIX = ".tmp"
@@ -132,8 +132,23 @@ class ActivationFiles:
         return bool(view and "model_key" in view[0][0]) and not self.any_published()
 
     def refresh_view(self, con) -> None:
-        """(Re)define the `activations` view: over the published files, or empty and typed before the first."""
+        """(Re)define the `activations` view (over the published files, or empty and typed before the
+        first) and one typed view per stored layer, `"vectors/<model_key>/<layer>"` (image_id, vec FLOAT[C]):
+        a layer has one width, so its vectors work in `array_cosine_similarity` and friends without a cast.
+        """
         con.execute(f"CREATE OR REPLACE VIEW activations AS {self.view_sql()}")
+        cat = Catalog(con)
+        wanted = {}
+        for model_key, name, weights, layer, channels in cat.stored_layer_widths():
+            where = f"model = {sql_literal(name)} AND weights = {sql_literal(weights)} AND layer = {sql_literal(layer)}"
+            wanted[f"vectors/{model_key}/{layer}"] = (
+                f"SELECT image_id, vec::FLOAT[{int(channels)}] AS vec FROM activations WHERE {where}"
+            )
+        for view in cat.layer_vector_views():
+            if view not in wanted:
+                con.execute(f"DROP VIEW {quote_identifier(view)}")
+        for view, sql in wanted.items():
+            con.execute(f"CREATE OR REPLACE VIEW {quote_identifier(view)} AS {sql}")
 
     def stage(self, spec, layer: str, run_id: str, seq: int, image_ids: list[str], matrix) -> StagedFile:
         import pyarrow.parquet as pq
