@@ -159,3 +159,37 @@ def test_a_catalog_opens_in_the_duckdb_1_4_cli(tmp_path):
         "layer,c", "conv,4", "hidden,3",
         "t,n", "FLOAT[4],6",
     ]  # fmt: skip
+
+
+def test_a_catalog_in_duckdb_2_format_is_rewritten_once_for_older_clients(tmp_path):
+    import shutil
+
+    store = embstore.open(tmp_path / "s", create=True)
+    embstore.testing.populate(store, n_classes=3, per_class=2, layers={"conv": 4, "hidden": 3})
+    before = store.sql("SELECT image_id, layer, vec FROM activations ORDER BY ALL").fetchall()
+    store.close()
+    # what an earlier embstore left: the same catalog in DuckDB 2.0's own storage format
+    catalog = store.catalog_path
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect()
+    con.execute(f"SET file_search_path = '{store.path}'")
+    con.execute(f"ATTACH '{catalog}' AS src")
+    con.execute(f"ATTACH '{old}' AS dst")
+    con.execute("COPY FROM DATABASE src TO dst")
+    con.close()
+    shutil.move(old, catalog)
+    with duckdb.connect(str(catalog), read_only=True) as check:
+        assert check.sql(
+            "SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = 'catalog'"
+        ).fetchall() == [("v2.0.0+",)]
+    reopened = embstore.open(store.path)
+    assert reopened.sql("SELECT image_id, layer, vec FROM activations ORDER BY ALL").fetchall() == before
+    reopened.close()
+    with duckdb.connect(str(catalog), read_only=True) as check:
+        assert check.sql(
+            "SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = 'catalog'"
+        ).fetchall() == [("v1.0.0+",)]
+    assert not list(store.path.glob(".*.tmp")), "no conversion leftovers"
+    done = subprocess.run([str(EMBSTORE.parent / "duckdb"), "-readonly", "-csv", str(catalog)],
+                          input="SELECT count(*) AS n FROM images;", capture_output=True, text=True)  # fmt: skip
+    assert done.stdout.split() == ["n", "6"], done.stderr

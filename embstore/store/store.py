@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embstore.errors import StoreBusyError, StoreError
+from embstore.store import catalogfile
 from embstore.store.duck import sql_literal, transaction
 from embstore.store.memo import TEXT, Codec, Memo
 from embstore.store.migrations import migrate, pending
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from embstore.store.files import VerifyReport
 
 CATALOG_FILE = "catalog.duckdb"
-STORAGE_VERSION = "v1.0.0"  # the oldest DuckDB storage format tried; see Store._create_catalog
 DEFAULT_HOME = Path("~/.embstore")
 Progress = Callable[[int, int], None]
 
@@ -179,33 +179,22 @@ class Store:
                 self.memo.put(checked, "yes", state, TEXT)
                 return
         if not self.catalog_path.exists():
-            self._create_catalog()
+            catalogfile.create(self.catalog_path)
+        else:
+            with self._reader() as con:
+                old_format = not catalogfile.is_current(con)
+            if old_format:  # made by an earlier embstore in DuckDB 2.0's own format: rewrite it once
+                self.close()
+                with self.writer_lock():
+                    catalogfile.convert(self.catalog_path, self.path)
         with self.write() as con:
             migrate(con)
             ActivationFiles(self).refresh_view(con)
 
-    def _create_catalog(self) -> None:
-        """An empty catalog file in a storage format older DuckDB clients read (writes keep it).
-
-        Measured: the DuckDB 1.4.4 and 1.5.6 CLIs open a STORAGE_VERSION 'v1.0.0' file written by
-        DuckDB 2.0 (tables, FLOAT[n] arrays, macros), while 1.4.4 refuses 'v1.5.0' and both refuse
-        2.0's own default. So DBeaver, R and the 1.x CLIs can open an embstore catalog.
-        """
-        import duckdb
-
-        con = duckdb.connect()
-        try:
-            con.execute(
-                f"ATTACH {sql_literal(str(self.catalog_path))} AS new_catalog (STORAGE_VERSION '{STORAGE_VERSION}')"
-            )
-            con.execute("DETACH new_catalog")
-        finally:
-            con.close()
-
     def _needs_upgrade(self, con: Any) -> bool:
         from embstore.store.files import ActivationFiles
 
-        return pending(con) or not ActivationFiles(self).view_is_current(con)
+        return pending(con) or not ActivationFiles(self).view_is_current(con) or not catalogfile.is_current(con)
 
     # -- connections -----------------------------------------------------------------------
     @contextlib.contextmanager

@@ -1,0 +1,62 @@
+"""The catalog's file format: written so that DuckDB 1.x clients open it too.
+
+Measured: the DuckDB 1.4.4 and 1.5.6 CLIs open a STORAGE_VERSION 'v1.0.0' file written by DuckDB 2.0
+(tables, FLOAT[n] arrays, macros), and writes through a plain `duckdb.connect` keep that format;
+1.4.4 refuses 'v1.5.0', and both refuse 2.0's own default ('v2.0.0'). So the catalog is created in
+'v1.0.0', and a catalog made by an earlier embstore in 2.0's format is rewritten once, on open.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from embstore.store.duck import sql_literal
+
+STORAGE_VERSION = "v1.0.0"
+
+
+def create(path: Path) -> None:
+    """An empty catalog file at `path` in STORAGE_VERSION."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {sql_literal(str(path))} AS new_catalog (STORAGE_VERSION '{STORAGE_VERSION}')")
+        con.execute("DETACH new_catalog")
+    finally:
+        con.close()
+
+
+def is_current(con: Any) -> bool:
+    """Whether the catalog open on `con` is stored in STORAGE_VERSION."""
+    tags = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    return bool(tags) and (tags[0][0] or {}).get("storage_version", "").rstrip("+") == STORAGE_VERSION
+
+
+def convert(path: Path, search_path: Path) -> None:
+    """Rewrite the catalog at `path` in STORAGE_VERSION: copy it whole into a new file, then swap.
+
+    Call holding the store's writer lock. Attaching the old file read-write fails while any other
+    process has it open, so nobody can be reading or writing it during the copy; the rename is
+    atomic, so a crash leaves either the old catalog or the new one, never a mix.
+    """
+    import duckdb
+
+    new = path.with_name(f".{path.name}.{STORAGE_VERSION}.tmp")
+    new.unlink(missing_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET file_search_path = {sql_literal(str(search_path))}")  # views bind while copied
+        con.execute(f"ATTACH {sql_literal(str(path))} AS old_catalog")
+        con.execute(f"ATTACH {sql_literal(str(new))} AS new_catalog (STORAGE_VERSION '{STORAGE_VERSION}')")
+        con.execute("COPY FROM DATABASE old_catalog TO new_catalog")
+        con.execute("DETACH new_catalog")
+        con.execute("DETACH old_catalog")
+    except BaseException:
+        new.unlink(missing_ok=True)
+        raise
+    finally:
+        con.close()
+    os.replace(new, path)
