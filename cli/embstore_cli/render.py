@@ -276,7 +276,7 @@ def _answer_json(a) -> dict:
         "model": a.model_key,
         "layer": a.layer,
         "method": a.method,
-        "results": [{"rank": n.rank, "name": n.label, "score": n.score, **n.detail} for n in a.rows],
+        "results": [{"name" if k == "label" else k: v for k, v in row.items()} for row in a.to_dicts()],
         "notes": a.notes,
     }
 

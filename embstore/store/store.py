@@ -173,7 +173,7 @@ class Store:
             state = self.memo.state()
             if self.memo.peek(checked, state, TEXT)[0]:
                 return
-            with self._reader() as con:
+            with self.read() as con:
                 current = not self._needs_upgrade(con)
             if current:
                 self.memo.put(checked, "yes", state, TEXT)
@@ -181,7 +181,7 @@ class Store:
         if not self.catalog_path.exists():
             catalogfile.create(self.catalog_path)
         else:
-            with self._reader() as con:
+            with self.read() as con:
                 old_format = not catalogfile.is_current(con)
             if old_format:  # made by an earlier embstore in DuckDB 2.0's own format: rewrite it once
                 self.close()
@@ -210,12 +210,7 @@ class Store:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Any]:
-        """A short read-only connection (other readers may share the file meanwhile)."""
-        with self._reader() as con:
-            yield con
-
-    @contextlib.contextmanager
-    def _reader(self) -> Iterator[Any]:
+        """A short read-only connection (other readers may share the file meanwhile), or the kept one."""
         self._ensure_created()
         if self._kept is None and self._keep_reader:
             self._kept = self._connect(read_only=True)
