@@ -92,6 +92,8 @@ def test_global_options_go_after_the_subcommand_and_failed_checks_create_nothing
     err = run(f"embstore query similar knott --store {root / 'home'} --json", env)
     assert err.returncode == 2 and err.stdout == ""
     assert json.loads(err.stderr)["error"]["type"] == "UnknownClassError"
+    runs = json.loads(run('embstore sql "SELECT config FROM runs" --json', env).stdout)
+    assert runs["rows"][0]["config"]["model"] == "efficientnet_lite0"  # a JSON column is an object, not text
     status = json.loads(run("embstore status --json", env).stdout)
     assert status["images"] == len(list(embstore.sample_images().iterdir()))
     for line in ("embstore models --json", "embstore layers resnet18 --default --json", "embstore verify --json"):

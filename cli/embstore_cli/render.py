@@ -336,9 +336,19 @@ def rows(out: Output, columns, data, *, as_csv: bool) -> None:
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in data:
-        t.add_row(*["NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in r])
+        t.add_row(*[_cell(v) for v in r])
     console.print(t)
     note(out, f"{_plural(len(data), 'row')}")
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(jsonable(v), ensure_ascii=False)
+    return str(v)
 
 
 def shell(out: Output, store_path, run, tables) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from embstore.errors import UsageError
 
 
@@ -31,4 +33,11 @@ def run_sql(store, query: str, *, write: bool = False) -> tuple[list[str], list[
         if cur.description is None:
             return [], []
         columns = [d[0] for d in cur.description]
-        return columns, cur.fetchall()
+        rows = cur.fetchall()
+        # JSON columns (runs.config, images.extra) come back decoded, not as JSON text to decode again
+        as_json = [i for i, d in enumerate(cur.description) if d[1] == "JSON"]
+        if as_json:
+            rows = [
+                tuple(json.loads(v) if i in as_json and v is not None else v for i, v in enumerate(r)) for r in rows
+            ]
+        return columns, rows
