@@ -1,4 +1,5 @@
 import json
+import os
 
 import duckdb
 import numpy as np
@@ -250,8 +251,13 @@ def test_weights_file_is_loaded_and_identified_by_its_hash(store, tmp_path):
 def test_second_concurrent_ingest_is_refused(store, tmp_path):
     make_images(tmp_path / "imgs", 1)
     with store.writer_lock():
-        with pytest.raises(StoreBusyError, match="another ingest"):
+        with pytest.raises(StoreBusyError, match=rf"another embstore writer \(pid {os.getpid()}, `.+`, since 20"):
             ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none")
+        # a repair deletes what looks uncommitted: never while a writer is committing; a check is fine
+        with pytest.raises(StoreBusyError, match=rf"pid {os.getpid()}"):
+            store.verify(repair=True)
+        assert store.verify().ok
+    assert store.verify(repair=True).ok  # and once the writer is gone, repair runs
 
 
 def test_a_copied_store_works_in_embstore_at_once_and_in_plain_duckdb_after_one_step(store, tmp_path, monkeypatch):

@@ -29,15 +29,26 @@ def writer_lock(store_path: Path) -> Iterator[None]:
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            holder = os.pread(fd, 1024, 0).decode(errors="replace").strip() or "an unknown process"
             raise StoreBusyError(
-                f"another ingest (pid {holder}) is writing to {store_path}; wait for it or stop it"
+                f"another embstore writer ({holder}) is writing to {store_path}; wait for it to finish or stop it"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, _holder().encode(), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _holder() -> str:
+    """'pid N, `command`, since HH:MM:SS': who holds the lock, for the message of whoever waits."""
+    import sys
+    import time
+
+    command = " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv)) or "python"
+    if len(command) > 120:
+        command = command[:117] + "..."
+    return f"pid {os.getpid()}, `{command}`, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
 
 
 def writer_running(store_path: Path) -> bool:

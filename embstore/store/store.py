@@ -380,10 +380,17 @@ class Store:
             return {"path": str(self.path), **Catalog(con).summary()}
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
-        """Check that the catalog and the files agree; with `repair`, make them agree."""
+        """Check that the catalog and the files agree; with `repair`, make them agree.
+
+        Repair holds the writer lock (StoreBusyError names the process that has it): deleting what
+        looks uncommitted while an ingest is committing it would lose a batch in flight.
+        """
         from embstore.store.files import ActivationFiles
 
-        return ActivationFiles(self).verify(repair=repair)
+        if not repair:
+            return ActivationFiles(self).verify()
+        with self.writer_lock():
+            return ActivationFiles(self).verify(repair=True)
 
     def match_triplets(
         self,
