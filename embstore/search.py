@@ -177,8 +177,7 @@ def nearest_images(
     """
     with store.read() as con:
         cat = Catalog(con)
-        model_key = cat.resolve_model(model)
-        n_models = len(cat.stored_model_keys()) if model is None else 1
+        model_key, model_note = cat.resolve_model_noted(model)
         cat.require_layer(model_key, layer)
         idx = image_index(store, model_key, layer, index, con=con)
         image_id, query, how = _query_vector(con, image, idx)
@@ -192,8 +191,7 @@ def nearest_images(
         path, label, top = meta.get(h, (None, None, None))
         predicted = classes()[top].name if top is not None else None
         out.append(Neighbour(r + 1, s, h, {"label": label, "predicted": predicted, "path": path}))
-    notes = [f"model {model_key}: the most recently ingested of {n_models} (pick another with --model)"]
-    notes = notes if n_models > 1 else []
+    notes = [model_note] if model_note else []
     notes.append(f"query {how}" + (" (left out of its own results)" if image_id is not None else ""))
     notes.append(
         f"index {idx.kind}{' (rebuilt)' if idx.rebuilt else ''}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
@@ -65,10 +66,6 @@ def note(out: Output, text: str) -> None:
         errors.print(f"[dim]{text}[/]", soft_wrap=True, highlight=False)
 
 
-def _table(out: Output, title: str | None = None, **kw) -> Table:
-    return Table(title=title, expand=False, **kw)
-
-
 def _num(v, fmt: str = ".3f") -> str:
     return "-" if v is None else format(v, fmt) if isinstance(v, float) else str(v)
 
@@ -95,8 +92,6 @@ class IngestProgress:
         if self._progress is None:
             if total == 0:
                 return  # nothing to do: the summary says why
-            import time
-
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -121,8 +116,6 @@ class IngestProgress:
             self._started, self._done = time.monotonic(), 0
             if not n:
                 return
-        import time
-
         self._done += n
         elapsed = time.monotonic() - self._started
         rate = f"{self._done / elapsed:.1f} {self.unit}/s" if elapsed > 0 and self._done else f"… {self.unit}/s"
@@ -142,7 +135,7 @@ def ingest_summary(out: Output, r, store_path) -> None:
             f"({_plural(len(r.layers), 'layer')})",
             soft_wrap=True,
         )
-    t = _table(out, f"ingest {r.model_key} — {r.status}", show_header=False)
+    t = Table(title=f"ingest {r.model_key} — {r.status}", show_header=False)
     t.add_column(style="bold", no_wrap=True)
     t.add_column(overflow="fold")
     rows = [
@@ -166,7 +159,7 @@ def ingest_summary(out: Output, r, store_path) -> None:
     for line in r.recovered:
         console.print(f"[yellow]recovered:[/] {line}")
     if r.errors:
-        e = _table(out, f"{_plural(len(r.errors), 'image')} skipped (see table ingest_errors)")
+        e = Table(title=f"{_plural(len(r.errors), 'image')} skipped (see table ingest_errors)")
         e.add_column("file", overflow="fold")
         e.add_column("reason", overflow="fold")
         for path, reason in r.errors[:20]:
@@ -199,7 +192,7 @@ def models_table(out: Output, specs) -> None:
     if out.json:
         emit({"models": [{**jsonable(s), "key": s.key} for s in specs]})
         return
-    t = _table(out, f"{len(specs)} models")
+    t = Table(title=f"{len(specs)} models")
     for c in ("model", "default weights", "resize→crop", "interpolation"):
         t.add_column(c, overflow="fold")
     if out.wide:
@@ -219,7 +212,7 @@ def layers_table(out: Output, model, layers, total: int) -> None:
         emit({"model": model, "layers": [jsonable(layer) for layer in layers]})
         return
     shown = "" if len(layers) == total else f", {len(layers)} shown"
-    t = _table(out, f"{model}: {total} layers{shown} (* = default set)")
+    t = Table(title=f"{model}: {total} layers{shown} (* = default set)")
     for c in ("", "layer", "channels", "kind", "reduction"):
         t.add_column(c, overflow="fold")
     for layer in layers:
@@ -254,14 +247,14 @@ def status(out: Output, s: dict) -> None:
               "models": [dict(zip(STATUS_MODEL_COLUMNS, row)) for row in s["per_model"]]})  # fmt: skip
         return
     console.print(f"store {s['path']}", soft_wrap=True, highlight=False)  # a path is never wrapped
-    t = _table(out, show_header=False)
+    t = Table(show_header=False)
     t.add_column(style="bold")
     t.add_column()
     for k in ("images", "labelled", "models", "vectors", "files", "runs", "errors"):
         t.add_row(k, str(s[k]))
     console.print(t)
     if s["per_model"]:
-        m = _table(out, "models")
+        m = Table(title="models")
         for c in ("model", "layers", "images", "top-1 err", "top-5 err"):
             m.add_column(c, overflow="fold")
         for row in s["per_model"]:
@@ -305,7 +298,7 @@ def answer(out: Output, a, *, as_csv: bool, kind: str) -> None:
         w.writerows(rows)
         return
     title = f"{a.query} — {a.model_key}, layer {a.layer}, {a.method}"
-    t = _table(out, title if out.wide else None)
+    t = Table(title=title if out.wide else None)
     if not out.wide:
         console.print(title, soft_wrap=True, highlight=False)
     t.add_column("rank", justify="right", no_wrap=True)
@@ -332,7 +325,7 @@ def rows(out: Output, columns, data, *, as_csv: bool) -> None:
         w.writerow(columns)
         w.writerows(data)
         return
-    t = _table(out)
+    t = Table()
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in data:
@@ -397,7 +390,7 @@ def matching(out: Output, report) -> None:
                          for r in report.layers],
               "top1_error": report.top1_error})  # fmt: skip
         return
-    t = _table(out, f"triplet matching — {len(report.triplets.paths)} triplets (seed 000 table 2)")
+    t = Table(title=f"triplet matching — {len(report.triplets.paths)} triplets (seed 000 table 2)")
     for c in ("model", "layer", "matching error", "95% CI", "AUC", "ImageNet top-1 err"):
         t.add_column(c, overflow="fold")
     for r in report.layers:
@@ -424,7 +417,7 @@ def failures(out: Output, r) -> None:
         ("failures, lowest-ranked true class first", r.failures),
         (f"close failures (WordNet Wu-Palmer >= {r.close_at}), lowest-ranked true class first", r.close),
     ):
-        t = _table(out, title)
+        t = Table(title=title)
         for c in ("image", "true", "predicted", "p(pred)", "rank(true)", "p(true)", "wup"):
             t.add_column(c, overflow="fold")
         for f in items:
@@ -455,7 +448,7 @@ def rsa(out: Output, r) -> None:
     console.print(line)
     if r.coverage and r.coverage.dropped:
         console.print("dropped (no vector): " + ", ".join(r.coverage.dropped_names()))
-    t = _table(out, "similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")
+    t = Table(title="similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")
     for c in ("layer", "2v2 acc", "p", "RSA spearman", "RSA pearson", "1v2 acc (n)"):
         t.add_column(c, overflow="fold")
     for row in r.rows:
@@ -474,7 +467,7 @@ def materialised(out: Output, results) -> None:
     if out.json:
         emit({"tables": [jsonable(r) for r in results]})
         return
-    t = _table(out, f"{results[0].table if results else 'nothing'} — query it with `embstore sql`")
+    t = Table(title=f"{results[0].table if results else 'nothing'} — query it with `embstore sql`")
     for c in ("model", "layer", "classes", "images", "channels", "left out (<2 images)", "state"):
         t.add_column(c, overflow="fold")
     for r in results:
@@ -490,7 +483,7 @@ def pair(out: Output, a, b, layer, t, df) -> None:
         emit({"a": a.name, "b": b.name, "layer": layer, "t": t, "df": df})
         return
     order = np.argsort(-np.abs(t))[:10]
-    tab = _table(out, f"{a.name} vs {b.name} on {layer}: Welch t per channel (10 largest |t|)")
+    tab = Table(title=f"{a.name} vs {b.name} on {layer}: Welch t per channel (10 largest |t|)")
     for c in ("channel", "t", "df"):
         tab.add_column(c)
     for ch in order:

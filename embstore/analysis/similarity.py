@@ -21,7 +21,7 @@ from embstore.ingest.layers import HIDDEN
 from embstore.labels.imagenet import classes
 from embstore.results import Answer, Neighbour
 from embstore.store.catalog import Catalog
-from embstore.store.memo import TEXT, Codec
+from embstore.store.memo import JSONABLE, Codec
 
 METHODS = ("prototype", "tstat", "hidden", "classifier")
 
@@ -46,10 +46,8 @@ def similar_classes(
     target = classes().resolve(cls)
     # a catalog connection costs ~20-50 ms to open: only a new question, or a store that changed
     # since it was last asked, opens one
-    model_key, n_models = store.cached(("model", model), lambda: _resolve_model(store, model), TEXT)
-    notes = []
-    if model is None and n_models > 1:
-        notes.append(f"model {model_key}: the most recently ingested of {n_models} (pick another with --model)")
+    model_key, model_note = store.cached(("model", model), lambda: _resolve_model(store, model), JSONABLE)
+    notes = [model_note] if model_note else []
     if method is None:
         method, why = _best_method(store, model_key, layer, target)
         notes.append(f"method {method}: {why}")
@@ -107,10 +105,9 @@ def _best_method(store, model_key: str, layer: str | None, target) -> tuple[str,
 
 
 def _resolve_model(store, model: str | None) -> list:
-    """[model key, number of stored models]."""
+    """[model key, note on the choice or None] (a list: the memo stores it as JSON)."""
     with store.read() as con:
-        cat = Catalog(con)
-        return [cat.resolve_model(model), len(cat.stored_model_keys())]
+        return list(Catalog(con).resolve_model_noted(model))
 
 
 @dataclass

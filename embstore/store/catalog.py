@@ -107,6 +107,13 @@ class Catalog:
             [keys],
         ).fetchall()[0][0]
 
+    def resolve_model_noted(self, model: str | None) -> tuple[str, str | None]:
+        """`resolve_model`, plus a note naming the choice when `model` is None and several are stored."""
+        key = self.resolve_model(model)
+        n = len(self.stored_model_keys()) if model is None else 1
+        note = f"model {key}: the most recently ingested of {n} (pick another with --model)" if n > 1 else None
+        return key, note
+
     def resolve_model(self, model: str | None) -> str:
         """The model key (name@weights) that `model` names among those with stored vectors; with no
         `model`, the store's only model, else the one ingested most recently."""

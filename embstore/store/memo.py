@@ -35,7 +35,7 @@ class Codec:
     decode: Callable[[dict[str, Any]], Any]
 
 
-TEXT = Codec(lambda value: {"text": value}, lambda record: record["text"])
+JSONABLE = Codec(lambda value: {"value": value}, lambda record: record["value"])  # any JSON-able value
 
 
 class Memo:
@@ -75,8 +75,11 @@ class Memo:
             return True, hit[1]
         if codec is not None:
             record = self._read(name, key, state)
+            try:
+                value = codec.decode(record) if record is not None else None
+            except (KeyError, ValueError, TypeError):  # written in another layout: compute again
+                record = None
             if record is not None:
-                value = codec.decode(record)
                 self._remember(name, state, value)
                 return True, value
         return False, None

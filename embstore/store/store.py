@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from embstore.errors import StoreBusyError, StoreError
 from embstore.store import catalogfile
 from embstore.store.duck import sql_literal, transaction
-from embstore.store.memo import TEXT, Codec, Memo
+from embstore.store.memo import JSONABLE, Codec, Memo
 from embstore.store.migrations import migrate, pending
 
 if TYPE_CHECKING:
@@ -171,12 +171,12 @@ class Store:
         checked = ("catalog is current", [m.checksum for m in discover()])
         if self.catalog_path.exists():
             state = self.memo.state()
-            if self.memo.peek(checked, state, TEXT)[0]:
+            if self.memo.peek(checked, state, JSONABLE)[0]:
                 return
             with self.read() as con:
                 current = not self._needs_upgrade(con)
             if current:
-                self.memo.put(checked, "yes", state, TEXT)
+                self.memo.put(checked, "yes", state, JSONABLE)
                 return
         if not self.catalog_path.exists():
             catalogfile.create(self.catalog_path)
