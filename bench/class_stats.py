@@ -52,7 +52,7 @@ def main() -> None:
     x, y = data["vectors"]["conv"], data["labels"]
     key = synthetic.SPEC.key
     with store.read() as con:
-        files = [r[0] for r in con.execute("SELECT rel_path FROM activation_files ORDER BY 1").fetchall()]
+        files = [r[0] for r in con.execute("SELECT rel_path FROM table_files ORDER BY 1").fetchall()]
     labels = dict(zip(data["ids"], y.tolist()))
     ours, ref = [], []
     for _ in range(args.rounds):  # alternate, so machine noise hits both alike
@@ -60,12 +60,12 @@ def main() -> None:
         mean_ref, t_ref = numpy_pass(x, y)
         ref.append(time.perf_counter() - t)
         t = time.perf_counter()
-        st = _compute(store, files, labels)
+        st = _compute(store, files, args.channels, labels)
         t_ours = st.welch_t()[0]
         ours.append(time.perf_counter() - t)
     assert np.allclose(st.mean, mean_ref, rtol=1e-9) and np.allclose(t_ours, t_ref, rtol=1e-6)
     tracemalloc.start()
-    _compute(store, files, labels).welch_t()
+    _compute(store, files, args.channels, labels).welch_t()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     t = time.perf_counter()

@@ -29,8 +29,8 @@ from embstore.analysis.rsatables import run_rsa
 from embstore.analysis.tasks import class_tables, matching
 from embstore.report.html import build_report
 from embstore.store.catalog import Catalog
-from embstore.store.files import ActivationFiles
 from embstore.store.store import Store
+from embstore.store.table import ActivationTable
 
 # EfficientNet-Lite0's default layer set, as `embstore ingest` stores it (4,368 floats per image)
 LITE0 = {
@@ -123,7 +123,7 @@ def build(root: Path, n_classes: int, per_class: int, per_file: int) -> Store:
 
 def read_everything(store) -> float:
     t = time.perf_counter()
-    files = ActivationFiles(store)
+    files = ActivationTable(store)
     for layer in LAYERS:
         files.read_layer(synthetic.SPEC.key, layer)
     return time.perf_counter() - t

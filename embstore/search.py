@@ -1,7 +1,8 @@
 """FAISS indexes over stored vectors: cosine as inner product on L2-normalised float32.
 
 Kinds: `flat` (exact, the default), `hnsw` and `ivf` (approximate; their recall@10 against
-exact is measured when built), `auto` (flat below AUTO_THRESHOLD vectors, else hnsw). A GPU
+exact is measured when built and stored with the index; IVF probes as many lists as reach
+TARGET_RECALL), `auto` (flat below AUTO_THRESHOLD vectors, else ivf). A GPU
 copy serves searches when faiss sees a GPU; results are the same either way. Indexes persist
 under <store>/indexes/ with a fingerprint of the files they cover and are rebuilt, never
 served, once the store has changed.
@@ -22,11 +23,12 @@ from embstore.labels.imagenet import classes
 from embstore.results import Answer, Neighbour
 from embstore.store.cache import atomic_write, derived_path
 from embstore.store.catalog import Catalog
-from embstore.store.files import ActivationFiles
+from embstore.store.table import ActivationTable
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
 AUTO_THRESHOLD = 200_000
 RECALL_SAMPLE = 500
+TARGET_RECALL = 0.95
 
 
 def normalise(x) -> np.ndarray:
@@ -92,20 +94,25 @@ class ImageIndex:
         return self.index.reconstruct(int(row))
 
 
-def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=None) -> ImageIndex:
-    """The persisted index of `model_key`/`layer`, rebuilt first if the store changed since."""
+def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=None, progress=None) -> ImageIndex:
+    """The persisted index of `model_key`/`layer`, rebuilt first if the store changed since.
+
+    Built from the pinned files in bounded chunks (memory: the index plus one chunk); loaded
+    memory-mapped, so a one-shot query process reads only the pages its search touches.
+    `progress(done, total)` reports the build.
+    """
     import faiss
 
     if kind not in KINDS:
         raise UsageError(f"unknown index kind '{kind}'; choose one of {', '.join(KINDS)}")
     if con is None:
         with store.read() as own:
-            return image_index(store, model_key, layer, kind, con=own)
+            return image_index(store, model_key, layer, kind, con=own, progress=progress)
     cat = Catalog(con)
     rows = cat.layer_files(model_key, layer)
     total = sum(n for _, n in rows)
     if kind == "auto":
-        kind = "flat" if total < AUTO_THRESHOLD else "hnsw"
+        kind = "flat" if total < AUTO_THRESHOLD else "ivf"
     fingerprint = cat.layer_fingerprint(model_key, layer)
     meta_path, index_path, ids_path = (
         derived_path(store, model_key, layer, f"{kind}{ext}") for ext in (".json", ".faiss", ".ids.npy")
@@ -113,18 +120,25 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=No
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta["fingerprint"] == fingerprint and index_path.exists() and ids_path.exists():
-            index = faiss.read_index(str(index_path))
+            index = _read_index(index_path)
             if kind == "ivf":
                 index.make_direct_map()
                 index.nprobe = meta["nprobe"]
             if kind == "hnsw":
                 index.hnsw.efSearch = meta["ef_search"]
-            ids = [i.decode() for i in np.load(ids_path)]
+            ids = [i.decode() for i in np.load(ids_path, mmap_mode="r")]
             return ImageIndex(kind, ids, index, meta.get("recall_at_10"), False)
-    ids, x = ActivationFiles(store).read_files([r for r, _ in rows])
-    x = normalise(x)
-    index, params = _build(kind, x)
-    recall = _recall_at_10(index, x) if kind != "flat" else 1.0
+    width = cat.layer_width(model_key, layer)
+    table = ActivationTable(store)
+
+    def chunks():
+        for chunk_ids, x in table.iter_files([r for r, _ in rows], width):
+            yield chunk_ids, normalise(x)
+
+    index, params, ids = _build(kind, width, total, chunks, progress)
+    recall = 1.0
+    if kind != "flat":
+        recall, params = _tune(kind, index, params, chunks, total)
     atomic_write(index_path, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
     atomic_write(ids_path, lambda f: np.save(f, np.array(ids, dtype="S")))
     meta = {"fingerprint": fingerprint, "kind": kind, "n": len(ids), "recall_at_10": recall, **params}
@@ -132,39 +146,92 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=No
     return ImageIndex(kind, ids, index, recall, True)
 
 
-def _build(kind: str, x: np.ndarray):
+def _read_index(path: Path):
     import faiss
 
-    d = x.shape[1]
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError:  # a kind faiss cannot map: read it whole
+        return faiss.read_index(str(path))
+
+
+def _build(kind: str, d: int, total: int, chunks, progress):
+    """(index, parameters, ids) of `kind` over every chunk of normalised vectors, added chunk by chunk."""
+    import faiss
+
+    params: dict = {}
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
-        index.add(x)
-        return index, {}
-    if kind == "hnsw":
+    elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 40
+        params = {"m": 32, "ef_search": 64}
+    else:
+        # ~sqrt(n) lists, trained on a uniform sample of 40 vectors per list (faiss wants >= 39)
+        nlist = max(1, min(int(np.sqrt(total)), total // 39 or 1))
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = 10
+        index.train(_sample(chunks, total, 40 * nlist))
+        params = {"nlist": nlist}
+    ids: list[str] = []
+    for chunk_ids, x in chunks():
         index.add(x)
+        ids += chunk_ids
+        if progress:
+            progress(len(chunk_ids), total)
+    if kind == "hnsw":
         index.hnsw.efSearch = 64
-        return index, {"m": 32, "ef_search": 64}
-    nlist = max(1, min(int(4 * np.sqrt(len(x))), len(x) // 39 or 1))  # faiss wants >= 39 points per list
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.train(x)
-    index.add(x)
-    index.make_direct_map()
-    index.nprobe = min(nlist, 16)
-    return index, {"nlist": nlist, "nprobe": index.nprobe}
+    if kind == "ivf":
+        index.make_direct_map()
+    return index, params, ids
 
 
-def _recall_at_10(index, x: np.ndarray) -> float:
-    """Fraction of the exact top-10 that `index` returns, over a fixed sample of stored vectors."""
-    rng = np.random.default_rng(0)
-    q = x[rng.choice(len(x), size=min(RECALL_SAMPLE, len(x)), replace=False)]
-    k = min(10, len(x))
-    _, exact = exact_search(x, q, k)
-    _, approx = index.search(q, k)
+def _sample(chunks, total: int, size: int, seed: int = 0) -> np.ndarray:
+    """A uniform random sample of about `size` rows of the chunks (one streaming pass)."""
+    rng = np.random.default_rng(seed)
+    keep = min(1.0, size / max(total, 1))
+    picked = []
+    for _, x in chunks():
+        picked.append(x[rng.random(len(x)) < keep])
+    return np.ascontiguousarray(np.concatenate(picked))
+
+
+def _tune(kind: str, index, params: dict, chunks, total: int) -> tuple[float, dict]:
+    """Measure recall@10 against exact search on a fixed sample of stored vectors; for IVF, raise
+    nprobe until recall reaches TARGET_RECALL (or every list is probed). Returns (recall, params)."""
+    queries = _sample(chunks, total, RECALL_SAMPLE if total < AUTO_THRESHOLD else RECALL_SAMPLE // 5, seed=1)
+    exact = _exact_top(queries, chunks, 10)
+    if kind == "hnsw":
+        return _recall(index, queries, exact), params
+    nprobe = 8
+    while True:
+        index.nprobe = min(nprobe, index.nlist)
+        recall = _recall(index, queries, exact)
+        if recall >= TARGET_RECALL or index.nprobe >= index.nlist:
+            return recall, {**params, "nprobe": int(index.nprobe)}
+        nprobe *= 2
+
+
+def _exact_top(queries: np.ndarray, chunks, k: int) -> np.ndarray:
+    """Row numbers of the exact top-k (inner product) of each query over all chunks, streamed."""
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    offset = 0
+    for _, x in chunks():
+        s = queries @ x.T
+        allk_s = np.concatenate([best_s, s], axis=1)
+        allk_i = np.concatenate([best_i, np.broadcast_to(np.arange(offset, offset + len(x)), s.shape)], axis=1)
+        top = np.argsort(-allk_s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(allk_s, top, 1), np.take_along_axis(allk_i, top, 1)
+        offset += len(x)
+    return best_i
+
+
+def _recall(index, queries: np.ndarray, exact: np.ndarray) -> float:
+    _, approx = index.search(queries, exact.shape[1])
     hits = sum(len(set(a) & set(e)) for a, e in zip(approx.tolist(), exact.tolist()))
-    return hits / (len(q) * k)
+    return hits / exact.size
 
 
 # -- nearest images ---------------------------------------------------------------------------

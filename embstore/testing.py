@@ -1,8 +1,8 @@
 """Synthetic stores with known class structure, written through the real commit path.
 
 For tests and benchmarks that need thousands of labelled images without running a network:
-vectors are drawn per class around class centres, stored as Parquet files registered in the
-catalog exactly as ingest does, with predictions and (for a `hidden` layer) classifier weights.
+vectors are drawn per class around class centres, committed to the activations table exactly as
+ingest does, with predictions and (for a `hidden` layer) classifier weights.
 
     >>> import embstore, tempfile
     >>> store = embstore.open(tempfile.mkdtemp(), create=True)
@@ -19,7 +19,7 @@ import numpy as np
 
 from embstore.ingest.spec import ModelSpec, Preprocessing
 from embstore.store.catalog import Catalog
-from embstore.store.files import ActivationFiles, file_rows
+from embstore.store.table import ActivationTable, Part, new_batch_id
 
 SPEC = ModelSpec("synthetic_net", "synthetic", "seed0", Preprocessing(256, 224, (0.5,) * 3, (0.5,) * 3, "bilinear"))
 
@@ -37,13 +37,19 @@ def populate(
     noise: float = 0.7,
     predicted: dict[int, int] | None = None,
     paths: list | None = None,
+    dtype: str = "float32",
+    keep_vectors: bool = True,
+    compact: bool = True,
+    progress=None,
 ) -> dict:
     """Write n_classes × per_class labelled images with vectors for each layer {name: channels}.
 
     `centres` may give a layer's (n_classes × channels) class centres; others are drawn at random.
     `predicted` maps image rows to a wrong top-1 class (true class then ranked 2); others are right.
     `paths` may give one real image file per row (class-major order): ids are then their content ids,
-    as ingest would record them, so thumbnails and figures can use them.
+    as ingest would record them, so thumbnails and figures can use them. Vectors are drawn and
+    committed `batch` images at a time (memory bounded by the batch; `keep_vectors=False` for
+    benchmarks that build millions), stored as `dtype`, and the table compacted at the end.
 
     A layer named `hidden` also gets classifier weights (1000 × channels: the class centres for the
     stored classes, random rows for the others), so the `classifier` similarity method answers.
@@ -67,79 +73,92 @@ def populate(
             raise ValueError(f"populate: {len(paths)} paths for {len(labels)} images")
         ids = [content_id(Path(p).read_bytes()) for p in paths]
         where = [str(Path(p).resolve()) for p in paths]
-    vectors, drawn_centres = {}, {}
+    drawn_centres = {}
     for name, dim in layers.items():
         c = (centres or {}).get(name)
-        c = rng.gamma(2.0, 1.0, size=(n_classes, dim)) if c is None else np.asarray(c)
-        drawn_centres[name] = c
-        vectors[name] = np.maximum(c[labels] + rng.normal(0, noise, size=(len(labels), dim)), 0).astype(np.float32)
-    files = ActivationFiles(store)
+        drawn_centres[name] = rng.gamma(2.0, 1.0, size=(n_classes, dim)) if c is None else np.asarray(c)
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+    table = ActivationTable(store)
     run_id = f"synthetic-{seed}"
-    with store.transaction() as con:
-        cat = Catalog(con)
-        cat.upsert_model(spec, "0" * 64)
-        from embstore.ingest.layers import LayerInfo
-
-        cat.upsert_layers(
-            spec.key,
-            [
-                LayerInfo(
-                    n, o, d, "hidden" if n == "hidden" else "conv", "identity" if n == "hidden" else "gap_relu", True
-                )
-                for o, (n, d) in enumerate(layers.items())
-            ],
-        )
-        cat.start_run(run_id, spec.key, {"synthetic": True}, len(ids))
-    for seq, start in enumerate(range(0, len(ids), batch)):
-        sl = slice(start, start + batch)
-        staged = [files.stage(spec, name, run_id, seq, ids[sl], vectors[name][sl]) for name in layers]
+    with store.writer_lock():
         with store.transaction() as con:
             cat = Catalog(con)
-            cat.insert_images(
-                pa.table(
-                    {
-                        "image_id": ids[sl],
-                        "path": where[sl],
-                        "file_size": [0] * len(ids[sl]),
-                        "file_mtime": [0.0] * len(ids[sl]),
-                        "width": [1] * len(ids[sl]),
-                        "height": [1] * len(ids[sl]),
-                        "mode": ["RGB"] * len(ids[sl]),
-                        "label_raw": [str(int(c)) for c in labels[sl]],
-                        "label_wnid": [None] * len(ids[sl]),
-                        "label_index": pa.array(labels[sl], pa.int32()),
-                        "label_name": [None] * len(ids[sl]),
-                        "source": ["synthetic"] * len(ids[sl]),
-                        "extra": [None] * len(ids[sl]),
-                    }
-                )
-            )
-            rows = range(start, min(start + batch, len(ids)))
-            top1 = [int((predicted or {}).get(r, labels[r])) for r in rows]
-            cat.insert_predictions(
-                pa.table(
-                    {
-                        "model_key": [spec.key] * len(rows),
-                        "image_id": ids[sl],
-                        "top5_index": [[t, int(labels[r]), 997, 998, 999] for t, r in zip(top1, rows)],
-                        "top5_prob": [[0.5, 0.1, 0.1, 0.1, 0.1]] * len(rows),
-                        "true_rank": [1 if t == labels[r] else 2 for t, r in zip(top1, rows)],
-                        "true_prob": [0.5 if t == labels[r] else 0.1 for t, r in zip(top1, rows)],
-                        "run_id": [run_id] * len(rows),
-                    }
-                )
-            )
-            cat.register_files(*file_rows(staged, spec.key, run_id))
-        files.publish(staged)
-    weights = None
-    if "hidden" in layers:
-        from embstore.ingest import classifier
+            cat.upsert_model(spec, "0" * 64)
+            from embstore.ingest.layers import LayerInfo
 
-        # its own generator, so the vectors above stay what they were for a given seed
-        weights = np.random.default_rng([seed, 1]).normal(0, 1, size=(1000, layers["hidden"]))
-        weights[:n_classes] = drawn_centres["hidden"][:1000]
-        classifier.save_matrix(store, spec.key, weights)
-    with store.write() as con:
-        Catalog(con).finish_run(run_id, "completed")
-    store.refresh_view()
+            kind = lambda n: ("hidden", "identity") if n == "hidden" else ("conv", "gap_relu")  # noqa: E731
+            cat.upsert_layers(
+                spec.key, [LayerInfo(n, o, d, *kind(n), True) for o, (n, d) in enumerate(layers.items())], dtype
+            )
+            cat.start_run(run_id, spec.key, {"synthetic": True}, len(ids))
+        for seq, start in enumerate(range(0, len(ids), batch)):
+            rows = range(start, min(start + batch, len(ids)))
+            sl = slice(start, rows.stop)
+            noise_rng = np.random.default_rng([seed, 2, seq])  # per batch: memory bounded by the batch
+            vectors = {
+                name: np.maximum(
+                    drawn_centres[name][labels[sl]] + noise_rng.normal(0, noise, size=(len(rows), dim)), 0
+                ).astype(np.float32)
+                for name, dim in layers.items()
+            }
+            if keep_vectors:
+                for name in layers:
+                    kept[name].append(vectors[name])
+            top1 = [int((predicted or {}).get(r, labels[r])) for r in rows]
+
+            def record(cat: Catalog, sl=sl, rows=rows, top1=top1) -> None:
+                cat.insert_images(_image_rows(ids[sl], where[sl], labels[sl]))
+                cat.insert_predictions(
+                    pa.table(
+                        {
+                            "model_key": [spec.key] * len(rows),
+                            "image_id": ids[sl],
+                            "top5_index": [[t, int(labels[r]), 997, 998, 999] for t, r in zip(top1, rows)],
+                            "top5_prob": [[0.5, 0.1, 0.1, 0.1, 0.1]] * len(rows),
+                            "true_rank": [1 if t == labels[r] else 2 for t, r in zip(top1, rows)],
+                            "true_prob": [0.5 if t == labels[r] else 0.1 for t, r in zip(top1, rows)],
+                            "run_id": [run_id] * len(rows),
+                        }
+                    )
+                )
+
+            table.commit(spec, run_id, [Part(new_batch_id(), ids[sl], vectors)], dict.fromkeys(layers, dtype), record)
+            if progress:
+                progress(rows.stop, len(ids))
+        weights = None
+        if "hidden" in layers:
+            from embstore.ingest import classifier
+
+            # its own generator, so the vectors above stay what they were for a given seed
+            weights = np.random.default_rng([seed, 1]).normal(0, 1, size=(1000, layers["hidden"]))
+            weights[:n_classes] = drawn_centres["hidden"][:1000]
+            classifier.save_matrix(store, spec.key, weights)
+        with store.write() as con:
+            Catalog(con).finish_run(run_id, "completed")
+        if compact:
+            table.compact(retain_hours=0)
+    vectors = {name: np.concatenate(kept[name]) for name in layers} if keep_vectors else {}
     return {"ids": ids, "labels": labels, "vectors": vectors, "classifier": weights}
+
+
+def _image_rows(ids, where, labels):
+    import pyarrow as pa
+
+    n = len(ids)
+    return pa.table(
+        {
+            "image_id": ids,
+            "path": where,
+            "file_size": [0] * n,
+            "file_mtime": [0.0] * n,
+            "width": [1] * n,
+            "height": [1] * n,
+            "mode": ["RGB"] * n,
+            "label_raw": [str(int(c)) for c in labels],
+            "label_wnid": [None] * n,
+            "label_index": pa.array(labels, pa.int32()),
+            "label_name": [None] * n,
+            "source": ["synthetic"] * n,
+            "extra": [None] * n,
+        }
+    )

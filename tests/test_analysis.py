@@ -11,10 +11,10 @@ from embstore.analysis.tasks import failures, matching
 from embstore.errors import EmbstoreError, ManifestError, NotFoundError, UsageError
 from embstore.ingest.pipeline import ingest
 from embstore.resources import migrations_dir
-from embstore.store.files import ActivationFiles
 from embstore.store.migrations import discover, migrate
 from embstore.store.sql import run_sql
 from embstore.store.store import Store
+from embstore.store.table import ActivationTable
 
 from .conftest import make_images
 
@@ -51,7 +51,7 @@ def test_matching_equals_a_brute_force_computation(triplet_store):
     with store.read() as con:
         id_of = dict(con.execute("SELECT path, image_id FROM images").fetchall())
     for r in report.layers:
-        ids, x = ActivationFiles(store).read_layer("resnet18@none", r.layer)
+        ids, x = ActivationTable(store).read_layer("resnet18@none", r.layer)
         vec = {i: x[k].astype(np.float64) for k, i in enumerate(ids)}
         cr, cu = [], []
         for t in range(5):
@@ -136,7 +136,7 @@ def test_failure_analysis_matches_an_independent_forward_pass(store, tmp_path):
 def test_sql_has_views_and_udfs_and_is_read_only_by_default(store, tmp_path):
     make_images(tmp_path / "imgs", 2)
     ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
-    ids, x = ActivationFiles(store).read_layer("resnet18@none", "layer1.0")
+    ids, x = ActivationTable(store).read_layer("resnet18@none", "layer1.0")
     cols, rows = run_sql(
         store,
         "SELECT image_id, vec_norm(vec) AS n, imagenet_name(616) AS c FROM activations "

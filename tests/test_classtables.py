@@ -37,9 +37,9 @@ def test_prototypes_table_equals_numpy_class_means(multi_file):
 
 @pytest.mark.parametrize("chunk_rows", [8192, 5])  # 5: per-class statistics merged across ~50 chunks
 def test_tstats_table_agrees_with_scipy_and_leaves_out_single_image_classes(multi_file, monkeypatch, chunk_rows):
-    from embstore.analysis import classstats
+    from embstore.store import table
 
-    monkeypatch.setattr(classstats, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(table, "CHUNK_ROWS", chunk_rows)
     store, y, x = multi_file
     done = class_tables(store, "tstats", None, ["conv_a"])[0]
     assert (done.n_classes, done.skipped) == (20, 5)
@@ -76,17 +76,10 @@ def test_pairwise_welch_and_zero_variance_channels(tmp_path):
         class_pair(store, None, "conv_a", "2", "7")
     # a channel with no variance anywhere: t is defined as 0, df NULL; no NaN reaches rankings
     const = Store.open(tmp_path / "c", create=True)
-    d = synthetic.populate(const, n_classes=4, per_class=3, layers={"conv_a": 3}, seed=3)
-    assert d["vectors"]["conv_a"].shape[1] == 3
-    import pyarrow.parquet as pq
-
-    for f in const.activations_root.rglob("*.parquet"):  # rewrite channel 0 as a constant
-        tbl = pq.read_table(f)
-        m = np.stack(tbl.column("vec").to_pylist()).astype(np.float32)
-        m[:, 0] = 1.0
-        from embstore.store.files import vectors_table
-
-        pq.write_table(vectors_table(tbl.column("image_id").to_pylist(), m), f, use_dictionary=False)
+    centres = np.random.default_rng(3).gamma(2.0, 1.0, size=(4, 3))
+    centres[:, 0] = -100.0  # far below zero: ReLU makes channel 0 exactly 0 for every image
+    d = synthetic.populate(const, n_classes=4, per_class=3, layers={"conv_a": 3}, seed=3, centres={"conv_a": centres})
+    assert d["vectors"]["conv_a"].shape[1] == 3 and not d["vectors"]["conv_a"][:, 0].any()
     class_tables(const, "tstats", None, ["conv_a"])
     _, rows = run_sql(const, "SELECT t[1], df[1], t[2] FROM class_tstats")
     assert all(t0 == 0.0 and df0 is None and np.isfinite(t1) for t0, df0, t1 in rows)

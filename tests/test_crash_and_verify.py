@@ -1,5 +1,3 @@
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -8,7 +6,6 @@ import pytest
 
 from embstore.errors import StoreBusyError, StoreError
 from embstore.ingest.pipeline import ingest
-from embstore.store.files import ActivationFiles
 from embstore.store.store import Store
 
 from .conftest import EMBSTORE, make_images
@@ -20,7 +17,7 @@ LAYERS = "layer1.0,layer3.1"  # + hidden
 def _stored_images(store) -> int:
     try:
         with store.read() as con:
-            return con.execute("SELECT count(DISTINCT image_id) FROM activation_index").fetchall()[0][0]
+            return con.execute("SELECT count(DISTINCT image_id) FROM batch_images").fetchall()[0][0]
     except (StoreBusyError, StoreError):
         return -1
 
@@ -42,6 +39,8 @@ def _start(store_path, images, batch: int = 4):
             str(images),
             "-b",
             str(batch),
+            "--commit-seconds",
+            "0",  # a commit per batch: kills land between and inside commits
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -49,14 +48,16 @@ def _start(store_path, images, batch: int = 4):
     )
 
 
-def _kill_when(proc, store, at_least: int, timeout=240) -> int:
-    """SIGKILL the ingest once at least `at_least` images are committed; return what a reader saw."""
+def _kill_when(proc, store, at_least: int, timeout=240, jitter: float = 0.0) -> int:
+    """SIGKILL the ingest once at least `at_least` images are committed (and `jitter` seconds more);
+    return what a reader saw."""
     deadline = time.monotonic() + timeout
     seen = 0
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"ingest ended before it could be killed: {proc.stderr.read()}"
         seen = _stored_images(store)
         if seen >= at_least:
+            time.sleep(jitter)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return seen
@@ -79,7 +80,7 @@ def test_killed_ingest_resumes_with_every_image_exactly_once(tmp_path):
     result = ingest(store, "resnet18", str(images), weights="none", layers=LAYERS, batch_size=8)
     assert result.status == "completed"
     assert result.n_skipped >= seen_second and result.n_skipped + result.n_done == N_IMAGES
-    report = ActivationFiles(store).verify()
+    report = store.verify()
     assert report.ok, report
     with store.read() as con:
         per_layer = con.execute(
@@ -104,53 +105,72 @@ def _layer_count(store, layer="layer1.0"):
         return con.execute("SELECT count(*) FROM activations WHERE layer = ?", [layer]).fetchall()[0][0]
 
 
-def test_uncommitted_staged_file_is_rolled_back(ingested):
+def _append_uncommitted(store, layer="layer1.0", n=4):
+    """Rows appended to the Delta table by a writer that died before its catalog commit."""
+    import numpy as np
+
+    from embstore.store.encoding import encode
+    from embstore.store.table import ActivationTable
+
+    table = ActivationTable(store)
+    rows = encode([f"ghost{i}" for i in range(n)], np.ones((n, 64), np.float32), batch_id="dead-writer",
+                  model="resnet18", weights="none", layer=layer, dtype="float32")  # fmt: skip
+    table._append(rows)
+    return table
+
+
+def test_rows_of_an_uncommitted_batch_are_invisible_then_deleted_by_repair(ingested):
     store, _ = ingested
-    stray = store.staging_root / "model=resnet18/weights=none/layer=layer1.0/x-000009.parquet.tmp"
-    stray.parent.mkdir(parents=True, exist_ok=True)
-    stray.write_bytes(b"half a parquet file")
-    files = ActivationFiles(store)
-    assert not files.verify().ok
-    report = files.verify(repair=True)
-    assert any("removed uncommitted" in line for line in report.repaired)
-    assert files.verify().ok and not stray.exists() and _layer_count(store) == 6
+    _append_uncommitted(store)
+    assert _layer_count(store) == 6  # readers see the pinned version only
+    report = store.verify()
+    assert report.uncommitted_batches == 1 and not report.ok
+    fixed = store.verify(repair=True)
+    assert any("uncommitted" in line for line in fixed.repaired) and fixed.ok
+    with store.read() as con:
+        assert con.execute("SELECT count(*) FROM activations WHERE starts_with(image_id, 'ghost')").fetchall() == [(0,)]
+    assert _layer_count(store) == 6
 
 
-def test_committed_but_unpublished_file_is_rolled_forward(ingested):
-    store, _ = ingested
-    final = next(store.activations_root.rglob("*.parquet"))
-    rel = final.relative_to(store.activations_root)
-    staged = store.staging_root / f"{rel}.tmp"
-    staged.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(final, staged)  # as if the process died between COMMIT and os.replace
-    files = ActivationFiles(store)
-    report = files.verify()
-    assert str(rel) in report.missing
-    files.verify(repair=True)
-    assert final.exists() and files.verify().ok
-
-
-def test_orphan_and_missing_files_are_repaired_and_reingest_restores(ingested):
+def test_the_next_ingest_deletes_uncommitted_rows_before_it_writes(ingested, tmp_path):
     store, images = ingested
-    files = ActivationFiles(store)
-    victim = next(store.activations_root.rglob("*layer=layer1.0/*.parquet"))
-    orphan = victim.with_name("orphan-000001.parquet")
-    shutil.copy(victim, orphan)
-    victim.unlink()
-    report = files.verify()
-    assert report.orphans and report.missing and not report.ok
-    fixed = files.verify(repair=True)
-    assert any("quarantine" in line for line in fixed.repaired)
-    assert files.verify().ok and _layer_count(store) == 3
-    again = ingest(store, "resnet18", str(images), weights="none", layers="layer1.0")
-    assert again.n_done == 3 and _layer_count(store) == 6 and files.verify().ok
+    _append_uncommitted(store)
+    result = ingest(store, "resnet18", str(images), weights="none", layers="layer1.0")
+    assert any("uncommitted" in line for line in result.recovered)
+    assert _layer_count(store) == 6 and store.verify().ok
 
 
-def test_failure_inside_a_commit_rolls_back_that_batch_only(store, tmp_path, monkeypatch):
+def test_missing_and_corrupt_files_are_repaired_and_reingest_restores(store, tmp_path):
+    make_images(tmp_path / "imgs", 6, seed=12)
+    for part in ("a", "b"):  # two commits, so two files per layer and a loss costs only some images
+        ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0",
+               limit=3 if part == "a" else None, compact=False)  # fmt: skip
+    files = sorted(store.activations_root.rglob("*layer=layer1.0/*.parquet"))
+    assert len(files) == 2
+    files[0].unlink()
+    report = store.verify()
+    assert report.missing and not report.ok
+    fixed = store.verify(repair=True)
+    assert fixed.ok, fixed
+    assert any("forgot 3 image(s)" in line for line in fixed.repaired)
+    assert _layer_count(store) == 3 and _layer_count(store, "hidden") == 3  # the lost images' other rows too
+    again = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
+    assert again.n_done == 3 and _layer_count(store) == 6 and store.verify().ok
+    with store.read() as con:  # a pinned file (replaced files stay on disk until vacuum's retention)
+        rel = con.execute("SELECT rel_path FROM table_files WHERE layer = 'hidden'").fetchall()[0][0]
+    (store.path / rel).write_bytes(b"not parquet any more")
+    assert store.verify().corrupt
+    fixed = store.verify(repair=True)
+    assert any("quarantine" in line for line in fixed.repaired) and fixed.ok
+    again = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
+    assert _layer_count(store, "hidden") == 6 and _layer_count(store) == 6 and store.verify().ok
+
+
+def test_failure_inside_a_commit_rolls_back_that_commit_only(store, tmp_path, monkeypatch):
     from embstore.store import catalog
 
     make_images(tmp_path / "imgs", 6, seed=13)
-    real = catalog.Catalog.register_files
+    real = catalog.Catalog.record_batches
     calls = {"n": 0}
 
     def flaky(self, *args):
@@ -159,16 +179,17 @@ def test_failure_inside_a_commit_rolls_back_that_batch_only(store, tmp_path, mon
             raise OSError("disk full (injected)")
         return real(self, *args)
 
-    monkeypatch.setattr(catalog.Catalog, "register_files", flaky)
+    monkeypatch.setattr(catalog.Catalog, "record_batches", flaky)
     with pytest.raises(OSError, match="injected"):
-        ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3)
+        ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3,
+               commit_seconds=0)  # fmt: skip
     with store.read() as con:
         status, message = con.execute("SELECT status, message FROM runs").fetchall()[0]
     assert status == "failed" and "disk full" in message
-    assert _layer_count(store) == 3  # the first batch survived, the second left nothing behind
-    assert not [p for p in store.staging_root.rglob("*") if p.is_file()]
-    assert ActivationFiles(store).verify().ok
-    monkeypatch.setattr(catalog.Catalog, "register_files", real)
+    assert _layer_count(store) == 3  # the first commit survived, the second left nothing visible
+    report = store.verify()
+    assert report.ok and report.uncommitted_batches == 0, report  # its appended rows were deleted at once
+    monkeypatch.setattr(catalog.Catalog, "record_batches", real)
     again = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3)
     assert (again.n_skipped, again.n_done) == (3, 3) and _layer_count(store) == 6
 
@@ -206,4 +227,34 @@ def test_ctrl_c_marks_the_run_interrupted_and_exits_130(tmp_path):
     assert 8 <= _stored_images(store) < 300
     with store.read() as con:
         assert con.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
-    assert ActivationFiles(store).verify().ok
+    assert store.verify().ok
+
+
+@pytest.mark.slow
+def test_kill_9_at_ten_random_points_of_ingest_then_resume_stores_every_image_once(tmp_path):
+    import numpy as np
+
+    images = tmp_path / "imgs"
+    n = 300
+    make_images(images, n, size=32, seed=21)
+    store = Store.open(tmp_path / "store", create=True)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        # each run is killed a random number of images (4-20) past what the previous ones committed,
+        # plus a random fraction of a commit: in the forward pass, the Delta append or the catalog commit
+        target = max(_stored_images(store), 0) + int(rng.integers(4, 21))
+        _kill_when(_start(store.path, images, batch=4), store, target, jitter=float(rng.uniform(0, 0.3)))
+        with store.read() as con:
+            total, distinct = con.execute(
+                "SELECT count(*), count(DISTINCT image_id) FROM activations WHERE layer = 'layer1.0'"
+            ).fetchall()[0]
+            recorded = con.execute("SELECT count(DISTINCT image_id) FROM batch_images").fetchall()[0][0]
+        assert total == distinct == recorded < n  # what readers see: committed images, each once
+    result = ingest(store, "resnet18", str(images), weights="none", layers=LAYERS, batch_size=8)
+    assert result.n_skipped + result.n_done == n and result.n_skipped >= recorded
+    assert store.verify().ok
+    with store.read() as con:
+        per_layer = con.execute(
+            "SELECT layer, count(*), count(DISTINCT image_id) FROM activations GROUP BY layer ORDER BY layer"
+        ).fetchall()
+    assert per_layer == [(l, n, n) for l in ("hidden", "layer1.0", "layer3.1")]

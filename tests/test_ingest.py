@@ -16,7 +16,7 @@ from embstore.errors import (
     WeightsUnavailableError,
 )
 from embstore.ingest.pipeline import ingest
-from embstore.store.files import ActivationFiles
+from embstore.store.table import ActivationTable
 
 from .conftest import make_images
 
@@ -67,8 +67,8 @@ def test_stored_vectors_equal_an_independent_torchvision_reference(store, tmp_pa
 
     paths = make_images(tmp_path / "imgs", 3, size=300, seed=4, fmt="jpg")
     ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer2.1,layer4.1")
-    ids, stored = ActivationFiles(store).read_layer("resnet18@none", "layer2.1")
-    _, hidden = ActivationFiles(store).read_layer("resnet18@none", "hidden")
+    ids, stored = ActivationTable(store).read_layer("resnet18@none", "layer2.1")
+    _, hidden = ActivationTable(store).read_layer("resnet18@none", "hidden")
     torch.manual_seed(0)
     ref_model = resnet18(weights=None).eval()
     fx = create_feature_extractor(ref_model, {"layer2.1": "l2", "flatten": "hidden"})
@@ -90,7 +90,7 @@ def test_rerun_skips_and_new_layers_are_added_without_duplicates(store, tmp_path
     assert (first.n_done, again.n_done, again.n_skipped) == (5, 0, 5)
     more = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0,conv1")
     assert more.n_done == 5
-    assert _count(store, "SELECT count(*) FROM activation_index WHERE layer = 'conv1'") == 5
+    assert _count(store, "SELECT count(*) FROM activations WHERE layer = 'conv1'") == 5
     assert _count(store, "SELECT count(*) FROM activations WHERE layer = 'layer1.0'") == 5
     assert _count(store, "SELECT count(*) FROM predictions") == 5
     copy = tmp_path / "imgs" / "same_content.png"
@@ -98,7 +98,7 @@ def test_rerun_skips_and_new_layers_are_added_without_duplicates(store, tmp_path
     dup = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none")
     assert (dup.n_done, dup.n_duplicates) == (0, 1)
     assert _count(store, "SELECT count(*) FROM activations WHERE layer = 'hidden'") == 5
-    assert ActivationFiles(store).verify().ok
+    assert store.verify().ok
 
 
 def _bad_inputs(folder):

@@ -31,8 +31,10 @@ def test_blank_catalog_gets_every_table_and_rerun_is_a_noop(tmp_path):
         "runs",
         "predictions",
         "ingest_errors",
-        "activation_files",
-        "activation_index",
+        "vector_batches",
+        "batch_images",
+        "table_files",
+        "table_state",
         "activations",
         "schema_migrations",
     } <= tables

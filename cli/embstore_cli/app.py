@@ -75,6 +75,11 @@ def ingest(
     workers: int = typer.Option(0, min=0, help="Image-decoding worker processes."),
     limit: Optional[int] = typer.Option(None, min=1, help="Ingest at most N images (sorted by path)."),
     max_pixels: int = typer.Option(100_000_000, help="Refuse images with more pixels than this."),
+    dtype: str = typer.Option(
+        "float32", help="float32 | int8 (per-vector scale and offset: ~0.3 × the bytes; readers get float32)."
+    ),
+    commit_seconds: float = typer.Option(5.0, min=0, help="Commit stored vectors every N seconds of work."),
+    compact: bool = typer.Option(True, "--compact/--no-compact", help="Compact the activations table at the end."),
 ):
     """Run MODEL over IMAGES (default: every image already stored) and store each chosen layer's pooled activations.
 
@@ -93,6 +98,9 @@ def ingest(
             limit=limit,
             max_pixels=max_pixels,
             progress=bar.update,
+            dtype=dtype,
+            commit_seconds=commit_seconds,
+            compact=compact,
         )
     render.ingest_summary(ctx.obj, result, store.path)
 
@@ -153,6 +161,22 @@ def verify(
     render.verify_report(ctx.obj, report)
     if not report.ok and not repair:
         raise typer.Exit(1)
+
+
+@app.command("compact")
+def compact_cmd(
+    ctx: typer.Context,
+    target_size_mb: float = typer.Option(128, "--target-size-mb", min=1, help="Size of the merged files."),
+    retain_hours: float = typer.Option(
+        1, "--retain-hours", min=0, help="Keep replaced files this long for readers of an older snapshot."
+    ),
+):
+    """Merge the activations table's small files and delete replaced files older than --retain-hours.
+
+    Example: embstore compact --target-size-mb 128
+    """
+    report = _store(ctx).compact(target_size_mb=target_size_mb, retain_hours=retain_hours)
+    render.compact_report(ctx.obj, report)
 
 
 @app.command()

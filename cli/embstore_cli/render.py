@@ -150,9 +150,13 @@ def ingest_summary(out: Output, r, store_path) -> None:
         ("errors", str(r.n_errors)),
         ("non-image files ignored", str(r.n_ignored)),
         ("time", f"{r.seconds:.1f} s (load {r.load_s:.1f}, forward {r.forward_s:.1f}, write {r.write_s:.1f})"),
+        ("commits", f"{r.commits} ({r.dtype})"),
         ("throughput", f"{r.images_per_s:.1f} images/s"),
         ("peak memory", f"{r.peak_rss_mb:.0f} MiB"),
     ]
+    if r.compaction is not None:
+        c = r.compaction
+        rows.append(("compaction", f"{c.files_before} → {c.files_after} files in {c.seconds:.1f} s"))
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
@@ -225,17 +229,29 @@ def verify_report(out: Output, r) -> None:
     if out.json:
         emit({**jsonable(r), "ok": r.ok})
         return
-    console.print(f"{r.files} files, {r.rows} vectors checked")
-    for label, items in (("missing", r.missing), ("corrupt", r.corrupt), ("orphan", r.orphans), ("staged", r.staged)):
+    console.print(f"{r.files} files, {r.rows} vectors checked (activations table version {r.table_version})")
+    for label, items in (("missing", r.missing), ("corrupt", r.corrupt), ("count", r.count_mismatches)):
         for item in items[:20]:
             console.print(f"[red]{label}:[/] {item}", soft_wrap=True)
-    if r.dangling_index_rows:
-        console.print(f"[red]index rows without a file:[/] {r.dangling_index_rows}")
+    if r.uncommitted_batches:
+        console.print(f"[red]rows of uncommitted batches:[/] {r.uncommitted_batches} batch(es)")
     if r.interrupted_runs:
         console.print(f"[yellow]unfinished runs:[/] {r.interrupted_runs}")
     for line in r.repaired:
         console.print(f"[green]repaired:[/] {line}", soft_wrap=True)
     console.print("[green]OK: catalog and files agree[/]" if r.ok else "[red]NOT OK[/]: run `embstore verify --repair`")
+
+
+def compact_report(out: Output, r) -> None:
+    if out.json:
+        emit(jsonable(r))
+        return
+    console.print(
+        f"{r.files_before} → {r.files_after} data files ({r.rewritten} rewritten), {r.vacuumed} old file(s) "
+        f"deleted, table version {r.version}, {r.seconds:.1f} s"
+    )
+    for note in r.notes:
+        console.print(f"[green]repaired:[/] {note}", soft_wrap=True)
 
 
 STATUS_MODEL_COLUMNS = ("model", "layers", "images", "top1_error", "top5_error")

@@ -1,6 +1,6 @@
 """Per-class sufficient statistics of one model layer: count, mean and M2 per channel (float64).
 
-Computed in one streaming pass over the layer's Parquet files (Chan et al.'s pairwise merge,
+Computed in one streaming pass over the layer's pinned files, in bounded chunks (Chan et al.'s pairwise merge,
 so no sums of squares cancel), then materialised under <store>/indexes/ with a fingerprint of
 the files they cover: a store that gained vectors since is recomputed, never served stale.
 Prototypes (seed 003 §3.1) and one-vs-rest Welch t-statistics (§3.2) derive from them.
@@ -72,7 +72,7 @@ def class_stats(store, model_key: str, layer: str, *, con=None) -> ClassStats:
             if str(z["fingerprint"]) == fingerprint:
                 return ClassStats(z["labels"], z["n"], z["mean"], z["m2"], fingerprint)
     labels = cat.labelled_vectors(model_key, layer)
-    stats = _compute(store, files, labels)
+    stats = _compute(store, files, cat.layer_width(model_key, layer), labels)
     stats.fingerprint = fingerprint
     atomic_write(
         cache,
@@ -111,43 +111,16 @@ def welch(m1, v1, n1, m2, v2, n2) -> tuple[np.ndarray, np.ndarray]:
     return t, df
 
 
-CHUNK_ROWS = 8192
-
-
-def _chunks(store, files):
-    """The files' rows as tables of about CHUNK_ROWS rows, read ahead on arrow's threads.
-
-    Per-batch files hold as few as 32 rows; merging per file made the per-file overhead dominate
-    (28k files of a 50k-image Lite0 store). Memory stays bounded by the chunk and the read-ahead.
-    """
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    if not files:
-        return
-    pending, rows = [], 0
-    for batch in ds.dataset([str(store.activations_root / rel) for rel in files], format="parquet").to_batches(
-        columns=["image_id", "vec"]
-    ):
-        pending.append(batch)
-        rows += batch.num_rows
-        if rows >= CHUNK_ROWS:
-            yield pa.Table.from_batches(pending)
-            pending, rows = [], 0
-    if pending:
-        yield pa.Table.from_batches(pending)
-
-
-def _compute(store, files, labels: dict) -> ClassStats:
+def _compute(store, files, width: int, labels: dict) -> ClassStats:
     """One streaming pass: per chunk of rows, per-class sums by sort + reduceat, merged pairwise (Chan)."""
+    from embstore.store.table import ActivationTable
+
     n = mean = m2 = None
-    for t in _chunks(store, files):
-        ids = t.column("image_id").to_pylist()
+    for ids, x in ActivationTable(store).iter_files(files, width):
         y = np.array([labels.get(i, -1) for i in ids])
         keep = y >= 0
         if not keep.any():
             continue
-        x = np.concatenate([np.asarray(c.flatten()).reshape(len(c), -1) for c in t.column("vec").chunks if len(c)])
         order = np.argsort(y[keep], kind="stable")
         ys = y[keep][order]
         xs = x[keep][order].astype(np.float64)

@@ -18,7 +18,7 @@ from embstore.analysis.matchingtables import MatchingTables, StoredMatching  # n
 from embstore.errors import ManifestError, NotFoundError
 from embstore.ingest.images import content_id
 from embstore.store.catalog import Catalog
-from embstore.store.files import ActivationFiles
+from embstore.store.table import ActivationTable
 
 ROLES = ("object", "related", "unrelated")
 
@@ -203,7 +203,7 @@ def triplet_matching(
     ids, unreadable = image_ids(triplets)
     if unreadable:
         raise NotFoundError(f"{len(unreadable)} image(s) of the manifest cannot be read, e.g. {unreadable[0]}")
-    files = ActivationFiles(store)
+    table = ActivationTable(store)
     results = []
     for model_key in model_keys:
         with store.read() as con:
@@ -218,9 +218,8 @@ def triplet_matching(
         for layer in sorted(layers or stored, key=lambda l: stored.get(l, 1 << 30)):
             if layer not in stored:
                 raise NotFoundError(f"no vectors of layer '{layer}' for {model_key}")
-            all_ids, x = files.read_layer(model_key, layer)
-            want = set(ids.values())
-            vectors = {i: x[r] for r, i in enumerate(all_ids) if i in want}
+            got, x = table.vectors_of(model_key, layer, ids.values())  # streamed: only the manifest's images
+            vectors = {i: x[r] for r, i in enumerate(got)}
             results.append(match_layer(model_key, layer, vectors, triplets, ids, n_boot=n_boot, seed=seed))
             if progress:
                 progress(1, len(layers or stored) * len(model_keys))

@@ -11,7 +11,7 @@ from embstore.analysis import rsa
 from embstore.errors import NotFoundError
 from embstore.labels import vectors
 from embstore.store.catalog import Catalog
-from embstore.store.files import ActivationFiles
+from embstore.store.table import ActivationTable
 
 
 @dataclass
@@ -86,12 +86,13 @@ def run_rsa(
     for i, t, p in labelled:
         if t == p and t in concepts:
             correct_of.setdefault(t, i)
-    files = ActivationFiles(store)
+    table = ActivationTable(store)
+    needed = {i for gid in group_ids for i in gid} | {i for i, _, _ in misclassified} | set(correct_of.values())
     rows = []
     if progress:
         progress(0, len(wanted))
     for layer, order in wanted:
-        ids, x = files.read_layer(key, layer)
+        ids, x = table.vectors_of(key, layer, needed)  # streamed: only the images the tests use
         pos = {i: r for r, i in enumerate(ids)}
         mats = [x[[pos[i] for i in gid]].astype(np.float64) for gid in group_ids]
         enc = rsa.similarity_encoding(

@@ -1,8 +1,10 @@
 """`embstore ingest`: run a network over images and store every chosen layer's pooled vector.
 
-Resumable and idempotent: what is already stored for the model, weights and layers is skipped;
-each batch is committed on its own (see activations.py), so a killed run loses at most the batch
-in flight and the next run carries on.
+Resumable and idempotent: what is already stored for the model, weights and layers is skipped.
+Forward batches are gathered and committed every few seconds (`commit_seconds`, or sooner past
+`commit_bytes`) with the activations table's protocol (store/table.py), so a killed run loses at
+most the uncommitted seconds and the next run carries on; commits cost the same whatever the
+forward batch size. A completed run ends by compacting the table.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from embstore.ingest import layers as layers_mod
 from embstore.ingest.images import DEFAULT_MAX_PIXELS, Discovery, ImageSource, Preprocess, discover, read_rgb
 from embstore.ingest.spec import Preprocessing
 from embstore.store.catalog import Catalog
-from embstore.store.duck import transaction
-from embstore.store.files import ActivationFiles, file_rows
+from embstore.store.encoding import check_dtype
+from embstore.store.table import ActivationTable, CompactReport, Part, new_batch_id
+
+COMMIT_SECONDS = 5.0
+COMMIT_BYTES = 256 << 20
 
 
 @dataclass
@@ -42,8 +47,11 @@ class IngestResult:
     write_s: float = 0.0
     peak_rss_mb: float = 0.0
     device: str = "cpu"
+    commits: int = 0
+    dtype: str = "float32"
     errors: list[tuple[str, str]] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    compaction: CompactReport | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -65,18 +73,24 @@ def ingest(
     name: str | None = None,
     preprocessing: Preprocessing | None = None,
     progress=None,
+    dtype: str = "float32",
+    commit_seconds: float = COMMIT_SECONDS,
+    commit_bytes: int = COMMIT_BYTES,
+    compact: bool = True,
 ) -> IngestResult:
     """Ingest `images` (folder, class tree or manifest) through `model` into `store`.
 
     `model` is a model name (`embstore models`) or any `torch.nn.Module`; a module needs `name`
     and `preprocessing`, and is recorded with the hash of its weights. `progress(done, total)`
-    is called after each batch.
+    is called after each batch. `dtype` int8 stores ~0.3 × the float32 bytes (per-vector scale and
+    offset); commits happen every `commit_seconds` or `commit_bytes` of vectors, whichever first.
 
     >>> ingest(Store.open("s", create=True), "efficientnet_lite0", "photos/")  # doctest: +SKIP
     IngestResult(run_id='…', model_key='efficientnet_lite0@tf-lite0', status='completed', …)
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, not {batch_size}")
+    check_dtype(dtype)
     if isinstance(model, str):
         models.check_name(model)  # the cheapest check first, before any image is looked at
     found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
@@ -93,7 +107,14 @@ def ingest(
     net.to(dev)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     result = IngestResult(
-        run_id, spec.key, "running", names, n_images=len(found.images), n_ignored=found.ignored, device=str(dev)
+        run_id,
+        spec.key,
+        "running",
+        names,
+        n_images=len(found.images),
+        n_ignored=found.ignored,
+        device=str(dev),
+        dtype=dtype,
     )
     config = {
         "model": spec.name,
@@ -105,11 +126,13 @@ def ingest(
         "workers": workers,
         "limit": limit,
         "max_pixels": max_pixels,
+        "dtype": dtype,
+        "commit_seconds": commit_seconds,
         "preprocessing": spec.as_row(),
     }
-    files = ActivationFiles(store)
+    table = ActivationTable(store)
     with store.writer_lock():
-        result.recovered = files.recover()
+        result.recovered = table.reconcile()
         with store.transaction() as con:
             cat = Catalog(con)
             stale = cat.mark_stale_runs()
@@ -121,7 +144,7 @@ def ingest(
                 )
             cat.upsert_model(spec, sha)
             classifier.save(store, spec.key, net)
-            cat.upsert_layers(spec.key, chosen)
+            cat.upsert_layers(spec.key, chosen, dtype)
             todo, skipped = _pending(cat, spec.key, names, found.images)
             cat.start_run(run_id, spec.key, config, len(found.images))
             cat.add_run_counts(run_id, n_skipped=len(skipped))
@@ -131,9 +154,12 @@ def ingest(
         started = time.perf_counter()
         message = None
         try:
-            _Run(store, files, spec, chosen, todo, result).execute(
-                net, dev, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress
-            )
+            run = _Run(store, table, spec, chosen, todo, result)
+            run.dtypes = {name: dtype for name in names}
+            run.commit_seconds, run.commit_bytes = commit_seconds, commit_bytes
+            run.execute(net, dev, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress)
+            if compact and result.n_done:
+                result.compaction = table.compact()
             result.status = "completed"
         except KeyboardInterrupt:
             result.status, message = "interrupted", "interrupted by the user"
@@ -146,8 +172,6 @@ def ingest(
             result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             with store.write() as con:
                 Catalog(con).finish_run(run_id, result.status, message)
-            if result.n_done:
-                store.refresh_view()
             net.train(was_training)
     return result
 
@@ -229,15 +253,23 @@ def _collate(batch):
 class _Run:
     """One run's batches: decode (prefetch thread or worker processes), forward, and commit, overlapped.
 
-    Batch k is committed by one writer thread while batch k+1 runs forward; the next commit
-    waits for the previous one, so commits stay in order and each is atomic. A kill therefore
-    loses at most the batch computing and the batch committing, never part of one.
+    Each forward batch goes to one writer thread while the next runs forward; the writer gathers
+    batches and commits them together every `commit_seconds` (or `commit_bytes`), in order, each
+    commit atomic. A kill therefore loses at most the uncommitted seconds, never part of a commit.
     """
 
-    def __init__(self, store, files: ActivationFiles, spec, chosen, todo, result: IngestResult):
-        self.store, self.files, self.spec, self.chosen, self.todo = store, files, spec, chosen, todo
+    dtypes: dict[str, str]
+    commit_seconds: float = COMMIT_SECONDS
+    commit_bytes: int = COMMIT_BYTES
+
+    def __init__(self, store, table: ActivationTable, spec, chosen, todo, result: IngestResult):
+        self.store, self.table, self.spec, self.chosen, self.todo = store, table, spec, chosen, todo
         self.result = result
+        self.dtypes = {}
         self.seen: set[str] = set()  # image ids stored by this run (duplicate content under two paths)
+        self.gathered: list[_Batch] = []
+        self.gathered_bytes = 0
+        self.last_commit = time.perf_counter()
 
     def execute(self, net, dev, *, batch_size: int, workers: int, max_pixels: int, progress) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -273,75 +305,86 @@ class _Run:
                     self.result.forward_s += t2 - t1
                     _wait(pending, progress, total)
                     batch = _Batch(seq, ok, bad, vectors, logits, load_s=t1 - t0, forward_s=t2 - t1)
-                    pending = writer.submit(self.commit, batch)
+                    pending = writer.submit(self.take, batch)
                     t0 = time.perf_counter()
                 _wait(pending, progress, total)
+                writer.submit(self.commit).result()
         finally:
             extractor.close()
 
-    def commit(self, batch: _Batch) -> int:
-        """Stage, commit and publish one batch of images; return how many images it covered."""
+    def take(self, batch: _Batch) -> int:
+        """Gather one forward batch; commit what is gathered once it is due. Returns the images it covered."""
+        self.gathered.append(batch)
+        self.gathered_bytes += sum(v.nbytes for v in batch.vectors.values())
+        due = time.perf_counter() - self.last_commit >= self.commit_seconds or self.gathered_bytes >= self.commit_bytes
+        if due:
+            self.commit()
+        return len(batch.ok) + len(batch.bad)
+
+    def commit(self) -> None:
+        """Commit the gathered batches: their new vectors as batches of the activations table, with
+        images, predictions, errors and run counts in the same catalog transaction."""
+        import numpy as np
+
+        gathered, self.gathered, self.gathered_bytes = self.gathered, [], 0
+        self.last_commit = time.perf_counter()
+        if not gathered:
+            return
         t0 = time.perf_counter()
-        spec, todo, run_id, ok = self.spec, self.todo, self.result.run_id, batch.ok
-        errors = [(todo[b["i"]].path, b["error"]) for b in batch.bad]
-        staged = []
-        with self.store.write() as con:
-            cat = Catalog(con)
-            ids = [b["image_id"] for b in ok]
-            stored = cat.stored_layers(spec.key, ids) if ids else {}
-            need: dict[str, list[int]] = {}
-            new_images, duplicates = [], 0
-            for row, b in enumerate(ok):
-                iid = b["image_id"]
-                missing = [layer.name for layer in self.chosen if layer.name not in stored.get(iid, set())]
-                if iid in self.seen or not missing:
-                    duplicates += 1
-                else:
-                    self.seen.add(iid)
-                    new_images.append(row)
-                    for name in missing:
-                        need.setdefault(name, []).append(row)
-            try:
-                for layer in self.chosen:
-                    rows = need.get(layer.name)
-                    if rows:
-                        staged.append(
-                            self.files.stage(
-                                spec,
-                                layer.name,
-                                run_id,
-                                batch.seq,
-                                [ok[r]["image_id"] for r in rows],
-                                batch.vectors[layer.name][rows],
-                            )
-                        )
-                with transaction(con):
-                    cat.insert_images(_image_rows(todo, ok))
-                    if new_images and batch.logits is not None:
-                        cat.insert_predictions(_prediction_rows(todo, ok, new_images, batch.logits, spec, run_id))
-                    if staged:
-                        cat.register_files(*file_rows(staged, spec.key, run_id))
-                    cat.insert_errors(run_id, errors)
-                    cat.add_run_counts(
-                        run_id,
-                        n_done=len(new_images),
-                        n_errors=len(errors),
-                        n_duplicates=duplicates,
-                        load_s=batch.load_s,
-                        forward_s=batch.forward_s,
-                        write_s=time.perf_counter() - t0,
-                    )
-            except BaseException:
-                self.files.discard(staged)
-                raise
-        self.files.publish(staged)
+        spec, todo, run_id = self.spec, self.todo, self.result.run_id
+        ok = [b for batch in gathered for b in batch.ok]
+        errors = [(todo[b["i"]].path, b["error"]) for batch in gathered for b in batch.bad]
+        vectors = {
+            layer.name: np.concatenate([b.vectors[layer.name] for b in gathered if b.ok]) for layer in self.chosen if ok
+        }
+        logits = [b.logits for b in gathered if b.ok and b.logits is not None]
+        logits = np.concatenate(logits) if logits else None
+        ids = [b["image_id"] for b in ok]
+        if ids:
+            with self.store.read() as con:
+                stored = Catalog(con).stored_layers(spec.key, ids)
+        else:
+            stored = {}
+        groups: dict[tuple[str, ...], list[int]] = {}  # the layers an image still needs -> its rows
+        new_images, duplicates = [], 0
+        for row, b in enumerate(ok):
+            iid = b["image_id"]
+            missing = tuple(layer.name for layer in self.chosen if layer.name not in stored.get(iid, set()))
+            if iid in self.seen or not missing:
+                duplicates += 1
+            else:
+                self.seen.add(iid)
+                new_images.append(row)
+                groups.setdefault(missing, []).append(row)
+        parts = [
+            Part(new_batch_id(), [ok[r]["image_id"] for r in rows], {name: vectors[name][rows] for name in layers})
+            for layers, rows in groups.items()
+        ]
+
+        def record(cat: Catalog) -> None:
+            if ok:
+                cat.insert_images(_image_rows(todo, ok))
+            if new_images and logits is not None:
+                cat.insert_predictions(_prediction_rows(todo, ok, new_images, logits, spec, run_id))
+            cat.insert_errors(run_id, errors)
+            cat.add_run_counts(
+                run_id,
+                n_done=len(new_images),
+                n_errors=len(errors),
+                n_duplicates=duplicates,
+                load_s=sum(b.load_s for b in gathered),
+                forward_s=sum(b.forward_s for b in gathered),
+                write_s=time.perf_counter() - t0,
+            )
+
+        self.table.commit(spec, run_id, parts, self.dtypes, record)
         r = self.result
+        r.commits += 1
         r.n_done += len(new_images)
         r.n_errors += len(errors)
         r.n_duplicates += duplicates
         r.errors += errors
         r.write_s += time.perf_counter() - t0
-        return len(ok) + len(batch.bad)
 
 
 @dataclass

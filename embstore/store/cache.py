@@ -25,10 +25,11 @@ def derived_path(store, model_key: str, layer: str, name: str) -> Path:
     >>> derived_path(SimpleNamespace(indexes_root=Path("/s/indexes")), "resnet18@none", "layer1.0", "flat.faiss")
     PosixPath('/s/indexes/model=resnet18/weights=none/layer=layer1.0/flat.faiss')
     """
-    from embstore.store.files import partition_dir
+    from urllib.parse import quote
 
     name_part, weights = model_key.split("@", 1)
-    return store.indexes_root / partition_dir(name_part, weights, layer) / name
+    q = lambda v: quote(v, safe="")  # noqa: E731 - '/' in a layer name must not make a folder
+    return store.indexes_root / f"model={q(name_part)}/weights={q(weights)}/layer={q(layer)}" / name
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:

@@ -1,6 +1,6 @@
-"""Every SQL statement on the catalog's tables (images, models, layers, runs, activation files,
-predictions, ingest errors), in one place, values always bound as parameters. The analyses'
-result tables are owned by their analysis modules (matching, classtables, rsatables).
+"""Every SQL statement on the catalog's tables (images, models, layers, runs, vector batches, the
+pinned files of the activations table, predictions, ingest errors), in one place, values always
+bound as parameters. The analyses' result tables are owned by their analysis modules (matching, classtables, rsatables).
 
 `Catalog` wraps one open DuckDB connection (from `Store.write()/read()/transaction()`).
 """
@@ -18,8 +18,11 @@ ERROR_RATES = """SELECT model_key, count(*) AS labelled, 1 - avg(top1_correct::I
                         1 - avg(top5_correct::INT) AS top5_error, median(true_rank) AS median_true_rank
                  FROM labelled_predictions GROUP BY model_key"""
 
-_LABELLED_VECTORS = """FROM activation_index x JOIN images i USING (image_id)
-                       WHERE x.model_key = ? AND x.layer = ? AND i.label_index IS NOT NULL"""
+_LABELLED_VECTORS = """FROM batch_images x JOIN vector_batches b USING (batch_id) JOIN images i USING (image_id)
+                       WHERE x.model_key = ? AND list_contains(b.layers, ?) AND i.label_index IS NOT NULL"""
+# (model_key, image_id, layer) of every stored vector, from the batches (one row per batch, not per vector)
+_STORED = """SELECT x.image_id, unnest(b.layers) AS layer FROM batch_images x JOIN vector_batches b USING (batch_id)
+             WHERE x.model_key = ?"""
 
 
 class Catalog:
@@ -54,23 +57,48 @@ class Catalog:
         rows = self.con.execute("SELECT weights_sha256 FROM models WHERE model_key = ?", [model_key]).fetchall()
         return rows[0][0] if rows else None
 
-    def upsert_layers(self, model_key: str, layers) -> None:
+    def upsert_layers(self, model_key: str, layers, dtype: str = "float32") -> None:
+        """Record `layers` (stored as `dtype`); a layer with vectors keeps its dtype: asking another is an error."""
+        from embstore.errors import UsageError
+
+        stored = {name for name, _, _ in self.layers_with_vectors(model_key)}
         for l in layers:
             self.con.execute(
-                """INSERT INTO layers (model_key, layer, ord, channels, kind, reduction) VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT DO NOTHING""",
-                [model_key, l.name, l.ord, l.channels, l.kind, l.reduction],
+                """INSERT INTO layers (model_key, layer, ord, channels, kind, reduction, dtype)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
+                [model_key, l.name, l.ord, l.channels, l.kind, l.reduction, dtype],
             )
+            have = self.con.execute(
+                "SELECT dtype FROM layers WHERE model_key = ? AND layer = ?", [model_key, l.name]
+            ).fetchall()[0][0]
+            if have != dtype and l.name in stored:
+                raise UsageError(
+                    f"layer {l.name} of {model_key} is stored as {have}; ingest it with dtype {have} "
+                    "(or into another store)"
+                )
+            if have != dtype:
+                self.con.execute(
+                    "UPDATE layers SET dtype = ? WHERE model_key = ? AND layer = ?", [dtype, model_key, l.name]
+                )
+
+    def layer_width(self, model_key: str, layer: str) -> int:
+        rows = self.con.execute(
+            "SELECT channels FROM layers WHERE model_key = ? AND layer = ?", [model_key, layer]
+        ).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def layer_dtypes(self, model_key: str) -> dict[str, str]:
+        return dict(self.con.execute("SELECT layer, dtype FROM layers WHERE model_key = ?", [model_key]).fetchall())
 
     def stored_model_keys(self) -> list[str]:
-        """Model keys that have at least one stored activation file."""
-        return [r[0] for r in self.con.execute("SELECT DISTINCT model_key FROM activation_files ORDER BY 1").fetchall()]
+        """Model keys that have at least one stored vector (a pinned file of the activations table)."""
+        return [r[0] for r in self.con.execute("SELECT DISTINCT model_key FROM table_files ORDER BY 1").fetchall()]
 
     def stored_layer_widths(self) -> list[tuple[str, str, str, str, int]]:
         """(model_key, model name, weights tag, layer, channels) of every layer with stored vectors."""
         return self.con.execute(
             """SELECT l.model_key, m.name, m.weights, l.layer, l.channels FROM layers l JOIN models m USING (model_key)
-               WHERE EXISTS (SELECT 1 FROM activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
+               WHERE EXISTS (SELECT 1 FROM table_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
                ORDER BY l.model_key, l.ord"""
         ).fetchall()
 
@@ -83,7 +111,7 @@ class Catalog:
         """(layer, order, kind) of the layers of `model_key` with stored vectors, in forward order."""
         return self.con.execute(
             """SELECT l.layer, l.ord, l.kind FROM layers l WHERE l.model_key = ? AND EXISTS (
-                   SELECT 1 FROM activation_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
+                   SELECT 1 FROM table_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
                ORDER BY l.ord""",
             [model_key],
         ).fetchall()
@@ -102,7 +130,7 @@ class Catalog:
     def latest_model(self, keys: list[str]) -> str:
         """Of `keys`, the model whose vectors were stored most recently."""
         return self.con.execute(
-            """SELECT model_key FROM activation_files f JOIN runs r USING (run_id, model_key)
+            """SELECT model_key FROM vector_batches f JOIN runs r USING (run_id, model_key)
                WHERE list_contains(?, model_key) ORDER BY r.started_at DESC, model_key LIMIT 1""",
             [keys],
         ).fetchall()[0][0]
@@ -181,16 +209,15 @@ class Catalog:
     def complete_images(self, model_key: str, layers: list[str]) -> set[str]:
         """Image ids that have a stored vector for every one of `layers`."""
         rows = self.con.execute(
-            """SELECT image_id FROM activation_index WHERE model_key = ? AND list_contains(?, layer)
-               GROUP BY image_id HAVING count(*) = ?""",
+            f"""SELECT image_id FROM ({_STORED}) WHERE list_contains(?, layer)
+                GROUP BY image_id HAVING count(DISTINCT layer) = ?""",
             [model_key, layers, len(layers)],
         ).fetchall()
         return {r[0] for r in rows}
 
     def stored_layers(self, model_key: str, image_ids: list[str]) -> dict[str, set[str]]:
         rows = self.con.execute(
-            "SELECT image_id, layer FROM activation_index WHERE model_key = ? AND list_contains(?, image_id)",
-            [model_key, image_ids],
+            f"SELECT image_id, layer FROM ({_STORED} AND list_contains(?, x.image_id))", [model_key, image_ids]
         ).fetchall()
         out: dict[str, set[str]] = {}
         for image_id, layer in rows:
@@ -282,7 +309,7 @@ class Catalog:
         return {
             r[0]
             for r in self.con.execute(
-                "SELECT DISTINCT image_id FROM activation_index WHERE model_key = ? AND list_contains(?, image_id)",
+                "SELECT DISTINCT image_id FROM batch_images WHERE model_key = ? AND list_contains(?, image_id)",
                 [model_key, list(image_ids)],
             ).fetchall()
         }
@@ -335,8 +362,9 @@ class Catalog:
             "images": one("SELECT count(*) FROM images"),
             "labelled": one("SELECT count(*) FROM images WHERE label_index IS NOT NULL"),
             "models": one("SELECT count(*) FROM models"),
-            "vectors": one("SELECT count(*) FROM activation_index"),
-            "files": one("SELECT count(*) FROM activation_files"),
+            "vectors": one("SELECT coalesce(sum(n_rows), 0)::BIGINT FROM table_files"),
+            "files": one("SELECT count(*) FROM table_files"),
+            "table_version": self.table_version(),
             "runs": one("SELECT count(*) FROM runs"),
             "errors": one("SELECT count(*) FROM ingest_errors"),
         }
@@ -396,53 +424,129 @@ class Catalog:
                 [[run_id, p, r] for p, r in errors],
             )
 
-    # -- activation files ------------------------------------------------------------------
-    def register_files(self, files_table, index_table) -> None:
-        """Register activation files (file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id) and
-        their index rows (model_key, layer, image_id, file_id), one statement each."""
-        self.con.register("_files", files_table)
-        self.con.register("_index", index_table)
+    # -- vector batches and the pinned activations table ----------------------------------------
+    def record_batches(self, model_key: str, run_id: str, batches: list[tuple[str, list[str], list[str], int]]) -> None:
+        """Record committed batches [(batch_id, layers, image_ids, encoded bytes)] of `model_key`."""
+        import pyarrow as pa
+
+        self.con.executemany(
+            """INSERT INTO vector_batches (batch_id, model_key, run_id, layers, n_images, n_bytes)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            [[b, model_key, run_id, layers, len(ids), n_bytes] for b, layers, ids, n_bytes in batches],
+        )
+        rows = pa.table(
+            {
+                "model_key": pa.array([model_key] * sum(len(ids) for _, _, ids, _ in batches), pa.string()),
+                "image_id": pa.array([i for _, _, ids, _ in batches for i in ids], pa.string()),
+                "batch_id": pa.array([b for b, _, ids, _ in batches for _ in ids], pa.string()),
+            }
+        )
+        self.con.register("_batch_images", rows)
         try:
-            self.con.execute(
-                """INSERT INTO activation_files (file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id)
-                   SELECT file_id, model_key, layer, rel_path, n_rows, n_bytes, run_id FROM _files"""
-            )
-            self.con.execute("INSERT INTO activation_index SELECT model_key, layer, image_id, file_id FROM _index")
+            self.con.execute("INSERT INTO batch_images SELECT model_key, image_id, batch_id FROM _batch_images")
+        finally:
+            self.con.unregister("_batch_images")
+
+    def pin_table(self, version: int, files_table) -> None:
+        """Make `files_table` (rel_path, model_key, layer, n_rows, n_bytes), the data files of Delta
+        version `version`, what readers read."""
+        self.con.register("_files", files_table)
+        try:
+            self.con.execute("DELETE FROM table_files")
+            self.con.execute("INSERT INTO table_files SELECT rel_path, model_key, layer, n_rows, n_bytes FROM _files")
         finally:
             self.con.unregister("_files")
-            self.con.unregister("_index")
+        self.con.execute("DELETE FROM table_state")
+        self.con.execute("INSERT INTO table_state (version) VALUES (?)", [version])
+
+    def table_version(self) -> int | None:
+        rows = self.con.execute("SELECT version FROM table_state").fetchall()
+        return int(rows[0][0]) if rows else None
+
+    def pinned_files(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT rel_path FROM table_files ORDER BY rel_path").fetchall()]
+
+    def pinned_file_rows(self) -> list[tuple[str, str, str, int]]:
+        """[(rel_path, model_key, layer, n_rows)] of every pinned file."""
+        return self.con.execute(
+            "SELECT rel_path, model_key, layer, n_rows FROM table_files ORDER BY rel_path"
+        ).fetchall()
+
+    def batch_ids(self) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT batch_id FROM vector_batches").fetchall()}
+
+    def expected_rows(self) -> dict[tuple[str, str], int]:
+        """{(model_key, layer): vectors the recorded batches hold}."""
+        rows = self.con.execute(
+            """SELECT b.model_key, l.layer, sum(b.n) FROM (
+                   SELECT x.model_key, x.batch_id, count(*) AS n, any_value(v.layers) AS layers
+                   FROM batch_images x JOIN vector_batches v USING (batch_id) GROUP BY ALL) b,
+               unnest(b.layers) AS l(layer) GROUP BY ALL"""
+        ).fetchall()
+        return {(m, layer): int(n) for m, layer, n in rows}
+
+    def pinned_rows(self) -> dict[tuple[str, str], int]:
+        """{(model_key, layer): vectors in the pinned files}."""
+        rows = self.con.execute("SELECT model_key, layer, sum(n_rows) FROM table_files GROUP BY ALL").fetchall()
+        return {(m, layer): int(n) for m, layer, n in rows}
+
+    def images_of_layer(self, model_key: str, layer: str) -> set[str]:
+        return {
+            r[0]
+            for r in self.con.execute(
+                f"SELECT image_id FROM ({_STORED}) WHERE layer = ?", [model_key, layer]
+            ).fetchall()
+        }
+
+    def forget_images(self, model_key: str, image_ids: list[str]) -> None:
+        """Forget every stored vector of `image_ids` for `model_key`, so a later ingest stores them again."""
+        self.con.execute(
+            "DELETE FROM batch_images WHERE model_key = ? AND list_contains(?, image_id)", [model_key, image_ids]
+        )
 
     def layer_fingerprint(self, model_key: str, layer: str) -> str:
-        """SHA-256 of a layer's file list (paths and row counts): it changes whenever the layer's vectors do."""
-        return hashlib.sha256(json.dumps(self.layer_files(model_key, layer)).encode()).hexdigest()
+        """SHA-256 of the batches holding a layer and its pinned row count: it changes whenever the
+        layer's vectors do, and not when compaction merely rewrites their files."""
+        row = self.con.execute(
+            """SELECT (SELECT list(batch_id ORDER BY batch_id) FROM vector_batches
+                       WHERE model_key = $m AND list_contains(layers, $l)),
+                      (SELECT sum(n_rows) FROM table_files WHERE model_key = $m AND layer = $l)""",
+            {"m": model_key, "l": layer},
+        ).fetchall()[0]
+        return hashlib.sha256(json.dumps([row[0] or [], int(row[1] or 0)]).encode()).hexdigest()
 
     def layer_files(self, model_key: str, layer: str) -> list[tuple[str, int]]:
-        """[(rel_path, n_rows)] of one model layer's activation files, in path order."""
+        """[(rel_path, n_rows)] of one model layer's pinned files, in path order."""
         return self.con.execute(
-            """SELECT rel_path, n_rows FROM activation_files WHERE model_key = ? AND layer = ?
-                                   ORDER BY rel_path""",
+            "SELECT rel_path, n_rows FROM table_files WHERE model_key = ? AND layer = ? ORDER BY rel_path",
             [model_key, layer],
         ).fetchall()
 
-    def files(self) -> list[tuple[str, str, int]]:
-        """[(file_id, rel_path, n_rows)] of every registered activation file."""
-        return self.con.execute("SELECT file_id, rel_path, n_rows FROM activation_files ORDER BY rel_path").fetchall()
-
-    def index_counts(self) -> dict[str, int]:
-        return dict(self.con.execute("SELECT file_id, count(*) FROM activation_index GROUP BY file_id").fetchall())
-
-    def dangling_index_rows(self) -> int:
+    def legacy_files(self) -> list[tuple[str, str, str, str, str, str, str]]:
+        """(file_id, model_key, name, weights, layer, rel_path, run_id) of a pre-version-6 store's files."""
         return self.con.execute(
-            "SELECT count(*) FROM activation_index WHERE file_id NOT IN (SELECT file_id FROM activation_files)"
-        ).fetchall()[0][0]
+            """SELECT f.file_id, f.model_key, m.name, m.weights, f.layer, f.rel_path, f.run_id
+               FROM legacy_activation_files f JOIN models m USING (model_key) ORDER BY f.model_key, f.rel_path"""
+        ).fetchall()
 
-    def drop_files(self, file_ids: list[str]) -> None:
-        """Forget files (and their vectors' index rows) so a later ingest stores those vectors again."""
-        self.con.execute("DELETE FROM activation_index WHERE list_contains(?, file_id)", [file_ids])
-        self.con.execute("DELETE FROM activation_files WHERE list_contains(?, file_id)", [file_ids])
+    def legacy_image_layers(self) -> list[tuple[str, str, str, list[str]]]:
+        """(model_key, run_id, image_id, layers) of a pre-version-6 store's vectors, per image and run."""
+        return self.con.execute(
+            """SELECT f.model_key, f.run_id, x.image_id, list(x.layer ORDER BY x.layer) AS layers
+               FROM legacy_activation_index x JOIN legacy_activation_files f USING (file_id) GROUP BY ALL"""
+        ).fetchall()
 
-    def drop_dangling_index_rows(self) -> None:
-        self.con.execute("DELETE FROM activation_index WHERE file_id NOT IN (SELECT file_id FROM activation_files)")
+    def drop_legacy_files(self) -> None:
+        self.con.execute("DROP TABLE legacy_activation_index")
+        self.con.execute("DROP TABLE legacy_activation_files")
+
+    def has_legacy_files(self) -> bool:
+        """Whether the catalog still holds the Parquet registry of a store made before version 6."""
+        return bool(
+            self.con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'legacy_activation_files'"
+            ).fetchall()[0][0]
+        )
 
     # -- overviews (report) ----------------------------------------------------------------
     def models_overview(self) -> list[dict]:
@@ -458,7 +562,7 @@ class Catalog:
                LEFT JOIN ("""
             + ERROR_RATES
             + """) e USING (model_key)
-               LEFT JOIN (SELECT model_key, count(*) AS vectors FROM activation_index GROUP BY model_key) v
+               LEFT JOIN (SELECT model_key, sum(n_rows) AS vectors FROM table_files GROUP BY model_key) v
                       USING (model_key)
                ORDER BY m.model_key"""
         )
@@ -466,7 +570,7 @@ class Catalog:
     def layers_overview(self, model_key: str) -> list[dict]:
         return self._dicts(
             """SELECT l.ord, l.layer, l.kind, l.channels, l.reduction, coalesce(c.vectors, 0) AS vectors
-               FROM layers l LEFT JOIN (SELECT layer, count(*) AS vectors FROM activation_index
+               FROM layers l LEFT JOIN (SELECT layer, sum(n_rows) AS vectors FROM table_files
                                         WHERE model_key = $m GROUP BY layer) c USING (layer)
                WHERE l.model_key = $m ORDER BY l.ord""",
             {"m": model_key},

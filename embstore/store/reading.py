@@ -8,7 +8,7 @@ import numpy as np
 
 from embstore.results import Vectors
 from embstore.store.catalog import Catalog
-from embstore.store.files import ActivationFiles
+from embstore.store.table import ActivationTable
 
 
 def layer_vectors(
@@ -30,7 +30,11 @@ def layer_vectors(
     wanted_ids = None if images is None else set(images)
 
     def read() -> tuple[list[str], np.ndarray, np.ndarray]:
-        ids, x = ActivationFiles(store).read_layer(model_key, layer)
+        ids, x = (
+            ActivationTable(store).read_layer(model_key, layer)
+            if wanted_ids is None
+            else ActivationTable(store).vectors_of(model_key, layer, wanted_ids)
+        )
         with store.read() as con:
             known = Catalog(con).image_labels(ids)
         y = np.array([known.get(i, -1) for i in ids], dtype=np.int64)

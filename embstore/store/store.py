@@ -1,8 +1,7 @@
-"""A store: one directory holding a DuckDB catalog, immutable Parquet activations and derived files.
+"""A store: one directory holding a DuckDB catalog, a Delta Lake table of activations and derived files.
 
     <store>/catalog.duckdb        catalog (schema from migrations/)
-    <store>/activations/model=M/weights=W/layer=L/<run>-<seq>.parquet
-    <store>/staging/              files written but not yet published (never globbed)
+    <store>/activations/          Delta table: _delta_log/, model=M/weights=W/layer=L/part-….parquet
     <store>/indexes/              search indexes, class statistics, classifier weights
     <store>/quarantine/           files `embstore verify --repair` moved aside
 
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from embstore.errors import StoreBusyError, StoreError
 from embstore.store import catalogfile
+from embstore.store.catalog import Catalog
 from embstore.store.duck import sql_literal, transaction
 from embstore.store.memo import JSONABLE, Codec, Memo
 from embstore.store.migrations import migrate, pending
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from embstore.ingest.spec import Preprocessing
     from embstore.report.html import Report
     from embstore.results import Answer, Vectors
-    from embstore.store.files import VerifyReport
+    from embstore.store.table import CompactReport
+    from embstore.store.tablecheck import VerifyReport
 
 CATALOG_FILE = "catalog.duckdb"
 DEFAULT_HOME = Path("~/.embstore")
@@ -144,10 +145,6 @@ class Store:
         return self.path / "activations"
 
     @property
-    def staging_root(self) -> Path:
-        return self.path / "staging"
-
-    @property
     def indexes_root(self) -> Path:
         return self.path / "indexes"
 
@@ -163,10 +160,10 @@ class Store:
         last check found it current (the memo's state includes the store's path, so a moved
         store is checked again).
         """
-        from embstore.store.files import ActivationFiles
         from embstore.store.migrations import discover
+        from embstore.store.table import ActivationTable
 
-        for sub in ("activations", "staging", "indexes", "quarantine"):
+        for sub in ("activations", "indexes", "quarantine"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         checked = ("catalog is current", [m.checksum for m in discover()])
         if self.catalog_path.exists():
@@ -189,12 +186,23 @@ class Store:
                     catalogfile.convert(self.catalog_path, self.path)
         with self.write() as con:
             migrate(con)
-            ActivationFiles(self).refresh_view(con)
+            ActivationTable(self).refresh_view(con)
+            legacy = Catalog(con).has_legacy_files()
+        if legacy:  # made before catalog version 6: its Parquet files move into the Delta table, once
+            from embstore.store.legacy import convert_legacy
+
+            with self.writer_lock():
+                convert_legacy(self)
 
     def _needs_upgrade(self, con: Any) -> bool:
-        from embstore.store.files import ActivationFiles
+        from embstore.store.table import ActivationTable
 
-        return pending(con) or not ActivationFiles(self).view_is_current(con) or not catalogfile.is_current(con)
+        return (
+            pending(con)
+            or not ActivationTable(self).view_is_current(con)
+            or not catalogfile.is_current(con)
+            or Catalog(con).has_legacy_files()
+        )
 
     # -- connections -----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -257,11 +265,11 @@ class Store:
         return self.memo.get(key, compute, codec)
 
     def refresh_view(self) -> None:
-        """Re-point the `activations` view at this store's files (after files were published)."""
-        from embstore.store.files import ActivationFiles
+        """Re-define the `activations` view over the pinned files of the activations table."""
+        from embstore.store.table import ActivationTable
 
         with self.write() as con:
-            ActivationFiles(self).refresh_view(con)
+            ActivationTable(self).refresh_view(con)
 
     def writer_lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the store's writer lock (one ingest at a time); StoreBusyError names the holder."""
@@ -286,11 +294,16 @@ class Store:
         name: str | None = None,
         preprocessing: Preprocessing | None = None,
         progress: Progress | None = None,
+        dtype: str = "float32",
+        commit_seconds: float = 5.0,
+        compact: bool = True,
     ) -> IngestResult:
         """Run `model` over `images` (folder, class-per-folder tree, or CSV/Parquet manifest; default:
         every image already in the store, the way to add a model to an image set) and store
         every chosen layer's pooled vector; resumable, skips what is stored. `model` is a name from
         `embstore.list_models()` or any torch.nn.Module given with `name` and `preprocessing`.
+        `dtype="int8"` stores vectors in ~0.3 × the bytes (readers still get float32); vectors are
+        committed every `commit_seconds`; a completed run ends with `compact()` unless `compact=False`.
 
         >>> store.ingest("photos/", model="resnet18", weights="none")  # doctest: +SKIP
         """
@@ -310,6 +323,9 @@ class Store:
             name=name,
             preprocessing=preprocessing,
             progress=progress,
+            dtype=dtype,
+            commit_seconds=commit_seconds,
+            compact=compact,
         )
 
     def vectors(
@@ -385,12 +401,23 @@ class Store:
         Repair holds the writer lock (StoreBusyError names the process that has it): deleting what
         looks uncommitted while an ingest is committing it would lose a batch in flight.
         """
-        from embstore.store.files import ActivationFiles
+        from embstore.store.tablecheck import verify
 
         if not repair:
-            return ActivationFiles(self).verify()
+            return verify(self)
         with self.writer_lock():
-            return ActivationFiles(self).verify(repair=True)
+            return verify(self, repair=True)
+
+    def compact(self, *, target_size_mb: float = 128, retain_hours: float = 1) -> CompactReport:
+        """Merge the activations table's small files into files of about `target_size_mb`, then delete
+        files that no pinned version has listed for `retain_hours` (readers of an older pin keep theirs).
+
+        >>> store.compact().files_after  # doctest: +SKIP
+        """
+        from embstore.store.table import ActivationTable
+
+        with self.writer_lock():
+            return ActivationTable(self).compact(target_size=int(target_size_mb * (1 << 20)), retain_hours=retain_hours)
 
     def match_triplets(
         self,

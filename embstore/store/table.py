@@ -1,0 +1,329 @@
+"""The activations table: every stored vector, in one Delta Lake table at <store>/activations.
+
+Delta (delta-rs) gives the storage engine: atomic appends, snapshots by version, compaction,
+vacuum, object storage; Spark, polars, pandas and DuckDB's delta extension read it without
+embstore. It is partitioned by model / weights / layer; rows are `encoding.schema()`.
+
+The commit protocol, the same for ingest, `embstore.testing` and the conversion of old stores:
+  1. append the rows of one or more batches, each tagged with a fresh batch_id (one Delta commit);
+  2. in ONE catalog transaction record those batches (vector_batches, batch_images) with the
+     caller's images, predictions and run counts, and *pin* the new Delta version: its data-file
+     list (table_files) and the `activations` view over exactly those files.
+Readers read only pinned files, so rows appended in step 1 are invisible until step 2 commits,
+and a compaction's new files until its own pin. A crash between 1 and 2 leaves rows of an
+unrecorded batch in later Delta versions: `reconcile()`, which every writer runs first under the
+store's writer lock (ingest, compact, verify --repair), deletes them and pins the latest version.
+Nothing deletes a file a pinned version lists: compaction only tombstones, and `vacuum` removes
+tombstoned files after a retention (default 1 hour) that no reader of an older pin runs into.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+import numpy as np
+
+from embstore.store.catalog import Catalog
+from embstore.store.duck import quote_identifier, sql_literal
+from embstore.store.encoding import PARTITIONS, SQL_DECODE, decode, encode
+
+CHUNK_ROWS = 8192
+TARGET_FILE_BYTES = 128 << 20  # compaction's target, as Lance and Delta's own OPTIMIZE aim at
+RETAIN_HOURS = 1  # tombstoned files outlive their last pin by this long before vacuum deletes them
+HIVE_TYPES = "{'model': 'VARCHAR', 'weights': 'VARCHAR', 'layer': 'VARCHAR'}"
+VIEW_MARK = "'embstore activations v2' IS NOT NULL"  # DuckDB drops SQL comments from stored views
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+@dataclass
+class Part:
+    """Vectors of one batch: every image in `image_ids` has a row in each matrix of `vectors`."""
+
+    batch_id: str
+    image_ids: list[str]
+    vectors: dict[str, np.ndarray]  # layer -> (images × channels) float32
+
+
+@dataclass
+class CompactReport:
+    files_before: int = 0
+    files_after: int = 0
+    rewritten: int = 0
+    vacuumed: int = 0
+    seconds: float = 0.0
+    version: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class ActivationTable:
+    """The Delta table of a store's vectors: commit, pin, reconcile, compact, read."""
+
+    def __init__(self, store):
+        self.store = store
+        self.root = store.activations_root
+
+    # -- reading: only what the catalog pinned ----------------------------------------------------
+    def read_layer(self, model_key: str, layer: str) -> tuple[list[str], np.ndarray]:
+        """(image_ids, float32 matrix) of every stored vector of one model layer, in file order.
+
+        Loads the whole layer: analyses stream with `iter_layer` instead.
+        """
+        ids: list[str] = []
+        blocks = []
+        width = 0
+        for chunk_ids, x in self.iter_layer(model_key, layer):
+            ids += chunk_ids
+            blocks.append(x)
+            width = x.shape[1]
+        return ids, (np.concatenate(blocks) if blocks else np.zeros((0, width), np.float32))
+
+    def iter_layer(self, model_key: str, layer: str, chunk_rows: int | None = None, *, only=None):
+        """(image_ids, float32 matrix) chunks of about `chunk_rows` rows of one pinned model layer
+        (with `only`, of those image ids alone, filtered while reading)."""
+        with self.store.read() as con:
+            cat = Catalog(con)
+            rels = [rel for rel, _ in cat.layer_files(model_key, layer)]
+            width = cat.layer_width(model_key, layer)
+        return self.iter_files(rels, width, chunk_rows, only=only)
+
+    def vectors_of(self, model_key: str, layer: str, image_ids) -> tuple[list[str], np.ndarray]:
+        """(image_ids, float32 matrix) of just the given images' vectors of one layer, read streaming."""
+        ids: list[str] = []
+        blocks = []
+        for chunk_ids, x in self.iter_layer(model_key, layer, only=sorted(set(image_ids))):
+            ids += chunk_ids
+            blocks.append(x)
+        if not blocks:
+            with self.store.read() as con:
+                return [], np.zeros((0, Catalog(con).layer_width(model_key, layer)), np.float32)
+        return ids, np.concatenate(blocks)
+
+    def iter_files(self, rels: list[str], width: int, chunk_rows: int | None = None, *, only=None) -> Iterator:
+        """(image_ids, float32 matrix) chunks of the given pinned files, read ahead on arrow's threads."""
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        if not rels:
+            return
+        chunk_rows = chunk_rows or CHUNK_ROWS
+        dataset = ds.dataset([str(self.store.path / rel) for rel in rels], format="parquet")
+        columns = [c for c in ("image_id", "vec", "q", "q_lo", "q_step") if c in dataset.schema.names]
+        where = None if only is None else ds.field("image_id").isin(pa.array(list(only), pa.string()))
+        pending, rows = [], 0
+        for batch in dataset.to_batches(columns=columns, batch_size=chunk_rows, filter=where):
+            if not batch.num_rows:
+                continue
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= chunk_rows:
+                yield decode(pa.Table.from_batches(pending), width)
+                pending, rows = [], 0
+        if pending:
+            yield decode(pa.Table.from_batches(pending), width)
+
+    # -- the activations view ------------------------------------------------------------------
+    # The view lists the pinned files relative to the store folder; every embstore connection sets
+    # DuckDB's file_search_path to it, and a plain DuckDB session runs `SET file_search_path =
+    # '<store>'` first (or starts in the store folder). A moved or copied store reads its own files.
+    def view_sql(self, con) -> str:
+        rels = [r for (r,) in con.execute("SELECT rel_path FROM table_files ORDER BY rel_path").fetchall()]
+        if not rels:  # read_parquet of an empty list does not bind: a typed empty view
+            return (
+                "SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS model_key, NULL::VARCHAR AS model, NULL::VARCHAR "
+                f"AS weights, NULL::VARCHAR AS layer, NULL::FLOAT[] AS vec WHERE false AND {VIEW_MARK}"
+            )
+        files = "[" + ", ".join(sql_literal(r) for r in rels) + "]"
+        return (
+            f"SELECT image_id, model || '@' || weights AS model_key, model, weights, layer, {SQL_DECODE} AS vec "
+            f"FROM read_parquet({files}, hive_partitioning = true, hive_types = {HIVE_TYPES}) WHERE {VIEW_MARK}"
+        )
+
+    def view_is_current(self, con) -> bool:
+        view = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'activations'").fetchall()
+        return bool(view) and VIEW_MARK in view[0][0]
+
+    def refresh_view(self, con) -> None:
+        """(Re)define `activations` over the pinned files, and one typed view per stored layer,
+        `"vectors/<model_key>/<layer>"` (image_id, vec FLOAT[C]), usable in array_cosine_similarity."""
+        con.execute(f"CREATE OR REPLACE VIEW activations AS {self.view_sql(con)}")
+        cat = Catalog(con)
+        wanted = {}
+        for model_key, name, weights, layer, channels in cat.stored_layer_widths():
+            where = f"model = {sql_literal(name)} AND weights = {sql_literal(weights)} AND layer = {sql_literal(layer)}"
+            wanted[f"vectors/{model_key}/{layer}"] = (
+                f"SELECT image_id, vec::FLOAT[{int(channels)}] AS vec FROM activations WHERE {where}"
+            )
+        for view in cat.layer_vector_views():
+            if view not in wanted:
+                con.execute(f"DROP VIEW {quote_identifier(view)}")
+        for view, sql in wanted.items():
+            con.execute(f"CREATE OR REPLACE VIEW {quote_identifier(view)} AS {sql}")
+
+    # -- writing (callers hold the store's writer lock) -------------------------------------------
+    def commit(
+        self, spec, run_id: str, parts: list[Part], dtypes: dict[str, str], record: Callable[[Catalog], None]
+    ) -> int:
+        """Append `parts` (step 1), then record them, `record(catalog)` and the new pin in one catalog
+        transaction (step 2). Returns the encoded bytes appended. On failure the appended rows are
+        deleted again when possible (else by the next `reconcile`)."""
+        import pyarrow as pa
+
+        tables, batches = [], []
+        for p in parts:
+            encoded = [
+                encode(p.image_ids, m, batch_id=p.batch_id, model=spec.name, weights=spec.weights, layer=layer,
+                       dtype=dtypes.get(layer, "float32"))
+                for layer, m in p.vectors.items()
+            ]  # fmt: skip
+            tables += encoded
+            batches.append((p.batch_id, sorted(p.vectors), p.image_ids, sum(t.nbytes for t in encoded)))
+        n_bytes = sum(b[-1] for b in batches)
+        dt = self._append(pa.concat_tables(tables)) if n_bytes else None
+        try:
+            with self.store.transaction() as con:
+                cat = Catalog(con)
+                record(cat)
+                if batches:
+                    cat.record_batches(spec.key, run_id, batches)
+                if dt is not None:
+                    self.pin(con, dt)
+        except BaseException:
+            if dt is not None:
+                try:
+                    self._delete_batches([p.batch_id for p in parts])
+                except Exception:  # noqa: S110 - the next writer's reconcile() deletes them
+                    pass
+            raise
+        return n_bytes
+
+    def pin(self, con, dt) -> None:
+        """Make `dt`'s version the one readers see (inside the caller's catalog transaction)."""
+        Catalog(con).pin_table(dt.version(), self._files(dt))
+        self.refresh_view(con)
+
+    def reconcile(self) -> list[str]:
+        """Delete rows of batches the catalog never recorded (a writer killed between its append and
+        its catalog commit) and pin the table's latest version. Call holding the writer lock."""
+        dt = self._table()
+        if dt is None:
+            return []
+        with self.store.read() as con:
+            cat = Catalog(con)
+            pinned = cat.table_version()
+            if pinned == dt.version():
+                return []
+            pinned_files = set(cat.pinned_files())
+            committed = cat.batch_ids()
+        new = [r for r in self._files(dt).column("rel_path").to_pylist() if r not in pinned_files]
+        found = self._batch_ids_in(new)
+        stray = sorted(found - committed)
+        actions = []
+        if stray:
+            self._delete_batches(stray)
+            actions.append(f"deleted the rows of {len(stray)} uncommitted batch(es) left by an interrupted writer")
+            dt = self._table()
+        with self.store.transaction() as con:
+            self.pin(con, dt)
+        actions.append(f"pinned activations table version {dt.version()} (was {pinned})")
+        return actions
+
+    def compact(self, *, target_size: int = TARGET_FILE_BYTES, retain_hours: float = RETAIN_HOURS) -> CompactReport:
+        """Merge small files into files of about `target_size` bytes, pin the result, then vacuum
+        files tombstoned more than `retain_hours` ago. Call holding the writer lock."""
+        t0 = time.perf_counter()
+        report = CompactReport()
+        report.notes += self.reconcile()
+        dt = self._table()
+        if dt is None:
+            report.seconds = time.perf_counter() - t0
+            return report
+        report.files_before = len(dt.file_uris())
+        metrics = dt.optimize.compact(target_size=int(target_size), writer_properties=_writer_properties())
+        report.rewritten = int(metrics.get("numFilesRemoved", 0))
+        if metrics.get("numFilesAdded", 0) or report.rewritten:
+            dt = self._table()
+            with self.store.transaction() as con:
+                self.pin(con, dt)
+        report.files_after = len(dt.file_uris())
+        report.version = dt.version()
+        report.vacuumed = len(
+            dt.vacuum(retention_hours=int(retain_hours), enforce_retention_duration=False, dry_run=False)
+        )
+        latest = self._table()
+        if latest.version() != report.version:  # vacuum logs versions of its own (same files): pin the latest
+            with self.store.transaction() as con:
+                self.pin(con, latest)
+            report.version = latest.version()
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    # -- Delta plumbing ----------------------------------------------------------------------------
+    def _table(self, version: int | None = None):
+        from deltalake import DeltaTable
+
+        if not DeltaTable.is_deltatable(str(self.root)):
+            return None
+        return DeltaTable(str(self.root), version=version)
+
+    def _append(self, table):
+        from deltalake import write_deltalake
+
+        write_deltalake(
+            str(self.root), table, mode="append", partition_by=PARTITIONS, writer_properties=_writer_properties()
+        )
+        return self._table()
+
+    def _delete_batches(self, batch_ids: list[str]) -> None:
+        dt = self._table()
+        if dt is not None and batch_ids:
+            dt.delete("batch_id IN (" + ", ".join(sql_literal(b) for b in batch_ids) + ")")
+
+    def _files(self, dt):
+        """Arrow table (rel_path, model_key, layer, n_rows, n_bytes) of `dt`'s data files."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        adds = pa.table(dt.get_add_actions(flatten=True))
+        rels = [f"{self.root.name}/{unquote(p)}" for p in adds.column("path").to_pylist()]
+        rows = adds.column("num_records").to_pylist()
+        rows = [
+            n if n is not None else pq.ParquetFile(self.store.path / r).metadata.num_rows for n, r in zip(rows, rels)
+        ]
+        models = adds.column("partition.model").to_pylist()
+        weights = adds.column("partition.weights").to_pylist()
+        return pa.table(
+            {
+                "rel_path": rels,
+                "model_key": [f"{m}@{w}" for m, w in zip(models, weights)],
+                "layer": adds.column("partition.layer").to_pylist(),
+                "n_rows": pa.array(rows, pa.int64()),
+                "n_bytes": adds.column("size_bytes").cast(pa.int64()),
+            }
+        )
+
+    def _batch_ids_in(self, rels: list[str]) -> set[str]:
+        import pyarrow.dataset as ds
+
+        if not rels:
+            return set()
+        t = ds.dataset([str(self.store.path / r) for r in rels], format="parquet").to_table(columns=["batch_id"])
+        return set(t.column("batch_id").unique().to_pylist())
+
+
+def _writer_properties():
+    from deltalake import ColumnProperties, WriterProperties
+
+    # dictionary encoding makes float vectors larger (stack-facts §2c) and unique ids no smaller;
+    # batch_id repeats within a file, and is the column reconcile() reads
+    return WriterProperties(
+        compression="ZSTD",
+        default_column_properties=ColumnProperties(dictionary_enabled=False),
+        column_properties={"batch_id": ColumnProperties(dictionary_enabled=True)},
+    )

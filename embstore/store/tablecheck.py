@@ -1,0 +1,150 @@
+"""`embstore verify`: do the catalog and the activations table agree? With repair, make them agree.
+
+Checked: every pinned file exists and holds the rows the catalog says; the pinned Delta version is
+the table's latest, or newer versions hold only rewrites (compaction) and no rows of batches the
+catalog never recorded; per model layer, the pinned rows equal what the recorded batches hold.
+Repair (under the writer lock): `reconcile()` deletes uncommitted rows and pins the latest version;
+missing files are dropped from the Delta log and corrupt ones moved to <store>/quarantine first;
+images that lost a vector are forgotten for that model (their other rows deleted too), so the next
+`embstore ingest` stores them again, whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from embstore.store.catalog import Catalog
+from embstore.store.locks import writer_running
+from embstore.store.table import ActivationTable
+
+
+@dataclass
+class VerifyReport:
+    files: int = 0
+    rows: int = 0
+    missing: list[str] = field(default_factory=list)  # pinned, not on disk
+    corrupt: list[str] = field(default_factory=list)  # unreadable or wrong row count
+    uncommitted_batches: int = 0  # rows in the table of batches the catalog never recorded
+    unpinned_versions: int = 0  # table versions newer than the pin (harmless rewrites, or the above)
+    count_mismatches: list[str] = field(default_factory=list)  # model/layer: pinned rows != recorded
+    interrupted_runs: int = 0
+    table_version: int | None = None
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.corrupt or self.uncommitted_batches or self.count_mismatches)
+
+
+def verify(store, *, repair: bool = False) -> VerifyReport:
+    """Check (and with `repair`, fix) the store; repair needs the writer lock held by the caller."""
+    table = ActivationTable(store)
+    report = VerifyReport()
+    if repair:
+        report.repaired += table.reconcile()
+    _check(store, table, report)
+    if repair and (report.missing or report.corrupt or report.count_mismatches or report.interrupted_runs):
+        _repair(store, table, report)
+        fresh = VerifyReport(repaired=report.repaired)
+        _check(store, table, fresh)
+        return fresh
+    return report
+
+
+def _check(store, table: ActivationTable, report: VerifyReport) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with store.read() as con:
+        cat = Catalog(con)
+        files = cat.pinned_file_rows()
+        expected = cat.expected_rows()
+        pinned = cat.pinned_rows()
+        pinned_version = cat.table_version()
+        committed = cat.batch_ids()
+        running = cat.running_runs()
+    report.table_version = pinned_version
+    report.interrupted_runs = 0 if writer_running(store.path) else running
+    for rel, _, _, n_rows in files:
+        report.files += 1
+        path = store.path / rel
+        if not path.exists():
+            report.missing.append(rel)
+            continue
+        try:
+            actual = pq.ParquetFile(path).metadata.num_rows
+        except (OSError, pa.ArrowException):  # unreadable or not Parquet: counted as corrupt
+            actual = -1
+        if actual != n_rows:
+            report.corrupt.append(rel)
+        else:
+            report.rows += n_rows
+    for key in sorted(set(expected) | set(pinned)):
+        if expected.get(key, 0) != pinned.get(key, 0):
+            report.count_mismatches.append(
+                f"{key[0]} {key[1]}: {pinned.get(key, 0)} vectors pinned, {expected.get(key, 0)} recorded"
+            )
+    dt = table._table()
+    if dt is not None and pinned_version is not None and dt.version() != pinned_version:
+        report.unpinned_versions = dt.version() - pinned_version
+        new = [r for r in table._files(dt).column("rel_path").to_pylist() if r not in {f[0] for f in files}]
+        try:
+            report.uncommitted_batches = len(table._batch_ids_in(new) - committed)
+        except (OSError, pa.ArrowException):
+            report.uncommitted_batches = -1  # unreadable newer files: repair reconciles
+
+
+def _repair(store, table: ActivationTable, report: VerifyReport) -> None:
+    import shutil
+
+    for rel in report.corrupt:
+        src, dst = store.path / rel, store.quarantine_root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(src, dst)
+        report.repaired.append(f"moved {rel} to quarantine/")
+    dt = table._table()
+    if dt is not None and (report.missing or report.corrupt):
+        dt.repair(dry_run=False)
+        report.repaired.append(f"dropped {len(report.missing) + len(report.corrupt)} lost file(s) from the table")
+        dt = table._table()
+        with store.transaction() as con:
+            table.pin(con, dt)
+    lost = _lost_images(store, table)
+    for model_key, ids in lost.items():
+        name, weights = model_key.split("@", 1)
+        if dt is not None:
+            from embstore.store.duck import sql_literal
+
+            dt.delete(
+                f"model = {sql_literal(name)} AND weights = {sql_literal(weights)} AND image_id IN ("
+                + ", ".join(sql_literal(i) for i in sorted(ids))
+                + ")"
+            )
+            dt = table._table()
+        with store.transaction() as con:
+            Catalog(con).forget_images(model_key, sorted(ids))
+            if dt is not None:
+                table.pin(con, dt)
+        report.repaired.append(f"forgot {len(ids)} image(s) of {model_key} that lost vectors; re-run ingest for them")
+    if report.interrupted_runs:
+        with store.transaction() as con:
+            Catalog(con).mark_stale_runs()
+        report.repaired.append(f"marked {report.interrupted_runs} unfinished run(s) interrupted")
+
+
+def _lost_images(store, table: ActivationTable) -> dict[str, set[str]]:
+    """{model_key: image ids recorded with a layer whose vector the pinned files no longer hold}."""
+    with store.read() as con:
+        cat = Catalog(con)
+        expected, pinned = cat.expected_rows(), cat.pinned_rows()
+        todo = [k for k in expected if expected[k] != pinned.get(k, 0)]
+        recorded = {k: cat.images_of_layer(*k) for k in todo}
+    lost: dict[str, set[str]] = {}
+    for model_key, layer in todo:
+        present = set()
+        for ids, _ in table.iter_layer(model_key, layer):
+            present.update(ids)
+        gone = recorded[(model_key, layer)] - present
+        if gone:
+            lost.setdefault(model_key, set()).update(gone)
+    return lost
