@@ -115,7 +115,7 @@ def _append_uncommitted(store, layer="layer1.0", n=4):
     table = ActivationTable(store)
     rows = encode([f"ghost{i}" for i in range(n)], np.ones((n, 64), np.float32), batch_id="dead-writer",
                   model="resnet18", weights="none", layer=layer, dtype="float32")  # fmt: skip
-    table._append(rows)
+    table.append(rows)
     return table
 
 

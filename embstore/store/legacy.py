@@ -60,18 +60,7 @@ def convert_legacy(store) -> list[str]:
                 ).to_batches()
 
     if files:
-        from deltalake import write_deltalake
-
-        from embstore.store.encoding import PARTITIONS
-        from embstore.store.table import _writer_properties
-
-        write_deltalake(
-            str(table.root),
-            pa.RecordBatchReader.from_batches(schema(), rows()),
-            mode="append",
-            partition_by=PARTITIONS,
-            writer_properties=_writer_properties(),
-        )
+        table.append(pa.RecordBatchReader.from_batches(schema(), rows()))
     with store.transaction() as con:
         cat = Catalog(con)
         by_model: dict[tuple[str, str], list] = {}
@@ -79,7 +68,7 @@ def convert_legacy(store) -> list[str]:
             by_model.setdefault((model_key, run_id), []).append((bid, layers, images, 0))
         for (model_key, run_id), recs in by_model.items():
             cat.record_batches(model_key, run_id, recs)
-        dt = table._table()
+        dt = table.delta()
         if dt is not None:
             table.pin(con, dt)
         cat.drop_legacy_files()

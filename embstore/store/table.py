@@ -32,6 +32,7 @@ from embstore.store.duck import quote_identifier, sql_literal
 from embstore.store.encoding import PARTITIONS, SQL_DECODE, decode, encode
 
 CHUNK_ROWS = 8192
+ROW_GROUP_ROWS = 8192  # a reader decompresses a row group at once: 64 MB of 2048-d float32, not a whole file
 TARGET_FILE_BYTES = 128 << 20  # compaction's target, as Lance and Delta's own OPTIMIZE aim at
 RETAIN_HOURS = 1  # tombstoned files outlive their last pin by this long before vacuum deletes them
 HIVE_TYPES = "{'model': 'VARCHAR', 'weights': 'VARCHAR', 'layer': 'VARCHAR'}"
@@ -117,7 +118,11 @@ class ActivationTable:
         columns = [c for c in ("image_id", "vec", "q", "q_lo", "q_step") if c in dataset.schema.names]
         where = None if only is None else ds.field("image_id").isin(pa.array(list(only), pa.string()))
         pending, rows = [], 0
-        for batch in dataset.to_batches(columns=columns, batch_size=chunk_rows, filter=where):
+        # little read-ahead: memory stays ~ a few chunks, not arrow's default of 16 batches x 4 files
+        batches = dataset.to_batches(
+            columns=columns, batch_size=chunk_rows, filter=where, batch_readahead=2, fragment_readahead=1
+        )
+        for batch in batches:
             if not batch.num_rows:
                 continue
             pending.append(batch)
@@ -185,7 +190,7 @@ class ActivationTable:
             tables += encoded
             batches.append((p.batch_id, sorted(p.vectors), p.image_ids, sum(t.nbytes for t in encoded)))
         n_bytes = sum(b[-1] for b in batches)
-        dt = self._append(pa.concat_tables(tables)) if n_bytes else None
+        dt = self.append(pa.concat_tables(tables)) if n_bytes else None
         try:
             with self.store.transaction() as con:
                 cat = Catalog(con)
@@ -205,34 +210,39 @@ class ActivationTable:
 
     def pin(self, con, dt) -> None:
         """Make `dt`'s version the one readers see (inside the caller's catalog transaction)."""
-        Catalog(con).pin_table(dt.version(), self._files(dt))
+        Catalog(con).pin_table(dt.version(), self.files_of(dt))
         self.refresh_view(con)
 
     def reconcile(self) -> list[str]:
         """Delete rows of batches the catalog never recorded (a writer killed between its append and
         its catalog commit) and pin the table's latest version. Call holding the writer lock."""
-        dt = self._table()
+        dt = self.delta()
         if dt is None:
             return []
-        with self.store.read() as con:
-            cat = Catalog(con)
-            pinned = cat.table_version()
-            if pinned == dt.version():
-                return []
-            pinned_files = set(cat.pinned_files())
-            committed = cat.batch_ids()
-        new = [r for r in self._files(dt).column("rel_path").to_pylist() if r not in pinned_files]
-        found = self._batch_ids_in(new)
-        stray = sorted(found - committed)
+        pinned, stray = self.stray_batches(dt)
+        if pinned == dt.version():
+            return []
         actions = []
         if stray:
             self._delete_batches(stray)
             actions.append(f"deleted the rows of {len(stray)} uncommitted batch(es) left by an interrupted writer")
-            dt = self._table()
+            dt = self.delta()
         with self.store.transaction() as con:
             self.pin(con, dt)
         actions.append(f"pinned activations table version {dt.version()} (was {pinned})")
         return actions
+
+    def stray_batches(self, dt) -> tuple[int | None, list[str]]:
+        """(pinned version, ids of batches in `dt`'s newer files that the catalog never recorded)."""
+        with self.store.read() as con:
+            cat = Catalog(con)
+            pinned = cat.table_version()
+            if pinned == dt.version():
+                return pinned, []
+            pinned_files = set(cat.pinned_files())
+            committed = cat.batch_ids()
+        new = [r for r in self.files_of(dt).column("rel_path").to_pylist() if r not in pinned_files]
+        return pinned, sorted(self.batch_ids_in(new) - committed)
 
     def compact(self, *, target_size: int = TARGET_FILE_BYTES, retain_hours: float = RETAIN_HOURS) -> CompactReport:
         """Merge small files into files of about `target_size` bytes, pin the result, then vacuum
@@ -240,7 +250,7 @@ class ActivationTable:
         t0 = time.perf_counter()
         report = CompactReport()
         report.notes += self.reconcile()
-        dt = self._table()
+        dt = self.delta()
         if dt is None:
             report.seconds = time.perf_counter() - t0
             return report
@@ -248,7 +258,7 @@ class ActivationTable:
         metrics = dt.optimize.compact(target_size=int(target_size), writer_properties=_writer_properties())
         report.rewritten = int(metrics.get("numFilesRemoved", 0))
         if metrics.get("numFilesAdded", 0) or report.rewritten:
-            dt = self._table()
+            dt = self.delta()
             with self.store.transaction() as con:
                 self.pin(con, dt)
         report.files_after = len(dt.file_uris())
@@ -256,7 +266,7 @@ class ActivationTable:
         report.vacuumed = len(
             dt.vacuum(retention_hours=int(retain_hours), enforce_retention_duration=False, dry_run=False)
         )
-        latest = self._table()
+        latest = self.delta()
         if latest.version() != report.version:  # vacuum logs versions of its own (same files): pin the latest
             with self.store.transaction() as con:
                 self.pin(con, latest)
@@ -265,27 +275,28 @@ class ActivationTable:
         return report
 
     # -- Delta plumbing ----------------------------------------------------------------------------
-    def _table(self, version: int | None = None):
+    def delta(self, version: int | None = None):
         from deltalake import DeltaTable
 
         if not DeltaTable.is_deltatable(str(self.root)):
             return None
         return DeltaTable(str(self.root), version=version)
 
-    def _append(self, table):
+    def append(self, rows):
+        """Step 1 of a commit: append `rows` (an Arrow table or record-batch reader) in one Delta commit."""
         from deltalake import write_deltalake
 
         write_deltalake(
-            str(self.root), table, mode="append", partition_by=PARTITIONS, writer_properties=_writer_properties()
+            str(self.root), rows, mode="append", partition_by=PARTITIONS, writer_properties=_writer_properties()
         )
-        return self._table()
+        return self.delta()
 
     def _delete_batches(self, batch_ids: list[str]) -> None:
-        dt = self._table()
+        dt = self.delta()
         if dt is not None and batch_ids:
             dt.delete("batch_id IN (" + ", ".join(sql_literal(b) for b in batch_ids) + ")")
 
-    def _files(self, dt):
+    def files_of(self, dt):
         """Arrow table (rel_path, model_key, layer, n_rows, n_bytes) of `dt`'s data files."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -308,7 +319,7 @@ class ActivationTable:
             }
         )
 
-    def _batch_ids_in(self, rels: list[str]) -> set[str]:
+    def batch_ids_in(self, rels: list[str]) -> set[str]:
         import pyarrow.dataset as ds
 
         if not rels:
@@ -324,6 +335,7 @@ def _writer_properties():
     # batch_id repeats within a file, and is the column reconcile() reads
     return WriterProperties(
         compression="ZSTD",
+        max_row_group_size=ROW_GROUP_ROWS,
         default_column_properties=ColumnProperties(dictionary_enabled=False),
         column_properties={"batch_id": ColumnProperties(dictionary_enabled=True)},
     )

@@ -61,7 +61,6 @@ def _check(store, table: ActivationTable, report: VerifyReport) -> None:
         expected = cat.expected_rows()
         pinned = cat.pinned_rows()
         pinned_version = cat.table_version()
-        committed = cat.batch_ids()
         running = cat.running_runs()
     report.table_version = pinned_version
     report.interrupted_runs = 0 if writer_running(store.path) else running
@@ -84,12 +83,11 @@ def _check(store, table: ActivationTable, report: VerifyReport) -> None:
             report.count_mismatches.append(
                 f"{key[0]} {key[1]}: {pinned.get(key, 0)} vectors pinned, {expected.get(key, 0)} recorded"
             )
-    dt = table._table()
+    dt = table.delta()
     if dt is not None and pinned_version is not None and dt.version() != pinned_version:
         report.unpinned_versions = dt.version() - pinned_version
-        new = [r for r in table._files(dt).column("rel_path").to_pylist() if r not in {f[0] for f in files}]
         try:
-            report.uncommitted_batches = len(table._batch_ids_in(new) - committed)
+            report.uncommitted_batches = len(table.stray_batches(dt)[1])
         except (OSError, pa.ArrowException):
             report.uncommitted_batches = -1  # unreadable newer files: repair reconciles
 
@@ -102,11 +100,11 @@ def _repair(store, table: ActivationTable, report: VerifyReport) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(src, dst)
         report.repaired.append(f"moved {rel} to quarantine/")
-    dt = table._table()
+    dt = table.delta()
     if dt is not None and (report.missing or report.corrupt):
         dt.repair(dry_run=False)
         report.repaired.append(f"dropped {len(report.missing) + len(report.corrupt)} lost file(s) from the table")
-        dt = table._table()
+        dt = table.delta()
         with store.transaction() as con:
             table.pin(con, dt)
     lost = _lost_images(store, table)
@@ -120,7 +118,7 @@ def _repair(store, table: ActivationTable, report: VerifyReport) -> None:
                 + ", ".join(sql_literal(i) for i in sorted(ids))
                 + ")"
             )
-            dt = table._table()
+            dt = table.delta()
         with store.transaction() as con:
             Catalog(con).forget_images(model_key, sorted(ids))
             if dt is not None:
