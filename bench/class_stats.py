@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from embstore import testing as synthetic
-from embstore.analysis.classstats import _compute, class_stats
+from embstore.analysis.classstats import Labels, _compute, class_stats
 from embstore.store.store import Store
 
 
@@ -53,7 +53,7 @@ def main() -> None:
     key = synthetic.SPEC.key
     with store.read() as con:
         files = [r[0] for r in con.execute("SELECT rel_path FROM table_files ORDER BY 1").fetchall()]
-    labels = dict(zip(data["ids"], y.tolist()))
+    labels = Labels(data["ids"], y)
     ours, ref = [], []
     for _ in range(args.rounds):  # alternate, so machine noise hits both alike
         t = time.perf_counter()

@@ -43,8 +43,8 @@ def main() -> None:
     for method in ("prototype", "tstat"):
         same, moved = 0, 0
         for c in range(args.classes):
-            a = [r.label for r in f.similar_classes(str(c), k=9, method=method).rows]
-            b = [r.label for r in q.similar_classes(str(c), k=9, method=method).rows]
+            a = [r.label for r in f.similar_classes(str(c), k=9, method=method, layer="hidden").rows]
+            b = [r.label for r in q.similar_classes(str(c), k=9, method=method, layer="hidden").rows]
             same += len(set(a) & set(b))
             moved += a != b
         print(

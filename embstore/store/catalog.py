@@ -291,11 +291,10 @@ class Catalog:
             ).fetchall()
         )
 
-    def labelled_vectors(self, model_key: str, layer: str) -> dict[str, int]:
-        """{image_id: class index} of the labelled images with a vector of `model_key`/`layer`."""
-        return dict(
-            self.con.execute(f"SELECT x.image_id, i.label_index {_LABELLED_VECTORS}", [model_key, layer]).fetchall()
-        )
+    def labelled_vector_arrays(self, model_key: str, layer: str):
+        """(image ids, class indices) as numpy arrays: of the labelled images with a vector of `model_key`/`layer`."""
+        got = self.con.execute(f"SELECT x.image_id, i.label_index {_LABELLED_VECTORS}", [model_key, layer]).fetchnumpy()
+        return got["image_id"], got["label_index"]
 
     def labels_digest(self, model_key: str, layer: str) -> list[str]:
         """An order-independent digest of (image, label) of a layer's labelled vectors, computed in SQL."""
