@@ -116,13 +116,21 @@ class ActivationTable:
         if not rels:
             return
         chunk_rows = chunk_rows or CHUNK_ROWS
-        dataset = ds.dataset([str(self.store.path / rel) for rel in rels], format="parquet")
+        # no pre-buffering: with it a slow consumer (class statistics) let arrow hold whole files
+        # (~1.5 GB at 10 files of 120 MB); without it memory is a few row groups whatever the pace
+        fmt = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
+        dataset = ds.dataset([str(self.store.path / rel) for rel in rels], format=fmt)
         columns = [c for c in ("image_id", "vec", "q", "q_lo", "q_step") if c in dataset.schema.names]
         where = None if only is None else ds.field("image_id").isin(pa.array(list(only), pa.string()))
         pending, rows = [], 0
         # little read-ahead: memory stays ~ a few chunks, not arrow's default of 16 batches x 4 files
         batches = dataset.to_batches(
-            columns=columns, batch_size=ROW_GROUP_ROWS, filter=where, batch_readahead=2, fragment_readahead=1
+            columns=columns,
+            batch_size=ROW_GROUP_ROWS,
+            filter=where,
+            batch_readahead=2,
+            fragment_readahead=1,
+            use_threads=False,
         )
         for batch in batches:
             if not batch.num_rows:
