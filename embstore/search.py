@@ -39,11 +39,6 @@ def normalise(x) -> np.ndarray:
     return x
 
 
-def exact_search(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k cosine of normalised `queries` against normalised `base` (FAISS flat)."""
-    return flat_index(base).search(queries, min(k, base.shape[0]))
-
-
 def flat_index(base: np.ndarray):
     """An exact inner-product FAISS index over normalised `base`, on the GPU when faiss has one."""
     import faiss

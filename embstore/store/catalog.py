@@ -87,9 +87,6 @@ class Catalog:
         ).fetchall()
         return int(rows[0][0]) if rows else 0
 
-    def layer_dtypes(self, model_key: str) -> dict[str, str]:
-        return dict(self.con.execute("SELECT layer, dtype FROM layers WHERE model_key = ?", [model_key]).fetchall())
-
     def stored_model_keys(self) -> list[str]:
         """Model keys that have at least one stored vector (a pinned file of the activations table)."""
         return [r[0] for r in self.con.execute("SELECT DISTINCT model_key FROM table_files ORDER BY 1").fetchall()]

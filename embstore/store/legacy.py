@@ -72,13 +72,10 @@ def convert_legacy(store) -> list[str]:
         if dt is not None:
             table.pin(con, dt)
         cat.drop_legacy_files()
-        table.refresh_view(con)
-    removed = 0
     for _, _, _, _, _, rel, _ in files:
         path = store.activations_root / rel
         if path.exists():
             path.unlink()
-            removed += 1
     _remove_empty_dirs(store.activations_root)
     actions.append(f"converted {len(files)} Parquet file(s) into the Delta activations table ({len(batches)} batches)")
     return actions

@@ -264,13 +264,6 @@ class Store:
         """`compute()`, remembered until the catalog changes (in this process; on disk too with a codec)."""
         return self.memo.get(key, compute, codec)
 
-    def refresh_view(self) -> None:
-        """Re-define the `activations` view over the pinned files of the activations table."""
-        from embstore.store.table import ActivationTable
-
-        with self.write() as con:
-            ActivationTable(self).refresh_view(con)
-
     def writer_lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the store's writer lock (one ingest at a time); StoreBusyError names the holder."""
         from embstore.store.locks import writer_lock
