@@ -148,7 +148,7 @@ class ActivationTable:
     # DuckDB's file_search_path to it, and a plain DuckDB session runs `SET file_search_path =
     # '<store>'` first (or starts in the store folder). A moved or copied store reads its own files.
     def view_sql(self, con) -> str:
-        rels = [r for (r,) in con.execute("SELECT rel_path FROM table_files ORDER BY rel_path").fetchall()]
+        rels = Catalog(con).pinned_files()
         if not rels:  # read_parquet of an empty list does not bind: a typed empty view
             return (
                 "SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS model_key, NULL::VARCHAR AS model, NULL::VARCHAR "
