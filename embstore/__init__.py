@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from embstore.errors import (
     EmbstoreError,
+    EngineError,
     ImageDecodeError,
     InputPathError,
     ManifestError,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Answer",
     "EmbstoreError",
+    "EngineError",
     "ImageDecodeError",
     "InputPathError",
     "ManifestError",
@@ -74,9 +76,18 @@ __all__ = [
 
 
 def open(  # noqa: A001 - the API's verb
-    path: str | Path | None = None, *, create: bool = False, keep_reader: bool = False, defer_creation: bool = False
+    path: str | Path | None = None,
+    *,
+    create: bool = False,
+    keep_reader: bool = False,
+    defer_creation: bool = False,
+    activations: str | Path | None = None,
 ) -> Store:
     """Open the store at `path` (default: $EMBSTORE_HOME, else ~/.embstore), migrating it if needed.
+
+    `activations` (with `create`) keeps a new store's activations table elsewhere: another folder
+    or an object store URL such as `s3://bucket/prefix` (credentials from the cloud library's own
+    environment and config); the catalog stays in `path`.
 
     `keep_reader` keeps one read-only catalog connection until `close()`: faster for a burst of
     queries, but other processes cannot write the catalog meanwhile. `defer_creation` (with
@@ -88,7 +99,9 @@ def open(  # noqa: A001 - the API's verb
     >>> store.status()["models"]
     0
     """
-    return Store.open(path, create=create, keep_reader=keep_reader, defer_creation=defer_creation)
+    return Store.open(
+        path, create=create, keep_reader=keep_reader, defer_creation=defer_creation, activations=activations
+    )
 
 
 def list_models() -> tuple[str, ...]:

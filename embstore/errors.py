@@ -23,6 +23,10 @@ class MissingDependencyError(EmbstoreError, ImportError):
     exit_code = 2
 
 
+class EngineError(EmbstoreError, RuntimeError):
+    """The distributed engine (Ray) failed to start or lost work it could not retry."""
+
+
 class StoreError(EmbstoreError):
     """The store directory or its catalog cannot be used as asked."""
 

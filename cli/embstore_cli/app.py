@@ -47,13 +47,15 @@ def _globals(
     ctx.obj = render.Output(store=store, json=as_json, quiet=quiet, wide=wide)
 
 
-def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False):
+def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False, activations: Optional[str] = None):
     """The store named by --store/$EMBSTORE_HOME; `reader` for one-shot read-only commands."""
     import embstore
 
     # `reader`: one kept read-only connection serves every query of this short process;
     # `create`: a new store is made only when first written, so a failed check leaves nothing
-    store = embstore.open(ctx.obj.store, create=create, keep_reader=reader, defer_creation=create)
+    store = embstore.open(
+        ctx.obj.store, create=create, keep_reader=reader, defer_creation=create, activations=activations
+    )
     ctx.call_on_close(store.close)
     return store
 
@@ -72,7 +74,9 @@ def ingest(
     layers: str = typer.Option("default", help="default | all | comma-separated layer names (`embstore layers`)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    workers: int = typer.Option(0, min=0, help="Image-decoding worker processes."),
+    workers: Optional[int] = typer.Option(
+        None, min=0, help="Image-decoding worker processes (default: a thread on CPU, up to 8 on CUDA)."
+    ),
     limit: Optional[int] = typer.Option(None, min=1, help="Ingest at most N images (sorted by path)."),
     max_pixels: int = typer.Option(100_000_000, help="Refuse images with more pixels than this."),
     dtype: str = typer.Option(
@@ -80,13 +84,21 @@ def ingest(
     ),
     commit_seconds: float = typer.Option(5.0, min=0, help="Commit stored vectors every N seconds of work."),
     compact: bool = typer.Option(True, "--compact/--no-compact", help="Compact the activations table at the end."),
+    amp: str = typer.Option("off", help="off | fp16 | bf16: autocast on CUDA (recorded with the run)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Run the network in channels-last layout."),
+    engine: str = typer.Option("local", help="local | ray (Ray Data: decode tasks and a pool of model actors)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: a local one)."),
+    cpus: Optional[int] = typer.Option(None, min=1, help="CPUs of the local Ray cluster (default: all)."),
+    activations: Optional[str] = typer.Option(
+        None, help="Where a NEW store keeps its activations table: a folder or s3://bucket/prefix (gs://, az://)."
+    ),
 ):
     """Run MODEL over IMAGES (default: every image already stored) and store each chosen layer's pooled activations.
 
     Example: embstore ingest --model densenet121 --images ~/imagenet/val --layers default
     """
-    store = _store(ctx, create=True)
-    with render.IngestProgress(ctx.obj) as bar:
+    store = _store(ctx, create=True, activations=activations)
+    with render.IngestProgress(ctx.obj) as bar:  # the ray engine shows Ray Data's own progress instead
         result = store.ingest(
             images,
             model=model,
@@ -101,6 +113,11 @@ def ingest(
             dtype=dtype,
             commit_seconds=commit_seconds,
             compact=compact,
+            amp=amp,
+            channels_last=channels_last,
+            engine=engine,
+            address=address,
+            cpus=cpus,
         )
     render.ingest_summary(ctx.obj, result, store.path)
 

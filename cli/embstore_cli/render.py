@@ -162,6 +162,8 @@ def ingest_summary(out: Output, r, store_path) -> None:
     console.print(t)
     for line in r.recovered:
         console.print(f"[yellow]recovered:[/] {line}")
+    for line in r.notes:
+        console.print(f"[yellow]note:[/] {line}")
     if r.errors:
         e = Table(title=f"{_plural(len(r.errors), 'image')} skipped (see table ingest_errors)")
         e.add_column("file", overflow="fold")

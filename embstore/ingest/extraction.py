@@ -7,7 +7,22 @@ full feature map is kept alive.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+
 from embstore.ingest.layers import HIDDEN, LayerInfo, find_classifier
+
+
+@dataclass
+class ForwardBatch:
+    """One forward batch's results, as ingest commits them (whichever engine computed them)."""
+
+    ok: list  # decoded images: {"i", "image_id", "info"}, aligned with the rows of each vector matrix
+    bad: list  # {"i", "error"}
+    vectors: dict  # layer -> (len(ok) × C) float32
+    logits: object  # (len(ok) × classes) float32, or None
+    load_s: float
+    forward_s: float
 
 
 def reduce(tensor, layer: LayerInfo):
@@ -35,8 +50,14 @@ class Extractor:
     >>> ex.close()
     """
 
-    def __init__(self, model, layers: list[LayerInfo]):
+    def __init__(self, model, layers: list[LayerInfo], *, amp: str = "off", channels_last: bool = False):
         self.model = model
+        self.amp = amp  # autocast dtype on CUDA (GpuOptions); hooks still reduce in float32
+        self.channels_last = channels_last
+        if channels_last:
+            import torch
+
+            model.to(memory_format=torch.channels_last)
         self.has_classifier = find_classifier(model) is not None
         self.layers = layers
         self._out: dict = {}
@@ -54,13 +75,13 @@ class Extractor:
 
     def _hook(self, layer):
         def hook(_module, _inputs, output):
-            self._out[layer.name] = reduce(output, layer).float()
+            self._out[layer.name] = reduce(output.float(), layer)
 
         return hook
 
     def _pre_hook(self, layer):
         def hook(_module, inputs):
-            self._out[layer.name] = reduce(inputs[0], layer).float()
+            self._out[layer.name] = reduce(inputs[0].float(), layer)
 
         return hook
 
@@ -68,7 +89,11 @@ class Extractor:
         import torch
 
         self._out = {}
-        with torch.inference_mode():
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.amp)
+        autocast = torch.autocast(batch.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
             logits = self.model(batch)
         vectors = {name: t.cpu().numpy() for name, t in self._out.items()}
         return vectors, logits.float().cpu().numpy() if self.has_classifier else None

@@ -217,3 +217,16 @@ class Preprocess:
         img = F.center_crop(img, [pre.crop, pre.crop])
         x = F.pil_to_tensor(img).float().div_(255.0)
         return (x - torch.tensor(pre.mean).view(3, 1, 1)) / torch.tensor(pre.std).view(3, 1, 1)
+
+
+def decode_item(i: int, path: str, preprocess: Preprocess, max_pixels: int) -> dict:
+    """{"i", "image_id", "x" (C×H×W tensor), "info"} of one image, or {"i", "error"}: never raises."""
+    try:
+        image_id, rgb, info = read_rgb(path, max_pixels=max_pixels)
+        st = os.stat(path)
+        info.update(file_size=st.st_size, file_mtime=st.st_mtime)
+        return {"i": i, "image_id": image_id, "x": preprocess(rgb), "info": info}
+    except ImageDecodeError as exc:
+        return {"i": i, "error": str(exc)}
+    except Exception as exc:  # a decoder bug must cost one image, not the run
+        return {"i": i, "error": f"{type(exc).__name__}: {exc}"}

@@ -16,10 +16,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from embstore.errors import ImageDecodeError, StoreError, UsageError
+from embstore.errors import StoreError, UsageError
 from embstore.ingest import classifier, models
 from embstore.ingest import layers as layers_mod
-from embstore.ingest.images import DEFAULT_MAX_PIXELS, Discovery, ImageSource, Preprocess, discover, read_rgb
+from embstore.ingest.devices import GpuOptions, place
+from embstore.ingest.extraction import ForwardBatch
+from embstore.ingest.images import DEFAULT_MAX_PIXELS, Discovery, ImageSource, Preprocess, decode_item, discover
 from embstore.ingest.spec import Preprocessing
 from embstore.store.catalog import Catalog
 from embstore.store.encoding import check_dtype
@@ -27,6 +29,7 @@ from embstore.store.table import ActivationTable, CompactReport, Part, new_batch
 
 COMMIT_SECONDS = 5.0
 COMMIT_BYTES = 256 << 20
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -51,6 +54,7 @@ class IngestResult:
     dtype: str = "float32"
     errors: list[tuple[str, str]] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what ran otherwise than asked (GPU options off CUDA)
     compaction: CompactReport | None = None
 
     @property
@@ -67,7 +71,7 @@ def ingest(
     layers: str | list[str] = "default",
     batch_size: int = 32,
     device: str = "auto",
-    workers: int = 0,
+    workers: int | None = None,
     limit: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
@@ -77,6 +81,11 @@ def ingest(
     commit_seconds: float = COMMIT_SECONDS,
     commit_bytes: int = COMMIT_BYTES,
     compact: bool = True,
+    amp: str = "off",
+    channels_last: bool = False,
+    engine: str = "local",
+    address: str | None = None,
+    cpus: int | None = None,
 ) -> IngestResult:
     """Ingest `images` (folder, class tree or manifest) through `model` into `store`.
 
@@ -84,17 +93,36 @@ def ingest(
     and `preprocessing`, and is recorded with the hash of its weights. `progress(done, total)`
     is called after each batch. `dtype` int8 stores ~0.3 × the float32 bytes (per-vector scale and
     offset); commits happen every `commit_seconds` or `commit_bytes` of vectors, whichever first.
+    `amp` (fp16 | bf16) autocasts the forward pass and `channels_last` changes the memory layout
+    (both recorded with the run; amp falls back to float32 off CUDA, with a note). `workers` decode
+    processes (default: a thread on CPU, up to 8 processes on CUDA).
+
+    `engine="ray"` runs decoding and the network on a Ray Data cluster (`address`, default a local
+    one with `cpus` CPUs): decode tasks feed a pool of model actors (one GPU each where there are
+    GPUs) and this process, the catalog's single writer, commits what they return.
 
     >>> ingest(Store.open("s", create=True), "efficientnet_lite0", "photos/")  # doctest: +SKIP
     IngestResult(run_id='…', model_key='efficientnet_lite0@tf-lite0', status='completed', …)
     """
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, not {batch_size}")
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)} (--engine)")
+    if engine == "local" and (address is not None or cpus is not None):
+        raise UsageError("address and cpus are options of the ray engine; add engine='ray' (--engine ray)")
     check_dtype(dtype)
     if isinstance(model, str):
         models.check_name(model)  # the cheapest check first, before any image is looked at
     found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
-    dev = _device(device)
+    if engine == "ray":
+        from embstore.ingest.distributed import RayEngine
+
+        ray_engine = RayEngine(address=address, cpus=cpus, device=device)  # checks that ray imports
+        placement = place("cpu", channels_last=channels_last, workers=0)  # the driver only loads the model
+        placement.gpu = GpuOptions(amp, channels_last)
+    else:
+        placement = place(device, amp=amp, channels_last=channels_last, workers=workers)
+    dev = placement.device
     if isinstance(model, str):
         net, spec, sha = models.load(model, weights)
     else:
@@ -113,8 +141,9 @@ def ingest(
         names,
         n_images=len(found.images),
         n_ignored=found.ignored,
-        device=str(dev),
+        device=str(dev) if engine == "local" else "ray",
         dtype=dtype,
+        notes=list(placement.notes),
     )
     config = {
         "model": spec.name,
@@ -122,8 +151,11 @@ def ingest(
         "layers": names,
         "images": str(images) if images is not None else "(the store's images)",
         "batch_size": batch_size,
-        "device": str(dev),
-        "workers": workers,
+        "device": str(dev) if engine == "local" else device,
+        "workers": placement.workers,
+        "amp": placement.gpu.amp,
+        "channels_last": channels_last,
+        "engine": engine if address is None else f"{engine} {address}",
         "limit": limit,
         "max_pixels": max_pixels,
         "dtype": dtype,
@@ -157,7 +189,21 @@ def ingest(
             run = _Run(store, table, spec, chosen, todo, result)
             run.dtypes = {name: dtype for name in names}
             run.commit_seconds, run.commit_bytes = commit_seconds, commit_bytes
-            run.execute(net, dev, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress)
+            if engine == "ray":
+                ray_engine.execute(run, net, batch_size=batch_size, max_pixels=max_pixels, gpu=placement.gpu)
+                result.device = config["device"] = ray_engine.device_used
+                config["amp"] = ray_engine.amp_used
+                result.notes += ray_engine.notes
+            else:
+                run.execute(
+                    net,
+                    dev,
+                    batch_size=batch_size,
+                    workers=placement.workers,
+                    max_pixels=max_pixels,
+                    gpu=placement.gpu,
+                    progress=progress,
+                )
             if compact and result.n_done:
                 result.compaction = table.compact()
             result.status = "completed"
@@ -171,7 +217,7 @@ def ingest(
             result.seconds = time.perf_counter() - started
             result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             with store.write() as con:
-                Catalog(con).finish_run(run_id, result.status, message)
+                Catalog(con).finish_run(run_id, result.status, message, config)
             net.train(was_training)
     return result
 
@@ -228,16 +274,7 @@ class _Images:
         return len(self.items)
 
     def __getitem__(self, i):
-        path = self.items[i].path
-        try:
-            image_id, rgb, info = read_rgb(path, max_pixels=self.max_pixels)
-            st = os.stat(path)
-            info.update(file_size=st.st_size, file_mtime=st.st_mtime)
-            return {"i": i, "image_id": image_id, "x": self.preprocess(rgb), "info": info}
-        except ImageDecodeError as exc:
-            return {"i": i, "error": str(exc)}
-        except Exception as exc:  # a decoder bug must cost one image, not the run
-            return {"i": i, "error": f"{type(exc).__name__}: {exc}"}
+        return decode_item(i, self.items[i].path, self.preprocess, self.max_pixels)
 
 
 def _collate(batch):
@@ -267,13 +304,12 @@ class _Run:
         self.result = result
         self.dtypes = {}
         self.seen: set[str] = set()  # image ids stored by this run (duplicate content under two paths)
-        self.gathered: list[_Batch] = []
+        self.gathered: list[ForwardBatch] = []
         self.gathered_bytes = 0
         self.last_commit = time.perf_counter()
 
-    def execute(self, net, dev, *, batch_size: int, workers: int, max_pixels: int, progress) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
+    def execute(self, net, dev, *, batch_size: int, workers: int, max_pixels: int, gpu: GpuOptions, progress) -> None:
+        """Decode (prefetch thread or `workers` processes), forward on `dev` and commit, overlapped."""
         from torch.utils.data import DataLoader
 
         from embstore.ingest.extraction import Extractor
@@ -284,35 +320,46 @@ class _Run:
             shuffle=False,
             num_workers=workers,
             collate_fn=_collate,
-            pin_memory=dev.type == "cuda",
+            pin_memory=dev.type == "cuda",  # page-locked batches: the copy below overlaps the forward pass
             prefetch_factor=4 if workers else None,
             persistent_workers=False,
         )
         batches = loader if workers else _prefetch(loader)
-        extractor = Extractor(net, self.chosen)
+        extractor = Extractor(net, self.chosen, amp=gpu.amp, channels_last=gpu.channels_last)
+
+        def forward():
+            t0 = time.perf_counter()
+            for x, ok, bad in batches:
+                t1 = time.perf_counter()
+                vectors, logits = extractor(x.to(dev, non_blocking=True)) if x is not None else ({}, None)
+                t2 = time.perf_counter()
+                yield ForwardBatch(ok, bad, vectors, logits, load_s=t1 - t0, forward_s=t2 - t1)
+                t0 = time.perf_counter()
+
+        try:
+            self.consume(forward(), progress)
+        finally:
+            extractor.close()
+
+    def consume(self, batches, progress) -> None:
+        """Hand each forward batch to one writer thread (which gathers and commits) while the next
+        one is computed; the last gathered batches are committed at the end."""
+        from concurrent.futures import ThreadPoolExecutor
+
         total = len(self.todo)
         if progress:
             progress(0, total)
         pending = None
-        try:
-            with ThreadPoolExecutor(1, thread_name_prefix="embstore-commit") as writer:
-                t0 = time.perf_counter()
-                for seq, (x, ok, bad) in enumerate(batches):
-                    t1 = time.perf_counter()
-                    vectors, logits = extractor(x.to(dev, non_blocking=True)) if x is not None else ({}, None)
-                    t2 = time.perf_counter()
-                    self.result.load_s += t1 - t0
-                    self.result.forward_s += t2 - t1
-                    _wait(pending, progress, total)
-                    batch = _Batch(seq, ok, bad, vectors, logits, load_s=t1 - t0, forward_s=t2 - t1)
-                    pending = writer.submit(self.take, batch)
-                    t0 = time.perf_counter()
+        with ThreadPoolExecutor(1, thread_name_prefix="embstore-commit") as writer:
+            for batch in batches:
+                self.result.load_s += batch.load_s
+                self.result.forward_s += batch.forward_s
                 _wait(pending, progress, total)
-                writer.submit(self.commit).result()
-        finally:
-            extractor.close()
+                pending = writer.submit(self.take, batch)
+            _wait(pending, progress, total)
+            writer.submit(self.commit).result()
 
-    def take(self, batch: _Batch) -> int:
+    def take(self, batch: ForwardBatch) -> int:
         """Gather one forward batch; commit what is gathered once it is due. Returns the images it covered."""
         self.gathered.append(batch)
         self.gathered_bytes += sum(v.nbytes for v in batch.vectors.values())
@@ -385,17 +432,6 @@ class _Run:
         r.n_duplicates += duplicates
         r.errors += errors
         r.write_s += time.perf_counter() - t0
-
-
-@dataclass
-class _Batch:
-    seq: int
-    ok: list  # decoded images: {"i", "image_id", "info"}
-    bad: list  # {"i", "error"}
-    vectors: dict
-    logits: object
-    load_s: float
-    forward_s: float
 
 
 def _wait(pending, progress, total) -> None:
@@ -499,15 +535,3 @@ def _prediction_rows(todo, ok, rows, logits, spec, run_id):
         out["true_prob"].append(None if label is None else float(prob[k, label]))
         out["run_id"].append(run_id)
     return pa.table(out)
-
-
-def _device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' asked for, but torch sees no CUDA GPU here; use device 'cpu' or 'auto'")
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device '{device}'; choose auto, cpu or cuda")
-    return torch.device(device)

@@ -173,10 +173,12 @@ class Catalog:
         sets = ", ".join(f"{c} = {c} + ?" for c in cols)
         self.con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", [counts.get(c, 0) for c in cols] + [run_id])
 
-    def finish_run(self, run_id: str, status: str, message: str | None = None) -> None:
+    def finish_run(self, run_id: str, status: str, message: str | None = None, config: dict | None = None) -> None:
+        """End a run; `config` replaces the recorded one (what ran, once the engine has decided it)."""
         self.con.execute(
-            "UPDATE runs SET status = ?, finished_at = now(), message = ? WHERE run_id = ?",
-            [status, message, run_id],
+            "UPDATE runs SET status = ?, finished_at = now(), message = ?, config = coalesce(?, config) "
+            "WHERE run_id = ?",
+            [status, message, None if config is None else json.dumps(config), run_id],
         )
 
     def mark_stale_runs(self) -> int:
@@ -535,6 +537,20 @@ class Catalog:
     def drop_legacy_files(self) -> None:
         self.con.execute("DROP TABLE legacy_activation_index")
         self.con.execute("DROP TABLE legacy_activation_files")
+
+    # -- store settings ----------------------------------------------------------------------------
+    def setting(self, key: str) -> str | None:
+        """A store setting (None when unset, or in a catalog older than version 8)."""
+        import duckdb
+
+        try:
+            rows = self.con.execute("SELECT value FROM store_settings WHERE key = ?", [key]).fetchall()
+        except duckdb.CatalogException:
+            return None
+        return rows[0][0] if rows else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO store_settings VALUES (?, ?)", [key, value])
 
     def has_legacy_files(self) -> bool:
         """Whether the catalog still holds the Parquet registry of a store made before version 6."""

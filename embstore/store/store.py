@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embstore.errors import StoreBusyError, StoreError
+from embstore.errors import StoreBusyError, StoreError, UsageError
 from embstore.store import catalogfile
 from embstore.store.catalog import Catalog
 from embstore.store.duck import sql_literal, transaction
+from embstore.store.location import Location, normalise
 from embstore.store.memo import JSONABLE, Codec, Memo
 from embstore.store.migrations import migrate, pending
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from embstore.store.tablecheck import VerifyReport
 
 CATALOG_FILE = "catalog.duckdb"
+LOCATION_KEY = "activations_location"
 DEFAULT_HOME = Path("~/.embstore")
 Progress = Callable[[int, int], None]
 
@@ -72,6 +74,8 @@ class Store:
         self._kept_udfs = False  # whether embstore's UDFs are registered on it
         self._keep_reader = False  # open (and keep) a read-only connection on the first read
         self._create_pending = False  # open(create=True) on a new path: made on first read or write
+        self._wanted_location: str | None = None  # open(activations=…): where a new table is to live
+        self._location: Location | None = None  # read from the catalog on the first connection
         self.memo = Memo(self.path, self.catalog_path, self.indexes_root / "memo")
 
     # -- opening ---------------------------------------------------------------------------
@@ -84,8 +88,13 @@ class Store:
         lock_timeout: float = 30.0,
         keep_reader: bool = False,
         defer_creation: bool = False,
+        activations: str | Path | None = None,
     ) -> Store:
         """Open the store (default: $EMBSTORE_HOME, else ~/.embstore), applying pending migrations.
+
+        `activations` puts a new store's activations table elsewhere: another folder or an object
+        store URL (`s3://bucket/prefix`); the catalog stays in `path`. An existing store keeps
+        where its table is, and naming another place is an error.
 
         `keep_reader` keeps one read-only connection for every `read()`: it saves ~20-50 ms per
         catalog open in one-shot query processes, and is released before this process writes.
@@ -93,6 +102,7 @@ class Store:
         """
         store = cls(Path(path) if path else default_store_path(), lock_timeout=lock_timeout)
         store._keep_reader = keep_reader
+        store._wanted_location = normalise(activations)
         if not store.catalog_path.exists():
             if not create:
                 raise StoreError(
@@ -105,12 +115,51 @@ class Store:
                 store._create_pending = True
                 return store
         store._upgrade()
+        store._adopt_location()
         return store
 
     def _ensure_created(self) -> None:
         if self._create_pending:
             self._create_pending = False
             self._upgrade()
+            self._adopt_location()
+
+    def _adopt_location(self) -> None:
+        """Record `open(activations=…)` in a store that has no table yet; refuse another place later."""
+        wanted = self._wanted_location
+        if wanted is None:
+            return
+        self._wanted_location = None
+        with self.read() as con:
+            cat = Catalog(con)
+            recorded = cat.setting(LOCATION_KEY)
+            has_table = cat.table_version() is not None
+        if recorded == wanted:
+            return
+        if recorded is not None or has_table:
+            raise UsageError(
+                f"this store's activations table is at {recorded or self.path / 'activations'}, not {wanted}; "
+                "a store keeps its table where it was made (make a new store for another place)"
+            )
+        location = Location(self.path, wanted)
+        location.check_reachable()
+        from deltalake import DeltaTable
+
+        if DeltaTable.is_deltatable(location.table_uri):
+            raise UsageError(
+                f"{location.table_uri} already holds a Delta table; give each store a folder or prefix of its own"
+            )
+        with self.write() as con:
+            Catalog(con).set_setting(LOCATION_KEY, wanted)
+        self._location = location
+
+    @property
+    def location(self) -> Location:
+        """Where the activations table lives (`location.table_uri`): <store>/activations or a URL."""
+        if self._location is None:
+            with self.read():
+                pass  # the first connection reads it
+        return self._location or Location(self.path)
 
     def close(self) -> None:
         """Release the kept read-only connection (relations from `sql()` stop working)."""
@@ -246,8 +295,13 @@ class Store:
             try:
                 # one thread: catalog statements are small, and the cores belong to the network
                 con = duckdb.connect(str(self.catalog_path), read_only=read_only, config={"threads": 1})
-                # the activations view names its files relative to the store (see files.py)
+                # the activations view names its files relative to the store (see table.py)
                 con.execute(f"SET file_search_path = {sql_literal(str(self.path))}")
+                if self._location is None:
+                    self._location = Location(self.path, Catalog(con).setting(LOCATION_KEY))
+                remote = self._location.duckdb_filesystem()
+                if remote is not None:  # the view names s3://… files: DuckDB reads them through Arrow
+                    con.register_filesystem(remote)
                 return con
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
@@ -281,7 +335,7 @@ class Store:
         layers: str | Sequence[str] = "default",
         batch_size: int = 32,
         device: str = "auto",
-        workers: int = 0,
+        workers: int | None = None,
         limit: int | None = None,
         max_pixels: int = 100_000_000,
         name: str | None = None,
@@ -290,6 +344,11 @@ class Store:
         dtype: str = "float32",
         commit_seconds: float = 5.0,
         compact: bool = True,
+        amp: str = "off",
+        channels_last: bool = False,
+        engine: str = "local",
+        address: str | None = None,
+        cpus: int | None = None,
     ) -> IngestResult:
         """Run `model` over `images` (folder, class-per-folder tree, or CSV/Parquet manifest; default:
         every image already in the store, the way to add a model to an image set) and store
@@ -297,6 +356,9 @@ class Store:
         `embstore.list_models()` or any torch.nn.Module given with `name` and `preprocessing`.
         `dtype="int8"` stores vectors in ~0.3 × the bytes (readers still get float32); vectors are
         committed every `commit_seconds`; a completed run ends with `compact()` unless `compact=False`.
+        On a GPU, `amp="fp16"`/`"bf16"` autocasts and `channels_last=True` changes the layout (both
+        recorded with the run; off CUDA amp falls back to float32 with a note in `result.notes`).
+        `engine="ray"` runs on a Ray Data cluster (`address`, default a local one of `cpus` CPUs).
 
         >>> store.ingest("photos/", model="resnet18", weights="none")  # doctest: +SKIP
         """
@@ -319,6 +381,11 @@ class Store:
             dtype=dtype,
             commit_seconds=commit_seconds,
             compact=compact,
+            amp=amp,
+            channels_last=channels_last,
+            engine=engine,
+            address=address,
+            cpus=cpus,
         )
 
     def vectors(
@@ -386,7 +453,7 @@ class Store:
         from embstore.store.catalog import Catalog
 
         with self.read() as con:
-            return {"path": str(self.path), **Catalog(con).summary()}
+            return {"path": str(self.path), "activations": self.location.table_uri, **Catalog(con).summary()}
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Check that the catalog and the files agree; with `repair`, make them agree.

@@ -1,4 +1,5 @@
-"""The activations table: every stored vector, in one Delta Lake table at <store>/activations.
+"""The activations table: every stored vector, in one Delta Lake table at <store>/activations
+(or where the store was told to keep it: another folder, s3://…; store/location.py).
 
 Delta (delta-rs) gives the storage engine: atomic appends, snapshots by version, compaction,
 vacuum, object storage; Spark, polars, pandas and DuckDB's delta extension read it without
@@ -19,6 +20,7 @@ tombstoned files after a retention (default 1 hour) that no reader of an older p
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
+from embstore.errors import StoreError
 from embstore.store.catalog import Catalog
 from embstore.store.duck import quote_identifier, sql_literal
 from embstore.store.encoding import PARTITIONS, SQL_DECODE, decode, encode
@@ -70,7 +73,7 @@ class ActivationTable:
 
     def __init__(self, store):
         self.store = store
-        self.root = store.activations_root
+        self.location = store.location
 
     # -- reading: only what the catalog pinned ----------------------------------------------------
     def read_layer(self, model_key: str, layer: str) -> tuple[list[str], np.ndarray]:
@@ -119,7 +122,7 @@ class ActivationTable:
         # no pre-buffering: with it a slow consumer (class statistics) let arrow hold whole files
         # (~1.5 GB at 10 files of 120 MB); without it memory is a few row groups whatever the pace
         fmt = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
-        dataset = ds.dataset([str(self.store.path / rel) for rel in rels], format=fmt)
+        dataset = ds.dataset(self.location.fs_paths(rels), filesystem=self.location.filesystem, format=fmt)
         columns = [c for c in ("image_id", "vec", "q", "q_lo", "q_step") if c in dataset.schema.names]
         where = None if only is None else ds.field("image_id").isin(pa.array(list(only), pa.string()))
         pending, rows = [], 0
@@ -288,18 +291,37 @@ class ActivationTable:
     def delta(self, version: int | None = None):
         from deltalake import DeltaTable
 
-        if not DeltaTable.is_deltatable(str(self.root)):
-            return None
-        return DeltaTable(str(self.root), version=version)
+        uri = self.location.table_uri
+        with self._remote_errors():
+            if not DeltaTable.is_deltatable(uri):
+                return None
+            return DeltaTable(uri, version=version)
 
     def append(self, rows):
         """Step 1 of a commit: append `rows` (an Arrow table or record-batch reader) in one Delta commit."""
         from deltalake import write_deltalake
 
-        write_deltalake(
-            str(self.root), rows, mode="append", partition_by=PARTITIONS, writer_properties=_writer_properties()
-        )
+        with self._remote_errors():
+            write_deltalake(
+                self.location.table_uri,
+                rows,
+                mode="append",
+                partition_by=PARTITIONS,
+                writer_properties=_writer_properties(),
+            )
         return self.delta()
+
+    @contextlib.contextmanager
+    def _remote_errors(self):
+        """Object-store failures (credentials, endpoint, bucket) as one line naming the table."""
+        if not self.location.remote:
+            yield
+            return
+        try:
+            yield
+        except (OSError, RuntimeError, ValueError) as exc:
+            text = " ".join(str(exc).split())[:300]
+            raise StoreError(f"activations table {self.location.table_uri}: {text}") from exc
 
     def _delete_batches(self, batch_ids: list[str]) -> None:
         dt = self.delta()
@@ -312,11 +334,10 @@ class ActivationTable:
         import pyarrow.parquet as pq
 
         adds = pa.table(dt.get_add_actions(flatten=True))
-        rels = [f"{self.root.name}/{unquote(p)}" for p in adds.column("path").to_pylist()]
+        rels = [self.location.rel(unquote(p)) for p in adds.column("path").to_pylist()]
         rows = adds.column("num_records").to_pylist()
-        rows = [
-            n if n is not None else pq.ParquetFile(self.store.path / r).metadata.num_rows for n, r in zip(rows, rels)
-        ]
+        rows = [n if n is not None else pq.ParquetFile(self.location.open(r)).metadata.num_rows
+                for n, r in zip(rows, rels)]  # fmt: skip
         models = adds.column("partition.model").to_pylist()
         weights = adds.column("partition.weights").to_pylist()
         return pa.table(
@@ -334,7 +355,8 @@ class ActivationTable:
 
         if not rels:
             return set()
-        t = ds.dataset([str(self.store.path / r) for r in rels], format="parquet").to_table(columns=["batch_id"])
+        dataset = ds.dataset(self.location.fs_paths(rels), filesystem=self.location.filesystem, format="parquet")
+        t = dataset.to_table(columns=["batch_id"])
         return set(t.column("batch_id").unique().to_pylist())
 
 

@@ -66,12 +66,12 @@ def _check(store, table: ActivationTable, report: VerifyReport) -> None:
     report.interrupted_runs = 0 if writer_running(store.path) else running
     for rel, _, _, n_rows in files:
         report.files += 1
-        path = store.path / rel
-        if not path.exists():
+        if not table.location.exists(rel):
             report.missing.append(rel)
             continue
         try:
-            actual = pq.ParquetFile(path).metadata.num_rows
+            with table.location.open(rel) as f:
+                actual = pq.ParquetFile(f).metadata.num_rows
         except (OSError, pa.ArrowException):  # unreadable or not Parquet: counted as corrupt
             actual = -1
         if actual != n_rows:
@@ -93,12 +93,12 @@ def _check(store, table: ActivationTable, report: VerifyReport) -> None:
 
 
 def _repair(store, table: ActivationTable, report: VerifyReport) -> None:
-    import shutil
-
-    for rel in report.corrupt:
-        src, dst = store.path / rel, store.quarantine_root / rel
+    for rel in report.corrupt:  # a copy in <store>/quarantine, then gone from the table's folder
+        dst = store.quarantine_root / rel.split("://", 1)[-1].lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(src, dst)
+        with table.location.open(rel) as src, open(dst, "wb") as out:
+            out.write(src.read())
+        table.location.delete(rel)
         report.repaired.append(f"moved {rel} to quarantine/")
     dt = table.delta()
     if dt is not None and (report.missing or report.corrupt):

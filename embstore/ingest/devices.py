@@ -1,0 +1,76 @@
+"""Where the forward pass runs and how: the device, autocast, channels-last, decode workers.
+
+Every GPU option falls back on CPU with a one-line note instead of failing: autocast (fp16/bf16)
+needs CUDA here, and page-locked (pinned) batches only help a CUDA copy. Channels-last is a memory
+layout that CPU kernels (oneDNN) use too, so it is kept on either device. What ran is recorded in
+the run's config, since autocast changes the stored values (~1e-3 relative for fp16).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from embstore.errors import UsageError
+
+AMP_CHOICES = ("off", "fp16", "bf16")
+MAX_AUTO_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class GpuOptions:
+    """How a forward pass runs: `amp` autocast dtype (off | fp16 | bf16) and the memory layout."""
+
+    amp: str = "off"
+    channels_last: bool = False
+
+    def torch_dtype(self):
+        import torch
+
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.amp)
+
+
+@dataclass
+class Placement:
+    device: object  # torch.device
+    gpu: GpuOptions
+    workers: int
+    notes: list[str] = field(default_factory=list)
+
+
+def place(device: str, *, amp: str = "off", channels_last: bool = False, workers: int | None = None) -> Placement:
+    """Resolve `device` (auto | cpu | cuda) and the GPU options for this machine.
+
+    >>> p = place("cpu", amp="fp16")
+    >>> p.gpu.amp, p.notes
+    ('off', ['autocast fp16 needs a CUDA device: running float32 on cpu'])
+    """
+    import torch
+
+    if amp not in AMP_CHOICES:
+        raise UsageError(f"unknown amp '{amp}'; choose one of {', '.join(AMP_CHOICES)} (--amp)")
+    if workers is not None and workers < 0:
+        raise UsageError(f"workers must be 0 or more, not {workers} (--workers)")
+    dev = resolve_device(device)
+    notes = []
+    if amp != "off" and dev.type != "cuda":
+        notes.append(f"autocast {amp} needs a CUDA device: running float32 on {dev.type}")
+        amp = "off"
+    if amp == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        notes.append("this GPU has no bfloat16: autocast fp16 instead")
+        amp = "fp16"
+    if workers is None:  # decode in processes on a GPU (it outruns one decoding thread), a thread on CPU
+        workers = min(MAX_AUTO_WORKERS, max(1, (os.cpu_count() or 2) - 1)) if dev.type == "cuda" else 0
+    return Placement(dev, GpuOptions(amp, channels_last), workers, notes)
+
+
+def resolve_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' asked for, but torch sees no CUDA GPU here; use device 'cpu' or 'auto'")
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device '{device}'; choose auto, cpu or cuda")
+    return torch.device(device)

@@ -1,0 +1,315 @@
+"""`ingest(engine="ray")`: decoding and the network on a Ray Data cluster; commits stay here.
+
+    read tasks: image files -> decoded, preprocessed tensors (Ray Data tasks, many at once)
+    model actors: tensors -> pooled vectors + logits (a pool, one GPU each where there are GPUs)
+    this process: gathers the actors' output and commits it with the activations table's protocol
+
+This process stays the catalog's and the table's single writer, so the store is the one a
+single-process ingest makes (same ids, same predictions, vectors equal to float rounding) and
+resume, repair and the crash guarantees are unchanged: workers write nothing, a killed worker's
+batch is retried by Ray (actors restart) or, if the run fails, stored by the next run.
+
+Resources leave room for reading: on CPU nodes an actor asks for 3/4 of a node's CPUs and each
+read task for 1/4 of one, so reads always find a CPU (an actor pool holding every CPU starves the
+reads and hangs). On GPU clusters each actor asks for one GPU and one CPU.
+
+A local cluster (no `address`) is this command's own: every process Ray starts carries a marker
+in its environment, and everything carrying it is killed when the command ends, on Ctrl-C, and
+by a small watchdog process when this one is killed (Ray's workers can outlive `ray.shutdown()`
+and a killed driver). A cluster at `address` is left running; Ray ends the job's actors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+
+from embstore.errors import EngineError, MissingDependencyError, UsageError
+from embstore.ingest.extraction import ForwardBatch
+
+OWNER_ENV = "EMBSTORE_RAY_OWNER"
+READ_SHARE = 0.25  # of a CPU, per read task: what an actor leaves free on its node
+THREADS_PER_ACTOR = 8  # a CPU node with more cores gets more actors rather than wider ones
+
+
+class RayEngine:
+    """Runs one ingest's forward passes on Ray Data (see the module docstring)."""
+
+    def __init__(self, *, address: str | None, cpus: int | None, device: str):
+        try:
+            import ray  # noqa: F401
+            import ray.data  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "engine 'ray' needs Ray Data: pip install 'embstore[ray]' (or 'ray[data]')"
+            ) from exc
+        if device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"unknown device '{device}'; choose auto, cpu or cuda")
+        if cpus is not None and cpus < 1:
+            raise UsageError(f"cpus must be at least 1, not {cpus} (--cpus)")
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address is not None and cpus is not None:
+            raise UsageError(f"cpus sizes a local cluster; the cluster at {address} has its own (drop --cpus)")
+        self.address, self.cpus, self.device = address, cpus, device
+        self.notes: list[str] = []
+        self.device_used = "cpu"
+        self.amp_used = "off"
+
+    def execute(self, run, net, *, batch_size: int, max_pixels: int, gpu) -> None:
+        """Compute every image of `run.todo` on the cluster and hand each batch to `run.consume`."""
+        if not run.todo:
+            return
+        with _cluster(self.address, self.cpus):
+            plan = self._plan(gpu)
+            run.consume(self._batches(run, net, plan, batch_size, max_pixels), None)
+
+    def _plan(self, gpu) -> dict:
+        import ray
+
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
+        if self.device == "cuda" and gpus < 1:
+            raise UsageError("device 'cuda' asked for, but the Ray cluster has no GPU; use device 'cpu' or 'auto'")
+        if gpus and self.device != "cpu":
+            self.device_used, self.amp_used = f"ray: {gpus} GPU actor(s)", gpu.amp
+            return {"actors": gpus, "num_cpus": 1, "num_gpus": 1, "threads": 1, "read_cpus": READ_SHARE,
+                    "device": "cuda", "amp": gpu.amp, "channels_last": gpu.channels_last}  # fmt: skip
+        per_node = [n["Resources"].get("CPU", 0) for n in nodes if n["Resources"].get("CPU", 0) > 0]
+        if not per_node:
+            raise EngineError("the Ray cluster has no CPUs to run on")
+        smallest = min(per_node)
+        per_actor_threads = max(1, min(int(smallest), THREADS_PER_ACTOR))
+        actors_per_node = max(1, int(smallest) // per_actor_threads)
+        if gpu.amp != "off":
+            self.notes.append(f"autocast {gpu.amp} needs CUDA actors: running float32 on CPU")
+        self.device_used = f"ray: {actors_per_node * len(per_node)} CPU actor(s) on {len(per_node)} node(s)"
+        return {
+            "actors": actors_per_node * len(per_node),
+            "num_cpus": smallest * (1 - READ_SHARE) / actors_per_node,
+            "num_gpus": 0,
+            "threads": per_actor_threads,
+            "read_cpus": READ_SHARE,
+            "device": "cpu",
+            "amp": "off",
+            "channels_last": gpu.channels_last,
+        }
+
+    def _batches(self, run, net, plan: dict, batch_size: int, max_pixels: int):
+        import ray
+
+        spec, chosen = run.spec, run.chosen
+        items = [{"i": i, "path": str(img.path)} for i, img in enumerate(run.todo)]
+        blocks = max(1, min(len(items) // batch_size + 1, 10_000))
+        ds = ray.data.from_items(items, override_num_blocks=blocks)
+        ds = ds.map_batches(
+            decode_batch,
+            fn_kwargs={"pre": spec.preprocessing, "max_pixels": max_pixels},
+            batch_size=batch_size,
+            batch_format="numpy",
+            num_cpus=plan["read_cpus"],
+        )
+        widths = {layer.name: layer.channels for layer in chosen}
+        ds = ds.map_batches(
+            ForwardActor,
+            fn_constructor_kwargs={
+                "net": [ray.put(net.cpu())],  # in a list: the actors fetch it once, by reference
+                "layers": chosen,
+                "widths": widths,
+                "classes": spec.num_classes,
+                "plan": plan,
+            },
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
+            num_cpus=plan["num_cpus"],
+            num_gpus=plan["num_gpus"],
+        )
+        names = [layer.name for layer in chosen]
+        try:
+            for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                yield _forward_batch(out, names)
+        except ray.exceptions.RayError as exc:
+            text = " ".join(str(exc).split())[:300]
+            raise EngineError(f"the Ray cluster lost work it could not retry: {text}") from exc
+
+
+def decode_batch(batch: dict, pre, max_pixels: int) -> dict:
+    """Ray read task: decode and preprocess a batch of paths (failures become rows with an error)."""
+    from embstore.ingest.images import Preprocess, decode_item
+
+    preprocess = Preprocess(pre)
+    rows = [decode_item(int(i), str(p), preprocess, max_pixels) for i, p in zip(batch["i"], batch["path"])]
+    shape = next((tuple(r["x"].shape) for r in rows if "x" in r), (3, pre.crop, pre.crop))
+    x = np.zeros((len(rows), *shape), np.float32)
+    for k, r in enumerate(rows):
+        if "x" in r:
+            x[k] = r["x"].numpy()
+    return {
+        "i": np.array([r["i"] for r in rows], np.int64),
+        "image_id": np.array([r.get("image_id", "") for r in rows], object),
+        "info": np.array([json.dumps(r.get("info", {})) for r in rows], object),
+        "error": np.array([r.get("error", "") for r in rows], object),
+        "x": x,
+    }
+
+
+class ForwardActor:
+    """Ray actor: the network with its hooks, built once; each call runs one batch forward."""
+
+    def __init__(self, net, layers, widths: dict, classes: int, plan: dict):
+        import ray
+        import torch
+
+        from embstore.ingest.extraction import Extractor
+
+        torch.set_num_threads(plan["threads"])
+        self.dev = torch.device(plan["device"])
+        model = ray.get(net[0]).to(self.dev).eval()
+        self.extractor = Extractor(model, layers, amp=plan["amp"], channels_last=plan["channels_last"])
+        self.widths, self.classes = widths, classes
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        t0 = time.perf_counter()
+        ok = batch["error"] == ""
+        n = len(ok)
+        out = {key: batch[key] for key in ("i", "image_id", "info", "error")}
+        vectors, logits = {}, None
+        if ok.any():
+            x = torch.from_numpy(np.ascontiguousarray(batch["x"][ok]))
+            if self.dev.type == "cuda":
+                x = x.pin_memory()
+            vectors, logits = self.extractor(x.to(self.dev, non_blocking=True))
+        for k, (name, width) in enumerate(self.widths.items()):
+            full = np.zeros((n, width), np.float32)
+            if name in vectors:
+                full[ok] = vectors[name]
+            out[f"v{k}"] = full
+        if self.extractor.has_classifier:
+            full = np.zeros((n, self.classes), np.float32)
+            if logits is not None:
+                full[ok] = logits
+            out["logits"] = full
+        out["forward_s"] = np.full(n, (time.perf_counter() - t0) / max(n, 1))
+        return out
+
+
+def _forward_batch(out: dict, names: list[str]) -> ForwardBatch:
+    ok_mask = np.array([e == "" for e in out["error"]], bool)
+    ok, bad = [], []
+    for k in range(len(ok_mask)):
+        i = int(out["i"][k])
+        if ok_mask[k]:
+            ok.append({"i": i, "image_id": str(out["image_id"][k]), "info": json.loads(out["info"][k])})
+        else:
+            bad.append({"i": i, "error": str(out["error"][k])})
+    vectors = {name: np.ascontiguousarray(out[f"v{k}"][ok_mask]) for k, name in enumerate(names)}
+    logits = np.ascontiguousarray(out["logits"][ok_mask]) if "logits" in out else None
+    return ForwardBatch(ok, bad, vectors, logits, load_s=0.0, forward_s=float(out["forward_s"].sum()))
+
+
+# -- the cluster's lifetime ------------------------------------------------------------------------
+@contextlib.contextmanager
+def _cluster(address: str | None, cpus: int | None):
+    """Connect to `address`, or start a local cluster owned by this command (and end it after)."""
+    import ray
+
+    if ray.is_initialized():  # the caller's own session (a notebook): use it and leave it running
+        yield
+        return
+    owner = None if address is not None else uuid.uuid4().hex
+    watchdog = None
+    if owner is not None:
+        os.environ[OWNER_ENV] = owner  # inherited by every process the local cluster starts
+        watchdog = _start_watchdog(owner)
+    try:
+        try:
+            ray.init(
+                address=address,
+                num_cpus=None if address is not None else (cpus or os.cpu_count() or 1),
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            text = " ".join(str(exc).split())[:300]
+            where = f" at {address}" if address else ""
+            raise EngineError(f"cannot start or reach the Ray cluster{where}: {text}") from exc
+        yield
+    finally:
+        try:
+            ray.shutdown()
+        finally:
+            if owner is not None:
+                os.environ.pop(OWNER_ENV, None)
+                kill_owned(owner)
+            if watchdog is not None:
+                watchdog.stdin.close()  # it wakes, finds nothing left, and exits
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    watchdog.wait(timeout=10)
+
+
+def _start_watchdog(owner: str):
+    """A process that outlives a killed driver: when this process's end of its stdin closes, it kills
+    every process carrying `owner` (the pipe is not inherited by Ray's processes)."""
+    env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
+    code = "import sys; sys.stdin.read(); from embstore.ingest.distributed import kill_owned; kill_owned(sys.argv[1])"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, owner],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # a Ctrl-C to the terminal's group must not end it before the cleanup
+    )
+
+
+def owned_processes(owner: str | None = None) -> list[int]:
+    """Pids of processes whose environment carries the marker (of `owner`, or of any owner)."""
+    want = f"{OWNER_ENV}={owner}".encode() if owner else f"{OWNER_ENV}=".encode()
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:  # gone, or another user's
+            continue
+        if any(v == want if owner else v.startswith(want) for v in env):
+            found.append(int(entry))
+    return found
+
+
+def kill_owned(owner: str, grace: float = 3.0) -> int:
+    """End every process carrying `owner`'s marker: SIGTERM, then SIGKILL after `grace` seconds."""
+    pids = owned_processes(owner)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.1)
+            pids = [p for p in pids if _alive(p)]
+        if not pids:
+            break
+    return len(pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return False
