@@ -113,16 +113,16 @@ def ingest(
     check_dtype(dtype)
     if isinstance(model, str):
         models.check_name(model)  # the cheapest check first, before any image is looked at
-    found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
     if engine == "ray":
         from embstore.ingest.distributed import RayEngine
 
         ray_engine = RayEngine(address=address, cpus=cpus, device=device)  # checks that ray imports
-        placement = place("cpu", channels_last=channels_last, workers=0)  # the driver only loads the model
-        placement.gpu = GpuOptions(amp, channels_last)
+        placement = place("cpu", amp=amp, channels_last=channels_last, workers=0)  # the driver only loads the model
+        placement.gpu, placement.notes = GpuOptions(amp, channels_last), []  # the actors decide what runs
     else:
         placement = place(device, amp=amp, channels_last=channels_last, workers=workers)
     dev = placement.device
+    found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
     if isinstance(model, str):
         net, spec, sha = models.load(model, weights)
     else:

@@ -1,0 +1,169 @@
+"""`ingest --engine ray`: the same store as a single-process ingest, on a local Ray cluster of 2 CPUs
+(the size at which a greedy actor pool starves the read tasks and hangs); killed workers and a
+killed or interrupted driver; and no process of the cluster left behind."""
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+import embstore
+from embstore.ingest.distributed import owned_processes
+from tests.conftest import EMBSTORE, make_images, run_embstore
+
+pytest.importorskip("ray.data")
+pytestmark = pytest.mark.slow
+
+MODEL = ["--model", "resnet18", "--weights", "none", "--layers", "layer3,layer4", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray_photos")
+    for k, cls in enumerate(("knot", "chain", "baseball", "golf ball")):
+        make_images(root / cls, 25, size=40, seed=10 + k)
+    (root / "knot" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(photos, tmp_path_factory):
+    """The single-process store of the same images."""
+    path = tmp_path_factory.mktemp("ray_ref") / "store"
+    res = run_embstore("--store", path, "ingest", "--images", photos, *MODEL)
+    assert res.returncode == 0, res.stderr
+    return embstore.open(path)
+
+
+def _sorted(store, layer):
+    v = store.vectors("resnet18@none", layer)
+    order = np.argsort(v.image_ids, kind="stable")
+    return [v.image_ids[i] for i in order], v.numpy()[order]
+
+
+def _assert_same_store(store, reference) -> None:
+    """Same image ids, vectors within 1e-5, same predictions; every image stored exactly once."""
+    for layer in ("layer3", "layer4", "hidden"):
+        ids, x = _sorted(store, layer)
+        ref_ids, ref = _sorted(reference, layer)
+        assert ids == ref_ids and len(ids) == 100 and len(set(ids)) == 100
+        np.testing.assert_allclose(x, ref, atol=1e-5, rtol=0)
+    q = "SELECT image_id, top5_index, true_rank FROM predictions ORDER BY image_id"
+    assert store.run_sql(q)[1] == reference.run_sql(q)[1]
+    q = "SELECT count(*), count(DISTINCT image_id || layer) FROM activations"
+    assert store.run_sql(q)[1] == [(300, 300)]
+    assert store.verify().ok
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _workers() -> list[int]:
+    out = []
+    for pid in owned_processes():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"MapWorker" in f.read():
+                    out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+def test_ray_ingest_equals_single_process_and_leaves_nothing_running(photos, reference, tmp_path):
+    path = tmp_path / "store"
+    res = run_embstore("--store", path, "ingest", "--images", photos, *MODEL, "--engine", "ray", "--cpus", "2",
+                       timeout=400)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "cannot decode" in res.stdout or "broken.png" in res.stdout  # the bad file is reported like locally
+    assert owned_processes() == []
+    store = embstore.open(path)
+    _assert_same_store(store, reference)
+    config = store.run_sql("SELECT config->>'engine', config->>'device', n_errors FROM runs")[1]
+    assert config == [("ray", "ray: 1 CPU actor(s) on 1 node(s)", 1)]
+    # the stored schema is the engine's business alone
+    from deltalake import DeltaTable
+
+    def schema(s):
+        return DeltaTable(s.location.table_uri).schema().to_arrow()
+
+    assert schema(store) == schema(reference)
+
+
+def test_killed_worker_is_retried_or_resumed_exactly_once(photos, reference, tmp_path):
+    path = tmp_path / "store"
+    args = ["--store", path, "ingest", "--images", photos, *MODEL, "--engine", "ray", "--cpus", "2",
+            "--commit-seconds", "0"]  # fmt: skip
+    proc = subprocess.Popen([str(EMBSTORE), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        victim = _wait_for(_workers, 120, "a model actor")[0]
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Ray restarts the actor and retries its batch; were the run to fail instead, the rerun stores the rest
+    if proc.returncode != 0:
+        assert "Traceback" not in err.decode(), err.decode()
+        res = run_embstore(*args, timeout=400)
+        assert res.returncode == 0, res.stderr
+    _wait_for(lambda: owned_processes() == [], 20, "the cluster's processes to end")
+    _assert_same_store(embstore.open(path), reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_or_interrupted_driver_leaves_no_process_and_resumes(photos, reference, tmp_path, sig):
+    path = tmp_path / "store"
+    args = ["--store", path, "ingest", "--images", photos, *MODEL, "--engine", "ray", "--cpus", "2",
+            "--commit-seconds", "0"]  # fmt: skip
+    proc = subprocess.Popen([str(EMBSTORE), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(_workers, 120, "a model actor")
+        assert len(owned_processes()) >= 3  # the count below counts something: gcs, raylet, workers
+        time.sleep(2.0)
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _wait_for(lambda: owned_processes() == [], 30, "every process of the killed run's cluster to end")
+    res = run_embstore("--store", path, "ingest", "--images", photos, *MODEL)  # resume without Ray: the same store
+    assert res.returncode == 0, res.stderr
+    _assert_same_store(embstore.open(path), reference)
+
+
+def test_gpu_options_fall_back_on_cpu_with_a_note(photos, tmp_path):
+    store = embstore.open(tmp_path / "s", create=True)
+    plain = store.ingest(photos / "chain", model="resnet18", weights="none", layers=["layer4"], device="cpu")
+    other = embstore.open(tmp_path / "t", create=True)
+    res = other.ingest(photos / "chain", model="resnet18", weights="none", layers=["layer4"], device="cpu",
+                       amp="fp16", channels_last=True)  # fmt: skip
+    assert res.notes == ["autocast fp16 needs a CUDA device: running float32 on cpu"]
+    assert plain.notes == []
+    config = other.run_sql("SELECT config->>'amp', config->>'channels_last' FROM runs")[1]
+    assert config == [("off", "true")]
+    for layer in ("layer4", "hidden"):
+        a, b = _sorted(store, layer), _sorted(other, layer)
+        assert a[0] == b[0]
+        np.testing.assert_allclose(a[1], b[1], atol=1e-5, rtol=1e-5)  # channels-last: same values, other kernels
+
+
+def test_engine_options_are_checked_before_any_work(tmp_path, photos):
+    res = run_embstore("--store", tmp_path / "s", "ingest", "--images", photos, *MODEL, "--engine", "spark")
+    assert res.returncode == 2 and "unknown engine 'spark'" in res.stderr and "Traceback" not in res.stderr
+    res = run_embstore("--store", tmp_path / "s", "ingest", "--images", photos, *MODEL, "--cpus", "2")
+    assert res.returncode == 2 and "--engine ray" in res.stderr
+    res = run_embstore("--store", tmp_path / "s", "ingest", "--images", photos, *MODEL, "--amp", "fp8")
+    assert res.returncode == 2 and "unknown amp 'fp8'" in res.stderr
+    assert not (tmp_path / "s").exists()
