@@ -239,7 +239,7 @@ def _cluster(address: str | None, cpus: int | None):
     try:
         try:
             ray.init(
-                address=address,
+                address=address or "local",  # "local": a new cluster, even when another runs on this machine
                 num_cpus=None if address is not None else (cpus or os.cpu_count() or 1),
                 include_dashboard=False,
                 logging_level=logging.WARNING,
