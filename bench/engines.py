@@ -87,6 +87,9 @@ def raw_forward(images: Path, args) -> float:
 
 
 def main() -> None:
+    import os
+
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # as the engine does (see distributed.py)
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--model", default="resnet18")

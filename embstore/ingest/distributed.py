@@ -45,13 +45,6 @@ class RayEngine:
     """Runs one ingest's forward passes on Ray Data (see the module docstring)."""
 
     def __init__(self, *, address: str | None, cpus: int | None, device: str):
-        try:
-            import ray  # noqa: F401
-            import ray.data  # noqa: F401
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "engine 'ray' needs Ray Data: pip install 'embstore[ray]' (or 'ray[data]')"
-            ) from exc
         if device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"unknown device '{device}'; choose auto, cpu or cuda")
         if cpus is not None and cpus < 1:
@@ -59,6 +52,18 @@ class RayEngine:
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address is not None and cpus is not None:
             raise UsageError(f"cpus sizes a local cluster; the cluster at {address} has its own (drop --cpus)")
+        if address is None:
+            # under `uv run` (any ancestor) Ray would start its workers through `uv run` with this
+            # folder uploaded as their working dir: they never register and the run hangs. A local
+            # cluster's workers belong in this very interpreter. Read when ray is first imported.
+            os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        try:
+            import ray  # noqa: F401
+            import ray.data  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "engine 'ray' needs Ray Data: pip install 'embstore[ray]' (or 'ray[data]')"
+            ) from exc
         self.address, self.cpus, self.device = address, cpus, device
         self.notes: list[str] = []
         self.device_used = "cpu"
