@@ -141,9 +141,12 @@ def main() -> None:
 
         walls, marginal = {}, {}
         for n_nodes in (1, 2):
-            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+            # cluster_utils gives a node a 150 MiB object store by default: real nodes have GBs, and
+            # with 150 MiB Ray Data's budget stalls the read tasks
+            node = {"num_cpus": 1, "object_store_memory": 1 << 30}
+            cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
             for _ in range(n_nodes - 1):
-                cluster.add_node(num_cpus=1)
+                cluster.add_node(**node)
             cluster.wait_for_nodes()
             import ray
 
