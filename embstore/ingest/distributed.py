@@ -87,8 +87,16 @@ class RayEngine:
             raise UsageError("device 'cuda' asked for, but the Ray cluster has no GPU; use device 'cpu' or 'auto'")
         if gpus and self.device != "cpu":
             self.device_used, self.amp_used = f"ray: {gpus} GPU actor(s)", gpu.amp
-            return {"actors": gpus, "num_cpus": 1, "num_gpus": 1, "threads": 1, "read_cpus": READ_SHARE,
-                    "device": "cuda", "amp": gpu.amp, "channels_last": gpu.channels_last}  # fmt: skip
+            # a GPU actor needs up to one CPU to feed it; the other CPUs decode, one read task each
+            # (on a node with few CPUs per GPU, half of them each way, so reads always fit)
+            gpu_nodes = [n["Resources"] for n in nodes if n["Resources"].get("GPU", 0) > 0]
+            per_gpu = min(r.get("CPU", 0) / r["GPU"] for r in gpu_nodes)
+            fewest = min(r.get("CPU", 0) for r in gpu_nodes)
+            if fewest <= 0:
+                raise EngineError("the Ray cluster's GPU nodes have no CPUs to decode with")
+            return {"actors": gpus, "num_cpus": min(1.0, per_gpu / 2), "num_gpus": 1, "threads": 1,
+                    "read_cpus": min(1.0, fewest / 2), "device": "cuda", "amp": gpu.amp,
+                    "channels_last": gpu.channels_last}  # fmt: skip
         per_node = [n["Resources"].get("CPU", 0) for n in nodes if n["Resources"].get("CPU", 0) > 0]
         if not per_node:
             raise EngineError("the Ray cluster has no CPUs to run on")
