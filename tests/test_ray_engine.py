@@ -167,3 +167,38 @@ def test_engine_options_are_checked_before_any_work(tmp_path, photos):
     res = run_embstore("--store", tmp_path / "s", "ingest", "--images", photos, *MODEL, "--amp", "fp8")
     assert res.returncode == 2 and "unknown amp 'fp8'" in res.stderr
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [
+        [{"CPU": 1.0}],
+        [{"CPU": 2.0}],
+        [{"CPU": 1.0}, {"CPU": 1.0}],
+        [{"CPU": 3.0}, {"CPU": 16.0}],
+        [{"CPU": 64.0}],
+        [{"CPU": 8.0, "GPU": 1.0}],
+        [{"CPU": 1.0, "GPU": 1.0}],
+        [{"CPU": 2.0, "GPU": 4.0}, {"CPU": 4.0}],
+    ],
+)
+def test_resource_plan_leaves_every_node_room_to_read(nodes):
+    """The property that keeps a run from hanging: on every node the actors Ray may place there
+    (as many as fit) still leave CPU for one read task."""
+    from embstore.ingest.devices import GpuOptions
+    from embstore.ingest.distributed import plan_resources
+
+    plan = plan_resources(nodes, "auto", GpuOptions(amp="fp16"))
+    assert plan["actors"] >= 1 and plan["read_cpus"] > 0
+    placed = 0
+    for r in nodes:
+        if plan["num_gpus"]:
+            fit = int(r.get("GPU", 0))
+        else:
+            fit = int(r.get("CPU", 0) // plan["num_cpus"]) if plan["num_cpus"] else 0
+        fit = min(fit, plan["actors"] - placed)
+        placed += fit
+        left = r.get("CPU", 0) - fit * plan["num_cpus"]
+        assert fit == 0 or left >= plan["read_cpus"] - 1e-9, (r, plan)
+    assert placed == plan["actors"], plan  # every actor has a node
+    assert plan["amp"] == ("fp16" if plan["num_gpus"] else "off")

@@ -81,42 +81,11 @@ class RayEngine:
     def _plan(self, gpu) -> dict:
         import ray
 
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
-        if self.device == "cuda" and gpus < 1:
-            raise UsageError("device 'cuda' asked for, but the Ray cluster has no GPU; use device 'cpu' or 'auto'")
-        if gpus and self.device != "cpu":
-            self.device_used, self.amp_used = f"ray: {gpus} GPU actor(s)", gpu.amp
-            # a GPU actor needs up to one CPU to feed it; the other CPUs decode, one read task each
-            # (on a node with few CPUs per GPU, half of them each way, so reads always fit)
-            gpu_nodes = [n["Resources"] for n in nodes if n["Resources"].get("GPU", 0) > 0]
-            per_gpu = min(r.get("CPU", 0) / r["GPU"] for r in gpu_nodes)
-            fewest = min(r.get("CPU", 0) for r in gpu_nodes)
-            if fewest <= 0:
-                raise EngineError("the Ray cluster's GPU nodes have no CPUs to decode with")
-            return {"actors": gpus, "num_cpus": min(1.0, per_gpu / 2), "num_gpus": 1, "threads": 1,
-                    "read_cpus": min(1.0, fewest / 2), "device": "cuda", "amp": gpu.amp,
-                    "channels_last": gpu.channels_last}  # fmt: skip
-        per_node = [n["Resources"].get("CPU", 0) for n in nodes if n["Resources"].get("CPU", 0) > 0]
-        if not per_node:
-            raise EngineError("the Ray cluster has no CPUs to run on")
-        smallest = min(per_node)
-        per_actor_threads = max(1, min(int(smallest), THREADS_PER_ACTOR))
-        actors_per_node = max(1, int(smallest) // per_actor_threads)
-        if gpu.amp != "off":
+        plan = plan_resources([n["Resources"] for n in ray.nodes() if n.get("Alive")], self.device, gpu)
+        self.device_used, self.amp_used = plan.pop("described"), plan["amp"]
+        if gpu.amp != plan["amp"]:
             self.notes.append(f"autocast {gpu.amp} needs CUDA actors: running float32 on CPU")
-        self.device_used = f"ray: {actors_per_node * len(per_node)} CPU actor(s) on {len(per_node)} node(s)"
-        return {
-            "actors": actors_per_node * len(per_node),
-            "num_cpus": smallest * (1 - READ_SHARE) / actors_per_node,
-            "num_gpus": 0,
-            "threads": per_actor_threads,
-            # one read task per 2 cores: more decode processes than that preempt the actor's threads
-            "read_cpus": smallest * READ_SHARE / max(1, int(smallest) // 2),
-            "device": "cpu",
-            "amp": "off",
-            "channels_last": gpu.channels_last,
-        }
+        return plan
 
     def _batches(self, run, net, plan: dict, batch_size: int, max_pixels: int):
         import ray
@@ -156,6 +125,50 @@ class RayEngine:
         except ray.exceptions.RayError as exc:
             text = " ".join(str(exc).split())[:300]
             raise EngineError(f"the Ray cluster lost work it could not retry: {text}") from exc
+
+
+def plan_resources(nodes: list[dict], device: str, gpu) -> dict:
+    """Actors, their CPUs/GPUs/threads and each read task's CPUs for a cluster whose nodes have the
+    given Ray resources ({"CPU": …, "GPU": …}); every node fits its actors AND a read task.
+
+    >>> from embstore.ingest.devices import GpuOptions
+    >>> p = plan_resources([{"CPU": 2.0}], "auto", GpuOptions())
+    >>> p["actors"], p["num_cpus"], p["read_cpus"], p["threads"]
+    (1, 1.5, 0.5, 2)
+    """
+    gpus = int(sum(r.get("GPU", 0) for r in nodes))
+    if device == "cuda" and gpus < 1:
+        raise UsageError("device 'cuda' asked for, but the Ray cluster has no GPU; use device 'cpu' or 'auto'")
+    if gpus and device != "cpu":
+        # a GPU actor needs up to one CPU to feed it; the other CPUs decode, one read task each
+        # (on a node with few CPUs per GPU, half of them each way, so reads always fit)
+        gpu_nodes = [r for r in nodes if r.get("GPU", 0) > 0]
+        per_gpu = min(r.get("CPU", 0) / r["GPU"] for r in gpu_nodes)
+        fewest = min(r.get("CPU", 0) for r in gpu_nodes)
+        if fewest <= 0:
+            raise EngineError("the Ray cluster's GPU nodes have no CPUs to decode with")
+        return {"actors": gpus, "num_cpus": min(1.0, per_gpu / 2), "num_gpus": 1, "threads": 1,
+                "read_cpus": min(1.0, fewest / 2), "device": "cuda", "amp": gpu.amp,
+                "channels_last": gpu.channels_last, "described": f"ray: {gpus} GPU actor(s)"}  # fmt: skip
+    per_node = [r.get("CPU", 0) for r in nodes if r.get("CPU", 0) > 0]
+    if not per_node:
+        raise EngineError("the Ray cluster has no CPUs to run on")
+    smallest = min(per_node)
+    threads = max(1, min(int(smallest), THREADS_PER_ACTOR))
+    actors_per_node = max(1, int(smallest) // threads)
+    actors = actors_per_node * len(per_node)
+    return {
+        "actors": actors,
+        "num_cpus": smallest * (1 - READ_SHARE) / actors_per_node,
+        "num_gpus": 0,
+        "threads": threads,
+        # one read task per 2 cores: more decode processes than that preempt the actor's threads
+        "read_cpus": smallest * READ_SHARE / max(1, int(smallest) // 2),
+        "device": "cpu",
+        "amp": "off",
+        "channels_last": gpu.channels_last,
+        "described": f"ray: {actors} CPU actor(s) on {len(per_node)} node(s)",
+    }
 
 
 def decode_batch(batch: dict, pre, max_pixels: int) -> dict:
