@@ -306,3 +306,29 @@ def test_real_efficientnet_lite0_recognises_the_bundled_photos(store):
     assert names["coffee.png"][0] == "espresso"
     assert {"tiger cat", "tabby", "Egyptian cat"} & set(names["chelsea.png"][:3])
     assert pre == (256, 224, (0.5,) * 3, (0.5,) * 3, "bicubic")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX special files")
+def test_special_and_oversized_files_are_recorded_not_read(tmp_path):
+    """A FIFO named like an image blocked a plain read forever, and a link to /dev/zero grew memory
+    without end: only regular files up to MAX_FILE_BYTES are read, the rest recorded like bad input."""
+    from embstore.ingest.images import MAX_FILE_BYTES
+
+    from .conftest import run_embstore
+
+    folder = tmp_path / "imgs"
+    make_images(folder, 3)
+    os.mkfifo(folder / "pipe.jpg")
+    os.symlink("/dev/zero", folder / "zero.png")
+    with open(folder / "huge.png", "wb") as f:  # sparse: costs no disk
+        f.truncate(MAX_FILE_BYTES + 1)
+    res = run_embstore("--store", tmp_path / "s", "ingest", "--images", folder, "--model", "resnet18",
+                       "--weights", "none", "--layers", "layer1.0", timeout=180)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    with duckdb.connect(str(tmp_path / "s" / "catalog.duckdb"), read_only=True) as con:
+        errors = dict(con.execute("SELECT regexp_extract(path, '[^/]+$'), reason FROM ingest_errors").fetchall())
+        stored = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
+    assert stored == 3
+    assert "not a regular file (a FIFO)" in errors["pipe.jpg"]
+    assert "not a regular file (a device)" in errors["zero.png"]
+    assert "larger than the 512 MiB" in errors["huge.png"]

@@ -18,6 +18,7 @@ from embstore.labels.imagenet import classes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 MANIFEST_SUFFIXES = {".csv", ".parquet"}
 DEFAULT_MAX_PIXELS = 100_000_000
+MAX_FILE_BYTES = 512 << 20  # no image file is read past this (a 100 MP PNG is ~300 MB)
 ID_HEX = 20
 
 
@@ -137,6 +138,45 @@ def content_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:ID_HEX]
 
 
+def _read_regular_file(path: str) -> bytes:
+    """The bytes of `path` if it is a regular file of at most MAX_FILE_BYTES (after symlinks).
+
+    Opened non-blocking and checked on the open descriptor: a FIFO named x.jpg would block a
+    plain read forever, and a link to /dev/zero would grow memory without end.
+    """
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
+                stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file"  # fmt: skip
+            raise ImageDecodeError(f"not a regular file ({kind}); only regular files are read")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageDecodeError(
+                f"file of {st.st_size / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES >> 20} MiB an image may be"
+            )
+        chunks, left = [], MAX_FILE_BYTES + 1  # a file growing while read is still bounded
+        while left > 0:
+            try:
+                chunk = os.read(fd, min(left, 1 << 24))
+            except OSError as exc:
+                raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            raise ImageDecodeError(f"file grew past the {MAX_FILE_BYTES >> 20} MiB an image may be while read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_rgb(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS):
     """(image_id, RGB PIL image, info) for `path`; raises ImageDecodeError with the reason.
 
@@ -145,10 +185,7 @@ def read_rgb(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS):
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    data = _read_regular_file(path)
     if not data:
         raise ImageDecodeError("empty file")
     try:
