@@ -56,6 +56,7 @@ def raw_forward(images: Path, args) -> float:
     import torch
 
     from embstore.ingest import models
+    from embstore.ingest.devices import autocast_dtype
     from embstore.ingest.images import Preprocess, read_rgb
 
     net, spec, _ = models.load(args.model, "none")
@@ -66,7 +67,7 @@ def raw_forward(images: Path, args) -> float:
     pre = Preprocess(spec.preprocessing)
     xs = torch.stack([pre(read_rgb(str(p))[1]) for p in sorted(images.iterdir())])
     batches = [xs[i : i + args.batch_size] for i in range(0, len(xs), args.batch_size)]
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.amp)
+    dtype = autocast_dtype(args.amp)
     with torch.inference_mode():
         net(batches[0].to(dev))  # warm-up (cuDNN autotune, allocator)
         if dev.type == "cuda":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from embstore.errors import UsageError
 
 AMP_CHOICES = ("off", "fp16", "bf16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
 MAX_AUTO_WORKERS = 8
 
 
@@ -24,10 +25,22 @@ class GpuOptions:
     amp: str = "off"
     channels_last: bool = False
 
-    def torch_dtype(self):
-        import torch
 
-        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.amp)
+def autocast_dtype(amp: str):
+    """The torch dtype autocast runs in for `amp`, or None for off."""
+    import torch
+
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
+
+
+def check_amp(amp: str) -> None:
+    if amp not in AMP_CHOICES:
+        raise UsageError(f"unknown amp '{amp}'; choose one of {', '.join(AMP_CHOICES)} (--amp)")
+
+
+def check_device(device: str) -> None:
+    if device not in DEVICE_CHOICES:
+        raise UsageError(f"unknown device '{device}'; choose {', '.join(DEVICE_CHOICES[:-1])} or {DEVICE_CHOICES[-1]}")
 
 
 @dataclass
@@ -47,8 +60,7 @@ def place(device: str, *, amp: str = "off", channels_last: bool = False, workers
     """
     import torch
 
-    if amp not in AMP_CHOICES:
-        raise UsageError(f"unknown amp '{amp}'; choose one of {', '.join(AMP_CHOICES)} (--amp)")
+    check_amp(amp)
     if workers is not None and workers < 0:
         raise UsageError(f"workers must be 0 or more, not {workers} (--workers)")
     dev = resolve_device(device)
@@ -67,10 +79,9 @@ def place(device: str, *, amp: str = "off", channels_last: bool = False, workers
 def resolve_device(device: str):
     import torch
 
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("device 'cuda' asked for, but torch sees no CUDA GPU here; use device 'cpu' or 'auto'")
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"unknown device '{device}'; choose auto, cpu or cuda")
     return torch.device(device)

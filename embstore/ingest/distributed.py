@@ -1,7 +1,7 @@
 """`ingest(engine="ray")`: decoding and the network on a Ray Data cluster; commits stay here.
 
-    read tasks: image files -> decoded, preprocessed tensors (Ray Data tasks, many at once)
-    model actors: tensors -> pooled vectors + logits (a pool, one GPU each where there are GPUs)
+    read tasks: image files -> decoded, resized and cropped uint8 tensors (Ray Data tasks)
+    model actors: normalise, then pooled vectors + logits (a pool, one GPU each where there are GPUs)
     this process: gathers the actors' output and commits it with the activations table's protocol
 
 This process stays the catalog's and the table's single writer, so the store is the one a
@@ -12,7 +12,8 @@ batch is retried by Ray (actors restart) or, if the run fails, stored by the nex
 Resources leave room for reading: on CPU nodes an actor asks for 3/4 of a node's CPUs and the
 read tasks share the last quarter, one task per 2 cores, so reads always find a CPU (an actor pool
 holding every CPU starves the reads and hangs) and do not preempt the actor's threads (more decode
-processes than that cost ~7 % on 2 cores). On GPU clusters each actor asks for one GPU and one CPU.
+processes than that cost ~7 % on 2 cores). On GPU clusters each actor asks for one GPU and up to
+one CPU, and each read task for up to one CPU (`plan_resources`).
 
 A local cluster (no `address`) is this command's own: every process Ray starts carries a marker
 in its environment, and everything carrying it is killed when the command ends, on Ctrl-C, and
@@ -35,6 +36,7 @@ import uuid
 import numpy as np
 
 from embstore.errors import EngineError, MissingDependencyError, UsageError
+from embstore.ingest.devices import check_device
 from embstore.ingest.extraction import ForwardBatch
 
 OWNER_ENV = "EMBSTORE_RAY_OWNER"
@@ -46,8 +48,7 @@ class RayEngine:
     """Runs one ingest's forward passes on Ray Data (see the module docstring)."""
 
     def __init__(self, *, address: str | None, cpus: int | None, device: str):
-        if device not in ("auto", "cpu", "cuda"):
-            raise UsageError(f"unknown device '{device}'; choose auto, cpu or cuda")
+        check_device(device)
         if cpus is not None and cpus < 1:
             raise UsageError(f"cpus must be at least 1, not {cpus} (--cpus)")
         address = address or os.environ.get("RAY_ADDRESS") or None
@@ -101,13 +102,11 @@ class RayEngine:
             batch_format="numpy",
             num_cpus=plan["read_cpus"],
         )
-        widths = {layer.name: layer.channels for layer in chosen}
         ds = ds.map_batches(
             ForwardActor,
             fn_constructor_kwargs={
                 "net": [ray.put(net.cpu())],  # in a list: the actors fetch it once, by reference
                 "layers": chosen,
-                "widths": widths,
                 "classes": spec.num_classes,
                 "plan": plan,
                 "pre": spec.preprocessing,
@@ -195,7 +194,7 @@ def decode_batch(batch: dict, pre, max_pixels: int) -> dict:
 class ForwardActor:
     """Ray actor: the network with its hooks, built once; each call runs one batch forward."""
 
-    def __init__(self, net, layers, widths: dict, classes: int, plan: dict, pre):
+    def __init__(self, net, layers, classes: int, plan: dict, pre):
         import ray
         import torch
 
@@ -206,7 +205,8 @@ class ForwardActor:
         self.dev = torch.device(plan["device"])
         model = ray.get(net[0]).to(self.dev).eval()
         self.extractor = Extractor(model, layers, amp=plan["amp"], channels_last=plan["channels_last"])
-        self.widths, self.classes = widths, classes
+        self.widths = {layer.name: layer.channels for layer in layers}
+        self.classes = classes
         self.preprocess = Preprocess(pre)
 
     def __call__(self, batch: dict) -> dict:

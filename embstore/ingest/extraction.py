@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from embstore.ingest.devices import autocast_dtype
 from embstore.ingest.layers import HIDDEN, LayerInfo, find_classifier
 
 
@@ -91,7 +92,7 @@ class Extractor:
         self._out = {}
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.amp)
+        dtype = autocast_dtype(self.amp)
         autocast = torch.autocast(batch.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
             logits = self.model(batch)

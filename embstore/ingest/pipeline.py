@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from embstore.errors import StoreError, UsageError
 from embstore.ingest import classifier, models
 from embstore.ingest import layers as layers_mod
-from embstore.ingest.devices import GpuOptions, place
+from embstore.ingest.devices import GpuOptions, Placement, check_amp, place, resolve_device
 from embstore.ingest.extraction import ForwardBatch
 from embstore.ingest.images import DEFAULT_MAX_PIXELS, Discovery, ImageSource, Preprocess, decode_item, discover
 from embstore.ingest.spec import Preprocessing
@@ -117,8 +117,8 @@ def ingest(
         from embstore.ingest.distributed import RayEngine
 
         ray_engine = RayEngine(address=address, cpus=cpus, device=device)  # checks that ray imports
-        placement = place("cpu", amp=amp, channels_last=channels_last, workers=0)  # the driver only loads the model
-        placement.gpu, placement.notes = GpuOptions(amp, channels_last), []  # the actors decide what runs
+        check_amp(amp)  # the actors decide what runs; this process only loads the model
+        placement = Placement(resolve_device("cpu"), GpuOptions(amp, channels_last), workers=0)
     else:
         placement = place(device, amp=amp, channels_last=channels_last, workers=workers)
     dev = placement.device

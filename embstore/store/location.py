@@ -119,8 +119,15 @@ class Location:
     def delete(self, rel: str) -> None:
         self.filesystem.delete_file(self.fs_path(rel))
 
+    def dataset(self, rels: list[str], fmt="parquet"):
+        """An Arrow dataset over the given catalog files."""
+        import pyarrow.dataset as ds
+
+        return ds.dataset(self.fs_paths(rels), filesystem=self.filesystem, format=fmt)
+
+    @cached_property
     def duckdb_filesystem(self):
-        """An fsspec filesystem for DuckDB's `register_filesystem`, or None for a local table."""
+        """An fsspec filesystem for DuckDB's `register_filesystem` (made once), or None for a local table."""
         if not self.remote:
             return None
         from fsspec.implementations.arrow import ArrowFSWrapper

@@ -138,7 +138,7 @@ class Store:
             return
         if recorded is not None or has_table:
             raise UsageError(
-                f"this store's activations table is at {recorded or self.path / 'activations'}, not {wanted}; "
+                f"this store's activations table is at {Location(self.path, recorded).table_uri}, not {wanted}; "
                 "a store keeps its table where it was made (make a new store for another place)"
             )
         location = Location(self.path, wanted)
@@ -299,7 +299,7 @@ class Store:
                 con.execute(f"SET file_search_path = {sql_literal(str(self.path))}")
                 if self._location is None:
                     self._location = Location(self.path, Catalog(con).setting(LOCATION_KEY))
-                remote = self._location.duckdb_filesystem()
+                remote = self._location.duckdb_filesystem
                 if remote is not None:  # the view names s3://… files: DuckDB reads them through Arrow
                     con.register_filesystem(remote)
                 return con

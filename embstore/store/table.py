@@ -122,7 +122,7 @@ class ActivationTable:
         # no pre-buffering: with it a slow consumer (class statistics) let arrow hold whole files
         # (~1.5 GB at 10 files of 120 MB); without it memory is a few row groups whatever the pace
         fmt = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
-        dataset = ds.dataset(self.location.fs_paths(rels), filesystem=self.location.filesystem, format=fmt)
+        dataset = self.location.dataset(rels, fmt)
         columns = [c for c in ("image_id", "vec", "q", "q_lo", "q_step") if c in dataset.schema.names]
         where = None if only is None else ds.field("image_id").isin(pa.array(list(only), pa.string()))
         pending, rows = [], 0
@@ -351,12 +351,10 @@ class ActivationTable:
         )
 
     def batch_ids_in(self, rels: list[str]) -> set[str]:
-        import pyarrow.dataset as ds
 
         if not rels:
             return set()
-        dataset = ds.dataset(self.location.fs_paths(rels), filesystem=self.location.filesystem, format="parquet")
-        t = dataset.to_table(columns=["batch_id"])
+        t = self.location.dataset(rels).to_table(columns=["batch_id"])
         return set(t.column("batch_id").unique().to_pylist())
 
 

@@ -93,11 +93,13 @@ def _check(store, table: ActivationTable, report: VerifyReport) -> None:
 
 
 def _repair(store, table: ActivationTable, report: VerifyReport) -> None:
+    import shutil
+
     for rel in report.corrupt:  # a copy in <store>/quarantine, then gone from the table's folder
         dst = store.quarantine_root / rel.split("://", 1)[-1].lstrip("/")
         dst.parent.mkdir(parents=True, exist_ok=True)
         with table.location.open(rel) as src, open(dst, "wb") as out:
-            out.write(src.read())
+            shutil.copyfileobj(src, out)
         table.location.delete(rel)
         report.repaired.append(f"moved {rel} to quarantine/")
     dt = table.delta()
