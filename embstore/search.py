@@ -308,7 +308,7 @@ def embed_file(con, path: str, model_key: str, layer: str) -> np.ndarray:
             "cannot embed a new image consistently"
         )
     chosen = layers_mod.select(layers_mod.discover(net, name, spec.preprocessing.crop), [layer], name)
-    _, rgb, _ = read_rgb(path)
+    _, rgb, _ = read_rgb(path, min_side=spec.preprocessing.resize)  # decoded exactly as ingest does
     ex = Extractor(net, chosen)
     try:
         vectors, _ = ex(Preprocess(spec.preprocessing)(rgb)[None])

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import duckdb
 import numpy as np
@@ -332,3 +334,72 @@ def test_special_and_oversized_files_are_recorded_not_read(tmp_path):
     assert "not a regular file (a FIFO)" in errors["pipe.jpg"]
     assert "not a regular file (a device)" in errors["zero.png"]
     assert "larger than the 512 MiB" in errors["huge.png"]
+
+
+def _peak_rss_mib(*args) -> tuple[int, float]:
+    """(exit code, peak RSS in MiB) of `embstore *args` in a child process (RUSAGE_CHILDREN of a wrapper)."""
+    from .conftest import EMBSTORE
+
+    wrapper = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, str(EMBSTORE), *map(str, args)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    code, kib = out.stdout.split()
+    return int(code), int(kib) / 1024
+
+
+def test_memory_is_bounded_by_the_model_not_by_the_images(tmp_path):
+    """A 161-byte 1×20000 PNG took 6 GiB (its shorter side resized to 256) and a 9000×9000 deflate bomb
+    1.2 GiB: now the sliver is refused with its aspect ratio, and a huge image is shrunk while it is
+    decoded, so an ingest of three bombs and a sliver peaks at most one full-size decode buffer above
+    an ingest of the normal images alone."""
+    from PIL import Image
+
+    normal = tmp_path / "normal"
+    make_images(normal, 6, size=64)
+    bad = tmp_path / "bad"
+    make_images(bad, 6, size=64)
+    Image.new("RGB", (1, 20000), (200, 10, 10)).save(bad / "sliver.png")
+    for i in range(3):
+        Image.new("RGB", (9000, 9000), (i, 0, 0)).save(bad / f"bomb{i}.png")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (3000, 4000, 3), dtype=np.uint8)).save(bad / "photo.jpg", quality=85)
+    assert (bad / "sliver.png").stat().st_size < 1000 and (bad / "bomb0.png").stat().st_size < 1 << 20
+    common = ("ingest", "--model", "resnet18", "--weights", "none", "--layers", "layer1.0", "--quiet")
+    code, base = _peak_rss_mib("--store", tmp_path / "s1", *common, "--images", normal)
+    assert code == 0
+    code, peak = _peak_rss_mib("--store", tmp_path / "s2", *common, "--images", bad)
+    assert code == 0
+    one_buffer = 9000 * 9000 * 4 / 2**20  # PIL keeps RGB in 4 bytes a pixel
+    assert peak <= base + 1.25 * one_buffer, (base, peak)
+    with duckdb.connect(str(tmp_path / "s2" / "catalog.duckdb"), read_only=True) as con:
+        stored = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
+        errors = dict(con.execute("SELECT regexp_extract(path, '[^/]+$'), reason FROM ingest_errors").fetchall())
+    assert stored == 6 + 3 + 1
+    assert list(errors) == ["sliver.png"] and "aspect ratio above 50:1" in errors["sliver.png"]
+
+
+def test_shrinking_while_decoding_keeps_ordinary_images_exact(tmp_path):
+    """Only images whose shorter side is ≥ 2 × REDUCING_GAP × the model's resize are shrunk while
+    decoded; everything smaller decodes bit for bit as before, and a shrunk photo stays close."""
+    from PIL import Image
+
+    from embstore.ingest.images import REDUCING_GAP, Preprocess, read_rgb
+    from embstore.ingest.spec import Preprocessing
+
+    pre = Preprocess(Preprocessing(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear"))
+    yy, xx = np.mgrid[0:3000, 0:4000]
+    smooth = np.stack([(xx / 16) % 256, (yy / 12) % 256, ((xx + yy) / 28) % 256], -1).astype(np.uint8)
+    for name, arr in (("small.png", smooth[:2047, :2047]), ("big.jpg", smooth), ("big.png", smooth)):
+        Image.fromarray(arr).save(tmp_path / name)
+    _, full, _ = read_rgb(str(tmp_path / "small.png"))
+    _, shrunk, _ = read_rgb(str(tmp_path / "small.png"), min_side=256)
+    assert shrunk.size == full.size and np.array_equal(np.asarray(full), np.asarray(shrunk))
+    for name in ("big.jpg", "big.png"):
+        _, full, _ = read_rgb(str(tmp_path / name))
+        _, shrunk, _ = read_rgb(str(tmp_path / name), min_side=256)
+        assert full.size == (4000, 3000) and REDUCING_GAP * 256 <= min(shrunk.size) < 2 * REDUCING_GAP * 256
+        diff = (pre(full) - pre(shrunk)).abs()
+        assert float(diff.mean()) < 0.01, (name, float(diff.mean()), float(diff.max()))

@@ -19,6 +19,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 MANIFEST_SUFFIXES = {".csv", ".parquet"}
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_FILE_BYTES = 512 << 20  # no image file is read past this (a 100 MP PNG is ~300 MB)
+MAX_ASPECT = 50  # longer side / shorter side: a 1×20000 sliver would resize to 256 × 5,120,000
+REDUCING_GAP = 4  # shrink while decoding only to a shorter side of at least this × the model's resize
 ID_HEX = 20
 
 
@@ -177,11 +179,16 @@ def _read_regular_file(path: str) -> bytes:
         os.close(fd)
 
 
-def read_rgb(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS):
+def read_rgb(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None):
     """(image_id, RGB PIL image, info) for `path`; raises ImageDecodeError with the reason.
 
     Converted: grayscale, palette, CMYK, 16-bit and float images to 8-bit RGB; alpha composited
     over white; EXIF orientation applied; first frame of animations.
+
+    With `min_side` (the model's resize), an image whose shorter side is at least 2 × REDUCING_GAP ×
+    `min_side` is shrunk by an integer factor while it is decoded (JPEG's DCT scaling, else box
+    `reduce`) to a shorter side of no less than REDUCING_GAP × `min_side`: what one image costs is
+    then bounded by the model's input, not by the file (smaller images decode exactly as before).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -190,15 +197,20 @@ def read_rgb(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS):
         raise ImageDecodeError("empty file")
     try:
         # PIL's decompression-bomb guard stays on for the whole process (a notebook, a server):
-        # embstore only adds its own, usually tighter, per-image limit below
+        # embstore only adds its own, usually tighter, per-image limits below
         img = Image.open(io.BytesIO(data))
         w, h = img.size
         if w * h > max_pixels:
             raise ImageDecodeError(
                 f"image is {w}×{h} = {w * h / 1e6:.0f} MP, above the {max_pixels / 1e6:.0f} MP limit"
             )
+        if max(w, h) > MAX_ASPECT * max(min(w, h), 1):
+            raise ImageDecodeError(
+                f"image is {w}×{h}, an aspect ratio above {MAX_ASPECT}:1 (its shorter side would be resized "
+                f"to the model's input and its longer side to {MAX_ASPECT}× or more of it)"
+            )
         mode = img.mode
-        img.load()
+        img = _shrunk(img, min_side)
         img = ImageOps.exif_transpose(img)
         rgb = _to_rgb(img)
     except ImageDecodeError:
@@ -213,6 +225,28 @@ def read_rgb(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS):
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
     return content_id(data), rgb, {"width": w, "height": h, "mode": mode}
+
+
+_REDUCIBLE = {"L", "RGB", "CMYK", "YCbCr", "I", "F"}  # no palette, no alpha: a box average is exact
+
+
+def _shrunk(img, min_side: int | None):
+    """The decoded image, shrunk by an integer factor when it is far larger than `min_side` needs."""
+    if not min_side:
+        img.load()
+        return img
+    need = REDUCING_GAP * min_side
+    factor = min(img.size) // need
+    if factor >= 2 and img.format == "JPEG":
+        w, h = img.size
+        img.draft(None, (-(-w * need // min(w, h)), -(-h * need // min(w, h))))  # decodes at 1/2, 1/4 or 1/8
+    img.load()
+    factor = min(img.size) // need
+    if factor < 2:
+        return img
+    if img.mode not in _REDUCIBLE:  # palette indices and straight alpha must not be averaged
+        img = _to_rgb(img)
+    return img.reduce(factor)
 
 
 def _to_rgb(img):
@@ -271,7 +305,7 @@ def decode_item(i: int, path: str, preprocess: Preprocess, max_pixels: int, *, n
     """{"i", "image_id", "x" (C×H×W tensor; uint8 unless `normalise`), "info"} of one image, or
     {"i", "error"}: never raises."""
     try:
-        image_id, rgb, info = read_rgb(path, max_pixels=max_pixels)
+        image_id, rgb, info = read_rgb(path, max_pixels=max_pixels, min_side=preprocess.pre.resize)
         st = os.stat(path)
         info.update(file_size=st.st_size, file_mtime=st.st_mtime)
         x = preprocess(rgb) if normalise else preprocess.crop(rgb)

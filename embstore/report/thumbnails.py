@@ -60,7 +60,7 @@ class Thumbnails:
         if not source:
             return None
         try:
-            found_id, img, _ = read_rgb(source)
+            found_id, img, _ = read_rgb(source, min_side=self.size)
         except ImageDecodeError:
             return None
         if found_id != image_id:  # the file at that path is no longer the image that was ingested
