@@ -155,3 +155,52 @@ def test_demo_ingests_the_bundled_photos_with_real_weights_and_writes_a_report(t
     assert rows == [(3, 3, 3)]
     assert "chelsea.png" in done.stdout and "tiger cat" in done.stdout  # the close failure: tabby as tiger cat
     assert "No triplet matching yet" not in html  # the matching section is filled, not a hint
+
+
+def test_sql_is_confined_to_the_store(tmp_path):
+    """`embstore sql` used to write files (COPY, EXPORT), read any file (read_text, glob) and try the network
+    (INSTALL): now each is refused with one line and exit 2, while the store's own views still read, and
+    --write with --allow DIR writes there and nowhere else."""
+    import duckdb
+
+    make_images(tmp_path / "imgs", 3)
+    store = tmp_path / "s"
+    res = run_embstore("--store", store, "ingest", "--images", tmp_path / "imgs", "--model", "resnet18",
+                       "--weights", "none", "--layers", "layer1.0", "--quiet")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    refused = {
+        f"COPY (SELECT 1) TO '{outside}/x.csv'": "COPY is refused",
+        f"COPY images TO '{store}/activations/x.csv'": "COPY is refused",
+        f"EXPORT DATABASE '{outside}/export'": "EXPORT is refused",
+        f"SELECT * FROM read_text('{secret}')": "Permission Error",
+        "SELECT * FROM read_csv('/etc/passwd')": "Permission Error",
+        f"SELECT * FROM glob('{tmp_path}/*')": "Permission Error",
+        f"SELECT * FROM read_text('{store}/activations/../../secret.txt')": "Permission Error",
+        "INSTALL httpfs": "INSTALL is refused",
+        "LOAD httpfs": "LOAD is refused",
+        f"ATTACH '{outside}/other.duckdb'": "ATTACH is refused",
+        "SET enable_external_access = true": "configuration has been locked",
+        "SELECT 1; COPY (SELECT 1) TO 'x.csv'": "COPY is refused",
+    }
+    for query, message in refused.items():
+        res = run_embstore("--store", store, "sql", query)
+        assert res.returncode == 2 and message in res.stderr, (query, res.stderr)
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+    assert list(outside.iterdir()) == [] and not (store / "activations" / "x.csv").exists()
+    res = run_embstore("--store", store, "--json", "sql", 'SELECT count(*) AS n FROM "vectors/resnet18@none/layer1.0"')
+    assert res.returncode == 0 and '"n": 3' in res.stdout, res.stderr
+    # --write alone still writes no file; --allow names the one folder it may write
+    res = run_embstore("--store", store, "sql", "--write", f"COPY (SELECT 1 AS a) TO '{outside}/x.csv'")
+    assert res.returncode == 2 and "--allow DIR" in res.stderr and not (outside / "x.csv").exists()
+    res = run_embstore("--store", store, "sql", "--write", "--allow", outside,
+                       f"COPY (SELECT image_id FROM images) TO '{outside}/ids.csv'")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert len((outside / "ids.csv").read_text().split()) == 1 + 3
+    res = run_embstore("--store", store, "sql", "--write", "--allow", outside, f"SELECT * FROM read_text('{secret}')")
+    assert res.returncode == 2 and "Permission Error" in res.stderr
+    with duckdb.connect(str(store / "catalog.duckdb"), read_only=True) as con:  # plain DuckDB is not confined
+        assert con.execute(f"SELECT content FROM read_text('{secret}')").fetchall() == [("secret",)]

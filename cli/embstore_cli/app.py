@@ -17,6 +17,7 @@ from embstore import EmbstoreError
 from embstore_cli import render
 from embstore_cli._typer import typer
 
+ALLOW_HELP = "A folder SQL may read (with --write, also write); repeatable."
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Store, search and analyse CNN activations.")
 query_app = typer.Typer(no_args_is_help=True, help="Nearest classes and nearest images.")
 app.add_typer(query_app, name="query")
@@ -253,13 +254,15 @@ def sql(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="SQL; every catalog table, view and embstore UDF is available."),
     write: bool = typer.Option(False, "--write", help="Open the catalog read-write."),
+    allow: list[Path] = typer.Option([], "--allow", help=ALLOW_HELP),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
 ):
-    """Run ad-hoc SQL on the catalog (read-only unless --write).
+    """Run ad-hoc SQL on the catalog (read-only unless --write). It opens only the store's own files
+    and the folders given with --allow: no other file, no network, no extension install.
 
     Example: embstore sql "SELECT layer, count(*) FROM activations GROUP BY layer"
     """
-    columns, rows = _store(ctx).run_sql(query, write=write)
+    columns, rows = _store(ctx).run_sql(query, write=write, allow=allow)
     render.rows(ctx.obj, columns, rows, as_csv=as_csv)
 
 
@@ -267,13 +270,15 @@ def sql(
 def shell(
     ctx: typer.Context,
     write: bool = typer.Option(False, "--write", help="Open the catalog read-write."),
+    allow: list[Path] = typer.Option([], "--allow", help=ALLOW_HELP),
 ):
-    """An interactive SQL prompt on the store (end statements with ';', quit with .quit or Ctrl-D).
+    """An interactive SQL prompt on the store (end statements with ';', quit with .quit or Ctrl-D);
+    confined like `embstore sql`.
 
     Example: embstore shell
     """
     store = _store(ctx)
-    render.shell(ctx.obj, store.path, lambda query: store.run_sql(query, write=write), store.tables)
+    render.shell(ctx.obj, store.path, lambda query: store.run_sql(query, write=write, allow=allow), store.tables)
 
 
 @analyze_app.command("matching")

@@ -1,14 +1,39 @@
-"""Ad-hoc SQL over a store's catalog, with every view and embstore UDF available."""
+"""Ad-hoc SQL over a store's catalog, with every view and embstore UDF available.
+
+`run_sql` (what `embstore sql` and `embstore shell` run) is sandboxed: DuckDB's external access is
+off, the only files it may open are the data files the `activations` view names plus the folders
+the caller allows, and the configuration is locked so no statement can widen that. Read-only, it
+also refuses statements that write files or reach outside the catalog (COPY, EXPORT, ATTACH, …).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from pathlib import Path
 
 from embstore.errors import UsageError
 
+# statements a read-only `embstore sql` refuses before DuckDB sees them (they write files, attach
+# other databases or install code); every other statement is still confined by the sandbox
+WRITING = {"COPY", "COPY_DATABASE", "EXPORT", "ATTACH", "DETACH", "LOAD", "UPDATE_EXTENSIONS"}
 
-def run_sql(store, query: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
-    """(column names, rows) of `query`; read-only unless `write`.
+
+def sandbox(con, files: Sequence[str], allow: Sequence[Path] = ()) -> None:
+    """Confine `con` to `files` (read) and the `allow` folders (read and write), then lock it."""
+    paths = sorted(set(files))
+    con.execute("SET allowed_paths = ?", [paths])
+    con.execute("SET allowed_directories = ?", [[str(Path(d).resolve()) + "/" for d in allow]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+
+
+def run_sql(
+    store, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()
+) -> tuple[list[str], list[tuple]]:
+    """(column names, rows) of `query`; read-only unless `write`; files only in the store and `allow`.
 
     >>> import embstore, tempfile
     >>> run_sql(embstore.open(tempfile.mkdtemp(), create=True), "SELECT imagenet_name(616) AS name")
@@ -18,19 +43,24 @@ def run_sql(store, query: str, *, write: bool = False) -> tuple[list[str], list[
 
     from embstore.store.udfs import register
 
-    with store.write() if write else store.read() as con:
+    folders = [Path(d).expanduser().resolve() for d in allow]
+    for d in folders:
+        if not d.is_dir():
+            raise UsageError(f"--allow {d}: not a folder")
+    with store.sql_connection(write=write) as (con, files):
         register(con)
+        sandbox(con, files, folders)
         try:
-            cur = con.execute(query)
+            statements = [st for st in con.extract_statements(query) if not _sets_search_path_to(st, store.path)]
+            if not write:
+                _refuse_writing(statements)
+            cur = con
+            for statement in statements:
+                cur = con.execute(statement)
         except duckdb.Error as exc:
             first = str(exc).splitlines()[0]
-            hint = (
-                " (the store is opened read-only; pass write=True / --write to change it)"
-                if "read-only" in first
-                else ""
-            )
-            raise UsageError(f"SQL error: {first}{hint}") from None
-        if cur.description is None:
+            raise UsageError(f"SQL error: {first}{_hint(first, write)}") from None
+        if not statements or cur.description is None:
             return [], []
         columns = [d[0] for d in cur.description]
         rows = cur.fetchall()
@@ -41,3 +71,41 @@ def run_sql(store, query: str, *, write: bool = False) -> tuple[list[str], list[
                 tuple(json.loads(v) if i in as_json and v is not None else v for i, v in enumerate(r)) for r in rows
             ]
         return columns, rows
+
+
+def _sets_search_path_to(statement, folder: Path) -> bool:
+    """Whether `statement` is `SET file_search_path = '<folder>'`: what the README's plain-DuckDB step
+    runs, already set here (and the locked configuration would refuse it)."""
+    import re
+
+    if statement.type.name != "SET":
+        return False
+    m = re.match(r"\s*SET\s+(?:GLOBAL\s+|SESSION\s+)?file_search_path\s*(?:=|TO)\s*'([^']*)'",
+                     statement.query, flags=re.I)  # fmt: skip
+    return bool(m) and Path(m.group(1)).expanduser().resolve() == folder
+
+
+def _refuse_writing(statements) -> None:
+    for statement in statements:
+        kind = statement.type.name
+        if kind in WRITING:
+            verb = statement.query.strip().split(None, 1)[0].upper()
+            why = (
+                "embstore sql loads no extensions"
+                if kind in ("LOAD", "UPDATE_EXTENSIONS")
+                else "read-only `embstore sql` writes no files and attaches no databases (--write, and --allow DIR "
+                "for the folder, to write one)"
+            )
+            raise UsageError(f"SQL error: {verb} is refused: {why}")
+
+
+def _hint(first: str, write: bool) -> str:
+    if "read-only" in first:
+        return " (the store is opened read-only; pass write=True / --write to change it)"
+    if "disabled by configuration" in first or "configuration has been locked" in first:
+        return (
+            " (embstore sql opens only the store's own files; --allow DIR lets it read"
+            + (" and write" if write else "")
+            + " files in DIR)"
+        )
+    return ""

@@ -435,11 +435,29 @@ class Store:
             self._kept_udfs = True
         return self._kept.sql(query)
 
-    def run_sql(self, query: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
-        """(column names, rows) of `query`, read-only unless `write`."""
+    def run_sql(
+        self, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()
+    ) -> tuple[list[str], list[tuple]]:
+        """(column names, rows) of `query`, read-only unless `write`, in a sandbox: DuckDB may open
+        only the store's data files and the folders in `allow` (what `embstore sql` runs)."""
         from embstore.store.sql import run_sql
 
-        return run_sql(self, query, write=write)
+        return run_sql(self, query, write=write, allow=allow)
+
+    @contextlib.contextmanager
+    def sql_connection(self, *, write: bool = False) -> Iterator[tuple[Any, list[str]]]:
+        """(a fresh connection, every file name its views may open): for a caller that confines the
+        connection to those files. The kept reader is closed first: connections of one process to one
+        file share a DuckDB instance, and with it the settings the caller locks."""
+        self._ensure_created()
+        self.close()
+        con = self._connect(read_only=not write)
+        try:
+            rels = Catalog(con).pinned_files()
+            files = rels if self.location.remote else rels + [str(self.path / r) for r in rels]
+            yield con, files
+        finally:
+            con.close()
 
     def tables(self) -> list[tuple[str, str]]:
         """(name, 'table' or 'view') of everything SQL can read in the catalog."""
