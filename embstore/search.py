@@ -21,7 +21,7 @@ from embstore.errors import EmbstoreError, NotFoundError, UsageError
 from embstore.ingest.layers import HIDDEN
 from embstore.labels.imagenet import classes
 from embstore.results import Answer, Neighbour
-from embstore.store.cache import atomic_write, derived_path
+from embstore.store.cache import cache_write, derived_path
 from embstore.store.catalog import Catalog
 from embstore.store.table import ActivationTable
 
@@ -134,10 +134,12 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=No
     recall = 1.0
     if kind != "flat":
         recall, params = _tune(kind, index, params, chunks, total)
-    atomic_write(index_path, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
-    atomic_write(ids_path, lambda f: np.save(f, np.array(ids, dtype="S")))
     meta = {"fingerprint": fingerprint, "kind": kind, "n": len(ids), "recall_at_10": recall, **params}
-    atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+    # a read-only or full store answers from the index built in memory (meta last: it marks the files whole)
+    if cache_write(index_path, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))) and cache_write(
+        ids_path, lambda f: np.save(f, np.array(ids, dtype="S"))
+    ):
+        cache_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
     return ImageIndex(kind, ids, index, recall, True)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embstore.store.cache import atomic_write, derived_path
+from embstore.store.cache import cache_write, derived_path
 from embstore.store.catalog import Catalog
 
 
@@ -74,7 +74,7 @@ def class_stats(store, model_key: str, layer: str, *, con=None) -> ClassStats:
     labels = Labels(*cat.labelled_vector_arrays(model_key, layer))
     stats = _compute(store, files, cat.layer_width(model_key, layer), labels)
     stats.fingerprint = fingerprint
-    atomic_write(
+    cache_write(  # a read-only or full store keeps them in memory only
         cache,
         lambda f: np.savez(
             f, fingerprint=np.array(fingerprint), labels=stats.labels, n=stats.n, mean=stats.mean, m2=stats.m2

@@ -54,3 +54,13 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
             tmp.unlink()
         raise
     return path
+
+
+def cache_write(path: Path, write: Callable[[BinaryIO], object]) -> bool:
+    """`atomic_write`, for a file that can be computed again: False, with nothing left behind, when
+    the store cannot take it (read-only, full, not ours), and the caller keeps it in memory."""
+    try:
+        atomic_write(path, write)
+    except OSError:
+        return False
+    return True

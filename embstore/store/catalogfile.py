@@ -8,6 +8,7 @@ Measured: the DuckDB 1.4.4 and 1.5.6 CLIs open a STORAGE_VERSION 'v1.0.0' file w
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,33 @@ def convert(path: Path, search_path: Path) -> None:
     finally:
         con.close()
     os.replace(new, path)
+
+
+def publish_snapshot(con: Any, path: Path, snapshot: Path) -> bool:
+    """Copy the catalog at `path` to `snapshot` and swap it in atomically; False when it cannot now.
+
+    Called on the writer's read-write connection `con`, which keeps every other process out of the
+    file: a CHECKPOINT moves everything into the file itself, whose bytes are then one consistent
+    state. Readers of `snapshot` never take a lock any writer waits for, and one already open keeps
+    reading the version it opened (the rename leaves its file in place).
+    """
+    import duckdb
+
+    try:
+        con.execute("CHECKPOINT")
+    except duckdb.Error:  # another transaction of this process is open: next time
+        return False
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists() and wal.stat().st_size:
+        return False
+    tmp = snapshot.with_name(f".{snapshot.name}.{os.getpid()}.tmp")
+    try:
+        import shutil
+
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, snapshot)
+    except OSError:  # a full or read-only disk: the previous snapshot stays
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return False
+    return True

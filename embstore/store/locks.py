@@ -9,17 +9,42 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from embstore.errors import StoreBusyError
 
 LOCK_FILE = "ingest.lock"
+_local = threading.local()  # .held: {store: depth} of the locks this thread holds (an analysis that ingests)
 
 
 @contextlib.contextmanager
 def writer_lock(store_path: Path) -> Iterator[None]:
-    """Hold the lock for the block, or raise StoreBusyError naming the pid that holds it."""
+    """Hold the lock for the block, or raise StoreBusyError naming the pid that holds it.
+
+    Re-entrant within a thread (`analyze matching --ingest-missing` holds it and ingests); another
+    thread of the same process is refused like another process.
+    """
+    key = Path(store_path)
+    _held = _local.__dict__.setdefault("held", {})
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    with _flock(key):
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+
+
+@contextlib.contextmanager
+def _flock(store_path: Path) -> Iterator[None]:
     import fcntl
 
     fd = os.open(store_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -58,7 +83,10 @@ def writer_running(store_path: Path) -> bool:
     lock_path = store_path / LOCK_FILE
     if not lock_path.exists():
         return False
-    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)  # a read-only store can still be asked
+    except OSError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

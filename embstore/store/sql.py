@@ -45,6 +45,8 @@ def run_sql(
 
     folders = [Path(d).expanduser().resolve() for d in allow]
     for d in folders:
+        if write and not d.exists():
+            d.mkdir(parents=True)  # a folder to write results into
         if not d.is_dir():
             raise UsageError(f"--allow {d}: not a folder")
     with store.sql_connection(write=write) as (con, files):

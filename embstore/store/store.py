@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from embstore.store.tablecheck import VerifyReport
 
 CATALOG_FILE = "catalog.duckdb"
+SNAPSHOT_FILE = "snapshot.duckdb"  # a copy for plain DuckDB clients, swapped in after writes: never locked
+SNAPSHOT_EVERY = 1.0  # s between snapshots during a run (more when copying takes long: at most ~5 % of the time)
 LOCATION_KEY = "activations_location"
 DEFAULT_HOME = Path("~/.embstore")
 Progress = Callable[[int, int], None]
@@ -76,6 +78,8 @@ class Store:
         self._create_pending = False  # open(create=True) on a new path: made on first read or write
         self._wanted_location: str | None = None  # open(activations=…): where a new table is to live
         self._location: Location | None = None  # read from the catalog on the first connection
+        self._snapshot_due = 0.0  # monotonic time after which a write publishes the snapshot again
+        self._snapshot_stale = False  # a write since the last snapshot
         self.memo = Memo(self.path, self.catalog_path, self.indexes_root / "memo")
 
     # -- opening ---------------------------------------------------------------------------
@@ -190,6 +194,24 @@ class Store:
         return self.path / CATALOG_FILE
 
     @property
+    def snapshot_path(self) -> Path:
+        """A copy of the catalog for plain DuckDB clients: republished after writes, never locked."""
+        return self.path / SNAPSHOT_FILE
+
+    def _publish(self, con: Any) -> None:
+        started = time.monotonic()
+        if catalogfile.publish_snapshot(con, self.catalog_path, self.snapshot_path):
+            self._snapshot_stale = False
+            self._snapshot_due = time.monotonic() + max(SNAPSHOT_EVERY, 20 * (time.monotonic() - started))
+
+    def publish_snapshot(self) -> None:
+        """Republish `snapshot.duckdb` now if a write since the last one left it behind."""
+        if self._snapshot_stale or not self.snapshot_path.exists():
+            self._snapshot_due = 0.0
+            with self.write():
+                pass
+
+    @property
     def activations_root(self) -> Path:
         return self.path / "activations"
 
@@ -218,11 +240,13 @@ class Store:
         if self.catalog_path.exists():
             state = self.memo.state()
             if self.memo.peek(checked, state, JSONABLE)[0]:
+                self._first_snapshot()
                 return
             with self.read() as con:
                 current = not self._needs_upgrade(con)
             if current:
                 self.memo.put(checked, "yes", state, JSONABLE)
+                self._first_snapshot()
                 return
         if not self.catalog_path.exists():
             catalogfile.create(self.catalog_path)
@@ -243,6 +267,16 @@ class Store:
             with self.writer_lock():
                 convert_legacy(self)
 
+    def _first_snapshot(self) -> None:
+        """A store made before snapshots gets one when it is first opened where it can be written."""
+        if self.snapshot_path.exists() or not os.access(self.path, os.W_OK):
+            return
+        from embstore.store.locks import writer_running
+
+        if not writer_running(self.path):  # a running writer publishes one itself
+            with contextlib.suppress(StoreError, OSError):
+                self.publish_snapshot()
+
     def _needs_upgrade(self, con: Any) -> bool:
         from embstore.store.table import ActivationTable
 
@@ -259,9 +293,18 @@ class Store:
         """A short read-write connection; commit happens per statement or explicit transaction."""
         self._ensure_created()
         self.close()  # a kept reader would refuse this process a read-write connection
+        import duckdb
+
         con = self._connect(read_only=False)
         try:
             yield con
+            self._snapshot_stale = True
+            if time.monotonic() >= self._snapshot_due or not self.snapshot_path.exists():
+                self._publish(con)
+        except (duckdb.IOException, duckdb.FatalException, duckdb.PermissionException) as exc:
+            # the disk is full or the file read-only: one line naming the file, and nothing committed
+            first = " ".join(str(exc).split())[:300]
+            raise StoreError(f"cannot write catalog {self.catalog_path}: {first}") from exc
         finally:
             con.close()
 
@@ -320,10 +363,19 @@ class Store:
 
     def writer_lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the store's writer lock (one ingest at a time); StoreBusyError names the holder."""
+        self._ensure_created()
+        return self._writing()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
         from embstore.store.locks import writer_lock
 
-        self._ensure_created()
-        return writer_lock(self.path)
+        with writer_lock(self.path):
+            try:
+                yield
+            finally:
+                with contextlib.suppress(StoreError):  # a full disk keeps the last snapshot
+                    self.publish_snapshot()
 
     # -- the public API ----------------------------------------------------------------------
     def ingest(
@@ -511,16 +563,17 @@ class Store:
         """Related/unrelated matching error, bootstrap CI and ROC AUC per model and layer (seed 000)."""
         from embstore.analysis.tasks import matching
 
-        return matching(
-            self,
-            str(manifest),
-            models=list(models) if models else None,
-            layers=list(layers) if layers else None,
-            ingest_missing=ingest_missing,
-            weights=weights,
-            n_boot=n_boot,
-            progress=progress,
-        )
+        with self.writer_lock():  # stores its results (and with ingest_missing, vectors)
+            return matching(
+                self,
+                str(manifest),
+                models=list(models) if models else None,
+                layers=list(layers) if layers else None,
+                ingest_missing=ingest_missing,
+                weights=weights,
+                n_boot=n_boot,
+                progress=progress,
+            )
 
     def failures(self, model: str | None = None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
         """Top-1/top-5 error and the failures ranking the true class lowest (seed 000 table 1)."""
@@ -539,7 +592,8 @@ class Store:
         `progress(1, layers)` after each layer."""
         from embstore.analysis.tasks import class_tables
 
-        return class_tables(self, kind, model, list(layers) if layers else None, progress)
+        with self.writer_lock():
+            return class_tables(self, kind, model, list(layers) if layers else None, progress)
 
     def class_pair(self, a: str, b: str, *, layer: str, model: str | None = None) -> tuple[Any, Any, Any]:
         """(class a, class b, (t, df)) per channel: Welch's t of class a against class b on one layer."""
@@ -561,16 +615,17 @@ class Store:
         """2 vs 2 accuracy, permutation p, RSA r and 1 vs 2 accuracy per layer (seed 004), stored."""
         from embstore.analysis.rsatables import run_rsa
 
-        return run_rsa(
-            self,
-            model,
-            reference,
-            groups=groups,
-            n_permutations=permutations,
-            seed=seed,
-            layers=list(layers) if layers else None,
-            progress=progress,
-        )
+        with self.writer_lock():
+            return run_rsa(
+                self,
+                model,
+                reference,
+                groups=groups,
+                n_permutations=permutations,
+                seed=seed,
+                layers=list(layers) if layers else None,
+                progress=progress,
+            )
 
     def figure(self, kind: str, **options: Any) -> Any:
         """A matplotlib figure of `kind` (rsa, roc, errors, ratings, similar, cases, failures, predictions)."""

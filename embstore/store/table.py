@@ -298,18 +298,73 @@ class ActivationTable:
             return DeltaTable(uri, version=version)
 
     def append(self, rows):
-        """Step 1 of a commit: append `rows` (an Arrow table or record-batch reader) in one Delta commit."""
+        """Step 1 of a commit: append `rows` (an Arrow table or record-batch reader) in one Delta commit.
+
+        A failed append (disk full, read-only, permissions) leaves no data file behind and raises
+        StoreError naming the table and the OS's reason: a local table is first checked for room.
+        """
         from deltalake import write_deltalake
 
-        with self._remote_errors():
-            write_deltalake(
-                self.location.table_uri,
-                rows,
-                mode="append",
-                partition_by=PARTITIONS,
-                writer_properties=_writer_properties(),
-            )
+        self._check_room(getattr(rows, "nbytes", 0))
+        started = time.time()
+        try:
+            with self._remote_errors():
+                write_deltalake(
+                    self.location.table_uri,
+                    rows,
+                    mode="append",
+                    partition_by=PARTITIONS,
+                    writer_properties=_writer_properties(),
+                )
+        except StoreError:
+            self._discard_unlogged(started)
+            raise
+        except Exception as exc:  # deltalake's DeltaError, or an OSError of the local disk
+            self._discard_unlogged(started)
+            time.sleep(1.0)  # delta-rs's upload tasks are cancelled in the background: sweep after them too
+            self._discard_unlogged(started)
+            raise StoreError(
+                f"cannot write to activations table {self.location.table_uri}: {_os_reason(exc)}; nothing of this "
+                "batch was stored: fix that and run the same command again to resume"
+            ) from exc
         return self.delta()
+
+    def _check_room(self, n_bytes: int) -> None:
+        """Refuse, before writing, an append a local disk has no room for (what delta-rs does on a full
+        disk is a panic per upload thread and half-written files)."""
+        import os
+
+        if self.location.remote:
+            return
+        root = self.store.path if self.location.is_default else self.location.table_uri
+        try:
+            st = os.statvfs(root)
+        except OSError:
+            return
+        free, need = st.f_bavail * st.f_frsize, int(1.25 * n_bytes) + ROOM_MARGIN
+        if free < need:
+            raise StoreError(
+                f"cannot write to activations table {self.location.table_uri}: no space left on device "
+                f"({free / 2**20:.1f} MiB free, a batch needs {need / 2**20:.1f} MiB); nothing of this batch was "
+                "stored: free space and run the same command again to resume"
+            )
+
+    def _discard_unlogged(self, since: float) -> None:
+        """Delete data files written since `since` that the Delta log does not list: what a failed append
+        left (the writer lock keeps any other append out meanwhile)."""
+        import pyarrow.fs as pafs
+
+        with contextlib.suppress(Exception):  # best effort: verify --repair finds anything left
+            dt = self.delta()
+            paths = [] if dt is None else dt.get_add_actions(flatten=True).column("path").to_pylist()
+            logged = {self.location.fs_path(self.location.rel(unquote(p))) for p in paths}
+            fs, root = self.location.filesystem, self.location.fs_path(self.location.rel("")).rstrip("/")
+            for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+                if info.type != pafs.FileType.File or "_delta_log" in info.path or info.path in logged:
+                    continue
+                if info.mtime is not None and info.mtime.timestamp() >= since - 1:
+                    with contextlib.suppress(OSError):
+                        fs.delete_file(info.path)
 
     @contextlib.contextmanager
     def _remote_errors(self):
@@ -356,6 +411,18 @@ class ActivationTable:
             return set()
         t = self.location.dataset(rels).to_table(columns=["batch_id"])
         return set(t.column("batch_id").unique().to_pylist())
+
+
+ROOM_MARGIN = 8 << 20  # beyond 1.25 × a batch's Arrow bytes: the Delta log and the catalog's growth
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The OS's words for why a write failed ('No space left on device'), else the error's first line."""
+    import re
+
+    text = " ".join(str(exc).split())
+    m = re.search(r"([A-Z][A-Za-z ,'-]+) \(os error \d+\)", text)
+    return m.group(1) if m else (getattr(exc, "strerror", None) or text[:300])
 
 
 def _writer_properties():
