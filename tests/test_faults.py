@@ -1,0 +1,308 @@
+"""Fault injection against real ingests in real processes: kill -9 at random points, readers and
+writers running beside an ingest, a read-only store, a full disk.
+
+Every check ends on the same facts: every image stored exactly once (per layer, no duplicate rows),
+`verify` healthy, and what went wrong told in one line.
+"""
+
+import contextlib
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from embstore.errors import StoreError
+from embstore.store.store import Store
+
+from .conftest import EMBSTORE, make_images, run_embstore
+
+LAYERS = "layer1.0"  # + hidden
+INGEST = ("ingest", "--model", "resnet18", "--weights", "none", "--layers", LAYERS, "--quiet")
+
+
+def _popen(store: Path, images: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(EMBSTORE), "--store", str(store), *INGEST, "--images", str(images), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _snapshot_count(store: Path, sql: str = "SELECT count(*) FROM images") -> int:
+    """What a plain DuckDB client sees in the published snapshot (-1 before there is one)."""
+    if not (store / "snapshot.duckdb").exists():
+        return -1
+    with duckdb.connect(str(store / "snapshot.duckdb"), read_only=True) as con:
+        con.execute(f"SET file_search_path = '{store}'")
+        return con.execute(sql).fetchall()[0][0]
+
+
+def _exactly_once(store: Path, n_images: int) -> None:
+    """Every image stored once in every layer, nothing else, and verify healthy."""
+    with duckdb.connect(str(store / "catalog.duckdb"), read_only=True) as con:
+        con.execute(f"SET file_search_path = '{store}'")
+        assert con.execute("SELECT count(*), count(DISTINCT image_id) FROM images").fetchall() == [(n_images, n_images)]
+        per_layer = con.execute(
+            "SELECT layer, count(*), count(DISTINCT image_id) FROM activations GROUP BY layer ORDER BY layer"
+        ).fetchall()
+        assert per_layer == [("hidden", n_images, n_images), (LAYERS, n_images, n_images)], per_layer
+        assert con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchall() == [(0,)]
+    res = run_embstore("--store", store, "--json", "verify")
+    assert res.returncode == 0 and json.loads(res.stdout)["ok"], res.stdout + res.stderr
+
+
+def _one_line(res: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    assert res.returncode == code, (res.returncode, res.stderr)
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+    for w in words:
+        assert w in res.stderr, res.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_at_20_random_points_then_resume_stores_every_image_once(tmp_path):
+    """20 SIGKILLs, each at a random moment after the run has committed again (so inside the forward
+    pass, a Delta append or a catalog transaction), then one run to the end."""
+    images = tmp_path / "imgs"
+    n_images = 360
+    make_images(images, n_images, size=32, seed=21)
+    store = tmp_path / "store"
+    rng = random.Random(15)
+    kills, seen = [], _snapshot_count(store)
+    for _ in range(20):
+        proc = _popen(store, images, "--batch-size", "4", "--commit-seconds", "0")
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and _snapshot_count(store) <= seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before its kill: {proc.stderr.read()}"
+        time.sleep(rng.uniform(0, 0.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen = _snapshot_count(store)
+        kills.append(seen)
+    assert len(kills) == 20 and 0 < kills[-1] < n_images, kills  # every kill landed mid-run
+    res = run_embstore("--store", store, *INGEST, "--images", images, "--json")
+    assert res.returncode == 0, res.stderr
+    _exactly_once(store, n_images)
+
+
+@pytest.mark.slow
+def test_readers_and_other_writers_beside_a_live_ingest(tmp_path):
+    """While an ingest commits every 0.2 s: CLI readers and plain DuckDB readers never fail; a second
+    ingest, a repair and an analysis are refused with one line naming the writer (exit 3); the
+    ingest still stores every image once."""
+    images = tmp_path / "imgs"
+    n_images = 480
+    make_images(images, n_images, size=32, seed=22)
+    store = tmp_path / "store"
+    first = run_embstore("--store", store, *INGEST, "--images", images, "--limit", "8")
+    assert first.returncode == 0, first.stderr
+    proc = _popen(store, images, "--batch-size", "8", "--commit-seconds", "0.2")
+    deadline = time.monotonic() + 60  # the others start once it holds the writer lock
+    while f"pid {proc.pid}," not in (store / "ingest.lock").read_text() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    try:
+        readers = {"status": 0, "similar": 0, "sql": 0, "plain": 0}
+        refused = set()
+        states = set()
+        while proc.poll() is None:
+            if len(refused) < 3:
+                for name, args in (
+                    ("ingest", INGEST + ("--images", str(images))),
+                    ("repair", ("verify", "--repair")),
+                    ("analyze", ("analyze", "prototypes", "--layer", LAYERS)),
+                ):
+                    if name in refused or proc.poll() is not None:
+                        continue
+                    res = run_embstore("--store", store, *args)
+                    if proc.poll() is None:  # the ingest was still running when it answered
+                        _one_line(res, 3, "another embstore writer (pid", "`embstore ", "since 20")
+                        refused.add(name)
+            for name, args in (
+                ("status", ("--json", "status")),
+                ("similar", ("--json", "query", "similar", "knot", "--k", "3")),
+                ("sql", ("--json", "sql", "SELECT count(*) AS n FROM activations")),
+            ):
+                res = run_embstore("--store", store, *args)
+                assert res.returncode == 0, (name, res.stderr)
+                json.loads(res.stdout)
+                readers[name] += 1
+            for _ in range(50):  # plain DuckDB, read-only, on the published snapshot: never a lock
+                states.add(_snapshot_count(store, "SELECT count(*) FROM activations"))
+                readers["plain"] += 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert refused == {"ingest", "repair", "analyze"}, refused
+    assert min(readers.values()) >= 1 and readers["plain"] >= 200, readers
+    assert len(states) >= 2, states  # the snapshot moved while the run committed
+    _exactly_once(store, n_images)
+    assert _snapshot_count(store) == n_images  # and at the end it is the catalog
+
+
+def _read_only_mount(path: Path):
+    """A context making `path` read-only: a read-only tmpfs remount when root may mount, else
+    permissions for a non-root user; None when neither can be had here."""
+    if os.geteuid() != 0:
+
+        @contextlib.contextmanager
+        def chmod():
+            modes = {p: p.stat().st_mode for p in [path, *path.rglob("*")]}
+            for p in modes:
+                p.chmod(modes[p] & ~0o222)
+            try:
+                yield
+            finally:
+                for p, m in modes.items():
+                    p.chmod(m)
+
+        return chmod()
+    probe = path.parent / "mount-probe"
+    probe.mkdir(exist_ok=True)
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True)
+    if ok.returncode != 0:
+        return None
+    subprocess.run(["umount", str(probe)], check=True)
+
+    @contextlib.contextmanager
+    def mounted():
+        keep = path.with_name(path.name + ".src")
+        path.rename(keep)
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", str(path)], check=True)
+        try:
+            shutil.copytree(keep, path, dirs_exist_ok=True, symlinks=True)
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+            yield
+        finally:
+            subprocess.run(["umount", str(path)], check=True)
+            path.rmdir()
+            keep.rename(path)
+
+    return mounted()
+
+
+def test_a_read_only_store_moved_or_not_answers_every_read_command(tmp_path):
+    """On a read-only disk: status, verify, queries (their index built in memory), sql, failures and
+    the report all work; writes fail with one line naming the path."""
+    images = tmp_path / "imgs"
+    make_images(images / "n03627232", 4, size=48, seed=3)  # knot
+    make_images(images / "n02799071", 4, size=48, seed=4)  # baseball
+    for name, args in (("s", ()), ("moved", ())):
+        res = run_embstore("--store", tmp_path / name, *INGEST, "--images", images, *args)
+        assert res.returncode == 0, res.stderr
+    shutil.move(tmp_path / "moved", tmp_path / "elsewhere")  # a store moved, then mounted read-only
+    for name in ("s", "elsewhere"):
+        store = tmp_path / name
+        shutil.rmtree(store / "indexes")  # nothing cached: every query must build what it needs
+        (store / "indexes").mkdir()
+        ro = _read_only_mount(store)
+        if ro is None:
+            pytest.skip("cannot make a read-only store here (root without mount)")
+        with ro:
+            for args in (
+                ("status",),
+                ("verify",),
+                ("query", "similar", "knot", "--k", "1"),
+                ("query", "similar", "knot", "--k", "1", "--method", "tstat", "--layer", LAYERS),
+                ("query", "images", str(images / "n03627232" / "img_3_0000.png"), "--k", "2"),
+                ("sql", "SELECT count(*) FROM activations"),
+                ("analyze", "failures"),
+                ("report", "--out", str(tmp_path / f"{name}.html")),
+            ):
+                res = run_embstore("--store", store, *args)
+                assert res.returncode == 0, (name, args, res.stderr)
+            assert "baseball" in run_embstore("--store", store, "query", "similar", "knot", "--k", "1").stdout
+            res = run_embstore("--store", store, *INGEST, "--images", images, "--limit", "1")
+            assert res.returncode != 0 and res.stderr.count("\n") == 1 and str(store) in res.stderr, res.stderr
+            assert "Traceback" not in res.stderr
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_loses_nothing(tmp_path, monkeypatch):
+    """The writer fails with ENOSPC on its third append after leaving half a file behind: the run
+    stops with one line, the half file is gone, verify is healthy, and the next run completes."""
+    import deltalake
+
+    images = tmp_path / "imgs"
+    n_images = 40
+    make_images(images, n_images, size=32, seed=23)
+    store = Store.open(tmp_path / "store", create=True)
+    real = deltalake.write_deltalake
+    calls = {"n": 0}
+    half = store.activations_root / "model=resnet18" / "weights=none" / "layer=hidden" / "part-half.parquet"
+
+    def full_disk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            half.parent.mkdir(parents=True, exist_ok=True)
+            half.write_bytes(b"PAR1" + b"\0" * 1000)  # what a writer cut off by a full disk leaves
+            raise OSError(errno.ENOSPC, "No space left on device", str(half))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(deltalake, "write_deltalake", full_disk)
+    with pytest.raises(StoreError) as err:
+        store.ingest(images, model="resnet18", weights="none", layers=[LAYERS], batch_size=4, commit_seconds=0)
+    message = str(err.value)
+    assert "\n" not in message and "No space left on device" in message and "run the same command again" in message
+    assert not half.exists()
+    report = store.verify()
+    assert report.ok, report
+    with store.read() as con:
+        stored = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
+    assert stored == 8  # the two batches committed before the full disk
+    monkeypatch.setattr(deltalake, "write_deltalake", real)
+    result = store.ingest(images, model="resnet18", weights="none", layers=[LAYERS], batch_size=4)
+    assert result.n_skipped == 8 and result.n_done == n_images - 8
+    store.close()
+    _exactly_once(store.path, n_images)
+
+
+def test_a_really_full_disk_is_refused_before_writing(tmp_path):
+    """On a 16 MiB tmpfs (root only) the CLI says 'no space left' in one line, exit 1, leaves no data
+    file, and after the disk grows the same command completes the run."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        images = tmp_path / "imgs"
+        n_images = 60
+        make_images(images, n_images, size=32, seed=24)
+        store = disk / "s"
+        args = ("--store", store, "ingest", "--model", "resnet18", "--weights", "none", "--layers", "all",
+                "--images", images, "--batch-size", "4", "--commit-seconds", "0", "--quiet")  # fmt: skip
+        res = run_embstore(*args)
+        _one_line(res, 1, "no space left on device", str(store / "activations"))
+        logged = {p.name for p in (store / "activations").rglob("*.parquet")}
+        with duckdb.connect(str(store / "catalog.duckdb"), read_only=True) as con:
+            pinned = {Path(r).name for (r,) in con.execute("SELECT rel_path FROM table_files").fetchall()}
+        assert logged == pinned  # no half-written file beside the committed ones
+        assert json.loads(run_embstore("--store", store, "--json", "verify").stdout)["ok"]
+        subprocess.run(["mount", "-o", "remount,size=400m", str(disk)], check=True)
+        res = run_embstore(*args)
+        assert res.returncode == 0, res.stderr
+        with duckdb.connect(str(store / "catalog.duckdb"), read_only=True) as con:
+            con.execute(f"SET file_search_path = '{store}'")
+            rows = con.execute("SELECT count(*), count(DISTINCT image_id || layer) FROM activations").fetchall()
+            layers = con.execute("SELECT count(DISTINCT layer) FROM activations").fetchall()[0][0]
+        assert rows[0][0] == rows[0][1] == n_images * layers
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+if __name__ == "__main__":  # pragma: no cover - run one check by hand
+    sys.exit(pytest.main([__file__, "-x", "-q"]))
