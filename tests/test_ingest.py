@@ -423,3 +423,52 @@ def test_shrinking_while_decoding_keeps_ordinary_images_exact(tmp_path):
         assert full.size == (4000, 3000) and REDUCING_GAP * 256 <= min(shrunk.size) < 2 * REDUCING_GAP * 256
         diff = (pre(full) - pre(shrunk)).abs()
         assert float(diff.mean()) < 0.01, (name, float(diff.mean()), float(diff.max()))
+
+
+def test_a_changed_label_is_reported_and_with_relabel_updated_with_history(tmp_path):
+    """A manifest giving a stored image another label was silently ignored (first label won): now the
+    run reports it, and with relabel=True updates it, keeps the old one, and re-ranks predictions."""
+    import embstore
+
+    paths = make_images(tmp_path / "imgs", 6, size=40)
+    first = tmp_path / "first.csv"
+    first.write_text("path,label\n" + "".join(f"{p},knot\n" for p in paths))
+    store = embstore.open(tmp_path / "s", create=True)
+    store.ingest(first, model="resnet18", weights="none", layers=["layer1.0"])
+    with store.read() as con:
+        top5 = dict(con.execute("SELECT image_id, top5_index FROM predictions").fetchall())
+        ids = dict(con.execute("SELECT path, image_id FROM images").fetchall())
+    # relabel two images: one to its predicted top-2 class, one to a class outside its top-5
+    inside = ids[str(paths[0])]
+    outside = ids[str(paths[1])]
+    new_in = top5[inside][1]
+    new_out = next(c for c in range(1000) if c not in top5[outside])
+    second = tmp_path / "second.csv"
+    labels = {str(paths[0]): str(new_in), str(paths[1]): str(new_out)}
+    second.write_text("path,label\n" + "".join(f"{p},{labels.get(str(p), 'knot')}\n" for p in paths))
+    kept = store.ingest(second, model="resnet18", weights="none", layers=["layer1.0"])
+    assert kept.n_label_conflicts == 2 and kept.n_relabelled == 0
+    assert any("another label in the input" in n and "--relabel" in n for n in kept.notes), kept.notes
+    with store.read() as con:
+        assert con.execute("SELECT count(*) FROM images WHERE label_name = 'knot'").fetchall() == [(6,)]
+    done = store.ingest(second, model="resnet18", weights="none", layers=["layer1.0"], relabel=True)
+    assert done.n_relabelled == 2 and done.n_done == 0
+    with store.read() as con:
+        labels_now = dict(con.execute("SELECT image_id, label_index FROM images").fetchall())
+        history = con.execute(
+            "SELECT image_id, old_label_raw, new_label_raw, run_id FROM label_history ORDER BY new_label_raw"
+        ).fetchall()
+        ranks = dict(con.execute("SELECT image_id, (true_rank, true_prob) FROM predictions").fetchall())
+        probs = dict(con.execute("SELECT image_id, top5_prob FROM predictions").fetchall())
+        correct = dict(
+            con.execute("SELECT image_id, (top1_correct, top5_correct) FROM labelled_predictions").fetchall()
+        )
+    assert labels_now[inside] == new_in and labels_now[outside] == new_out
+    assert sorted(history) == sorted(
+        [(inside, "knot", str(new_in), done.run_id), (outside, "knot", str(new_out), done.run_id)]
+    )
+    assert ranks[inside][0] == 2 and ranks[inside][1] == pytest.approx(probs[inside][1])
+    assert tuple(ranks[outside]) == (None, None)  # above 5: not known from the stored top-5
+    assert tuple(correct[inside]) == (False, True) and tuple(correct[outside]) == (False, False)
+    again = store.ingest(second, model="resnet18", weights="none", layers=["layer1.0"])
+    assert again.n_label_conflicts == 0 and again.n_relabelled == 0  # nothing differs any more

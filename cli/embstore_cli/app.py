@@ -93,6 +93,9 @@ def ingest(
     activations: Optional[str] = typer.Option(
         None, help="Where a NEW store keeps its activations table: a folder or s3://bucket/prefix (gs://, az://)."
     ),
+    relabel: bool = typer.Option(
+        False, "--relabel", help="Update stored images the input labels otherwise (old labels kept in label_history)."
+    ),
 ):
     """Run MODEL over IMAGES (default: every image already stored) and store each chosen layer's pooled activations.
 
@@ -119,6 +122,7 @@ def ingest(
             engine=engine,
             address=address,
             cpus=cpus,
+            relabel=relabel,
         )
     render.ingest_summary(ctx.obj, result, store.path)
 

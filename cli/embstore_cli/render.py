@@ -149,6 +149,12 @@ def ingest_summary(out: Output, r, store_path) -> None:
         ("duplicate content", str(r.n_duplicates)),
         ("errors", str(r.n_errors)),
         ("non-image files ignored", str(r.n_ignored)),
+        *([("relabelled", str(r.n_relabelled))] if r.n_relabelled else []),
+        *(
+            [("labels differing (kept)", f"{r.n_label_conflicts}: --relabel updates them")]
+            if r.n_label_conflicts
+            else []
+        ),
         ("time", f"{r.seconds:.1f} s (load {r.load_s:.1f}, forward {r.forward_s:.1f}, write {r.write_s:.1f})"),
         ("commits", f"{r.commits} ({r.dtype})"),
         ("throughput", f"{r.images_per_s:.1f} images/s"),

@@ -44,6 +44,8 @@ class IngestResult:
     n_errors: int = 0
     n_duplicates: int = 0
     n_ignored: int = 0
+    n_relabelled: int = 0  # stored images given the input's new label (relabel=True)
+    n_label_conflicts: int = 0  # stored images whose input names another label, left as they were
     seconds: float = 0.0
     load_s: float = 0.0
     forward_s: float = 0.0
@@ -86,6 +88,7 @@ def ingest(
     engine: str = "local",
     address: str | None = None,
     cpus: int | None = None,
+    relabel: bool = False,
 ) -> IngestResult:
     """Ingest `images` (folder, class tree or manifest) through `model` into `store`.
 
@@ -95,7 +98,9 @@ def ingest(
     offset); commits happen every `commit_seconds` or `commit_bytes` of vectors, whichever first.
     `amp` (fp16 | bf16) autocasts the forward pass and `channels_last` changes the memory layout
     (both recorded with the run; amp falls back to float32 off CUDA, with a note). `workers` decode
-    processes (default: a thread on CPU, up to 8 processes on CUDA).
+    processes (default: a thread on CPU, up to 8 processes on CUDA). A stored image whose input
+    now names another label is reported in `result.notes`, and with `relabel` updated (the old
+    label kept in `label_history`).
 
     `engine="ray"` runs decoding and the network on a Ray Data cluster (`address`, default a local
     one with `cpus` CPUs): decode tasks feed a pool of model actors (one GPU each where there are
@@ -180,6 +185,7 @@ def ingest(
             todo, skipped = _pending(cat, spec.key, names, found.images)
             cat.start_run(run_id, spec.key, config, len(found.images))
             cat.add_run_counts(run_id, n_skipped=len(skipped))
+            _labels_given(cat, found.images, run_id, relabel, result)
         if stale:
             result.recovered.append(f"marked {stale} unfinished earlier run(s) interrupted")
         result.n_skipped = len(skipped)
@@ -220,6 +226,29 @@ def ingest(
                 Catalog(con).finish_run(run_id, result.status, message, config)
             net.train(was_training)
     return result
+
+
+def _labels_given(cat: Catalog, images: list[ImageSource], run_id: str, relabel: bool, result) -> None:
+    """Stored images the input labels otherwise: relabelled (history kept) or reported, never dropped."""
+    import pyarrow as pa
+
+    given = pa.table({"path": [i.path for i in images if i.label_raw is not None],
+                      "label_raw": [i.label_raw for i in images if i.label_raw is not None]})  # fmt: skip
+    changes = cat.label_changes(given) if given.num_rows else []
+    if not changes:
+        return
+    first = changes[0]
+    example = f"e.g. {first[1]}: {first[2]!r} → {first[3]!r}"
+    if relabel:
+        rows = [{"image_id": c[0], "label_raw": c[3], **ImageSource(c[1], c[3], "").label()} for c in changes]
+        result.n_relabelled = cat.relabel(pa.Table.from_pylist(rows), run_id)
+        result.notes.append(f"relabelled {len(changes)} stored image(s) ({example}); old labels kept in label_history")
+    else:
+        result.n_label_conflicts = len(changes)
+        result.notes.append(
+            f"{len(changes)} stored image(s) have another label in the input ({example}); "
+            "kept the stored labels: pass --relabel to update them"
+        )
 
 
 def _stored_images(store, limit: int | None) -> Discovery:

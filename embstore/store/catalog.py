@@ -205,6 +205,44 @@ class Catalog:
             self.con.unregister("_paths")
         return {p: (i, s, m) for p, i, s, m in rows}
 
+    def label_changes(self, given) -> list[tuple[str, str, str | None, str]]:
+        """[(image_id, path, stored label_raw, given label_raw)] of stored images whose input names
+        another label; `given` is an Arrow table (path, label_raw) of labelled inputs."""
+        self.con.register("_given", given)
+        try:
+            return self.con.execute(
+                """SELECT i.image_id, i.path, i.label_raw, g.label_raw FROM images i JOIN _given g ON i.path = g.path
+                   WHERE g.label_raw IS NOT NULL AND i.label_raw IS DISTINCT FROM g.label_raw ORDER BY i.path"""
+            ).fetchall()
+        finally:
+            self.con.unregister("_given")
+
+    def relabel(self, changes, run_id: str) -> int:
+        """Give images their new labels (an Arrow table image_id, label_raw, label_wnid, label_index,
+        label_name), keep the old ones in label_history, and re-rank their predictions: the new
+        class's place in each stored top-5, else NULL (above 5). Returns the images changed."""
+        self.con.register("_new", changes)
+        try:
+            self.con.execute(
+                """INSERT INTO label_history (image_id, old_label_raw, new_label_raw, run_id)
+                   SELECT i.image_id, i.label_raw, n.label_raw, ? FROM images i JOIN _new n USING (image_id)""",
+                [run_id],
+            )
+            self.con.execute(
+                """UPDATE images SET label_raw = n.label_raw, label_wnid = n.label_wnid,
+                          label_index = n.label_index, label_name = n.label_name
+                   FROM _new n WHERE images.image_id = n.image_id"""
+            )
+            self.con.execute(
+                """UPDATE predictions SET
+                          true_rank = list_position(predictions.top5_index, n.label_index),
+                          true_prob = predictions.top5_prob[list_position(predictions.top5_index, n.label_index)]
+                   FROM _new n WHERE predictions.image_id = n.image_id"""
+            )
+        finally:
+            self.con.unregister("_new")
+        return changes.num_rows
+
     def complete_images(self, model_key: str, layers: list[str]) -> set[str]:
         """Image ids that have a stored vector for every one of `layers`."""
         rows = self.con.execute(

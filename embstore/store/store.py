@@ -401,6 +401,7 @@ class Store:
         engine: str = "local",
         address: str | None = None,
         cpus: int | None = None,
+        relabel: bool = False,
     ) -> IngestResult:
         """Run `model` over `images` (folder, class-per-folder tree, or CSV/Parquet manifest; default:
         every image already in the store, the way to add a model to an image set) and store
@@ -411,6 +412,8 @@ class Store:
         On a GPU, `amp="fp16"`/`"bf16"` autocasts and `channels_last=True` changes the layout (both
         recorded with the run; off CUDA amp falls back to float32 with a note in `result.notes`).
         `engine="ray"` runs on a Ray Data cluster (`address`, default a local one of `cpus` CPUs).
+        A stored image whose input names another label is reported in `result.notes`; `relabel=True`
+        updates it (history in the `label_history` table).
 
         >>> store.ingest("photos/", model="resnet18", weights="none")  # doctest: +SKIP
         """
@@ -438,6 +441,7 @@ class Store:
             engine=engine,
             address=address,
             cpus=cpus,
+            relabel=relabel,
         )
 
     def vectors(
