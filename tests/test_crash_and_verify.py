@@ -228,33 +228,3 @@ def test_ctrl_c_marks_the_run_interrupted_and_exits_130(tmp_path):
     with store.read() as con:
         assert con.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
     assert store.verify().ok
-
-
-@pytest.mark.slow
-def test_kill_9_at_ten_random_points_of_ingest_then_resume_stores_every_image_once(tmp_path):
-    import numpy as np
-
-    images = tmp_path / "imgs"
-    n = 300
-    make_images(images, n, size=32, seed=21)
-    store = Store.open(tmp_path / "store", create=True)
-    rng = np.random.default_rng(3)
-    for _ in range(10):
-        # each run is killed a random number of images (4-20) past what the previous ones committed,
-        # plus a random fraction of a commit: in the forward pass, the Delta append or the catalog commit
-        target = max(_stored_images(store), 0) + int(rng.integers(4, 21))
-        _kill_when(_start(store.path, images, batch=4), store, target, jitter=float(rng.uniform(0, 0.3)))
-        with store.read() as con:
-            total, distinct = con.execute(
-                "SELECT count(*), count(DISTINCT image_id) FROM activations WHERE layer = 'layer1.0'"
-            ).fetchall()[0]
-            recorded = con.execute("SELECT count(DISTINCT image_id) FROM batch_images").fetchall()[0][0]
-        assert total == distinct == recorded < n  # what readers see: committed images, each once
-    result = ingest(store, "resnet18", str(images), weights="none", layers=LAYERS, batch_size=8)
-    assert result.n_skipped + result.n_done == n and result.n_skipped >= recorded
-    assert store.verify().ok
-    with store.read() as con:
-        per_layer = con.execute(
-            "SELECT layer, count(*), count(DISTINCT image_id) FROM activations GROUP BY layer ORDER BY layer"
-        ).fetchall()
-    assert per_layer == [(l, n, n) for l in ("hidden", "layer1.0", "layer3.1")]
