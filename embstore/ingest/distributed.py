@@ -171,8 +171,12 @@ def plan_resources(nodes: list[dict], device: str, gpu) -> dict:
 
 
 def decode_batch(batch: dict, pre, max_pixels: int) -> dict:
-    """Ray read task: decode, resize and crop a batch of paths (failures become rows with an error)."""
+    """Ray read task: decode, resize and crop a batch of paths (failures become rows with an error).
+    It runs at the lowest CPU priority: a model actor on the same node keeps its cores."""
+    from embstore.ingest import tuning
     from embstore.ingest.images import Preprocess, decode_item
+
+    tuning.background()
 
     preprocess = Preprocess(pre)
     rows = [decode_item(int(i), str(p), preprocess, max_pixels, normalise=False)
@@ -198,11 +202,14 @@ class ForwardActor:
         import ray
         import torch
 
+        from embstore.ingest import tuning
         from embstore.ingest.extraction import Extractor
         from embstore.ingest.images import Preprocess
 
         torch.set_num_threads(plan["threads"])
         self.dev = torch.device(plan["device"])
+        if self.dev.type == "cpu":  # this process only computes: its tensors' memory stays in the heap
+            tuning.keep_heap_for_process()
         model = ray.get(net[0]).to(self.dev).eval()
         self.extractor = Extractor(model, layers, amp=plan["amp"], channels_last=plan["channels_last"])
         self.widths = {layer.name: layer.channels for layer in layers}

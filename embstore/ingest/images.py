@@ -4,10 +4,12 @@ file becomes an RGB tensor, or a recorded reason why it cannot.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 MAX_FILE_BYTES = 512 << 20  # no image file is read past this (a 100 MP PNG is ~300 MB)
 MAX_ASPECT = 50  # longer side / shorter side: a 1×20000 sliver would resize to 256 × 5,120,000
 REDUCING_GAP = 4  # shrink while decoding only to a shorter side of at least this × the model's resize
+LARGE_PIXELS = 16_000_000  # above this (64 MB as RGBA), one image decodes at a time in a process
+_LARGE_DECODES = threading.Lock()
 ID_HEX = 20
 
 
@@ -210,9 +214,11 @@ def read_rgb(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int |
                 f"to the model's input and its longer side to {MAX_ASPECT}× or more of it)"
             )
         mode = img.mode
-        img = _shrunk(img, min_side)
-        img = ImageOps.exif_transpose(img)
-        rgb = _to_rgb(img)
+        # one image above LARGE_PIXELS decodes at a time in a process, whatever its decoding threads
+        with _LARGE_DECODES if w * h > LARGE_PIXELS else contextlib.nullcontext():
+            img = _shrunk(img, min_side)
+            img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(img)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
