@@ -85,6 +85,28 @@ def test_stored_vectors_equal_an_independent_torchvision_reference(store, tmp_pa
     assert sorted(str(p) for p in paths) == sorted(path_of.values())
 
 
+@pytest.mark.parametrize("layout", ["nchw", "nchw_channels_last_memory", "nhwc"])
+@pytest.mark.parametrize("channels", [7, 64])
+def test_gap_of_relu_equals_a_float64_reference_at_either_size(layout, channels):
+    """GAP of ReLU on CPU (small maps batch-wide, maps of PER_IMAGE_ELEMENTS or more image by image
+    through a cached scratch map) against numpy in float64."""
+    from embstore.ingest.extraction import PER_IMAGE_ELEMENTS, reduce
+    from embstore.ingest.layers import LayerInfo
+
+    t = torch.randn(5, channels, 48, 45, generator=torch.Generator().manual_seed(3))
+    assert (t[0].numel() >= PER_IMAGE_ELEMENTS) == (channels == 64)
+    if layout == "nchw_channels_last_memory":
+        t = t.contiguous(memory_format=torch.channels_last)
+    if layout == "nhwc":
+        t = t.permute(0, 2, 3, 1).contiguous()
+    dims = (1, 2) if layout == "nhwc" else (2, 3)
+    layer = LayerInfo("x", 0, channels, "conv", "gap_relu", True, channels_last=layout == "nhwc")
+    got = reduce(t, layer)
+    assert got.shape == (5, channels)
+    ref = np.maximum(t.numpy().astype(np.float64), 0).mean(axis=dims)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-6, atol=1e-7)
+
+
 def test_rerun_skips_and_new_layers_are_added_without_duplicates(store, tmp_path):
     make_images(tmp_path / "imgs", 5, seed=5)
     first = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=2)

@@ -26,16 +26,38 @@ class ForwardBatch:
     forward_s: float
 
 
+PER_IMAGE_ELEMENTS = 1 << 17  # CPU maps from this size (512 KiB a image) pool image by image: measured faster
+
+
 def reduce(tensor, layer: LayerInfo):
     """(B, C) float32 from a layer output, as `layer.reduction` says."""
     import torch
 
     if layer.reduction == "gap_relu":
         dims = (1, 2) if layer.channels_last else (2, 3)
+        if tensor.device.type == "cpu" and tensor.dim() == 4 and tensor[0].numel() >= PER_IMAGE_ELEMENTS:
+            return _gap_relu_by_image(tensor, (dims[0] - 1, dims[1] - 1))
         return torch.relu(tensor).mean(dim=dims)
     if layer.reduction == "token_mean":
         return tensor.mean(dim=1)
     return tensor.reshape(tensor.shape[0], -1)
+
+
+def _gap_relu_by_image(tensor, dims):
+    """ReLU + mean one image at a time through one scratch map that stays in the CPU's cache: the
+    batch-wide `relu(t).mean()` writes and rereads a copy of the whole map (100 MB for a batch of
+    32 at resnet50's layer1). Measured on a batch of 32, 2 threads: 9.7 → 5.0 ms at 256×56×56,
+    3.9 → 1.6 ms at 512×28×28, equal at 2048×7×7; resnet50's hooks went from 4-12 % of its
+    forward pass to 3 %. Same sums, per image."""
+    import torch
+
+    (channel,) = {0, 1, 2} - set(dims)
+    out = torch.empty(tensor.shape[0], tensor.shape[1 + channel], dtype=tensor.dtype)
+    scratch = torch.empty_like(tensor[0])
+    for i in range(tensor.shape[0]):
+        torch.clamp_min(tensor[i], 0, out=scratch)
+        torch.mean(scratch, dim=dims, out=out[i])
+    return out
 
 
 class Extractor:
