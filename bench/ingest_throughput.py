@@ -107,7 +107,7 @@ def main() -> None:
         print(f"{label:26}: {np.median(rates):8.2f} images/s median  {[round(v, 1) for v in rates]}")
     print(
         f"  median round    : load wait {r.load_s:.2f} s, forward {r.forward_s:.2f} s, commit {r.write_s:.2f} s "
-        f"(commit overlaps the next forward)"
+        f"(decode and commits take turns with the forward unless a core is spare)"
     )
     print(f"ratio ingest/raw heap     : {np.median(ratios):8.3f} median of {[round(v, 3) for v in ratios]}"
           "   (target >= 0.95)")  # fmt: skip
