@@ -1,9 +1,11 @@
 """The process settings of a CPU forward pass (embstore/ingest/tuning.py): counted, not timed."""
 
-import ctypes
+import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -13,50 +15,69 @@ from embstore.ingest import tuning
 BLOCK = 64 << 20  # above glibc's largest dynamic mmap threshold (32 MiB): mmap'd outside tensor_heap()
 PAGES = BLOCK // resource.getpagesize()
 
+# Runs in a fresh interpreter: in the suite's process earlier ingests leave free holes in the heap
+# that a 64 MiB malloc reuses without faulting, whatever the setting.
+MEASURE = f"""
+import ctypes, json, resource, sys
+from embstore.ingest import tuning
 
-def _faults_of_reuse(rounds: int = 4) -> int:
-    """Minor page faults of `rounds` times malloc, write and free of the same large block, as a
-    tensor's storage is (the first round, which grows the heap, not counted). Plain malloc: what
-    the setting governs, without a library's own allocation policy on top."""
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype = ctypes.c_void_p
-    libc.free.argtypes = [ctypes.c_void_p]
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
 
+def faults(rounds=4):
+    # minor faults of `rounds` x malloc, write, free of one large block, as a tensor's storage is
+    # (the first round, which may grow the heap, not counted)
     def once():
-        p = libc.malloc(BLOCK)
-        ctypes.memset(p, 1, BLOCK)
+        p = libc.malloc({BLOCK})
+        ctypes.memset(p, 1, {BLOCK})
         libc.free(p)
-
     once()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(rounds):
         once()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
+out = {{"outside": faults()}}
+with tuning.tensor_heap() as on:
+    out["on"] = on
+    with tuning.tensor_heap():  # nested: one setting, undone by the outermost exit only
+        pass
+    out["inside"] = faults()
+out["after"] = faults()
+with tuning.tensor_heap(enabled=False) as off:
+    out["off"] = off
+    out["disabled"] = faults()
+json.dump(out, sys.stdout)
+"""
+
+
+def _measure(env: dict | None = None) -> dict:
+    done = subprocess.run([sys.executable, "-c", MEASURE], capture_output=True, text=True, check=True,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+    return json.loads(done.stdout)
+
 
 @pytest.mark.skipif(not tuning.heap_available(), reason="glibc only (and EMBSTORE_CPU_HEAP not 0)")
 def test_tensor_heap_keeps_freed_blocks_so_reuse_does_not_fault_and_restores_the_defaults():
-    outside = _faults_of_reuse()
-    assert outside >= 4 * PAGES * 0.9, outside  # every round maps and faults its block in anew
-    with tuning.tensor_heap() as on:
-        assert on
-        with tuning.tensor_heap():  # nested: one setting, undone by the outermost exit only
-            pass
-        inside = _faults_of_reuse()
-    assert inside < 0.05 * outside, (inside, outside)
-    after = _faults_of_reuse()
-    assert after >= 4 * PAGES * 0.9, after  # defaults back: blocks are mmap'd again
+    got = _measure()
+    assert got["on"] and not got["off"]
+    assert got["outside"] >= 4 * PAGES * 0.9, got  # every round maps and faults its block in anew
+    assert got["inside"] < 0.05 * got["outside"], got
+    assert got["after"] >= 4 * PAGES * 0.9, got  # defaults back: blocks are mmap'd again
+    assert got["disabled"] >= 4 * PAGES * 0.9, got  # enabled=False changes nothing
 
 
-def test_tensor_heap_off_and_unavailable_change_nothing(monkeypatch):
-    with tuning.tensor_heap(enabled=False) as on:
-        assert not on
-        if platform.libc_ver()[0] == "glibc":
-            assert _faults_of_reuse(2) >= 2 * PAGES * 0.9
-    monkeypatch.setenv("EMBSTORE_CPU_HEAP", "0")
-    assert not tuning.heap_available()
-    with tuning.tensor_heap() as on:
-        assert not on
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_embstore_cpu_heap_0_turns_it_off():
+    got = _measure({"EMBSTORE_CPU_HEAP": "0"})
+    assert not got["on"]
+    assert got["inside"] >= 4 * PAGES * 0.9, got
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMBSTORE_CPU_HEAP", "0")
+        assert not tuning.heap_available()
+        with tuning.tensor_heap() as on:
+            assert not on
 
 
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
