@@ -48,12 +48,17 @@ out["after"] = faults()
 with tuning.tensor_heap(enabled=False) as off:
     out["off"] = off
     out["disabled"] = faults()
+if "--keep" in sys.argv:  # the setting a Ray model actor takes for its whole life
+    import gc
+    out["kept"] = tuning.keep_heap_for_process()
+    gc.collect()
+    out["kept_faults"] = faults()
 json.dump(out, sys.stdout)
 """
 
 
-def _measure(env: dict | None = None) -> dict:
-    done = subprocess.run([sys.executable, "-c", MEASURE], capture_output=True, text=True, check=True,
+def _measure(env: dict | None = None, *args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True, text=True, check=True,
                           env={**os.environ, **(env or {})})  # fmt: skip
     return json.loads(done.stdout)
 
@@ -66,6 +71,13 @@ def test_tensor_heap_keeps_freed_blocks_so_reuse_does_not_fault_and_restores_the
     assert got["inside"] < 0.05 * got["outside"], got
     assert got["after"] >= 4 * PAGES * 0.9, got  # defaults back: blocks are mmap'd again
     assert got["disabled"] >= 4 * PAGES * 0.9, got  # enabled=False changes nothing
+
+
+@pytest.mark.skipif(not tuning.heap_available(), reason="glibc only (and EMBSTORE_CPU_HEAP not 0)")
+def test_keep_heap_for_process_lasts_past_garbage_collection():
+    got = _measure(None, "--keep")
+    assert got["kept"]
+    assert got["kept_faults"] < 0.05 * got["outside"], got
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")

@@ -49,29 +49,38 @@ def heap_available() -> bool:
     return os.environ.get("EMBSTORE_CPU_HEAP", "1") != "0" and _libc() is not None
 
 
-@contextlib.contextmanager
-def tensor_heap(enabled: bool = True):
-    """Keep freed large blocks in glibc's heap while inside (nested uses share one setting); yields
-    whether the setting is on."""
+def _enter(libc) -> None:
     global _depth
-    libc = _libc() if enabled and heap_available() else None
-    if libc is None:
-        yield False
-        return
     with _lock:
         if _depth == 0:
             libc.mallopt(M_MMAP_MAX, 0)
             libc.mallopt(M_TRIM_THRESHOLD, KEEP)
         _depth += 1
+
+
+def _exit(libc) -> None:
+    global _depth
+    with _lock:
+        _depth -= 1
+        if _depth == 0:
+            libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+            libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+            libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def tensor_heap(enabled: bool = True):
+    """Keep freed large blocks in glibc's heap while inside (nested uses share one setting); yields
+    whether the setting is on."""
+    libc = _libc() if enabled and heap_available() else None
+    if libc is None:
+        yield False
+        return
+    _enter(libc)
     try:
         yield True
     finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-                libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-                libc.malloc_trim(0)
+        _exit(libc)
 
 
 @contextlib.contextmanager
@@ -92,11 +101,14 @@ def outside_heap():
 
 
 def keep_heap_for_process() -> bool:
-    """`tensor_heap()` for the rest of a process that only computes (a Ray model actor)."""
-    stack = contextlib.ExitStack()
-    on = stack.enter_context(tensor_heap())
-    stack.pop_all()  # never exited: the setting lasts as long as the process
-    return on
+    """`tensor_heap()` for the rest of a process that only computes (a Ray model actor); returns
+    whether the setting is on. (Not a context manager left open: a suspended generator that is
+    garbage-collected runs its `finally`, which undid the setting at once.)"""
+    libc = _libc() if heap_available() else None
+    if libc is None:
+        return False
+    _enter(libc)
+    return True
 
 
 def background(*_args) -> None:
