@@ -15,6 +15,7 @@ needs it (ingest, search, figures).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,8 @@ def open(  # noqa: A001 - the API's verb
     keep_reader: bool = False,
     defer_creation: bool = False,
     activations: str | Path | None = None,
+    wait: float = 0.0,
+    on_wait: Callable[[str], None] | None = None,
 ) -> Store:
     """Open the store at `path` (default: $EMBSTORE_HOME, else ~/.embstore), migrating it if needed.
 
@@ -94,13 +97,23 @@ def open(  # noqa: A001 - the API's verb
     `create`) makes a new store's folder only when something is first read or written, so a call
     that fails its argument checks leaves nothing behind.
 
+    Writing calls (ingest, repair, compact, analyses) hold the store's writer lock; when another
+    process has it they raise StoreBusyError naming it, at once or after waiting up to `wait`
+    seconds for it (`on_wait(holder)` is told, once, whom a wait is for).
+
     >>> import tempfile
     >>> store = open(tempfile.mkdtemp(), create=True)
     >>> store.status()["models"]
     0
     """
     return Store.open(
-        path, create=create, keep_reader=keep_reader, defer_creation=defer_creation, activations=activations
+        path,
+        create=create,
+        keep_reader=keep_reader,
+        defer_creation=defer_creation,
+        activations=activations,
+        wait=wait,
+        on_wait=on_wait,
     )
 
 

@@ -1,6 +1,8 @@
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,29 @@ def make_images(folder: Path, n: int, *, size: int = 40, seed: int = 0, fmt: str
         Image.fromarray(arr).save(p)
         paths.append(p)
     return paths
+
+
+@contextlib.contextmanager
+def writer_lock_held_elsewhere(store: Store, release_after: float | None = None):
+    """The store's writer lock held by another thread (its own descriptor: to other threads and
+    processes, another writer) for the block, or until `release_after` seconds."""
+    held, release = threading.Event(), threading.Event()
+
+    def other_writer():
+        with store.writer_lock():
+            held.set()
+            release.wait(120)
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    held.wait(60)
+    if release_after is not None:
+        threading.Timer(release_after, release.set).start()
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 from embstore.errors import StoreError
 from embstore.store.store import Store
 
-from .conftest import EMBSTORE, make_images, run_embstore
+from .conftest import EMBSTORE, make_images, run_embstore, writer_lock_held_elsewhere
 
 LAYERS = "layer1.0"  # + hidden
 INGEST = ("ingest", "--model", "resnet18", "--weights", "none", "--layers", LAYERS, "--quiet")
@@ -168,6 +168,37 @@ def test_readers_and_other_writers_beside_a_live_ingest(tmp_path):
     assert len(plain["states"]) >= 2, plain["states"]  # the snapshot moved while the run committed
     _exactly_once(store, n_images)
     assert _snapshot_count(store) == n_images  # and at the end it is the catalog
+
+
+def test_writers_wait_for_the_writer_lock_with_wait_and_refuse_without(tmp_path):
+    """`--wait SECONDS`: a writing command waits for another process's writer lock (told whom it waits
+    for), runs once it is released, and gives up with one line after the time; without it, exit 3 at once."""
+    store = Store.open(tmp_path / "store", create=True)
+    with writer_lock_held_elsewhere(store):  # this test process: another process to the CLI
+        t = time.monotonic()
+        res = run_embstore("--store", store.path, "verify", "--repair")
+        _one_line(res, 3, f"another embstore writer (pid {os.getpid()},", "--wait SECONDS")
+        assert time.monotonic() - t < 20, "refused at once"
+
+        t = time.monotonic()
+        res = run_embstore("--store", store.path, "verify", "--repair", "--wait", "1.5", "--quiet")
+        assert time.monotonic() - t >= 1.5
+        _one_line(res, 3, f"(pid {os.getpid()},", "(waited 1.5 s)")
+
+        res = run_embstore("--store", store.path, "--wait", "-1", "verify", "--repair")
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+
+    with writer_lock_held_elsewhere(store, release_after=2.0):  # it finishes while the next one waits
+        t = time.monotonic()
+        res = run_embstore("--store", store.path, "verify", "--repair", env={"EMBSTORE_WAIT": "120"})
+        assert res.returncode == 0, res.stderr
+        assert 1.5 <= time.monotonic() - t < 100
+        assert f"waiting up to 120 s for another embstore writer (pid {os.getpid()}," in res.stderr, res.stderr
+
+    seen = []  # the library: the same wait, and a callback told whom it waits for
+    waiting = Store.open(store.path, wait=30, on_wait=seen.append)
+    with writer_lock_held_elsewhere(store, release_after=0.5), waiting.writer_lock():
+        assert len(seen) == 1 and f"pid {os.getpid()}," in seen[0], seen
 
 
 def _read_only_mount(path: Path):

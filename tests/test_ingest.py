@@ -20,7 +20,7 @@ from embstore.errors import (
 from embstore.ingest.pipeline import ingest
 from embstore.store.table import ActivationTable
 
-from .conftest import make_images
+from .conftest import make_images, writer_lock_held_elsewhere
 
 RESNET18_DEFAULT = [
     "layer1.0",
@@ -274,20 +274,8 @@ def test_weights_file_is_loaded_and_identified_by_its_hash(store, tmp_path):
 
 def test_second_concurrent_ingest_is_refused(store, tmp_path):
     """Another writer (here another thread; the fault tests use processes) refuses ingest and repair."""
-    import threading
-
     make_images(tmp_path / "imgs", 1)
-    held, release = threading.Event(), threading.Event()
-
-    def other_writer():
-        with store.writer_lock():
-            held.set()
-            release.wait(60)
-
-    thread = threading.Thread(target=other_writer)
-    thread.start()
-    held.wait(60)
-    try:
+    with writer_lock_held_elsewhere(store):
         with pytest.raises(StoreBusyError, match=rf"another embstore writer \(pid {os.getpid()}, `.+`, since 20"):
             ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none")
         # a repair deletes what looks uncommitted: never while a writer is committing; a check is fine
@@ -296,9 +284,6 @@ def test_second_concurrent_ingest_is_refused(store, tmp_path):
         assert store.verify().ok
         with pytest.raises(StoreBusyError), store.writer_lock():  # the other thread's lock is not this one's
             pass
-    finally:
-        release.set()
-        thread.join()
     assert store.verify(repair=True).ok  # and once the writer is gone, repair runs
     with store.writer_lock(), store.writer_lock():  # re-entrant within one thread (analyze that ingests)
         assert store.verify(repair=True).ok

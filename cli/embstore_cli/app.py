@@ -28,7 +28,7 @@ app.add_typer(plot_app, name="plot")
 
 
 GLOBAL_FLAGS = ("--json", "--quiet", "-q", "--wide")
-GLOBAL_VALUES = ("--store",)
+GLOBAL_VALUES = ("--store", "--wait")
 
 
 @app.callback()
@@ -40,12 +40,20 @@ def _globals(
     as_json: bool = typer.Option(False, "--json", help="Print results (and errors) as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
     wide: bool = typer.Option(False, "--wide", help="Every column, however wide (default: fit the terminal)."),
+    wait: float = typer.Option(
+        0.0,
+        "--wait",
+        min=0.0,
+        envvar="EMBSTORE_WAIT",
+        metavar="SECONDS",
+        help="When another process is writing to the store, wait up to this long for it (default 0: refuse at once).",
+    ),
 ):
     """embstore: a DuckDB + Parquet store of per-layer CNN activations with a query CLI.
 
-    --store, --json, --quiet and --wide may also follow the subcommand.
+    --store, --wait, --json, --quiet and --wide may also follow the subcommand.
     """
-    ctx.obj = render.Output(store=store, json=as_json, quiet=quiet, wide=wide)
+    ctx.obj = render.Output(store=store, json=as_json, quiet=quiet, wide=wide, wait=wait)
 
 
 def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False, activations: Optional[str] = None):
@@ -54,8 +62,15 @@ def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False, ac
 
     # `reader`: one kept read-only connection serves every query of this short process;
     # `create`: a new store is made only when first written, so a failed check leaves nothing
+    out = ctx.obj
     store = embstore.open(
-        ctx.obj.store, create=create, keep_reader=reader, defer_creation=create, activations=activations
+        out.store,
+        create=create,
+        keep_reader=reader,
+        defer_creation=create,
+        activations=activations,
+        wait=out.wait,
+        on_wait=lambda holder: render.note(out, f"waiting up to {out.wait:g} s for another embstore writer ({holder})"),
     )
     ctx.call_on_close(store.close)
     return store
@@ -608,7 +623,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:
-    """Move --store/--json/--quiet/--wide written after the subcommand to the front, where click wants them.
+    """Move --store/--wait/--json/--quiet/--wide written after the subcommand to the front, where click wants them.
 
     Users type `embstore ingest --model m --store S`; everything after a literal `--` is left alone.
 

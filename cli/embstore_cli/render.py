@@ -27,6 +27,7 @@ class Output:
     json: bool = False
     quiet: bool = False
     wide: bool = False
+    wait: float = 0.0  # seconds a writing command waits for another writer
 
 
 def jsonable(value):

@@ -1,7 +1,8 @@
 """The store's writer lock: one process writes activations at a time.
 
 An advisory `flock` on <store>/ingest.lock holding the writer's pid. The OS drops it when its
-process dies, so a killed ingest never leaves it stale.
+process dies, so a killed ingest never leaves it stale. A writer refuses at once when another
+process holds it, or waits up to `wait` seconds for it (told once, through `on_wait`, who it waits for).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from embstore.errors import StoreBusyError
@@ -20,8 +22,9 @@ _local = threading.local()  # .held: {store: depth} of the locks this thread hol
 
 
 @contextlib.contextmanager
-def writer_lock(store_path: Path) -> Iterator[None]:
-    """Hold the lock for the block, or raise StoreBusyError naming the pid that holds it.
+def writer_lock(store_path: Path, *, wait: float = 0.0, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the lock for the block, or raise StoreBusyError naming the pid that holds it (after
+    waiting up to `wait` seconds for it to be released; `on_wait(holder)` is called when waiting starts).
 
     Re-entrant within a thread (`analyze matching --ingest-missing` holds it and ingests); another
     thread of the same process is refused like another process.
@@ -35,7 +38,7 @@ def writer_lock(store_path: Path) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
-    with _flock(key):
+    with _flock(key, wait, on_wait):
         _held[key] = 1
         try:
             yield
@@ -44,20 +47,35 @@ def writer_lock(store_path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _flock(store_path: Path) -> Iterator[None]:
+def _flock(store_path: Path, wait: float = 0.0, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     import fcntl
 
     fd = os.open(store_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+        deadline, delay, told = time.monotonic() + max(wait, 0.0), 0.05, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
             holder = os.pread(fd, 1024, 0).decode(errors="replace").strip() or "an unknown process"
-            raise StoreBusyError(
-                f"another embstore writer ({holder}) is writing to {store_path}; wait for it to finish or stop it"
-            ) from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waited, hint = (
+                    (f" (waited {wait:g} s)", "wait longer or stop it")
+                    if wait > 0
+                    else ("", "try again when it finishes, or wait for it (--wait SECONDS)")
+                )
+                raise StoreBusyError(
+                    f"another embstore writer ({holder}) is writing to {store_path}{waited}; {hint}"
+                ) from None
+            if not told and on_wait is not None:
+                on_wait(holder)
+                told = True
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 1.0)
         os.ftruncate(fd, 0)
         os.pwrite(fd, _holder().encode(), 0)
         yield

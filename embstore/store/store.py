@@ -69,9 +69,18 @@ class Store:
     0
     """
 
-    def __init__(self, path: Path, *, lock_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lock_timeout: float = 30.0,
+        wait: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = Path(path).expanduser().resolve()
         self.lock_timeout = lock_timeout
+        self.wait = wait  # seconds a writing call waits for another process's writer lock
+        self.on_wait = on_wait  # told who holds it, once, when such a wait starts
         self._kept: Any = None  # a read-only connection kept for `sql()` and one-shot query processes
         self._kept_udfs = False  # whether embstore's UDFs are registered on it
         self._keep_reader = False  # open (and keep) a read-only connection on the first read
@@ -93,6 +102,8 @@ class Store:
         keep_reader: bool = False,
         defer_creation: bool = False,
         activations: str | Path | None = None,
+        wait: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
     ) -> Store:
         """Open the store (default: $EMBSTORE_HOME, else ~/.embstore), applying pending migrations.
 
@@ -103,8 +114,11 @@ class Store:
         `keep_reader` keeps one read-only connection for every `read()`: it saves ~20-50 ms per
         catalog open in one-shot query processes, and is released before this process writes.
         `defer_creation` (with `create`) makes a new store's folder only when it is first used.
+        `wait`: seconds a writing call waits for another process's writer lock (0: StoreBusyError at
+        once); `on_wait(holder)` is called when such a wait starts.
         """
-        store = cls(Path(path) if path else default_store_path(), lock_timeout=lock_timeout)
+        path = Path(path) if path else default_store_path()
+        store = cls(path, lock_timeout=lock_timeout, wait=wait, on_wait=on_wait)
         store._keep_reader = keep_reader
         store._wanted_location = normalise(activations)
         if not store.catalog_path.exists():
@@ -370,7 +384,7 @@ class Store:
     def _writing(self) -> Iterator[None]:
         from embstore.store.locks import writer_lock
 
-        with writer_lock(self.path):
+        with writer_lock(self.path, wait=self.wait, on_wait=self.on_wait):
             try:
                 yield
             finally:
