@@ -89,3 +89,9 @@ def did_you_mean(value: str, choices: Iterable[str], *, n: int = 5) -> str:
         low = value.lower()
         close = [c for c in choices if low in c.lower()][:n]
     return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def is_rust_panic(exc: BaseException) -> bool:
+    """A panic in a Rust extension (delta-rs): pyo3 raises it as a BaseException, not an Exception
+    (e.g. "Failed to create a tokio runtime for IO" when no file descriptor is left)."""
+    return type(exc).__name__ == "PanicException"

@@ -79,6 +79,25 @@ def test_bad_input_gives_one_line_error_and_exit_code(tmp_path, capsys, args, co
     assert text in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_a_rust_panic_in_any_command_is_one_line(tmp_path, capsys, monkeypatch):
+    """pyo3 raises a Rust extension's panic as a BaseException; the CLI still answers in one line."""
+    from embstore.store.store import Store
+
+    class PanicException(BaseException):
+        pass
+
+    def panic(self, *args, **kwargs):
+        raise PanicException("Failed to create a tokio runtime for IO.: Os { code: 24 }")
+
+    Store.open(tmp_path / "s", create=True).close()
+    monkeypatch.setattr(Store, "status", panic)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--store", str(tmp_path / "s"), "status"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert "tokio runtime" in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
 def test_cli_ingest_renders_summary_and_verify_says_ok(tmp_path):
     make_images(tmp_path / "imgs", 3)
     (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8 nope")

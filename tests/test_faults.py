@@ -279,10 +279,30 @@ def test_a_read_only_store_moved_or_not_answers_every_read_command(tmp_path):
             assert "Traceback" not in res.stderr
 
 
-def test_a_full_disk_stops_the_run_with_one_line_and_loses_nothing(tmp_path, monkeypatch):
-    """The writer fails with ENOSPC on its third append after leaving half a file behind: the run
-    stops with one line, the half file is gone, verify is healthy, and the next run completes."""
+class PanicException(BaseException):
+    """What pyo3 raises for a panic in delta-rs: a BaseException, not an Exception."""
+
+
+FAILED_APPENDS = {
+    "full disk": (lambda half: OSError(errno.ENOSPC, "No space left on device", str(half)), "No space left on device"),
+    "no file descriptor left (a Rust panic)": (
+        lambda half: PanicException(
+            'Failed to create a tokio runtime for IO.: Os { code: 24, kind: Uncategorized, message: "Too many open '
+            'files" }'
+        ),
+        "Too many open files",
+    ),
+}
+
+
+@pytest.mark.parametrize("failure", FAILED_APPENDS)
+def test_a_failed_append_stops_the_run_with_one_line_and_loses_nothing(tmp_path, monkeypatch, failure):
+    """The writer fails (ENOSPC; delta-rs's panic when no descriptor is left) on its third append after
+    leaving half a file behind: the run stops with one line, the half file is gone, verify is healthy,
+    and the next run completes."""
     import deltalake
+
+    make_error, reason = FAILED_APPENDS[failure]
 
     images = tmp_path / "imgs"
     n_images = 40
@@ -296,15 +316,15 @@ def test_a_full_disk_stops_the_run_with_one_line_and_loses_nothing(tmp_path, mon
         calls["n"] += 1
         if calls["n"] == 3:
             half.parent.mkdir(parents=True, exist_ok=True)
-            half.write_bytes(b"PAR1" + b"\0" * 1000)  # what a writer cut off by a full disk leaves
-            raise OSError(errno.ENOSPC, "No space left on device", str(half))
+            half.write_bytes(b"PAR1" + b"\0" * 1000)  # what a writer cut off mid-file leaves
+            raise make_error(half)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(deltalake, "write_deltalake", full_disk)
     with pytest.raises(StoreError) as err:
         store.ingest(images, model="resnet18", weights="none", layers=[LAYERS], batch_size=4, commit_seconds=0)
     message = str(err.value)
-    assert "\n" not in message and "No space left on device" in message and "run the same command again" in message
+    assert "\n" not in message and reason in message and "run the same command again" in message, message
     assert not half.exists()
     report = store.verify()
     assert report.ok, report
@@ -316,6 +336,35 @@ def test_a_full_disk_stops_the_run_with_one_line_and_loses_nothing(tmp_path, mon
     assert result.n_skipped == 8 and result.n_done == n_images - 8
     store.close()
     _exactly_once(store.path, n_images)
+
+
+def _limit_open_files(soft: int, hard: int | None = None):
+    import resource
+
+    def apply():
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1] if hard is None else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, limit))
+
+    return apply
+
+
+def test_too_few_open_files_are_refused_in_one_line_and_a_low_soft_limit_is_raised(tmp_path):
+    """Under `ulimit -n 16` DuckDB aborted the process and delta-rs panicked with a traceback: now one
+    line (exit 1) before anything is made. A soft limit of 16 under a higher hard one is raised."""
+    import resource
+
+    images = tmp_path / "imgs"
+    make_images(images, 6, size=32, seed=25)
+    store = tmp_path / "store"
+    args = [str(EMBSTORE), "--store", str(store), *INGEST, "--images", str(images)]
+    res = subprocess.run(args, capture_output=True, text=True, preexec_fn=_limit_open_files(16, 16), timeout=300)
+    _one_line(res, 1, "may open only 16 files at once", "ulimit -n")
+    assert not store.exists()
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 64:
+        pytest.skip("the hard limit here is too low to raise the soft one")
+    res = subprocess.run(args, capture_output=True, text=True, preexec_fn=_limit_open_files(16), timeout=300)
+    assert res.returncode == 0, res.stderr
+    _exactly_once(store, 6)
 
 
 def test_a_really_full_disk_is_refused_before_writing(tmp_path):

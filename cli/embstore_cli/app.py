@@ -617,6 +617,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         code = 130
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":  # a Rust extension's panic (pyo3): not an Exception
+            raise
+        render.error("InternalError", " ".join(str(exc).split())[:300], 1, as_json=as_json)
+        sys.exit(1)
     if code == 130:
         render.error("Interrupted", "interrupted; run the same command again to resume", 130, as_json=as_json)
     sys.exit(code if isinstance(code, int) else 0)

@@ -117,6 +117,9 @@ class Store:
         `wait`: seconds a writing call waits for another process's writer lock (0: StoreBusyError at
         once); `on_wait(holder)` is called when such a wait starts.
         """
+        from embstore.store.openfiles import ensure_open_files
+
+        ensure_open_files()
         path = Path(path) if path else default_store_path()
         store = cls(path, lock_timeout=lock_timeout, wait=wait, on_wait=on_wait)
         store._keep_reader = keep_reader

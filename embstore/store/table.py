@@ -29,7 +29,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from embstore.errors import StoreError
+from embstore.errors import StoreError, is_rust_panic
 from embstore.store.catalog import Catalog
 from embstore.store.duck import quote_identifier, sql_literal
 from embstore.store.encoding import PARTITIONS, SQL_DECODE, decode, encode
@@ -319,7 +319,9 @@ class ActivationTable:
         except StoreError:
             self._discard_unlogged(started)
             raise
-        except Exception as exc:  # deltalake's DeltaError, or an OSError of the local disk
+        except BaseException as exc:  # deltalake's DeltaError, an OSError of the local disk, a Rust panic
+            if not isinstance(exc, Exception) and not is_rust_panic(exc):
+                raise  # Ctrl-C: the run's own interruption handling
             self._discard_unlogged(started)
             time.sleep(1.0)  # delta-rs's upload tasks are cancelled in the background: sweep after them too
             self._discard_unlogged(started)
@@ -421,7 +423,7 @@ def _os_reason(exc: BaseException) -> str:
     import re
 
     text = " ".join(str(exc).split())
-    m = re.search(r"([A-Z][A-Za-z ,'-]+) \(os error \d+\)", text)
+    m = re.search(r"([A-Z][A-Za-z ,'-]+) \(os error \d+\)", text) or re.search(r'Os \{[^}]*message: "([^"]+)"', text)
     return m.group(1) if m else (getattr(exc, "strerror", None) or text[:300])
 
 
