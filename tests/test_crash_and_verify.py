@@ -140,6 +140,33 @@ def test_the_next_ingest_deletes_uncommitted_rows_before_it_writes(ingested, tmp
     assert _layer_count(store) == 6 and store.verify().ok
 
 
+def test_data_files_no_log_entry_names_are_listed_then_deleted_by_repair(store, tmp_path):
+    """Files a writer killed before logging them: listed by verify (still OK: no reader sees them) and
+    deleted by repair; files compaction replaced (named by the log's remove actions) are not listed."""
+    import shutil
+
+    make_images(tmp_path / "imgs", 6, seed=13)
+    for part in ("a", "b"):  # two commits, then compaction: replaced files stay for the retention
+        ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0",
+               limit=3 if part == "a" else None, compact=False)  # fmt: skip
+    assert store.compact().rewritten > 0
+    on_disk = sorted(store.activations_root.rglob("*.parquet"))
+    assert store.verify().unlisted_files == []
+    real = on_disk[0]
+    new_partition = store.activations_root / "model=resnet18" / "weights=none" / "layer=layer2.0"
+    orphans = [real.with_name("part-00000-killed-writer-c000.zstd.parquet"), new_partition / "part-0.parquet"]
+    for orphan in orphans:
+        orphan.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(real, orphan)
+    report = store.verify()
+    assert sorted(report.unlisted_files) == sorted(map(str, orphans)) and report.ok, report
+    assert _layer_count(store) == 6 and _layer_count(store, "layer2.0") == 0  # readers never see them
+    fixed = store.verify(repair=True)
+    assert fixed.ok and fixed.unlisted_files == [] and any("2 data file(s)" in r for r in fixed.repaired), fixed
+    assert not any(o.exists() for o in orphans) and all(p.exists() for p in on_disk)
+    assert _layer_count(store) == 6 and store.verify().unlisted_files == []
+
+
 def test_missing_and_corrupt_files_are_repaired_and_reingest_restores(store, tmp_path):
     make_images(tmp_path / "imgs", 6, seed=12)
     for part in ("a", "b"):  # two commits, so two files per layer and a loss costs only some images

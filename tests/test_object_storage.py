@@ -1,6 +1,7 @@
 """A store whose activations table lives in object storage (S3 through a local moto server), and
 readers outside embstore (deltalake, polars) that read a store's activations without it."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -117,8 +118,10 @@ def test_ingest_query_and_sql_against_s3(tmp_path, s3, s3_endpoint):
     assert res.returncode == 0, res.stderr
     assert "36,12" in res.stdout.replace(" ", "")
 
-    res = run_embstore("--store", store, "verify", env=s3_endpoint)
+    res = run_embstore("--store", store, "--json", "verify", env=s3_endpoint)
     assert res.returncode == 0, res.stdout + res.stderr
+    checked = json.loads(res.stdout)
+    assert checked["ok"] and checked["unlisted_files"] == [] and checked["files"] > 0, checked
     res = run_embstore("--store", store, "compact", "--retain-hours", "0", env=s3_endpoint)
     assert res.returncode == 0, res.stderr
     after = [k for k in _objects(s3, "runs/one/") if k.endswith(".parquet")]

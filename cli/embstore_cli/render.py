@@ -246,6 +246,9 @@ def verify_report(out: Output, r) -> None:
         console.print(f"[red]rows of uncommitted batches:[/] {r.uncommitted_batches} batch(es)")
     if r.interrupted_runs:
         console.print(f"[yellow]unfinished runs:[/] {r.interrupted_runs}")
+    if r.unlisted_files:
+        console.print(f"[yellow]data files no table version lists[/] (left by a killed writer; readers never see "
+                      f"them; --repair deletes them): {len(r.unlisted_files)}", soft_wrap=True)  # fmt: skip
     for line in r.repaired:
         console.print(f"[green]repaired:[/] {line}", soft_wrap=True)
     console.print("[green]OK: catalog and files agree[/]" if r.ok else "[red]NOT OK[/]: run `embstore verify --repair`")

@@ -354,19 +354,57 @@ class ActivationTable:
     def _discard_unlogged(self, since: float) -> None:
         """Delete data files written since `since` that the Delta log does not list: what a failed append
         left (the writer lock keeps any other append out meanwhile)."""
-        import pyarrow.fs as pafs
-
         with contextlib.suppress(Exception):  # best effort: verify --repair finds anything left
             dt = self.delta()
             paths = [] if dt is None else dt.get_add_actions(flatten=True).column("path").to_pylist()
             logged = {self.location.fs_path(self.location.rel(unquote(p))) for p in paths}
-            fs, root = self.location.filesystem, self.location.fs_path(self.location.rel("")).rstrip("/")
-            for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
-                if info.type != pafs.FileType.File or "_delta_log" in info.path or info.path in logged:
-                    continue
-                if info.mtime is not None and info.mtime.timestamp() >= since - 1:
+            for info in self._data_files():
+                if info.path not in logged and info.mtime is not None and info.mtime.timestamp() >= since - 1:
                     with contextlib.suppress(OSError):
-                        fs.delete_file(info.path)
+                        self.location.filesystem.delete_file(info.path)
+
+    def unlisted_files(self) -> list[str]:
+        """Data files in the table's folder that no entry of the Delta log names, added or removed: what
+        a writer killed between writing a file and logging it leaves. Readers never see them (they read
+        what a version lists) and they hold no committed row; `verify --repair` deletes them, and so
+        does the vacuum of `compact` once they are older than its retention."""
+        import json
+
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        fs = self.location.filesystem
+        log = self.location.fs_path(self.location.rel("_delta_log"))
+        named: set[str] = set()
+        for info in fs.get_file_info(pafs.FileSelector(log, allow_not_found=True)):
+            if info.type != pafs.FileType.File:
+                continue
+            if info.path.endswith(".json"):
+                with fs.open_input_stream(info.path) as f:
+                    for line in f.read().decode().splitlines():
+                        action = json.loads(line) if line.strip() else {}
+                        for kind in ("add", "remove"):
+                            if isinstance(action.get(kind), dict) and action[kind].get("path"):
+                                named.add(unquote(action[kind]["path"]))
+            elif ".checkpoint" in info.path and info.path.endswith(".parquet"):
+                with fs.open_input_file(info.path) as f:
+                    cp = pq.read_table(f, columns=["add", "remove"])
+                for kind in ("add", "remove"):
+                    named.update(unquote(p) for p in cp.column(kind).combine_chunks().field("path").to_pylist() if p)
+        dt = self.delta()
+        if dt is not None:  # the latest version's files, whatever its log looks like
+            named.update(unquote(p) for p in dt.get_add_actions(flatten=True).column("path").to_pylist())
+        listed = {self.location.fs_path(self.location.rel(p)) for p in named}
+        return sorted(info.path for info in self._data_files() if info.path not in listed)
+
+    def _data_files(self):
+        """FileInfo of every file under the table's folder outside its `_delta_log`."""
+        import pyarrow.fs as pafs
+
+        fs, root = self.location.filesystem, self.location.fs_path(self.location.rel("")).rstrip("/")
+        for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+            if info.type == pafs.FileType.File and "_delta_log" not in info.path:
+                yield info
 
     @contextlib.contextmanager
     def _remote_errors(self):

@@ -3,9 +3,11 @@
 Checked: every pinned file exists and holds the rows the catalog says; the pinned Delta version is
 the table's latest, or newer versions hold only rewrites (compaction) and no rows of batches the
 catalog never recorded; per model layer, the pinned rows equal what the recorded batches hold.
-Repair (under the writer lock): `reconcile()` deletes uncommitted rows and pins the latest version;
-missing files are dropped from the Delta log and corrupt ones moved to <store>/quarantine first;
-images that lost a vector are forgotten for that model (their other rows deleted too), so the next
+Files in the table's folder that no log entry names (a writer killed before logging them) are
+listed: harmless to every reader, and deleted by repair. Repair (under the writer lock):
+`reconcile()` deletes uncommitted rows and pins the latest version; missing files are dropped
+from the Delta log and corrupt ones moved to <store>/quarantine first; images that lost a vector
+are forgotten for that model (their other rows deleted too), so the next
 `embstore ingest` stores them again, whole.
 """
 
@@ -28,6 +30,7 @@ class VerifyReport:
     unpinned_versions: int = 0  # table versions newer than the pin (harmless rewrites, or the above)
     count_mismatches: list[str] = field(default_factory=list)  # model/layer: pinned rows != recorded
     interrupted_runs: int = 0
+    unlisted_files: list[str] = field(default_factory=list)  # in the table's folder, named by no log entry
     table_version: int | None = None
     repaired: list[str] = field(default_factory=list)
 
@@ -42,16 +45,22 @@ def verify(store, *, repair: bool = False) -> VerifyReport:
     report = VerifyReport()
     if repair:
         report.repaired += table.reconcile()
-    _check(store, table, report)
+    _check(store, table, report, holding_lock=repair)
+    if repair and report.unlisted_files:  # the writer lock is held: no append is in flight
+        for path in report.unlisted_files:
+            table.location.filesystem.delete_file(path)
+        report.repaired.append(f"deleted {len(report.unlisted_files)} data file(s) no table version lists")
+        report.unlisted_files = []
     if repair and (report.missing or report.corrupt or report.count_mismatches or report.interrupted_runs):
         _repair(store, table, report)
         fresh = VerifyReport(repaired=report.repaired)
-        _check(store, table, fresh)
+        _check(store, table, fresh, holding_lock=True)
         return fresh
     return report
 
 
-def _check(store, table: ActivationTable, report: VerifyReport) -> None:
+def _check(store, table: ActivationTable, report: VerifyReport, *, holding_lock: bool = False) -> None:
+    """Fill `report`; `holding_lock`: the caller is the writer (repair), so no other one is running."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -63,7 +72,8 @@ def _check(store, table: ActivationTable, report: VerifyReport) -> None:
         pinned_version = cat.table_version()
         running = cat.running_runs()
     report.table_version = pinned_version
-    report.interrupted_runs = 0 if writer_running(store.path) else running
+    other_writer = not holding_lock and writer_running(store.path)
+    report.interrupted_runs = 0 if other_writer else running
     for rel, _, _, n_rows in files:
         report.files += 1
         if not table.location.exists(rel):
@@ -83,6 +93,8 @@ def _check(store, table: ActivationTable, report: VerifyReport) -> None:
             report.count_mismatches.append(
                 f"{key[0]} {key[1]}: {pinned.get(key, 0)} vectors pinned, {expected.get(key, 0)} recorded"
             )
+    if not other_writer:  # a running writer's files are unlisted until it logs them
+        report.unlisted_files = table.unlisted_files()
     dt = table.delta()
     if dt is not None and pinned_version is not None and dt.version() != pinned_version:
         report.unpinned_versions = dt.version() - pinned_version
