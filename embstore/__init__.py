@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embstore.errors import (
+    CatalogDamagedError,
     EmbstoreError,
     EngineError,
     ImageDecodeError,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Answer",
+    "CatalogDamagedError",
     "EmbstoreError",
     "EngineError",
     "ImageDecodeError",
@@ -85,6 +87,7 @@ def open(  # noqa: A001 - the API's verb
     activations: str | Path | None = None,
     wait: float = 0.0,
     on_wait: Callable[[str], None] | None = None,
+    restore_catalog: bool = False,
 ) -> Store:
     """Open the store at `path` (default: $EMBSTORE_HOME, else ~/.embstore), migrating it if needed.
 
@@ -101,6 +104,11 @@ def open(  # noqa: A001 - the API's verb
     process has it they raise StoreBusyError naming it, at once or after waiting up to `wait`
     seconds for it (`on_wait(holder)` is told, once, whom a wait is for).
 
+    A catalog DuckDB reports damaged raises CatalogDamagedError; with `restore_catalog` it is moved
+    to quarantine/ and replaced by its last published snapshot, and `store.verify(repair=True)` then
+    rolls the activations table back to what that snapshot recorded (the next ingest stores again
+    what came after it).
+
     >>> import tempfile
     >>> store = open(tempfile.mkdtemp(), create=True)
     >>> store.status()["models"]
@@ -114,6 +122,7 @@ def open(  # noqa: A001 - the API's verb
         activations=activations,
         wait=wait,
         on_wait=on_wait,
+        restore_catalog=restore_catalog,
     )
 
 

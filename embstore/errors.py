@@ -31,6 +31,11 @@ class StoreError(EmbstoreError):
     """The store directory or its catalog cannot be used as asked."""
 
 
+class CatalogDamagedError(StoreError):
+    """DuckDB cannot read the catalog file (a block fails its checksum); `verify --repair` restores the
+    last published snapshot of it."""
+
+
 class StoreBusyError(StoreError, RuntimeError):
     """Another process holds the catalog or the ingest lock."""
 

@@ -1,3 +1,4 @@
+import json
 import signal
 import subprocess
 import time
@@ -165,6 +166,58 @@ def test_data_files_no_log_entry_names_are_listed_then_deleted_by_repair(store, 
     assert fixed.ok and fixed.unlisted_files == [] and any("2 data file(s)" in r for r in fixed.repaired), fixed
     assert not any(o.exists() for o in orphans) and all(p.exists() for p in on_disk)
     assert _layer_count(store) == 6 and store.verify().unlisted_files == []
+
+
+def _damage(path) -> None:
+    """Overwrite part of every 256 KiB block after DuckDB's headers: reads fail their checksum."""
+    import os
+
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        for offset in range(3 * 4096 + 64, size, 256 * 1024):
+            f.seek(offset)
+            f.write(os.urandom(512))
+
+
+def test_a_damaged_catalog_is_one_line_and_repair_restores_its_snapshot(tmp_path):
+    """DuckDB reported the catalog corrupt once after a kill -9 (CI, stop 22). Every command then says so
+    in one line; `verify --repair` moves it to quarantine/, restores the last published snapshot and
+    rolls the table back to it; the next ingest stores the rest: every image once."""
+    import shutil
+
+    import duckdb
+
+    from .conftest import run_embstore
+
+    images = tmp_path / "imgs"
+    make_images(images, 12, seed=14)
+    store = tmp_path / "s"
+    ingest_args = ("--store", store, "ingest", "-m", "resnet18", "--weights", "none", "--layers", "layer1.0",
+                   "--images", images, "--quiet")  # fmt: skip
+    assert run_embstore(*ingest_args, "--limit", "6").returncode == 0
+    shutil.copyfile(store / "snapshot.duckdb", tmp_path / "behind.duckdb")
+    assert run_embstore(*ingest_args).returncode == 0
+    shutil.copyfile(tmp_path / "behind.duckdb", store / "snapshot.duckdb")  # a snapshot 6 images behind
+    _damage(store / "catalog.duckdb")
+
+    for args in (("status",), ("verify",), ("sql", "SELECT 1")):
+        res = run_embstore("--store", store, *args)
+        assert res.returncode == 1 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+        assert "is damaged" in res.stderr and "verify --repair" in res.stderr, res.stderr
+    res = run_embstore("--store", store, "--json", "verify", "--repair")
+    assert res.returncode == 0, res.stderr
+    repaired = json.loads(res.stdout)["repaired"]
+    assert any("restored the damaged catalog" in r for r in repaired), repaired
+    assert any("uncommitted" in r for r in repaired), repaired  # the 6 images after the snapshot
+    assert len(list((store / "quarantine").glob("catalog.duckdb.damaged-*"))) == 1
+    res = run_embstore(*ingest_args, "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["n_done"] == 6
+    with duckdb.connect(str(store / "catalog.duckdb"), read_only=True) as con:
+        con.execute(f"SET file_search_path = '{store}'")
+        rows = con.execute("SELECT count(*), count(DISTINCT image_id || layer) FROM activations").fetchall()[0]
+    assert rows == (24, 24)
+    assert json.loads(run_embstore("--store", store, "--json", "verify").stdout)["ok"]
 
 
 def test_missing_and_corrupt_files_are_repaired_and_reingest_restores(store, tmp_path):

@@ -56,8 +56,16 @@ def _globals(
     ctx.obj = render.Output(store=store, json=as_json, quiet=quiet, wide=wide, wait=wait)
 
 
-def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False, activations: Optional[str] = None):
-    """The store named by --store/$EMBSTORE_HOME; `reader` for one-shot read-only commands."""
+def _store(
+    ctx: typer.Context,
+    *,
+    create: bool = False,
+    reader: bool = False,
+    activations: Optional[str] = None,
+    restore_catalog: bool = False,
+):
+    """The store named by --store/$EMBSTORE_HOME; `reader` for one-shot read-only commands;
+    `restore_catalog` (verify --repair) replaces a damaged catalog by its last snapshot."""
     import embstore
 
     # `reader`: one kept read-only connection serves every query of this short process;
@@ -71,6 +79,7 @@ def _store(ctx: typer.Context, *, create: bool = False, reader: bool = False, ac
         activations=activations,
         wait=out.wait,
         on_wait=lambda holder: render.note(out, f"waiting up to {out.wait:g} s for another embstore writer ({holder})"),
+        restore_catalog=restore_catalog,
     )
     ctx.call_on_close(store.close)
     return store
@@ -194,7 +203,7 @@ def verify(
 
     Example: embstore verify --repair
     """
-    report = _store(ctx).verify(repair=repair)
+    report = _store(ctx, restore_catalog=repair).verify(repair=repair)
     render.verify_report(ctx.obj, report)
     if not report.ok and not repair:
         raise typer.Exit(1)

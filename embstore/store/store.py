@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embstore.errors import StoreBusyError, StoreError, UsageError
+from embstore.errors import CatalogDamagedError, StoreBusyError, StoreError, UsageError
 from embstore.store import catalogfile
 from embstore.store.catalog import Catalog
 from embstore.store.duck import sql_literal, transaction
@@ -81,6 +81,7 @@ class Store:
         self.lock_timeout = lock_timeout
         self.wait = wait  # seconds a writing call waits for another process's writer lock
         self.on_wait = on_wait  # told who holds it, once, when such a wait starts
+        self.restored: str | None = None  # what open(restore_catalog=True) did, for verify's report
         self._kept: Any = None  # a read-only connection kept for `sql()` and one-shot query processes
         self._kept_udfs = False  # whether embstore's UDFs are registered on it
         self._keep_reader = False  # open (and keep) a read-only connection on the first read
@@ -104,6 +105,7 @@ class Store:
         activations: str | Path | None = None,
         wait: float = 0.0,
         on_wait: Callable[[str], None] | None = None,
+        restore_catalog: bool = False,
     ) -> Store:
         """Open the store (default: $EMBSTORE_HOME, else ~/.embstore), applying pending migrations.
 
@@ -115,7 +117,9 @@ class Store:
         catalog open in one-shot query processes, and is released before this process writes.
         `defer_creation` (with `create`) makes a new store's folder only when it is first used.
         `wait`: seconds a writing call waits for another process's writer lock (0: StoreBusyError at
-        once); `on_wait(holder)` is called when such a wait starts.
+        once); `on_wait(holder)` is called when such a wait starts. `restore_catalog`: a catalog DuckDB
+        reports damaged is moved to quarantine/ and replaced by its last published snapshot (under the
+        writer lock); `verify(repair=True)` then rolls the table back to what that snapshot recorded.
         """
         from embstore.store.openfiles import ensure_open_files
 
@@ -135,9 +139,47 @@ class Store:
             if defer_creation:  # made on first use: a call that fails its checks leaves nothing on disk
                 store._create_pending = True
                 return store
-        store._upgrade()
+        try:
+            store._upgrade()
+        except CatalogDamagedError:
+            if not restore_catalog:
+                raise
+            store._restore_catalog()
+            store._upgrade()
         store._adopt_location()
         return store
+
+    def _restore_catalog(self) -> None:
+        """Replace a damaged catalog by snapshot.duckdb (the damaged file and its WAL go to quarantine/)."""
+        import shutil
+
+        import duckdb
+
+        from embstore.store.locks import writer_lock
+
+        with writer_lock(self.path, wait=self.wait, on_wait=self.on_wait):
+            snapshot = self.snapshot_path
+            try:
+                with duckdb.connect(str(snapshot), read_only=True) as con:
+                    con.execute("SELECT count(*) FROM batch_images").fetchall()
+            except duckdb.Error as exc:
+                first = " ".join(str(exc).split())[:200]
+                raise CatalogDamagedError(
+                    f"the catalog {self.catalog_path} is damaged and its snapshot {snapshot} cannot replace it: {first}"
+                ) from exc
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.quarantine_root.mkdir(parents=True, exist_ok=True)
+            for damaged in (self.catalog_path, self.catalog_path.with_name(self.catalog_path.name + ".wal")):
+                if damaged.exists():
+                    os.replace(damaged, self.quarantine_root / f"{damaged.name}.damaged-{stamp}")
+            tmp = self.catalog_path.with_name(f".{self.catalog_path.name}.restored.tmp")
+            shutil.copyfile(snapshot, tmp)
+            os.replace(tmp, self.catalog_path)
+            taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.stat().st_mtime))
+            self.restored = (
+                f"restored the damaged catalog from its snapshot of {taken} "
+                f"(the damaged file is in quarantine/catalog.duckdb.damaged-{stamp})"
+            )
 
     def _ensure_created(self) -> None:
         if self._create_pending:
@@ -363,8 +405,14 @@ class Store:
                 if remote is not None:  # the view names s3://… files: DuckDB reads them through Arrow
                     con.register_filesystem(remote)
                 return con
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
+            except duckdb.Error as exc:
+                if _damaged(exc):
+                    first = " ".join(str(exc).split())[:200]
+                    raise CatalogDamagedError(
+                        f"the catalog {self.catalog_path} is damaged ({first}); `embstore verify --repair` restores "
+                        "its last published snapshot, and the next ingest stores again what came after it"
+                    ) from exc
+                if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
                     raise StoreError(f"cannot open catalog {self.catalog_path}: {exc}") from exc
                 if time.monotonic() >= deadline:
                     raise StoreBusyError(
@@ -667,3 +715,9 @@ class Store:
         from embstore.report.html import build_report
 
         return build_report(self, out, cls=cls, manifest=manifest, k=k, progress=progress)
+
+
+def _damaged(exc: BaseException) -> bool:
+    """Whether a DuckDB error says the catalog file itself is damaged (not locked, not missing)."""
+    text = str(exc)
+    return "Corrupt database file" in text or "checksum" in text.lower()

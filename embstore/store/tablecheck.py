@@ -44,6 +44,9 @@ def verify(store, *, repair: bool = False) -> VerifyReport:
     table = ActivationTable(store)
     report = VerifyReport()
     if repair:
+        if store.restored:  # open(restore_catalog=True) replaced a damaged catalog by its snapshot
+            report.repaired.append(store.restored)
+            store.restored = None
         report.repaired += table.reconcile()
     _check(store, table, report, holding_lock=repair)
     if repair and report.unlisted_files:  # the writer lock is held: no append is in flight
