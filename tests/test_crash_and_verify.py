@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from embstore.errors import StoreBusyError, StoreError
+from embstore.errors import CatalogDamagedError, StoreBusyError, StoreError
 from embstore.ingest.pipeline import ingest
 from embstore.store.store import Store
 
@@ -185,39 +185,36 @@ def test_a_damaged_catalog_is_one_line_and_repair_restores_its_snapshot(tmp_path
     rolls the table back to it; the next ingest stores the rest: every image once."""
     import shutil
 
-    import duckdb
-
     from .conftest import run_embstore
 
     images = tmp_path / "imgs"
     make_images(images, 12, seed=14)
-    store = tmp_path / "s"
-    ingest_args = ("--store", store, "ingest", "-m", "resnet18", "--weights", "none", "--layers", "layer1.0",
-                   "--images", images, "--quiet")  # fmt: skip
-    assert run_embstore(*ingest_args, "--limit", "6").returncode == 0
-    shutil.copyfile(store / "snapshot.duckdb", tmp_path / "behind.duckdb")
-    assert run_embstore(*ingest_args).returncode == 0
-    shutil.copyfile(tmp_path / "behind.duckdb", store / "snapshot.duckdb")  # a snapshot 6 images behind
-    _damage(store / "catalog.duckdb")
+    store = Store.open(tmp_path / "s", create=True)
+    ingest(store, "resnet18", str(images), weights="none", layers="layer1.0", limit=6)
+    store.publish_snapshot()
+    shutil.copyfile(store.snapshot_path, tmp_path / "behind.duckdb")
+    ingest(store, "resnet18", str(images), weights="none", layers="layer1.0")
+    store.close()
+    shutil.copyfile(tmp_path / "behind.duckdb", store.snapshot_path)  # a snapshot 6 images behind
+    _damage(store.catalog_path)
 
-    for args in (("status",), ("verify",), ("sql", "SELECT 1")):
-        res = run_embstore("--store", store, *args)
+    for args in (("status",), ("sql", "SELECT 1")):
+        res = run_embstore("--store", store.path, *args)
         assert res.returncode == 1 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
         assert "is damaged" in res.stderr and "verify --repair" in res.stderr, res.stderr
-    res = run_embstore("--store", store, "--json", "verify", "--repair")
+    with pytest.raises(CatalogDamagedError, match="verify --repair"):
+        Store.open(store.path).verify()
+    res = run_embstore("--store", store.path, "--json", "verify", "--repair")
     assert res.returncode == 0, res.stderr
     repaired = json.loads(res.stdout)["repaired"]
     assert any("restored the damaged catalog" in r for r in repaired), repaired
     assert any("uncommitted" in r for r in repaired), repaired  # the 6 images after the snapshot
-    assert len(list((store / "quarantine").glob("catalog.duckdb.damaged-*"))) == 1
-    res = run_embstore(*ingest_args, "--json")
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["n_done"] == 6
-    with duckdb.connect(str(store / "catalog.duckdb"), read_only=True) as con:
-        con.execute(f"SET file_search_path = '{store}'")
+    assert len(list(store.quarantine_root.glob("catalog.duckdb.damaged-*"))) == 1
+    store = Store.open(store.path)
+    assert ingest(store, "resnet18", str(images), weights="none", layers="layer1.0").n_done == 6
+    with store.read() as con:
         rows = con.execute("SELECT count(*), count(DISTINCT image_id || layer) FROM activations").fetchall()[0]
-    assert rows == (24, 24)
-    assert json.loads(run_embstore("--store", store, "--json", "verify").stdout)["ok"]
+    assert rows == (24, 24) and store.verify().ok
 
 
 def test_missing_and_corrupt_files_are_repaired_and_reingest_restores(store, tmp_path):
