@@ -147,11 +147,16 @@ def test_data_files_no_log_entry_names_are_listed_then_deleted_by_repair(store, 
     import shutil
 
     make_images(tmp_path / "imgs", 6, seed=13)
-    for part in ("a", "b"):  # two commits, then compaction: replaced files stay for the retention
-        ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0",
-               limit=3 if part == "a" else None, compact=False)  # fmt: skip
-    assert store.compact().rewritten > 0
-    on_disk = sorted(store.activations_root.rglob("*.parquet"))
+    from embstore.store.table import ActivationTable
+
+    imgs = str(tmp_path / "imgs")
+    for limit in (2, 4):  # two commits, compaction, a checkpoint, a third commit, compaction: the log
+        ingest(store, "resnet18", imgs, weights="none", layers="layer1.0", limit=limit, compact=False)
+    assert store.compact().rewritten > 0  # replaced files stay for the retention: named by the checkpoint
+    ActivationTable(store).delta().create_checkpoint()
+    ingest(store, "resnet18", imgs, weights="none", layers="layer1.0", compact=False)
+    assert store.compact().rewritten > 0  # ... and by a commit after it
+    on_disk = sorted(p for p in store.activations_root.rglob("*.parquet") if "_delta_log" not in p.parts)
     assert store.verify().unlisted_files == []
     real = on_disk[0]
     new_partition = store.activations_root / "model=resnet18" / "weights=none" / "layer=layer2.0"

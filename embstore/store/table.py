@@ -375,21 +375,33 @@ class ActivationTable:
 
         fs = self.location.filesystem
         log = self.location.fs_path(self.location.rel("_delta_log"))
+        listing = fs.get_file_info(pafs.FileSelector(log, allow_not_found=True))
+        entries = [i for i in listing if i.type == pafs.FileType.File]
+        # the last checkpoint holds every add and the tombstones still within retention: read it and
+        # the commits after it (on object storage, a few objects instead of one per commit)
+        last = next((i.path for i in entries if i.base_name == "_last_checkpoint"), None)
+        since = -1
+        if last is not None:
+            with fs.open_input_stream(last) as f:
+                since = int(json.loads(f.read().decode())["version"])
         named: set[str] = set()
-        for info in fs.get_file_info(pafs.FileSelector(log, allow_not_found=True)):
-            if info.type != pafs.FileType.File:
+        for info in entries:
+            version = int(info.base_name[:20]) if info.base_name[:20].isdigit() else None
+            if version is None or version < since:
                 continue
-            if info.path.endswith(".json"):
+            if info.base_name.endswith(".json") and version > since:
                 with fs.open_input_stream(info.path) as f:
                     for line in f.read().decode().splitlines():
                         action = json.loads(line) if line.strip() else {}
                         for kind in ("add", "remove"):
                             if isinstance(action.get(kind), dict) and action[kind].get("path"):
                                 named.add(unquote(action[kind]["path"]))
-            elif ".checkpoint" in info.path and info.path.endswith(".parquet"):
+            elif ".checkpoint" in info.base_name and info.base_name.endswith(".parquet") and version == since:
                 with fs.open_input_file(info.path) as f:
-                    cp = pq.read_table(f, columns=["add", "remove"])
-                for kind in ("add", "remove"):
+                    checkpoint = pq.ParquetFile(f)
+                    kinds = [k for k in ("add", "remove") if k in checkpoint.schema_arrow.names]
+                    cp = checkpoint.read(columns=kinds)
+                for kind in kinds:
                     named.update(unquote(p) for p in cp.column(kind).combine_chunks().field("path").to_pylist() if p)
         dt = self.delta()
         if dt is not None:  # the latest version's files, whatever its log looks like
