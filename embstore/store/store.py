@@ -157,6 +157,7 @@ class Store:
 
         from embstore.store.locks import writer_lock
 
+        # the bare lock: `writer_lock()` would publish a snapshot from the catalog on its way out
         with writer_lock(self.path, wait=self.wait, on_wait=self.on_wait):
             snapshot = self.snapshot_path
             try:

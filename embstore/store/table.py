@@ -355,19 +355,18 @@ class ActivationTable:
         """Delete data files written since `since` that the Delta log does not list: what a failed append
         left (the writer lock keeps any other append out meanwhile)."""
         with contextlib.suppress(Exception):  # best effort: verify --repair finds anything left
-            dt = self.delta()
-            paths = [] if dt is None else dt.get_add_actions(flatten=True).column("path").to_pylist()
-            logged = {self.location.fs_path(self.location.rel(unquote(p))) for p in paths}
+            logged = self._fs_paths(self._added(self.delta()))
             for info in self._data_files():
                 if info.path not in logged and info.mtime is not None and info.mtime.timestamp() >= since - 1:
                     with contextlib.suppress(OSError):
                         self.location.filesystem.delete_file(info.path)
 
-    def unlisted_files(self) -> list[str]:
+    def unlisted_files(self, dt) -> list[str]:
         """Data files in the table's folder that no entry of the Delta log names, added or removed: what
         a writer killed between writing a file and logging it leaves. Readers never see them (they read
         what a version lists) and they hold no committed row; `verify --repair` deletes them, and so
-        does the vacuum of `compact` once they are older than its retention."""
+        does the vacuum of `compact` once they are older than its retention. `dt`: the latest version
+        (None without a table), whose files are listed whatever its log looks like."""
         import json
 
         import pyarrow.fs as pafs
@@ -403,11 +402,16 @@ class ActivationTable:
                     cp = checkpoint.read(columns=kinds)
                 for kind in kinds:
                     named.update(unquote(p) for p in cp.column(kind).combine_chunks().field("path").to_pylist() if p)
-        dt = self.delta()
-        if dt is not None:  # the latest version's files, whatever its log looks like
-            named.update(unquote(p) for p in dt.get_add_actions(flatten=True).column("path").to_pylist())
-        listed = {self.location.fs_path(self.location.rel(p)) for p in named}
+        listed = self._fs_paths(named) | self._fs_paths(self._added(dt))
         return sorted(info.path for info in self._data_files() if info.path not in listed)
+
+    @staticmethod
+    def _added(dt) -> list[str]:
+        """Paths (in the table, unquoted) of the files version `dt` lists; none without a table."""
+        return [] if dt is None else [unquote(p) for p in dt.get_add_actions(flatten=True).column("path").to_pylist()]
+
+    def _fs_paths(self, paths_in_table) -> set[str]:
+        return {self.location.fs_path(self.location.rel(p)) for p in paths_in_table}
 
     def _data_files(self):
         """FileInfo of every file under the table's folder outside its `_delta_log`."""

@@ -96,9 +96,9 @@ def _check(store, table: ActivationTable, report: VerifyReport, *, holding_lock:
             report.count_mismatches.append(
                 f"{key[0]} {key[1]}: {pinned.get(key, 0)} vectors pinned, {expected.get(key, 0)} recorded"
             )
-    if not other_writer:  # a running writer's files are unlisted until it logs them
-        report.unlisted_files = table.unlisted_files()
     dt = table.delta()
+    if not other_writer:  # a running writer's files are unlisted until it logs them
+        report.unlisted_files = table.unlisted_files(dt)
     if dt is not None and pinned_version is not None and dt.version() != pinned_version:
         report.unpinned_versions = dt.version() - pinned_version
         try:
