@@ -162,6 +162,7 @@ def test_ingest_of_any_torch_module_with_its_preprocessing(tmp_path):
     result = store.ingest(tmp_path / "imgs", model=net, name="tiny", preprocessing=pre, layers="0,2")
     assert result.status == "completed" and result.n_done == 5
     assert net.training, "the caller's training mode is restored"
+    assert net[0].weight.is_contiguous(), "the caller's memory layout is restored (ran channels-last on CPU)"
     assert result.model_key.startswith("tiny@module-")
     # an independent forward pass with the same preprocessing, in eval mode
     net.eval()

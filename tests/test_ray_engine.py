@@ -89,8 +89,8 @@ def test_ray_ingest_equals_single_process_and_leaves_nothing_running(photos, ref
     assert owned_processes() == []
     store = embstore.open(path)
     _assert_same_store(store, reference)
-    config = store.run_sql("SELECT config->>'engine', config->>'device', n_errors FROM runs")[1]
-    assert config == [("ray", "ray: 1 CPU actor(s) on 1 node(s)", 1)]
+    config = store.run_sql("SELECT config->>'engine', config->>'device', config->>'channels_last', n_errors FROM runs")
+    assert config[1] == [("ray", "ray: 1 CPU actor(s) on 1 node(s)", "true", 1)]  # CPU actors: channels-last
     # the stored schema is the engine's business alone
     from deltalake import DeltaTable
 
@@ -145,14 +145,16 @@ def test_killed_or_interrupted_driver_leaves_no_process_and_resumes(photos, refe
 
 def test_gpu_options_fall_back_on_cpu_with_a_note(photos, tmp_path):
     store = embstore.open(tmp_path / "s", create=True)
-    plain = store.ingest(photos / "chain", model="resnet18", weights="none", layers=["layer4"], device="cpu")
+    plain = store.ingest(photos / "chain", model="resnet18", weights="none", layers=["layer4"], device="cpu",
+                         channels_last=False)  # fmt: skip
     other = embstore.open(tmp_path / "t", create=True)
     res = other.ingest(photos / "chain", model="resnet18", weights="none", layers=["layer4"], device="cpu",
-                       amp="fp16", channels_last=True)  # fmt: skip
+                       amp="fp16")  # fmt: skip
     assert res.notes == ["autocast fp16 needs a CUDA device: running float32 on cpu"]
     assert plain.notes == []
     config = other.run_sql("SELECT config->>'amp', config->>'channels_last' FROM runs")[1]
-    assert config == [("off", "true")]
+    assert config == [("off", "true")], "channels-last is the default on CPU"
+    assert store.run_sql("SELECT config->>'channels_last' FROM runs")[1] == [("false",)]
     for layer in ("layer4", "hidden"):
         a, b = _sorted(store, layer), _sorted(other, layer)
         assert a[0] == b[0]
@@ -202,3 +204,4 @@ def test_resource_plan_leaves_every_node_room_to_read(nodes):
         assert fit == 0 or left >= plan["read_cpus"] - 1e-9, (r, plan)
     assert placed == plan["actors"], plan  # every actor has a node
     assert plan["amp"] == ("fp16" if plan["num_gpus"] else "off")
+    assert plan["channels_last"] == (not plan["num_gpus"]), "on by default for CPU actors only"

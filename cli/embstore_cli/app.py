@@ -110,7 +110,11 @@ def ingest(
     commit_seconds: float = typer.Option(5.0, min=0, help="Commit stored vectors every N seconds of work."),
     compact: bool = typer.Option(True, "--compact/--no-compact", help="Compact the activations table at the end."),
     amp: str = typer.Option("off", help="off | fp16 | bf16: autocast on CUDA (recorded with the run)."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="Run the network in channels-last layout."),
+    channels_last: Optional[bool] = typer.Option(
+        None,
+        "--channels-last/--no-channels-last",
+        help="Memory layout of the network (default: channels-last on CPU, 1.2-2 x faster for CNNs; off on CUDA).",
+    ),
     engine: str = typer.Option("local", help="local | ray (Ray Data: decode tasks and a pool of model actors)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: a local one)."),
     cpus: Optional[int] = typer.Option(None, min=1, help="CPUs of the local Ray cluster (default: all)."),

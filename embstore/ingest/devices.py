@@ -1,9 +1,16 @@
 """Where the forward pass runs and how: the device, autocast, channels-last, decode workers.
 
 Every GPU option falls back on CPU with a one-line note instead of failing: autocast (fp16/bf16)
-needs CUDA here, and page-locked (pinned) batches only help a CUDA copy. Channels-last is a memory
-layout that CPU kernels (oneDNN) use too, so it is kept on either device. What ran is recorded in
+needs CUDA here, and page-locked (pinned) batches only help a CUDA copy. What ran is recorded in
 the run's config, since autocast changes the stored values (~1e-3 relative for fp16).
+
+*Channels-last* is a memory layout that CPU kernels (oneDNN) run faster on, so on CPU it is the
+default (`channels_last=None`: on for CPU, off for CUDA unless asked). Measured with ingest's
+hooked forward pass, batch 16, 2 threads (ms per image, contiguous → channels-last):
+efficientnet_lite0 10.6 → 8.5, resnet18 14.4 → 11.7, resnet50 37.3 → 30.2, densenet121 37.2 → 28.8,
+vgg16 111 → 87, googlenet 28.6 → 13.5, inception_v3 57.9 → 39.2, mobilenet_v2 9.2 → 6.7,
+squeezenet1_1 9.6 → 4.8; the transformers (vit_b_16, swin_t, maxvit_t, convnext_tiny) within ±4 %.
+The stored values agree to 3e-6 relative (other kernels, the same arithmetic).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ class GpuOptions:
     """How a forward pass runs: `amp` autocast dtype (off | fp16 | bf16) and the memory layout."""
 
     amp: str = "off"
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: on for CPU, off for CUDA (`channels_last_for`)
 
 
 def autocast_dtype(amp: str):
@@ -36,6 +43,15 @@ def autocast_dtype(amp: str):
 def check_amp(amp: str) -> None:
     if amp not in AMP_CHOICES:
         raise UsageError(f"unknown amp '{amp}'; choose one of {', '.join(AMP_CHOICES)} (--amp)")
+
+
+def channels_last_for(asked: bool | None, device_type: str) -> bool:
+    """The layout a forward pass on `device_type` runs in: what was asked, else on for CPU only.
+
+    >>> channels_last_for(None, "cpu"), channels_last_for(None, "cuda"), channels_last_for(False, "cpu")
+    (True, False, False)
+    """
+    return device_type == "cpu" if asked is None else bool(asked)
 
 
 def check_device(device: str) -> None:
@@ -51,7 +67,7 @@ class Placement:
     notes: list[str] = field(default_factory=list)
 
 
-def place(device: str, *, amp: str = "off", channels_last: bool = False, workers: int | None = None) -> Placement:
+def place(device: str, *, amp: str = "off", channels_last: bool | None = None, workers: int | None = None) -> Placement:
     """Resolve `device` (auto | cpu | cuda) and the GPU options for this machine.
 
     >>> p = place("cpu", amp="fp16")
@@ -73,7 +89,7 @@ def place(device: str, *, amp: str = "off", channels_last: bool = False, workers
         amp = "fp16"
     if workers is None:  # decode in processes on a GPU (it outruns one decoding thread), a thread on CPU
         workers = min(MAX_AUTO_WORKERS, max(1, (os.cpu_count() or 2) - 1)) if dev.type == "cuda" else 0
-    return Placement(dev, GpuOptions(amp, channels_last), workers, notes)
+    return Placement(dev, GpuOptions(amp, channels_last_for(channels_last, dev.type)), workers, notes)
 
 
 def resolve_device(device: str):

@@ -36,7 +36,7 @@ import uuid
 import numpy as np
 
 from embstore.errors import EngineError, MissingDependencyError, UsageError
-from embstore.ingest.devices import check_device
+from embstore.ingest.devices import channels_last_for, check_device
 from embstore.ingest.extraction import ForwardBatch
 
 OWNER_ENV = "EMBSTORE_RAY_OWNER"
@@ -70,6 +70,7 @@ class RayEngine:
         self.notes: list[str] = []
         self.device_used = "cpu"
         self.amp_used = "off"
+        self.channels_last_used: bool | None = None  # as asked until a plan decides
 
     def execute(self, run, net, *, batch_size: int, max_pixels: int, gpu) -> None:
         """Compute every image of `run.todo` on the cluster and hand each batch to `run.consume`."""
@@ -84,6 +85,7 @@ class RayEngine:
 
         plan = plan_resources([n["Resources"] for n in ray.nodes() if n.get("Alive")], self.device, gpu)
         self.device_used, self.amp_used = plan.pop("described"), plan["amp"]
+        self.channels_last_used = plan["channels_last"]
         if gpu.amp != plan["amp"]:
             self.notes.append(f"autocast {gpu.amp} needs CUDA actors: running float32 on CPU")
         return plan
@@ -148,7 +150,8 @@ def plan_resources(nodes: list[dict], device: str, gpu) -> dict:
             raise EngineError("the Ray cluster's GPU nodes have no CPUs to decode with")
         return {"actors": gpus, "num_cpus": min(1.0, per_gpu / 2), "num_gpus": 1, "threads": 1,
                 "read_cpus": min(1.0, fewest / 2), "device": "cuda", "amp": gpu.amp,
-                "channels_last": gpu.channels_last, "described": f"ray: {gpus} GPU actor(s)"}  # fmt: skip
+                "channels_last": channels_last_for(gpu.channels_last, "cuda"),
+                "described": f"ray: {gpus} GPU actor(s)"}  # fmt: skip
     per_node = [r.get("CPU", 0) for r in nodes if r.get("CPU", 0) > 0]
     if not per_node:
         raise EngineError("the Ray cluster has no CPUs to run on")
@@ -165,7 +168,7 @@ def plan_resources(nodes: list[dict], device: str, gpu) -> dict:
         "read_cpus": smallest * READ_SHARE / max(1, int(smallest) // 2),
         "device": "cpu",
         "amp": "off",
-        "channels_last": gpu.channels_last,
+        "channels_last": channels_last_for(gpu.channels_last, "cpu"),
         "described": f"ray: {actors} CPU actor(s) on {len(per_node)} node(s)",
     }
 

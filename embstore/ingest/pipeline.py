@@ -84,7 +84,7 @@ def ingest(
     commit_bytes: int = COMMIT_BYTES,
     compact: bool = True,
     amp: str = "off",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     engine: str = "local",
     address: str | None = None,
     cpus: int | None = None,
@@ -97,7 +97,8 @@ def ingest(
     is called after each batch. `dtype` int8 stores ~0.3 × the float32 bytes (per-vector scale and
     offset); commits happen every `commit_seconds` or `commit_bytes` of vectors, whichever first.
     `amp` (fp16 | bf16) autocasts the forward pass and `channels_last` changes the memory layout
-    (both recorded with the run; amp falls back to float32 off CUDA, with a note). `workers` decode
+    (both recorded with the run; amp falls back to float32 off CUDA, with a note; channels-last is
+    on by default on CPU, where it runs CNNs 1.2-2 × faster: devices.py). `workers` decode
     processes (default on CPU: threads taking turns with the network, on CUDA up to 8 processes).
     A stored image whose input now names another label is reported in `result.notes`, and with
     `relabel` updated (the old label kept in `label_history`).
@@ -159,7 +160,7 @@ def ingest(
         "device": str(dev) if engine == "local" else device,
         "workers": placement.workers,
         "amp": placement.gpu.amp,
-        "channels_last": channels_last,
+        "channels_last": placement.gpu.channels_last,  # the ray engine's actors decide: set below
         "engine": engine if address is None else f"{engine} {address}",
         "limit": limit,
         "max_pixels": max_pixels,
@@ -199,6 +200,7 @@ def ingest(
                 ray_engine.execute(run, net, batch_size=batch_size, max_pixels=max_pixels, gpu=placement.gpu)
                 result.device = config["device"] = ray_engine.device_used
                 config["amp"] = ray_engine.amp_used
+                config["channels_last"] = ray_engine.channels_last_used
                 result.notes += ray_engine.notes
             else:
                 run.execute(
