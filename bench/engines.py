@@ -56,13 +56,14 @@ def raw_forward(images: Path, args) -> float:
     import torch
 
     from embstore.ingest import models
-    from embstore.ingest.devices import autocast_dtype
+    from embstore.ingest.devices import autocast_dtype, channels_last_for
     from embstore.ingest.images import Preprocess, read_rgb
 
     net, spec, _ = models.load(args.model, "none")
     dev = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     net.to(dev).eval()
-    if args.channels_last:
+    channels_last = channels_last_for(args.channels_last, dev.type)  # as ingest decides
+    if channels_last:
         net.to(memory_format=torch.channels_last)
     pre = Preprocess(spec.preprocessing)
     xs = torch.stack([pre(read_rgb(str(p))[1]) for p in sorted(images.iterdir())])
@@ -75,7 +76,7 @@ def raw_forward(images: Path, args) -> float:
         t = time.perf_counter()
         for x in batches:
             x = x.to(dev, non_blocking=True)
-            if args.channels_last:
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if dtype is not None and dev.type == "cuda":
                 with torch.autocast("cuda", dtype=dtype):
@@ -97,7 +98,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", default="off")
-    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                    help="default: ingest's own choice (on for CPU)")  # fmt: skip
     ap.add_argument("--raw", action="store_true", help="also time the bare model(x) loop")
     ap.add_argument("--skip", default="", help="comma-separated: ray, nodes")
     args = ap.parse_args()
@@ -130,7 +132,8 @@ def main() -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         start = time.perf_counter() - t
         try:
-            wall, ray_m, r = timed_ingest(root, images, args, engine="ray", device=args.device, amp=args.amp)
+            wall, ray_m, r = timed_ingest(root, images, args, engine="ray", device=args.device, amp=args.amp,
+                                          channels_last=args.channels_last)  # fmt: skip
         finally:
             ray.shutdown()
         print(f"  ray, one node of {os.cpu_count()} CPUs ({r.device}): {wall:6.1f} s  {rate(wall):7.1f} img/s"
@@ -153,7 +156,8 @@ def main() -> None:
 
             ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
             try:
-                walls[n_nodes], marginal[n_nodes], r = timed_ingest(root, images, args, engine="ray", device="cpu")
+                walls[n_nodes], marginal[n_nodes], r = timed_ingest(root, images, args, engine="ray", device="cpu",
+                                                                    channels_last=args.channels_last)  # fmt: skip
             finally:
                 ray.shutdown()
                 cluster.shutdown()

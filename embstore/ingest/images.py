@@ -299,12 +299,13 @@ class Preprocess:
         return F.pil_to_tensor(img)
 
     def normalise(self, x):
-        """uint8 (…, 3, H, W) -> normalised float32; the same arithmetic for one image or a batch."""
+        """uint8 (…, 3, H, W) -> normalised float32 (a new tensor, computed in place); the same
+        arithmetic for one image or a batch."""
         import torch
 
-        x = x.float().div_(255.0)
-        mean = torch.tensor(self.pre.mean, device=x.device).view(3, 1, 1)
-        return (x - mean) / torch.tensor(self.pre.std, device=x.device).view(3, 1, 1)
+        x = x.to(torch.float32, copy=True).div_(255.0)
+        x.sub_(torch.tensor(self.pre.mean, device=x.device).view(3, 1, 1))
+        return x.div_(torch.tensor(self.pre.std, device=x.device).view(3, 1, 1))
 
 
 def decode_item(i: int, path: str, preprocess: Preprocess, max_pixels: int, *, normalise: bool = True) -> dict:
