@@ -14,6 +14,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,10 +76,10 @@ def _on_gpu(index):
 class ImageIndex:
     kind: str
     ids: list[str]
-    index: object
+    index: Any  # a faiss index
     recall_at_10: float | None
     rebuilt: bool
-    _searcher: object = None  # the GPU copy, made once on the first search
+    _searcher: Any = None  # the GPU copy, made once on the first search
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._searcher is None:
@@ -136,7 +137,8 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=No
         recall, params = _tune(kind, index, params, chunks, total)
     meta = {"fingerprint": fingerprint, "kind": kind, "n": len(ids), "recall_at_10": recall, **params}
     # a read-only or full store answers from the index built in memory (meta last: it marks the files whole)
-    if cache_write(index_path, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))) and cache_write(
+    writer: Any = faiss.PyCallbackIOWriter  # type: ignore[attr-defined]  # not in faiss's stubs
+    if cache_write(index_path, lambda f: faiss.write_index(index, writer(f.write))) and cache_write(
         ids_path, lambda f: np.save(f, np.array(ids, dtype="S"))
     ):
         cache_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
@@ -157,6 +159,7 @@ def _build(kind: str, d: int, total: int, chunks, progress):
     import faiss
 
     params: dict = {}
+    index: Any
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
     elif kind == "hnsw":

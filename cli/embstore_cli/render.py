@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -82,7 +83,7 @@ class IngestProgress:
 
     def __init__(self, out: Output, label: str = "ingest", unit: str = "img"):
         self.out, self.label, self.unit = out, label, unit
-        self._progress = None  # started on the first callback, so early errors print alone
+        self._progress: Any = None  # started on the first callback, so early errors print alone
 
     def __enter__(self):
         return self

@@ -136,7 +136,9 @@ def _compute(store, files, width: int, labels: Labels) -> ClassStats:
     """One streaming pass: per chunk of rows, per-class sums by sort + reduceat, merged pairwise (Chan)."""
     from embstore.store.table import ActivationTable
 
-    n = mean = m2 = None
+    n: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
     for ids, x in ActivationTable(store).iter_files(files, width):
         y = labels(ids)
         keep = y >= 0
@@ -151,7 +153,7 @@ def _compute(store, files, width: int, labels: Labels) -> ClassStats:
         cmean = np.add.reduceat(xs, starts, axis=0) / cn[:, None]
         xs -= np.repeat(cmean, cn, axis=0)
         cm2 = np.add.reduceat(xs * xs, starts, axis=0)
-        if n is None:
+        if n is None or mean is None or m2 is None:
             n, mean, m2 = np.zeros(1000, np.int64), np.zeros((1000, x.shape[1])), np.zeros((1000, x.shape[1]))
         n_old = n[cls].astype(np.float64)
         tot = n_old + cn
@@ -159,7 +161,7 @@ def _compute(store, files, width: int, labels: Labels) -> ClassStats:
         mean[cls] += delta * (cn / tot)[:, None]
         m2[cls] += cm2 + delta**2 * (n_old * cn / tot)[:, None]
         n[cls] += cn
-    if n is None:
+    if n is None or mean is None or m2 is None:
         return ClassStats(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros((0, 0)))
     present = np.nonzero(n)[0]
     return ClassStats(present, n[present], mean[present], m2[present])

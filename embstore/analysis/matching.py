@@ -83,7 +83,7 @@ def read_triplets(path: str | Path) -> Triplets:
                 raise ManifestError(f"triplet manifest {path} row {n} has no {role} image")
             p = Path(str(value).strip()).expanduser()
             trio.append(str((p if p.is_absolute() else base / p).resolve()))
-        out.append(tuple(trio))
+        out.append((trio[0], trio[1], trio[2]))
         ratings.append([_float(row.get(cols.get(f"rating_{r}", ""), None)) for r in ("related", "unrelated")])
     absent = sorted({p for trio in out for p in trio if not Path(p).is_file()})
     if absent:

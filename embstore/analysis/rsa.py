@@ -185,7 +185,12 @@ def similarity_encoding(
     WordNet's); `groups`: one concepts × q matrix per group of images (seed 004 §3: each concept
     once per group). p = (1 + #{null ≥ observed}) / (1 + n_permutations).
     """
-    w = correlation_matrix(reference) if reference_matrix is None else np.asarray(reference_matrix, np.float64)
+    if reference_matrix is not None:
+        w = np.asarray(reference_matrix, np.float64)
+    elif reference is not None:
+        w = correlation_matrix(reference)
+    else:
+        raise ValueError("similarity_encoding needs reference vectors or a reference_matrix")
     mats = [correlation_matrix(g) for g in groups]
     per_group = [two_vs_two(w, m)[0] for m in mats]
     observed = float(np.mean(per_group))
@@ -218,7 +223,7 @@ def one_vs_two_many(reference: np.ndarray, correct: np.ndarray, images: np.ndarr
     The image-to-correct-image correlations are one matrix product instead of k corrcoef calls each.
     """
     w = _unit_rows(reference) @ _unit_rows(reference).T
-    has = ~np.isnan(np.asarray(correct, np.float64)).any(axis=1)
+    has = np.asarray(~np.isnan(np.asarray(correct, np.float64)).any(axis=1))
     corr = np.full((len(images), len(has)), np.nan)
     corr[:, has] = _unit_rows(images) @ _unit_rows(np.asarray(correct)[has]).T
     passed = np.zeros(len(images), bool)

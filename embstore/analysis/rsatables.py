@@ -82,13 +82,18 @@ def run_rsa(
         raise NotFoundError(f"layer(s) {sorted(set(layers) - {l for l, _ in wanted})} not stored for {key}")
     group_ids = [[by_class[c][g] for c in concepts] for g in range(groups)]
     misclassified = [(i, t, p) for i, t, p in labelled if t != p and t in concepts and p in concepts]
-    correct_of = {}
+    correct_of: dict[int, str] = {}
     for i, t, p in labelled:
         if t == p and t in concepts:
             correct_of.setdefault(t, i)
     table = ActivationTable(store)
     needed = {i for gid in group_ids for i in gid} | {i for i, _, _ in misclassified} | set(correct_of.values())
     rows = []
+    if ref_matrix is not None:
+        w = ref_matrix
+    else:
+        assert ref_vectors is not None  # a word-vector space gave them
+        w = rsa.correlation_matrix(ref_vectors)
     if progress:
         progress(0, len(wanted))
     for layer, order in wanted:
@@ -99,10 +104,9 @@ def run_rsa(
             ref_vectors, mats, n_permutations=n_permutations, seed=seed, reference_matrix=ref_matrix
         )
         prototypes = np.mean(mats, axis=0)
-        w = ref_matrix if ref_matrix is not None else rsa.correlation_matrix(ref_vectors)
-        s, p = _rsa_from(w, prototypes)
+        s, p_rsa = _rsa_from(w, prototypes)
         acc12, n12 = _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos)
-        rows.append(RsaRow(layer, order, enc.accuracy, enc.p_value, s, p, acc12, n12))
+        rows.append(RsaRow(layer, order, enc.accuracy, enc.p_value, s, p_rsa, acc12, n12))
         if progress:
             progress(1, len(wanted))
     report = RsaReport(key, ref_name, concepts, coverage, groups, n_permutations, rows)

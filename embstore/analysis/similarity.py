@@ -9,7 +9,7 @@ weight rows; needs no images).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def similar_classes(
         )
     q = space.base[space.row_of[target.index]][None, :]
     scores, idx = space.index.search(q, min(k + 1, len(space.base_labels)))
-    out = []
+    out: list = []
     for s, i in zip(scores[0], idx[0]):
         if i < 0 or space.base_labels[i] == target.index:
             continue
@@ -122,7 +122,7 @@ class _ClassSpace:
     row_of: dict[int, int]  # class index -> row of base
     counts: dict[int, int]  # labelled images per class
     left_out: int
-    index: object
+    index: Any  # faiss.IndexFlatIP
 
     CODEC: ClassVar[Codec]
 

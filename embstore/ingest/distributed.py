@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class RayEngine:
         spec, chosen = run.spec, run.chosen
         items = [{"i": i, "path": str(img.path)} for i, img in enumerate(run.todo)]
         blocks = max(1, min(len(items) // batch_size + 1, 10_000))
-        ds = ray.data.from_items(items, override_num_blocks=blocks)
+        ds: Any = ray.data.from_items(items, override_num_blocks=blocks)  # Ray's stubs lag its API
         ds = ds.map_batches(
             decode_batch,
             fn_kwargs={"pre": spec.preprocessing, "max_pixels": max_pixels},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from embstore.ingest.devices import autocast_dtype
 from embstore.ingest.layers import HIDDEN, LayerInfo, find_classifier
@@ -21,7 +22,7 @@ class ForwardBatch:
     ok: list  # decoded images: {"i", "image_id", "info"}, aligned with the rows of each vector matrix
     bad: list  # {"i", "error"}
     vectors: dict  # layer -> (len(ok) × C) float32
-    logits: object  # (len(ok) × classes) float32, or None
+    logits: Any  # (len(ok) × classes) float32, or None
     load_s: float
     forward_s: float
 

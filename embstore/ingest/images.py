@@ -216,9 +216,8 @@ def read_rgb(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int |
         mode = img.mode
         # one image above LARGE_PIXELS decodes at a time in a process, whatever its decoding threads
         with _LARGE_DECODES if w * h > LARGE_PIXELS else contextlib.nullcontext():
-            img = _shrunk(img, min_side)
-            img = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(img)
+            shrunk = ImageOps.exif_transpose(_shrunk(img, min_side))
+            rgb = _to_rgb(shrunk)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:

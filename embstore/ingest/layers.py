@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from embstore.errors import UnknownLayerError, did_you_mean
 
@@ -148,7 +149,7 @@ def select(layers: list[LayerInfo], request: str | list[str] | None, model_name:
     return sorted(chosen, key=lambda l: l.ord)
 
 
-def find_classifier(model) -> tuple[str, object] | None:
+def find_classifier(model) -> tuple[str, Any] | None:
     """(name, module) of the last module producing the class scores (Linear, or SqueezeNet's conv), or None."""
     import torch.nn as nn
 

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import math
 from pathlib import Path
+from typing import Any
 
 from embstore.errors import UnknownModelError, WeightsUnavailableError, did_you_mean
 from embstore.ingest.spec import ModelSpec, Preprocessing
@@ -323,7 +324,8 @@ def _build_timm(name: str, file: Path | None, *, pretrained: bool):
 def _timm_preprocessing(name: str) -> Preprocessing:
     import timm
 
-    cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+    model: Any = timm.create_model(name, pretrained=False)
+    cfg: dict = model.pretrained_cfg
     size = int(cfg.get("input_size", (3, 224, 224))[-1])
     crop_pct = float(cfg.get("crop_pct", 0.875))
     return Preprocessing(

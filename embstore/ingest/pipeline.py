@@ -15,11 +15,12 @@ import resource
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from embstore.errors import StoreError, UsageError
 from embstore.ingest import classifier, models, tuning
 from embstore.ingest import layers as layers_mod
-from embstore.ingest.devices import GpuOptions, Placement, check_amp, place, resolve_device
+from embstore.ingest.devices import GpuOptions, Placement, channels_last_for, check_amp, place, resolve_device
 from embstore.ingest.extraction import ForwardBatch
 from embstore.ingest.images import DEFAULT_MAX_PIXELS, Discovery, ImageSource, Preprocess, decode_item, discover
 from embstore.ingest.spec import Preprocessing
@@ -348,8 +349,9 @@ class _Run:
 
         from embstore.ingest.extraction import Extractor
 
-        loader = DataLoader(
-            _Images(self.todo, self.spec.preprocessing, max_pixels),
+        images = _Images(self.todo, self.spec.preprocessing, max_pixels)
+        loader: Any = DataLoader(
+            images,  # type: ignore[arg-type]  # map-style: __len__ and __getitem__
             batch_size=batch_size,
             shuffle=False,
             num_workers=workers,
@@ -363,10 +365,12 @@ class _Run:
         if workers:
             batches = loader
         elif in_turns:  # decoding and committing take turns with the network (measured: 2-4 % faster)
-            batches = _in_turns(loader.dataset, batch_size)
+            batches = _in_turns(images, batch_size)
         else:
             batches = _prefetch(loader)
-        extractor = Extractor(net, self.chosen, amp=gpu.amp, channels_last=gpu.channels_last)
+        extractor = Extractor(
+            net, self.chosen, amp=gpu.amp, channels_last=channels_last_for(gpu.channels_last, dev.type)
+        )
         normalise = Preprocess(self.spec.preprocessing).normalise
 
         def forward():
@@ -428,8 +432,8 @@ class _Run:
         vectors = {
             layer.name: np.concatenate([b.vectors[layer.name] for b in gathered if b.ok]) for layer in self.chosen if ok
         }
-        logits = [b.logits for b in gathered if b.ok and b.logits is not None]
-        logits = np.concatenate(logits) if logits else None
+        given = [b.logits for b in gathered if b.ok and b.logits is not None]
+        logits = np.concatenate(given) if given else None
         ids = [b["image_id"] for b in ok]
         if ids:
             with self.store.read() as con:
@@ -605,7 +609,7 @@ def _prediction_rows(todo, ok, rows, logits, spec, run_id):
     prob = np.exp(z)
     prob /= prob.sum(axis=1, keepdims=True)
     top5 = np.argsort(-prob, axis=1, kind="stable")[:, :5]
-    out = {
+    out: dict[str, list] = {
         "model_key": [],
         "image_id": [],
         "top5_index": [],

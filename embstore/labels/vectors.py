@@ -31,8 +31,9 @@ class WordSpace:
 
     def phrase(self, text: str) -> np.ndarray | None:
         words = [w for w in _SPLIT.split(text.lower()) if w]
-        rows = [self.index.get(w) for w in words]
-        if not words or any(r is None for r in rows):
+        found = [self.index.get(w) for w in words]
+        rows = [r for r in found if r is not None]
+        if not words or len(rows) != len(found):
             return None
         return self.matrix[rows].astype(np.float64).mean(axis=0)
 

@@ -11,6 +11,8 @@ returns a `matplotlib.figure.Figure`; `save` writes it as PNG and SVG.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from embstore.errors import NotFoundError, UsageError
@@ -31,7 +33,7 @@ def draw(store, kind: str, **options):
     """The figure of `kind` (one of KINDS) with that kind's options."""
     from embstore.report import strips
 
-    makers = {
+    makers: dict[str, Any] = {
         "rsa": rsa_by_layer,
         "roc": roc,
         "errors": errors,

@@ -66,12 +66,13 @@ class Thumbnails:
         if found_id != image_id:  # the file at that path is no longer the image that was ingested
             return None
         img.thumbnail((self.size, self.size))
-        target = self.path(image_id)
-        tmp = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        path = self.path(image_id)
+        target: Path | io.BytesIO = path
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             img.save(tmp, "JPEG", quality=QUALITY)
-            os.replace(tmp, target)
+            os.replace(tmp, path)
         except OSError:  # a read-only or full store: draw from memory, cache nothing
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)

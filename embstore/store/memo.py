@@ -107,7 +107,7 @@ class Memo:
             return None
 
     def _write(self, name: str, key: tuple, state: list, record: dict[str, Any]) -> None:
-        arrays = {k: v for k, v in record.items() if isinstance(v, np.ndarray)}
+        arrays: dict[str, Any] = {k: v for k, v in record.items() if isinstance(v, np.ndarray)}
         values = {k: v for k, v in record.items() if not isinstance(v, np.ndarray)}
         meta = json.dumps({"key": _jsonable(key), "state": state, "values": values})
         try:

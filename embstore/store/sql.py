@@ -84,7 +84,7 @@ def _sets_search_path_to(statement, folder: Path) -> bool:
         return False
     m = re.match(r"\s*SET\s+(?:GLOBAL\s+|SESSION\s+)?file_search_path\s*(?:=|TO)\s*'([^']*)'",
                      statement.query, flags=re.I)  # fmt: skip
-    return bool(m) and Path(m.group(1)).expanduser().resolve() == folder
+    return m is not None and Path(m.group(1)).expanduser().resolve() == folder
 
 
 def _refuse_writing(statements) -> None:
