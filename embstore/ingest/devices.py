@@ -6,7 +6,7 @@ the run's config, since autocast changes the stored values (~1e-3 relative for f
 
 *Channels-last* is a memory layout that CPU kernels (oneDNN) run faster on, so on CPU it is the
 default (`channels_last=None`: on for CPU, off for CUDA unless asked). Measured with ingest's
-hooked forward pass, batch 16, 2 threads (ms per image, contiguous → channels-last):
+hooked forward pass (bench/layouts.py), batch 16, 2 threads (ms per image, contiguous → channels-last):
 efficientnet_lite0 10.6 → 8.5, resnet18 14.4 → 11.7, resnet50 37.3 → 30.2, densenet121 37.2 → 28.8,
 vgg16 111 → 87, googlenet 28.6 → 13.5, inception_v3 57.9 → 39.2, mobilenet_v2 9.2 → 6.7,
 squeezenet1_1 9.6 → 4.8; the transformers (vit_b_16, swin_t, maxvit_t, convnext_tiny) within ±4 %.
