@@ -91,7 +91,7 @@ def run_rsa(
     rows = []
     if ref_matrix is not None:
         w = ref_matrix
-    else:
+    else:  # the reference's similarities, once for every layer
         assert ref_vectors is not None  # a word-vector space gave them
         w = rsa.correlation_matrix(ref_vectors)
     if progress:
@@ -100,9 +100,7 @@ def run_rsa(
         ids, x = table.vectors_of(key, layer, needed)  # streamed: only the images the tests use
         pos = {i: r for r, i in enumerate(ids)}
         mats = [x[[pos[i] for i in gid]].astype(np.float64) for gid in group_ids]
-        enc = rsa.similarity_encoding(
-            ref_vectors, mats, n_permutations=n_permutations, seed=seed, reference_matrix=ref_matrix
-        )
+        enc = rsa.similarity_encoding(ref_vectors, mats, n_permutations=n_permutations, seed=seed, reference_matrix=w)
         prototypes = np.mean(mats, axis=0)
         s, p_rsa = _rsa_from(w, prototypes)
         acc12, n12 = _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos)
