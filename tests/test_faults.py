@@ -103,6 +103,46 @@ def test_kill_9_at_20_random_points_then_resume_stores_every_image_once(tmp_path
     _exactly_once(store, n_images)
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc")
+def test_decode_processes_die_with_a_killed_ingest_and_leave_the_lock_free(tmp_path):
+    """An ingest decoding in worker processes (the CUDA default, and the CPU one where torch leaves
+    cores free), killed with SIGKILL: its decode processes end with it, none keeps the store's lock
+    (a flock is shared with forked children), and the resume started at once stores every image once."""
+    from embstore.ingest.distributed import _alive  # running, not a zombie
+    from embstore.store.locks import writer_running
+
+    images = tmp_path / "imgs"
+    n_images = 240
+    make_images(images, n_images, size=32, seed=23)
+    store = tmp_path / "store"
+    proc = _popen(store, images, "--workers", "2", "--batch-size", "4", "--commit-seconds", "0")
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and (len(_children(proc.pid)) < 2 or _snapshot_count(store) < 1):
+        assert time.monotonic() < deadline, "no decode processes and commits within 120 s"
+        time.sleep(0.02)
+    workers = _children(proc.pid)
+    assert proc.poll() is None and len(workers) >= 2, "the run ended before its kill"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 2
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(_alive(w) for w in workers), "decode processes outlived the killed ingest"
+    assert not writer_running(store)
+    res = run_embstore("--store", store, "--json", *INGEST, "--images", images, "--workers", "2")
+    assert res.returncode == 0, res.stderr
+    assert 0 < json.loads(res.stdout)["n_done"] < n_images  # the kill landed mid-run
+    _exactly_once(store, n_images)
+
+
 @pytest.mark.slow
 def test_readers_and_other_writers_beside_a_live_ingest(tmp_path):
     """While an ingest commits every 0.2 s: CLI readers and plain DuckDB readers never fail; a second

@@ -479,3 +479,50 @@ def test_a_changed_label_is_reported_and_with_relabel_updated_with_history(tmp_p
     assert tuple(correct[inside]) == (False, True) and tuple(correct[outside]) == (False, False)
     again = store.ingest(second, model="resnet18", weights="none", layers=["layer1.0"])
     assert again.n_label_conflicts == 0 and again.n_relabelled == 0  # nothing differs any more
+
+
+def test_decode_worker_processes_store_what_decoding_in_turns_stores(tmp_path):
+    """Decoding in DataLoader processes (the CPU default where torch leaves cores free, the CUDA
+    default): the same images, errors and vectors as decoding in the forward loop's turns, the
+    workers used recorded and no process left behind."""
+    import multiprocessing
+
+    from embstore.ingest import tuning
+    from embstore.store.store import Store
+
+    make_images(tmp_path / "imgs", 7, size=64, seed=11, fmt="jpg")
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    stores, intervals, before = {}, set(), sys.getswitchinterval()
+    for workers in (0, 2, 8):
+        s = Store.open(tmp_path / f"store{workers}", create=True)
+        r = ingest(s, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer3.1", batch_size=3,
+                   workers=workers, progress=lambda *_: intervals.add(sys.getswitchinterval()))  # fmt: skip
+        assert (r.status, r.n_done, r.n_errors, r.workers) == ("completed", 7, 1, min(workers, 3))
+        stores[workers] = s
+        assert not multiprocessing.active_children(), "decode processes outlived the run"
+    ids0, v0 = ActivationTable(stores[0]).read_layer("resnet18@none", "layer3.1")
+    for workers, s in stores.items():
+        ids, v = ActivationTable(s).read_layer("resnet18@none", "layer3.1")
+        assert list(ids) == list(ids0)
+        np.testing.assert_allclose(v, v0, rtol=1e-6, atol=1e-7)
+        used = s.run_sql("SELECT config->>'workers' FROM runs")[1]
+        assert used == [(str(min(workers, 3)),)], "a process per batch at most (3 batches)"
+        assert s.run_sql("SELECT reason FROM ingest_errors")[1][0][0].startswith("corrupt")
+    # forward passes run with a short switch interval (tuning.prompt_handoff), restored after
+    assert intervals == {min(before, tuning.FORWARD_SWITCH_INTERVAL)} and sys.getswitchinterval() == before
+
+
+def test_cpu_decodes_in_one_process_per_core_that_torch_leaves_free():
+    from embstore.ingest.devices import MAX_AUTO_WORKERS, auto_workers, place, spare_cores
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = torch.get_num_threads()
+    try:
+        for n in sorted({1, usable}):
+            torch.set_num_threads(n)
+            assert spare_cores() == usable - n
+            assert auto_workers("cpu") == place("cpu").workers == min(MAX_AUTO_WORKERS, usable - n)
+        assert place("cpu", workers=0).workers == 0, "asked for: kept"
+    finally:
+        torch.set_num_threads(threads)
+    assert auto_workers("cuda") >= 1

@@ -53,6 +53,22 @@ if "--keep" in sys.argv:  # the setting a Ray model actor takes for its whole li
     out["kept"] = tuning.keep_heap_for_process()
     gc.collect()
     out["kept_faults"] = faults()
+if "--fork" in sys.argv:  # decode workers: processes forked inside the setting
+    import os
+    with tuning.tensor_heap():
+        for key, init in (("inherited", None), ("decode_worker", tuning.decode_worker)):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                if init:
+                    init(0)
+                os.write(w, str(faults()).encode())
+                os._exit(0)
+            os.close(w)
+            out[key] = int(os.read(r, 64))
+            os.close(r)
+            os.waitpid(pid, 0)
+        out["parent_after_forks"] = faults()
 json.dump(out, sys.stdout)
 """
 
@@ -80,6 +96,15 @@ def test_keep_heap_for_process_lasts_past_garbage_collection():
     assert got["kept_faults"] < 0.05 * got["outside"], got
 
 
+@pytest.mark.skipif(not tuning.heap_available() or not hasattr(os, "fork"), reason="glibc, fork")
+def test_a_decode_worker_forked_inside_the_heap_setting_gets_the_defaults_back_alone():
+    """A decode process only decodes: a huge image's buffers must go back to the system, not stay."""
+    got = _measure(None, "--fork")
+    assert got["inherited"] < 0.05 * got["outside"], got  # what a forked child has without the fix
+    assert got["decode_worker"] >= 4 * PAGES * 0.9, got  # mmap'd again: returned at each free
+    assert got["parent_after_forks"] < 0.05 * got["outside"], got  # the forward pass's process keeps it
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_embstore_cpu_heap_0_turns_it_off():
     got = _measure({"EMBSTORE_CPU_HEAP": "0"})
@@ -105,3 +130,16 @@ def test_background_lowers_only_the_calling_thread():
     t.join()
     assert seen["nice"] == tuning.BACKGROUND_NICE
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < tuning.BACKGROUND_NICE
+
+
+def test_prompt_handoff_lowers_the_switch_interval_inside_and_the_outermost_exit_restores_it():
+    before = sys.getswitchinterval()
+    with tuning.prompt_handoff():
+        assert sys.getswitchinterval() == pytest.approx(min(before, tuning.FORWARD_SWITCH_INTERVAL))
+        with tuning.prompt_handoff():  # nested: one setting
+            pass
+        assert sys.getswitchinterval() == pytest.approx(min(before, tuning.FORWARD_SWITCH_INTERVAL))
+    assert sys.getswitchinterval() == before
+    with pytest.raises(RuntimeError), tuning.prompt_handoff():
+        raise RuntimeError("a failed run restores it too")
+    assert sys.getswitchinterval() == before

@@ -100,7 +100,10 @@ def ingest(
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     workers: Optional[int] = typer.Option(
-        None, min=0, help="Image-decoding worker processes (default: a thread on CPU, up to 8 on CUDA)."
+        None,
+        min=0,
+        help="Image-decoding worker processes (default: one per core torch's threads leave free on CPU, "
+        "up to 8 on CUDA; 0: a thread).",
     ),
     limit: Optional[int] = typer.Option(None, min=1, help="Ingest at most N images (sorted by path)."),
     max_pixels: int = typer.Option(100_000_000, help="Refuse images with more pixels than this."),

@@ -143,7 +143,10 @@ def ingest_summary(out: Output, r, store_path) -> None:
     rows = [
         ("store", str(store_path)),
         ("run", r.run_id),
-        ("device", r.device),
+        (
+            "device",
+            f"{r.device}, decoding in {r.workers} process{'' if r.workers == 1 else 'es'}" if r.workers else r.device,
+        ),
         ("layers", f"{len(r.layers)} ({', '.join(r.layers[:4])}{', …' if len(r.layers) > 4 else ''})"),
         ("images found", str(r.n_images)),
         ("stored now", str(r.n_done)),

@@ -214,6 +214,7 @@ class ForwardActor:
         self.dev = torch.device(plan["device"])
         if self.dev.type == "cpu":  # this process only computes: its tensors' memory stays in the heap
             tuning.keep_heap_for_process()
+        tuning.prompt_handoff_for_process()  # Ray's own threads run Python beside the forward pass
         model = ray.get(net[0]).to(self.dev).eval()
         self.extractor = Extractor(model, layers, amp=plan["amp"], channels_last=plan["channels_last"])
         self.widths = {layer.name: layer.channels for layer in layers}

@@ -9,6 +9,7 @@ forward batch size. A completed run ends by compacting the table.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -20,7 +21,15 @@ from typing import Any
 from embstore.errors import StoreError, UsageError
 from embstore.ingest import classifier, models, tuning
 from embstore.ingest import layers as layers_mod
-from embstore.ingest.devices import GpuOptions, Placement, channels_last_for, check_amp, place, resolve_device
+from embstore.ingest.devices import (
+    GpuOptions,
+    Placement,
+    channels_last_for,
+    check_amp,
+    place,
+    resolve_device,
+    spare_cores,
+)
 from embstore.ingest.extraction import ForwardBatch
 from embstore.ingest.images import DEFAULT_MAX_PIXELS, Discovery, ImageSource, Preprocess, decode_item, discover
 from embstore.ingest.spec import Preprocessing
@@ -53,6 +62,7 @@ class IngestResult:
     write_s: float = 0.0
     peak_rss_mb: float = 0.0
     device: str = "cpu"
+    workers: int = 0  # decode processes used (0: decoded in this process)
     commits: int = 0
     dtype: str = "float32"
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -100,7 +110,8 @@ def ingest(
     `amp` (fp16 | bf16) autocasts the forward pass and `channels_last` changes the memory layout
     (both recorded with the run; amp falls back to float32 off CUDA, with a note; channels-last is
     on by default on CPU, where it runs CNNs 1.2-2 × faster: devices.py). `workers` decode
-    processes (default on CPU: threads taking turns with the network, on CUDA up to 8 processes).
+    processes (default on CPU: one per core torch's threads leave free, and where they use every
+    core, threads taking turns with the network; on CUDA up to 8).
     A stored image whose input now names another label is reported in `result.notes`, and with
     `relabel` updated (the old label kept in `label_history`).
 
@@ -213,6 +224,7 @@ def ingest(
                     gpu=placement.gpu,
                     progress=progress,
                 )
+                config["workers"] = result.workers = run.workers
             if compact and result.n_done:
                 result.compaction = table.compact()
             result.status = "completed"
@@ -322,8 +334,9 @@ def _collate(batch):
 class _Run:
     """One run's batches: decode, forward, and commit. Where torch's threads use every core (on
     CPU) decoding (on all cores) and commits take turns with the network instead of preempting
-    it; elsewhere decoding runs ahead in a thread or in `workers` processes and each commit
-    overlaps the next forward pass.
+    it; elsewhere decoding runs ahead in `workers` processes (by default one per core torch
+    leaves free, devices.auto_workers) or, with workers=0, in a thread, and each commit overlaps
+    the next forward pass.
 
     The writer (a thread, or the forward loop itself between batches) gathers forward batches
     and commits them together every `commit_seconds` (or `commit_bytes`), in order, each
@@ -342,6 +355,7 @@ class _Run:
         self.gathered: list[ForwardBatch] = []
         self.gathered_bytes = 0
         self.last_commit = time.perf_counter()
+        self.workers = 0  # decode processes that ran
 
     def execute(self, net, dev, *, batch_size: int, workers: int, max_pixels: int, gpu: GpuOptions, progress) -> None:
         """Decode, forward on `dev` (on CPU with freed tensor memory kept in the heap: tuning.py) and commit."""
@@ -350,6 +364,7 @@ class _Run:
         from embstore.ingest.extraction import Extractor
 
         images = _Images(self.todo, self.spec.preprocessing, max_pixels)
+        workers = self.workers = min(workers, -(-len(images) // batch_size))  # no process without a batch
         loader: Any = DataLoader(
             images,  # type: ignore[arg-type]  # map-style: __len__ and __getitem__
             batch_size=batch_size,
@@ -359,9 +374,9 @@ class _Run:
             pin_memory=dev.type == "cuda",  # page-locked batches: the copy below overlaps the forward pass
             prefetch_factor=4 if workers else None,
             persistent_workers=False,
-            worker_init_fn=tuning.background if workers else None,
+            worker_init_fn=functools.partial(tuning.decode_worker, parent=os.getpid()) if workers else None,
         )
-        in_turns = not workers and dev.type == "cpu" and not _spare_cores()
+        in_turns = not workers and dev.type == "cpu" and not spare_cores()
         if workers:
             batches = loader
         elif in_turns:  # decoding and committing take turns with the network (measured: 2-4 % faster)
@@ -383,7 +398,7 @@ class _Run:
                 t0 = time.perf_counter()
 
         try:
-            with tuning.tensor_heap(dev.type == "cpu"):
+            with tuning.tensor_heap(dev.type == "cpu"), tuning.prompt_handoff():
                 self.consume(forward(), progress, overlap=not in_turns)
         finally:
             extractor.close()
@@ -532,14 +547,6 @@ def _prefetch(iterable, depth: int = 2):
         if isinstance(item, BaseException):
             raise item
         yield item
-
-
-def _spare_cores() -> int:
-    """Cores this process may use beyond torch's intra-op threads (where a decoding thread overlaps for free)."""
-    import torch
-
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, usable - torch.get_num_threads())
 
 
 def _in_turns(dataset: _Images, batch_size: int):

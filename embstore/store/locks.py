@@ -19,6 +19,21 @@ from embstore.errors import StoreBusyError
 
 LOCK_FILE = "ingest.lock"
 _local = threading.local()  # .held: {store: depth} of the locks this thread holds (an analysis that ingests)
+_descriptors: set[int] = set()  # of the locks this process holds
+
+
+def _forget_in_child() -> None:
+    """After a fork (decode processes): the child closes its copies of the lock's descriptors. A
+    flock belongs to the open file, which a forked child shares: a child still alive after its
+    parent was killed would otherwise hold the store's lock and refuse the resume."""
+    for fd in _descriptors:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _descriptors.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @contextlib.contextmanager
@@ -50,7 +65,8 @@ def writer_lock(store_path: Path, *, wait: float = 0.0, on_wait: Callable[[str],
 def _flock(store_path: Path, wait: float = 0.0, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     import fcntl
 
-    fd = os.open(store_path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(store_path / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    _descriptors.add(fd)
     try:
         deadline, delay, told = time.monotonic() + max(wait, 0.0), 0.05, False
         while True:
@@ -80,6 +96,7 @@ def _flock(store_path: Path, wait: float = 0.0, on_wait: Callable[[str], None] |
         os.pwrite(fd, _holder().encode(), 0)
         yield
     finally:
+        _descriptors.discard(fd)
         os.close(fd)  # closing the descriptor releases the flock
 
 
