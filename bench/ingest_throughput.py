@@ -9,11 +9,14 @@ contiguous layout); inside `tuning.tensor_heap()`, the allocator setting ingest 
 inside it in the channels-last layout, ingest's default on CPU. The target ratio is against the
 last (the same allocator and layout on both sides: what ingest itself costs); the others show
 what those settings give users. `--contiguous` runs ingest in the contiguous layout instead and
-compares it with the second.
+compares it with the second. A fourth loop runs ingest's own hooked forward pass (`Extractor`,
+pooling every stored layer) on the same batches: ingest / hooked is what decoding, commits and
+the loop cost, hooked / raw what the pooling costs.
 
 `--threads N` sets torch's threads (default: all cores). With fewer threads than cores, ingest
-decodes and commits on the cores torch leaves free, overlapping the forward pass (the layout the
-issue's target assumes); with all cores, decoding takes turns with the network.
+decodes (by default in one process per free core) and commits on the cores torch leaves free,
+overlapping the forward pass (the layout the issue's target assumes); with all cores, decoding
+takes turns with the network. `--workers N` overrides the decode processes (0: a thread).
 
     .venv/bin/python bench/ingest_throughput.py --model efficientnet_lite0 --images 512
 """
@@ -33,6 +36,7 @@ from PIL import Image
 
 from embstore.ingest import layers as layers_mod
 from embstore.ingest import models, tuning
+from embstore.ingest.extraction import Extractor
 from embstore.ingest.images import Preprocess, read_rgb
 from embstore.ingest.pipeline import ingest
 from embstore.store.store import Store
@@ -60,7 +64,7 @@ def main() -> None:
     ap.add_argument("--weights", default=None, help="default: DEFAULT for efficientnet_lite*, else none")
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=None, help="decode processes (default: ingest's own choice)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--contiguous", action="store_true", help="ingest without channels-last (against raw heap)")
@@ -77,9 +81,8 @@ def main() -> None:
         torch.stack([pre(read_rgb(str(p))[1]) for p in paths[i : i + args.batch_size]])
         for i in range(0, len(paths), args.batch_size)
     ]
-    n_layers = len(
-        layers_mod.select(layers_mod.discover(net, args.model, spec.preprocessing.crop), "default", args.model)
-    )
+    chosen = layers_mod.select(layers_mod.discover(net, args.model, spec.preprocessing.crop), "default", args.model)
+    n_layers = len(chosen)
     with torch.inference_mode():
         net(batches[0][:2])  # warm-up
 
@@ -95,13 +98,27 @@ def main() -> None:
         net.to(memory_format=torch.contiguous_format)
         return rate
 
+    def hooked_loop() -> float:
+        """ingest's own forward pass (hooks pooling every stored layer, channels-last) on the same
+        decoded batches: what is left between it and ingest is decoding, commits and the loop."""
+        extractor = Extractor(net, chosen, channels_last=True)
+        t = time.perf_counter()
+        with tuning.tensor_heap(True):
+            for x in batches:
+                extractor(x)
+        rate = args.images / (time.perf_counter() - t)
+        extractor.close()
+        return rate
+
     warm = Store.open(tmp / "warm", create=True)
     ingest(warm, args.model, str(paths[0]), weights=weights, batch_size=2)  # warm-up, one image
-    raw_rates, sys_rates, cl_rates, ingest_rates, runs = [], [], [], [], []
+    raw_rates, sys_rates, cl_rates, hooked_rates, ingest_rates, runs = [], [], [], [], [], []
     for k in range(args.rounds):  # alternate, so machine noise hits every side alike
         sys_rates.append(raw_loop(heap=False))
         raw_rates.append(raw_loop(heap=True))
         cl_rates.append(raw_loop(heap=True, channels_last=True))
+        if not args.contiguous:
+            hooked_rates.append(hooked_loop())
         store = Store.open(tmp / f"store{k}", create=True)
         r = ingest(
             store,
@@ -121,14 +138,17 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"model {spec.key}, {args.images} images ({paths[0].stat().st_size // 1024} KiB JPEG 320x320), "
-        f"batch {args.batch_size}, workers {args.workers}, {n_layers} layers, torch threads {torch.get_num_threads()}, "
-        f"{args.rounds} alternating rounds"
+        f"batch {args.batch_size}, decode workers {r.workers}, {n_layers} layers, "
+        f"torch threads {torch.get_num_threads()}, {args.rounds} alternating rounds"
     )
     heap = "heap" if tuning.heap_available() else "heap (n/a)"
     layout = "contiguous" if args.contiguous else "channels-last"
     for label, rates in (("raw model(x), malloc", sys_rates), (f"raw model(x), {heap}", raw_rates),
                          (f"raw, {heap}, channels-last", cl_rates),
+                         ("hooked forward (ingest's), same", hooked_rates),
                          (f"embstore ingest, {layout}", ingest_rates)):  # fmt: skip
+        if not rates:
+            continue
         print(f"{label:34}: {np.median(rates):8.2f} images/s median  {[round(v, 1) for v in rates]}")
     print(
         f"  median round    : load wait {r.load_s:.2f} s, forward {r.forward_s:.2f} s, commit {r.write_s:.2f} s "
@@ -137,7 +157,9 @@ def main() -> None:
     versus = "raw heap" if args.contiguous else "raw heap channels-last"
     print(f"ratio ingest/{versus:22}: {np.median(ratios):6.3f} median of {[round(v, 3) for v in ratios]}"
           "   (target >= 0.95: the same settings on both sides)")  # fmt: skip
-    for label, base in (("raw heap", raw_rates), ("raw malloc", sys_rates)):
+    for label, base in (("hooked forward", hooked_rates), ("raw heap", raw_rates), ("raw malloc", sys_rates)):
+        if not base:
+            continue
         gains = [i / r for i, r in zip(ingest_rates, base)]
         print(f"ratio ingest/{label:22}: {np.median(gains):6.3f} median of {[round(v, 3) for v in gains]}")
     print(f"peak RSS                  : {peak:8.0f} MiB (whole process)")
