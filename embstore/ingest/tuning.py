@@ -77,9 +77,13 @@ def _exit(libc) -> None:
     with _lock:
         _depth -= 1
         if _depth == 0:
-            libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-            libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+            _defaults(libc)
             libc.malloc_trim(0)
+
+
+def _defaults(libc) -> None:
+    libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
 
 
 @contextlib.contextmanager
@@ -134,8 +138,7 @@ def leave_heap() -> None:
     if libc is None:
         return
     _depth = 0
-    libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+    _defaults(libc)
 
 
 def decode_worker(*_args, parent: int | None = None) -> None:
