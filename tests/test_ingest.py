@@ -432,6 +432,45 @@ def test_shrinking_while_decoding_keeps_ordinary_images_exact(tmp_path):
         assert float(diff.mean()) < 0.01, (name, float(diff.mean()), float(diff.max()))
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_crop_equals_torchvision_pixel_for_pixel_without_importing_torch(interpolation, tmp_path):
+    """The torch-free resize + centre crop equals torchvision's (values, shape and strides) for
+    upscaled, downscaled, already-sized, square and padded cases; a Ray read task decoding with it
+    in a fresh interpreter never imports torch."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    from embstore.ingest.images import Preprocess
+    from embstore.ingest.spec import Preprocessing
+
+    rng = np.random.default_rng(11)
+    sizes = [(224, 224), (256, 256), (256, 300), (300, 256), (1, 399), (399, 1), (5, 7), (641, 479)]
+    sizes += [tuple(int(v) for v in rng.integers(1, 420, 2)) for _ in range(12)]
+    for resize, crop in ((256, 224), (232, 224), (224, 224), (200, 224), (7, 9)):
+        pre = Preprocess(Preprocessing(resize, crop, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), interpolation))
+        for w, h in sizes:
+            img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+            mode = InterpolationMode(interpolation)
+            ref = F.pil_to_tensor(F.center_crop(F.resize(img, resize, interpolation=mode), [crop, crop]))
+            got = pre.crop(img)
+            assert ref.shape == got.shape and ref.stride() == got.stride(), (resize, crop, w, h)
+            assert torch.equal(ref, got), (resize, crop, w, h)
+            assert np.array_equal(pre.crop_array(img), ref.numpy())
+
+    make_images(tmp_path / "imgs", 2, size=90, seed=1, fmt="jpg")
+    code = (
+        "import sys, numpy as np; from embstore.ingest.distributed import decode_batch;"
+        "from embstore.ingest.spec import Preprocessing;"
+        f"paths = sorted(str(p) for p in __import__('pathlib').Path({str(tmp_path / 'imgs')!r}).iterdir());"
+        "out = decode_batch({'i': np.arange(2), 'path': np.array(paths, object)},"
+        " Preprocessing(256, 224, (0.5,) * 3, (0.2,) * 3, 'bilinear'), 10**8);"
+        "print(out['x'].shape, list(out['error']), 'torch' in sys.modules, 'torchvision' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[0] == "(2, 3, 224, 224) ['', ''] False False", done.stderr[-2000:]
+
+
 def test_a_changed_label_is_reported_and_with_relabel_updated_with_history(tmp_path):
     """A manifest giving a stored image another label was silently ignored (first label won): now the
     run reports it, and with relabel=True updates it, keeps the old one, and re-ranks predictions."""
