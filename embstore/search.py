@@ -72,6 +72,21 @@ def _on_gpu(index):
     return index
 
 
+NVIDIA_DEVICE = Path("/dev/nvidiactl")  # present where an NVIDIA driver runs; looked at without torch
+
+
+def searched_on(index) -> str:
+    """Where `index` searches, for an answer's notes: "" on a machine without a GPU, else the GPU
+    or why the CPU (a faiss build without GPU support, or an index kind with no GPU version)."""
+    if type(index).__name__.startswith("Gpu"):
+        return "on GPU 0"
+    if gpu_count() > 0:
+        return f"on CPU: faiss has no GPU version of {type(index).__name__}"
+    if NVIDIA_DEVICE.exists():
+        return "on CPU: this faiss build has no GPU support (install the `gpu` extra)"
+    return ""
+
+
 @dataclass
 class ImageIndex:
     kind: str
@@ -81,10 +96,15 @@ class ImageIndex:
     rebuilt: bool
     _searcher: Any = None  # the GPU copy, made once on the first search
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def searcher(self):
+        """The index searches run on: the GPU copy of a flat index where faiss has a GPU (made once)."""
         if self._searcher is None:
             self._searcher = _on_gpu(self.index)
-        return self._searcher.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self.ids)))
+        return self._searcher
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.searcher.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self.ids)))
 
     def vector(self, row: int) -> np.ndarray:
         return self.index.reconstruct(int(row))
@@ -263,7 +283,7 @@ def nearest_images(
     notes.append(
         f"index {idx.kind}{' (rebuilt)' if idx.rebuilt else ''}"
         + (f", recall@10 vs exact {idx.recall_at_10:.3f}" if idx.kind != "flat" else ", exact")
-        + (f", on {gpu_count()} GPU(s)" if gpu_count() else "")
+        + (f", {where}" if (where := searched_on(idx.searcher)) else "")
     )
     if len(out) < k:
         notes.append(f"only {len(out)} other stored image(s) have vectors of this layer; {k} asked")

@@ -107,6 +107,22 @@ def test_stale_index_and_class_stats_are_rebuilt_never_served(syn):
     assert class_stats(store, "synthetic_net@seed0", "hidden").n.sum() == before + 60
 
 
+def test_answers_say_when_a_gpu_machine_searched_on_cpu_and_why(syn, tmp_path, monkeypatch):
+    import faiss
+
+    store, data = syn
+    if search.gpu_count() or search.NVIDIA_DEVICE.exists():
+        pytest.skip("a GPU machine: tests/test_gpu.py checks where its searches ran")
+    answer = nearest_images(store, data["ids"][0], k=3, index="flat")
+    assert not any("GPU" in n or "on CPU" in n for n in answer.notes), answer.notes  # no GPU: nothing to say
+    (tmp_path / "nvidiactl").touch()
+    monkeypatch.setattr(search, "NVIDIA_DEVICE", tmp_path / "nvidiactl")  # a driver, but a CPU-only faiss
+    answer = nearest_images(store, data["ids"][0], k=3, index="flat")
+    assert answer.notes[-1].endswith(", exact, on CPU: this faiss build has no GPU support (install the `gpu` extra)")
+    monkeypatch.setattr(search, "gpu_count", lambda: 1)  # faiss with a GPU, an index kind without a GPU version
+    assert search.searched_on(faiss.IndexHNSWFlat(4, 8)) == "on CPU: faiss has no GPU version of IndexHNSWFlat"
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_indexes_report_measured_recall(tmp_path, kind):
     store = Store.open(tmp_path / "s", create=True)
