@@ -443,3 +443,51 @@ def test_a_really_full_disk_is_refused_before_writing(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover - run one check by hand
     sys.exit(pytest.main([__file__, "-x", "-q"]))
+
+
+def _other_process_opens(path: Path, read_only: bool) -> str:
+    code = (
+        "import duckdb, sys\n"
+        "try:\n"
+        f"    duckdb.connect(sys.argv[1], read_only={read_only}).close(); print('opened')\n"
+        "except duckdb.IOException as e:\n"
+        "    print('locked' if 'lock' in str(e).lower() else e)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True).stdout.strip()
+
+
+def test_catalog_connections_hold_the_file_only_while_open_and_udfs_outlive_them(tmp_path):
+    """Connections are the file attached to one DuckDB instance kept by the process (no instance
+    opened and closed per connection: that trims the heap the forward pass reuses). Other
+    processes see the same lock windows: locked while a connection is open, free once it ends."""
+    store = Store.open(tmp_path / "s", create=True)
+    catalog = store.catalog_path
+    with store.write() as con:
+        assert _other_process_opens(catalog, read_only=True) == "locked"
+        with store.read() as inner:  # this process reads through its own read-write attachment
+            assert inner.execute("SELECT count(*) FROM runs").fetchall() == [(0,)]
+        con.execute("SELECT 1").fetchall()
+    assert _other_process_opens(catalog, read_only=False) == "opened"
+    with store.read():
+        assert _other_process_opens(catalog, read_only=False) == "locked"
+        assert _other_process_opens(catalog, read_only=True) == "opened"  # readers share the file
+    assert _other_process_opens(catalog, read_only=False) == "opened"
+    # UDFs live on the kept instance: a cursor that registered them and closed cannot take them along
+    assert store.sql("SELECT vec_norm([3, 4]::FLOAT[]) AS n").fetchall() == [(5.0,)]
+    store.close()
+    with store.read() as con:
+        assert con.execute("SELECT vec_norm([6, 8]::FLOAT[])").fetchall() == [(10.0,)]
+    assert store.sql("SELECT imagenet_name(616), vec_norm([0, 2]::FLOAT[])").fetchall() == [("knot", 2.0)]
+    store.close()
+    # a second Store object of the same path in this process shares the attachment, never a second
+    # instance on the file (two instances of one process would not lock each other out)
+    other = Store.open(tmp_path / "s", lock_timeout=0.5)
+    with store.read(), other.read() as con:
+        assert con.execute("SELECT count(*) FROM images").fetchall() == [(0,)]
+    assert store.sql("SELECT 1").fetchall() == [(1,)]  # a kept reader
+    with pytest.raises(StoreError, match="this process holds the catalog read-only"):
+        with other.write():
+            pass
+    store.close()
+    with other.write() as con:
+        con.execute("SELECT 1").fetchall()

@@ -17,6 +17,7 @@ call a notebook user makes, delegating to the module that owns the concept.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import time
@@ -83,7 +84,6 @@ class Store:
         self.on_wait = on_wait  # told who holds it, once, when such a wait starts
         self.restored: str | None = None  # what open(restore_catalog=True) did, for verify's report
         self._kept: Any = None  # a read-only connection kept for `sql()` and one-shot query processes
-        self._kept_udfs = False  # whether embstore's UDFs are registered on it
         self._keep_reader = False  # open (and keep) a read-only connection on the first read
         self._create_pending = False  # open(create=True) on a new path: made on first read or write
         self._wanted_location: str | None = None  # open(activations=…): where a new table is to live
@@ -228,9 +228,8 @@ class Store:
     def close(self) -> None:
         """Release the kept read-only connection (relations from `sql()` stop working)."""
         if self._kept is not None:
-            self._kept.close()
-            self._kept = None
-            self._kept_udfs = False
+            kept, self._kept = self._kept, None
+            self._disconnect(kept)
 
     def keep_reader(self) -> None:
         """From the next read on, keep one read-only connection for every read until `close()`.
@@ -366,7 +365,7 @@ class Store:
             first = " ".join(str(exc).split())[:300]
             raise StoreError(f"cannot write catalog {self.catalog_path}: {first}") from exc
         finally:
-            con.close()
+            self._disconnect(con)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Any]:
@@ -381,7 +380,7 @@ class Store:
         try:
             yield con
         finally:
-            con.close()
+            self._disconnect(con)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -390,38 +389,60 @@ class Store:
             yield con
 
     def _connect(self, *, read_only: bool) -> Any:
+        """A connection to the catalog: a cursor of this process's held instance (store/attached.py)."""
         import duckdb
+
+        from embstore.store import attached
 
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:
+            inst = attached.instance(self.catalog_path, self.path)
             try:
-                # one thread: catalog statements are small, and the cores belong to the network
-                con = duckdb.connect(str(self.catalog_path), read_only=read_only, config={"threads": 1})
-                # the activations view names its files relative to the store (see table.py)
-                con.execute(f"SET file_search_path = {sql_literal(str(self.path))}")
+                con = inst.connect(read_only, max(0.0, deadline - time.monotonic()))
+            except attached.Conflict as exc:
+                raise StoreBusyError(
+                    f"catalog {self.catalog_path}: {exc} for {self.lock_timeout:.0f} s (close the other Store "
+                    "object of this path, or its kept reader, first)"
+                ) from exc
+            except duckdb.Error as exc:
+                self._connect_failed(exc, deadline)
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.1)
+                continue
+            try:
                 if self._location is None:
                     self._location = Location(self.path, Catalog(con).setting(LOCATION_KEY))
                 remote = self._location.duckdb_filesystem
                 if remote is not None:  # the view names s3://… files: DuckDB reads them through Arrow
-                    con.register_filesystem(remote)
-                return con
-            except duckdb.Error as exc:
-                if _damaged(exc):
-                    first = " ".join(str(exc).split())[:200]
-                    raise CatalogDamagedError(
-                        f"the catalog {self.catalog_path} is damaged ({first}); `embstore verify --repair` restores "
-                        "its last published snapshot, and the next ingest stores again what came after it"
-                    ) from exc
-                if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
-                    raise StoreError(f"cannot open catalog {self.catalog_path}: {exc}") from exc
-                if time.monotonic() >= deadline:
-                    raise StoreBusyError(
-                        f"catalog {self.catalog_path} stayed locked by another process for "
-                        f"{self.lock_timeout:.0f} s; retry when it finishes"
-                    ) from exc
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.1)
+                    inst.register("filesystem", functools.partial(_register_filesystem, remote))
+            except BaseException:
+                inst.release(con)
+                raise
+            return con
+
+    def _disconnect(self, con: Any) -> None:
+        from embstore.store import attached
+
+        attached.instance(self.catalog_path, self.path).release(con)
+
+    def _connect_failed(self, exc: Exception, deadline: float) -> None:
+        """Raise the StoreError `exc` (from opening the catalog) means, unless it is a lock to wait for."""
+        import duckdb
+
+        if _damaged(exc):
+            first = " ".join(str(exc).split())[:200]
+            raise CatalogDamagedError(
+                f"the catalog {self.catalog_path} is damaged ({first}); `embstore verify --repair` restores "
+                "its last published snapshot, and the next ingest stores again what came after it"
+            ) from exc
+        if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
+            raise StoreError(f"cannot open catalog {self.catalog_path}: {exc}") from exc
+        if time.monotonic() >= deadline:
+            raise StoreBusyError(
+                f"catalog {self.catalog_path} stayed locked by another process for "
+                f"{self.lock_timeout:.0f} s; retry when it finishes"
+            ) from exc
 
     def cached(self, key: tuple, compute: Callable[[], Any], codec: Codec | None = None) -> Any:
         """`compute()`, remembered until the catalog changes (in this process; on disk too with a codec)."""
@@ -551,11 +572,11 @@ class Store:
         from embstore.store.udfs import register
 
         self._ensure_created()
+        from embstore.store import attached
+
         if self._kept is None:
             self._kept = self._connect(read_only=True)
-        if not self._kept_udfs:
-            register(self._kept)
-            self._kept_udfs = True
+        attached.instance(self.catalog_path, self.path).register("udfs", register)
         return self._kept.sql(query)
 
     def run_sql(
@@ -572,15 +593,42 @@ class Store:
         """(a fresh connection, every file name its views may open): for a caller that confines the
         connection to those files. The kept reader is closed first: connections of one process to one
         file share a DuckDB instance, and with it the settings the caller locks."""
+        from embstore.store import attached
+
         self._ensure_created()
+        location = self.location  # read first: the catalog is kept to one connection below
         self.close()
-        con = self._connect(read_only=not write)
         try:
-            rels = Catalog(con).pinned_files()
-            files = rels if self.location.remote else rels + [str(self.path / r) for r in rels]
-            yield con, files
-        finally:
-            con.close()
+            with attached.instance(self.catalog_path, self.path).alone(self.lock_timeout):
+                con = self._connect_fresh(read_only=not write)
+                try:
+                    rels = Catalog(con).pinned_files()
+                    files = rels if location.remote else rels + [str(self.path / r) for r in rels]
+                    yield con, files
+                finally:
+                    con.close()
+        except attached.Conflict as exc:
+            raise StoreBusyError(f"catalog {self.catalog_path}: {exc} for {self.lock_timeout:.0f} s") from exc
+
+    def _connect_fresh(self, *, read_only: bool) -> Any:
+        """A DuckDB instance of its own on the catalog (its settings are the caller's to lock)."""
+        import duckdb
+
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                con = duckdb.connect(str(self.catalog_path), read_only=read_only, config={"threads": 1})
+                break
+            except duckdb.Error as exc:
+                self._connect_failed(exc, deadline)
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.1)
+        con.execute(f"SET file_search_path = {sql_literal(str(self.path))}")
+        remote = self.location.duckdb_filesystem  # known: sql_connection read it first
+        if remote is not None:
+            con.register_filesystem(remote)
+        return con
 
     def tables(self) -> list[tuple[str, str]]:
         """(name, 'table' or 'view') of everything SQL can read in the catalog."""
@@ -717,6 +765,10 @@ class Store:
         from embstore.report.html import build_report
 
         return build_report(self, out, cls=cls, manifest=manifest, k=k, progress=progress)
+
+
+def _register_filesystem(remote: Any, con: Any) -> None:
+    con.register_filesystem(remote)
 
 
 def _damaged(exc: BaseException) -> bool:
