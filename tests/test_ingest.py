@@ -107,6 +107,67 @@ def test_gap_of_relu_equals_a_float64_reference_at_either_size(layout, channels)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-6, atol=1e-7)
 
 
+def test_results_copied_back_in_one_block_are_cut_into_the_same_arrays():
+    """The CUDA path's single copy back (every layer and the logits side by side, then cut apart)
+    gives each layer's array, contiguous float32, as the per-layer path does."""
+    from embstore.ingest.extraction import LOGITS, Pending
+
+    g = torch.Generator().manual_seed(5)
+    outputs = {"a": torch.randn(6, 7, generator=g), "b.0": torch.randn(6, 64, generator=g)}
+    outputs[LOGITS] = torch.randn(6, 1000, generator=g)
+    one = Pending(outputs, one_copy=True)
+    assert (one.nbytes, one.host is not None) == (4 * 6 * 1071, True)
+    (got, got_logits), (ref, ref_logits) = one.result(), Pending(outputs, one_copy=False).result()
+    assert list(got) == list(ref) == ["a", "b.0"]
+    for name in ref:
+        assert got[name].dtype == np.float32 and got[name].flags["C_CONTIGUOUS"]
+        np.testing.assert_array_equal(got[name], outputs[name].numpy())
+    np.testing.assert_array_equal(got_logits, ref_logits)
+    assert Pending({}).result() == ({}, None)
+
+
+def test_forward_batches_go_on_while_a_commit_runs(tmp_path, monkeypatch):
+    """A commit slower than a forward batch (a GPU's case) does not hold up the network: batches
+    queue behind it (up to commit_bytes), and the store is the one a plain run makes."""
+    import threading
+
+    from embstore.ingest.extraction import Extractor
+    from embstore.store.store import Store
+
+    make_images(tmp_path / "imgs", 24, size=40, seed=4)
+    reference = Store.open(tmp_path / "ref", create=True)
+    ingest(reference, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer3.1", batch_size=4)
+    started, enough = [], threading.Event()
+    real_start, real_commit = Extractor.start, ActivationTable.commit
+
+    def start(self, batch):
+        started.append(threading.current_thread().name)
+        if len(started) >= 4:
+            enough.set()
+        return real_start(self, batch)
+
+    overlapped = []
+
+    def commit(self, *args, **kwargs):
+        if not overlapped:  # the first commit waits until later batches have run, or 20 s
+            overlapped.append(enough.wait(20))
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Extractor, "start", start)
+    monkeypatch.setattr(ActivationTable, "commit", commit)
+    s = Store.open(tmp_path / "store", create=True)
+    r = ingest(s, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer3.1", batch_size=4,
+               workers=1, commit_seconds=0)  # fmt: skip
+    assert overlapped == [True], "the forward loop waited for the first commit"
+    assert (r.status, r.n_done, r.n_duplicates, len(started)) == ("completed", 24, 0, 6)
+    ids, v = ActivationTable(s).read_layer("resnet18@none", "layer3.1")
+    ids0, v0 = ActivationTable(reference).read_layer("resnet18@none", "layer3.1")
+    assert sorted(ids) == sorted(ids0) and len(set(ids)) == 24
+    order, order0 = np.argsort(ids), np.argsort(ids0)
+    np.testing.assert_allclose(v[order], v0[order0], rtol=1e-6, atol=1e-7)
+    assert s.verify().ok
+
+
 def test_rerun_skips_and_new_layers_are_added_without_duplicates(store, tmp_path):
     make_images(tmp_path / "imgs", 5, seed=5)
     first = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=2)

@@ -335,8 +335,8 @@ class _Run:
     """One run's batches: decode, forward, and commit. Where torch's threads use every core (on
     CPU) decoding (on all cores) and commits take turns with the network instead of preempting
     it; elsewhere decoding runs ahead in `workers` processes (by default one per core torch
-    leaves free, devices.auto_workers) or, with workers=0, in a thread, and each commit overlaps
-    the next forward pass.
+    leaves free, devices.auto_workers) or, with workers=0, in a thread, and forward batches go on
+    while the writer commits (`consume`).
 
     The writer (a thread, or the forward loop itself between batches) gathers forward batches
     and commits them together every `commit_seconds` (or `commit_bytes`), in order, each
@@ -392,9 +392,10 @@ class _Run:
             t0 = time.perf_counter()
             for x, ok, bad in batches:
                 t1 = time.perf_counter()
-                vectors, logits = extractor(normalise(x.to(dev, non_blocking=True))) if x is not None else ({}, None)
+                # on CUDA the results are still on their way when the next batch starts: the writer waits for them
+                pending = extractor.start(normalise(x.to(dev, non_blocking=True))) if x is not None else None
                 t2 = time.perf_counter()
-                yield ForwardBatch(ok, bad, vectors, logits, load_s=t1 - t0, forward_s=t2 - t1)
+                yield ForwardBatch(ok, bad, {}, None, load_s=t1 - t0, forward_s=t2 - t1, pending=pending)
                 t0 = time.perf_counter()
 
         try:
@@ -405,26 +406,44 @@ class _Run:
 
     def consume(self, batches, progress, *, overlap: bool = True) -> None:
         """Hand each forward batch to one writer thread (which gathers and commits) while the next
-        one is computed, or with `overlap` False gather and commit between forward batches; the
-        last gathered batches are committed at the end."""
+        ones are computed, or with `overlap` False gather and commit between forward batches; the
+        last gathered batches are committed at the end.
+
+        Up to `commit_bytes` of vectors may wait for the writer while it commits: on a GPU a forward
+        batch takes milliseconds and a commit up to a second, and a network that waited for each
+        commit ran at a fifth of its speed (H100, README). The writer's failure stops the loop at
+        the next batch, and nothing queued after it is committed."""
+        import collections
         from concurrent.futures import ThreadPoolExecutor
 
         total = len(self.todo)
         if progress:
             progress(0, total)
-        pending = None
-        with ThreadPoolExecutor(1, "embstore-commit", tuning.background) if overlap else _InTurns() as writer:
+        queued: collections.deque = collections.deque()  # (future of take, bytes of its vectors)
+        waiting = 0
+        writer = ThreadPoolExecutor(1, "embstore-commit", tuning.background) if overlap else _InTurns()
+        try:
             for batch in batches:
                 self.result.load_s += batch.load_s
                 self.result.forward_s += batch.forward_s
-                _wait(pending, progress, total)
-                pending = writer.submit(self.take, batch)
-            _wait(pending, progress, total)
+                nbytes = batch.nbytes
+                queued.append((writer.submit(self.take, batch), nbytes))
+                waiting += nbytes
+                while queued and (queued[0][0].done() or waiting > self.commit_bytes):
+                    done, n = queued.popleft()
+                    waiting -= n
+                    _wait(done, progress, total)
+            while queued:
+                _wait(queued.popleft()[0], progress, total)
             writer.submit(self.commit).result()
+        except BaseException:
+            writer.shutdown(wait=True, cancel_futures=True)  # a take already running finishes its commit
+            raise
+        writer.shutdown(wait=True)
 
     def take(self, batch: ForwardBatch) -> int:
         """Gather one forward batch; commit what is gathered once it is due. Returns the images it covered."""
-        self.gathered.append(batch)
+        self.gathered.append(batch.ready())
         self.gathered_bytes += sum(v.nbytes for v in batch.vectors.values())
         due = time.perf_counter() - self.last_commit >= self.commit_seconds or self.gathered_bytes >= self.commit_bytes
         if due:
@@ -500,10 +519,7 @@ class _Run:
 class _InTurns:
     """An executor that runs what it is given at once, in the calling thread."""
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         pass
 
     def submit(self, fn, *args):
