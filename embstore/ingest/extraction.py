@@ -207,8 +207,8 @@ class Pending:
 
         self.names = list(outputs)
         self.widths = [t.shape[1] for t in outputs.values()]
-        self.rows = next(iter(outputs.values())).shape[0] if outputs else 0
-        self.nbytes = 4 * self.rows * sum(self.widths)
+        rows = next(iter(outputs.values())).shape[0] if outputs else 0
+        self.nbytes = 4 * rows * sum(self.widths)
         self.event: Any = None
         self.host: Any = None
         self.parts: list = []

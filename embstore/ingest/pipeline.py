@@ -444,7 +444,7 @@ class _Run:
     def take(self, batch: ForwardBatch) -> int:
         """Gather one forward batch; commit what is gathered once it is due. Returns the images it covered."""
         self.gathered.append(batch.ready())
-        self.gathered_bytes += sum(v.nbytes for v in batch.vectors.values())
+        self.gathered_bytes += batch.nbytes
         due = time.perf_counter() - self.last_commit >= self.commit_seconds or self.gathered_bytes >= self.commit_bytes
         if due:
             self.commit()

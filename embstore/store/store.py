@@ -17,7 +17,6 @@ call a notebook user makes, delegating to the module that owns the concept.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import random
 import time
@@ -390,41 +389,52 @@ class Store:
 
     def _connect(self, *, read_only: bool) -> Any:
         """A connection to the catalog: a cursor of this process's held instance (store/attached.py)."""
-        import duckdb
-
         from embstore.store import attached
+
+        def open_once(left: float) -> tuple[Any, Any]:
+            inst = self._attached()  # made anew if a failed DETACH left the last one broken
+            return inst, inst.connect(read_only, left)
+
+        try:
+            inst, con = self._opened(open_once)
+        except attached.Conflict as exc:
+            raise StoreBusyError(
+                f"catalog {self.catalog_path}: {exc} for {self.lock_timeout:.0f} s (close the other Store "
+                "object of this path, or its kept reader, first)"
+            ) from exc
+        try:
+            if self._location is None:
+                self._location = Location(self.path, Catalog(con).setting(LOCATION_KEY))
+            remote = self._location.duckdb_filesystem
+            if remote is not None:  # the view names s3://… files: DuckDB reads them through Arrow
+                inst.register("filesystem", lambda root: root.register_filesystem(remote))
+        except BaseException:
+            inst.release(con)
+            raise
+        return con
+
+    def _opened(self, open_once: Callable[[float], Any]) -> Any:
+        """`open_once(seconds left)`, retried while another process holds the catalog's lock."""
+        import duckdb
 
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:
-            inst = attached.instance(self.catalog_path, self.path)
             try:
-                con = inst.connect(read_only, max(0.0, deadline - time.monotonic()))
-            except attached.Conflict as exc:
-                raise StoreBusyError(
-                    f"catalog {self.catalog_path}: {exc} for {self.lock_timeout:.0f} s (close the other Store "
-                    "object of this path, or its kept reader, first)"
-                ) from exc
+                return open_once(max(0.0, deadline - time.monotonic()))
             except duckdb.Error as exc:
                 self._connect_failed(exc, deadline)
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.1)
-                continue
-            try:
-                if self._location is None:
-                    self._location = Location(self.path, Catalog(con).setting(LOCATION_KEY))
-                remote = self._location.duckdb_filesystem
-                if remote is not None:  # the view names s3://… files: DuckDB reads them through Arrow
-                    inst.register("filesystem", functools.partial(_register_filesystem, remote))
-            except BaseException:
-                inst.release(con)
-                raise
-            return con
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.1)
 
-    def _disconnect(self, con: Any) -> None:
+    def _attached(self) -> Any:
+        """This process's DuckDB instance for the catalog (store/attached.py)."""
         from embstore.store import attached
 
-        attached.instance(self.catalog_path, self.path).release(con)
+        return attached.instance(self.catalog_path, self.path)
+
+    def _disconnect(self, con: Any) -> None:
+        self._attached().release(con)
 
     def _connect_failed(self, exc: Exception, deadline: float) -> None:
         """Raise the StoreError `exc` (from opening the catalog) means, unless it is a lock to wait for."""
@@ -572,11 +582,9 @@ class Store:
         from embstore.store.udfs import register
 
         self._ensure_created()
-        from embstore.store import attached
-
         if self._kept is None:
             self._kept = self._connect(read_only=True)
-        attached.instance(self.catalog_path, self.path).register("udfs", register)
+        self._attached().register("udfs", register)
         return self._kept.sql(query)
 
     def run_sql(
@@ -599,7 +607,7 @@ class Store:
         location = self.location  # read first: the catalog is kept to one connection below
         self.close()
         try:
-            with attached.instance(self.catalog_path, self.path).alone(self.lock_timeout):
+            with self._attached().alone(self.lock_timeout):
                 con = self._connect_fresh(read_only=not write)
                 try:
                     rels = Catalog(con).pinned_files()
@@ -614,16 +622,9 @@ class Store:
         """A DuckDB instance of its own on the catalog (its settings are the caller's to lock)."""
         import duckdb
 
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.005
-        while True:
-            try:
-                con = duckdb.connect(str(self.catalog_path), read_only=read_only, config={"threads": 1})
-                break
-            except duckdb.Error as exc:
-                self._connect_failed(exc, deadline)
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.1)
+        con = self._opened(
+            lambda _left: duckdb.connect(str(self.catalog_path), read_only=read_only, config={"threads": 1})
+        )
         con.execute(f"SET file_search_path = {sql_literal(str(self.path))}")
         remote = self.location.duckdb_filesystem  # known: sql_connection read it first
         if remote is not None:
@@ -765,10 +766,6 @@ class Store:
         from embstore.report.html import build_report
 
         return build_report(self, out, cls=cls, manifest=manifest, k=k, progress=progress)
-
-
-def _register_filesystem(remote: Any, con: Any) -> None:
-    con.register_filesystem(remote)
 
 
 def _damaged(exc: BaseException) -> bool:
