@@ -39,6 +39,7 @@ def main() -> None:
 
     from embstore.ingest import layers, models, tuning
     from embstore.ingest.extraction import Extractor
+    from embstore.ingest.layersets import select
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="densenet121")
@@ -51,9 +52,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     net, spec, _ = models.load(args.model, "none")
     net.eval()
-    chosen = layers.select(layers.discover(net, spec.name, spec.preprocessing.crop), None, spec.name)
+    chosen = select(layers.discover(net, spec.name, spec.preprocessing.size), None, spec.name)
     extractor = Extractor(net, chosen, channels_last=True)
-    crop = spec.preprocessing.crop
+    crop = spec.preprocessing.size
     x = torch.randn(args.batch_size, 3, crop, crop)
     import embstore
 

@@ -44,6 +44,7 @@ from embstore.ingest import layers as layers_mod
 from embstore.ingest import models, tuning
 from embstore.ingest.extraction import Extractor
 from embstore.ingest.images import Preprocess, read_rgb
+from embstore.ingest.layersets import select
 from embstore.ingest.pipeline import ingest
 from embstore.store.store import Store
 
@@ -87,7 +88,7 @@ def main() -> None:
         torch.stack([pre(read_rgb(str(p))[1]) for p in paths[i : i + args.batch_size]])
         for i in range(0, len(paths), args.batch_size)
     ]
-    chosen = layers_mod.select(layers_mod.discover(net, args.model, spec.preprocessing.crop), "default", args.model)
+    chosen = select(layers_mod.discover(net, args.model, spec.preprocessing.size), "default", args.model)
     n_layers = len(chosen)
     with torch.inference_mode():
         net(batches[0][:2])  # warm-up

@@ -19,6 +19,7 @@ import torch
 from embstore.ingest import layers as layers_mod
 from embstore.ingest import models, tuning
 from embstore.ingest.extraction import Extractor
+from embstore.ingest.layersets import select
 
 
 def main() -> None:
@@ -35,8 +36,8 @@ def main() -> None:
         weights = "DEFAULT" if name.startswith("efficientnet_lite") else "none"
         net, spec, _ = models.load(name, weights)
         net.eval()
-        crop = spec.preprocessing.crop
-        chosen = layers_mod.select(layers_mod.discover(net, name, crop), "default", name)
+        crop = spec.preprocessing.size
+        chosen = select(layers_mod.discover(net, name, crop), "default", name)
         x = torch.randn(args.batch_size, 3, crop, crop)
         times: dict[bool, list[float]] = {False: [], True: []}
         vectors: dict[bool, dict] = {}

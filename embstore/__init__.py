@@ -42,7 +42,7 @@ from embstore.results import Answer, Neighbour, Vectors
 from embstore.store.store import Store
 
 if TYPE_CHECKING:
-    from embstore.ingest.layers import LayerInfo
+    from embstore.ingest.layers import LayerInfo, Layers
 
 __all__ = [
     "Answer",
@@ -69,9 +69,13 @@ __all__ = [
     "WeightsUnavailableError",
     "__version__",
     "describe_model",
+    "layer_aliases",
+    "layer_set",
     "list_models",
     "model_layers",
+    "model_weights",
     "open",
+    "preprocessing_changes",
     "sample_data",
     "sample_images",
     "save_figure",
@@ -148,8 +152,20 @@ def describe_model(name: str, weights: str = "DEFAULT") -> ModelSpec:
     return describe(name, weights)
 
 
-def model_layers(name: str) -> list[LayerInfo]:
-    """`name`'s capturable layers in forward order (name, channels, kind, default); builds the network.
+def model_weights(name: str) -> tuple:
+    """Every pretrained weights of `name` (name, published top-1/top-5, default), without importing torch.
+
+    >>> [w.name for w in model_weights("resnet50") if w.default]
+    ['IMAGENET1K_V2']
+    """
+    from embstore.ingest.models import weights_choices
+
+    return weights_choices(name)
+
+
+def model_layers(name: str) -> Layers:
+    """`name`'s layers, its graph nodes in forward order (name, module, call, channels, size, sets,
+    default), measured by a real run of the network with random weights.
 
     >>> [layer.name for layer in model_layers("resnet18") if layer.default][:2]  # doctest: +SKIP
     ['layer1.0', 'layer1.1']
@@ -158,7 +174,64 @@ def model_layers(name: str) -> list[LayerInfo]:
     from embstore.ingest.models import load
 
     net, spec, _ = load(name, "none")
-    return discover(net, name, spec.preprocessing.crop)
+    return discover(net, name, spec.preprocessing.size)
+
+
+def preprocessing_changes(*, preset: str | None = None, **fields: Any) -> dict | None:
+    """{field: value} changes to a model's own preprocessing from text options (what the CLI's
+    --preprocessing, --crop none, --mean a,b,c give), or None when nothing changes.
+
+    >>> preprocessing_changes(preset="keras-caffe", interpolation="bilinear")
+    {'preset': 'keras-caffe', 'interpolation': 'bilinear'}
+    """
+    from embstore.errors import UsageError
+
+    out: dict = {"preset": preset} if preset else {}
+    for field, value in fields.items():
+        if value is None:
+            continue
+        if field == "crop" and isinstance(value, str):
+            if value.lower() == "none":
+                value = None
+            elif value.isdigit() and int(value) > 0:
+                value = int(value)
+            else:
+                raise UsageError(f"crop must be a number of pixels or none, not '{value}'")
+        elif field in ("mean", "std") and isinstance(value, str):
+            try:
+                value = tuple(float(v) for v in value.split(","))
+            except ValueError:
+                raise UsageError(f"{field} must be three numbers a,b,c, not '{value}'") from None
+            if len(value) != 3:
+                raise UsageError(f"{field} must be three numbers a,b,c, not '{','.join(map(str, value))}'")
+        out[field] = value
+    return out or None
+
+
+def layer_set(name: str, set_name: str, layers: list[LayerInfo] | None = None) -> list[LayerInfo]:
+    """The layers of one named set of `name` (blocks, relu, act, conv, seed003, seed004, all).
+
+    >>> len(layer_set("resnet50", "relu"))  # doctest: +SKIP
+    49
+    """
+    from embstore.ingest.layersets import SETS, members
+
+    if set_name not in SETS:
+        from embstore.errors import UsageError
+
+        raise UsageError(f"unknown layer set '{set_name}'; choose one of {', '.join(SETS)}")
+    return members(layers if layers is not None else model_layers(name), set_name, name)
+
+
+def layer_aliases(name: str, scheme: str = "keras") -> dict[str, str]:
+    """{Keras layer name: node name} of `name` (VGG, ResNet, Inception v3), as the papers name layers.
+
+    >>> layer_aliases("inception_v3")["mixed9"]  # doctest: +SKIP
+    'Mixed_7b'
+    """
+    from embstore.ingest.layersets import aliases
+
+    return aliases(model_layers(name), name, scheme)
 
 
 def sample_images() -> Path:

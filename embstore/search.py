@@ -318,6 +318,7 @@ def embed_file(con, path: str, model_key: str, layer: str) -> np.ndarray:
     from embstore.ingest import models
     from embstore.ingest.extraction import Extractor
     from embstore.ingest.images import Preprocess, read_rgb
+    from embstore.ingest.layersets import select
 
     name, tag, sha, weights_option = Catalog(con).model_origin(model_key)
     if tag.startswith("module-"):
@@ -325,18 +326,20 @@ def embed_file(con, path: str, model_key: str, layer: str) -> np.ndarray:
             f"{model_key} was ingested from a torch module, which the store cannot rebuild; give a "
             "stored image id or path, or ingest the new image first"
         )
-    weights = tag if tag == "none" else weights_option or "DEFAULT"
+    base = tag.split("~", 1)[0]  # the weights, without the preprocessing variant
+    weights = base if base == "none" else weights_option or "DEFAULT"
     net, spec, now_sha = models.load(name, weights)
+    pre = Catalog(con).model_preprocessing(model_key)  # as the stored vectors were computed
     if now_sha != sha:
         raise EmbstoreError(
             f"the weights available now for {model_key} differ from the stored ones; "
             "cannot embed a new image consistently"
         )
-    chosen = layers_mod.select(layers_mod.discover(net, name, spec.preprocessing.crop), [layer], name)
-    _, rgb, _ = read_rgb(path, min_side=spec.preprocessing.resize)  # decoded exactly as ingest does
+    chosen = select(layers_mod.discover(net, name, pre.size), [layer], name)
+    _, rgb, _ = read_rgb(path, min_side=pre.resize)  # decoded exactly as ingest does
     ex = Extractor(net, chosen)
     try:
-        vectors, _ = ex(Preprocess(spec.preprocessing)(rgb)[None])
+        vectors, _ = ex(Preprocess(pre)(rgb)[None])
     finally:
         ex.close()
     return vectors[layer][0]

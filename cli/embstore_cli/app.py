@@ -96,7 +96,25 @@ def ingest(
         help="Folder, class-per-folder tree, or CSV/Parquet manifest (default: the images already in the store).",
     ),
     weights: str = typer.Option("DEFAULT", help="DEFAULT | a weights enum name | none | path to a state dict."),
-    layers: str = typer.Option("default", help="default | all | comma-separated layer names (`embstore layers`)."),
+    layers: str = typer.Option(
+        "blocks",
+        help="Sets (blocks, relu, act, conv, conv_raw, seed003, seed004, all), layer names and Keras names "
+        "(mixed9, fc1), comma-separated (`embstore layers MODEL`).",
+    ),
+    preprocessing: Optional[str] = typer.Option(
+        None,
+        "--preprocessing",
+        help="A recipe: torchvision (the model's own), keras-caffe (squash, BGR 0-255 minus the means), keras-tf "
+        "([-1, 1]), keras-torch, squash. Other preprocessing is kept apart in the model key (…~keras-caffe).",
+    ),
+    resize_mode: Optional[str] = typer.Option(None, help="shorter (then a centre crop) | squash (both sides)."),
+    resize: Optional[int] = typer.Option(None, min=1, help="Shorter side (or both sides, with squash) in pixels."),
+    crop: Optional[str] = typer.Option(None, help="Centre crop in pixels, or none (needs --resize-mode squash)."),
+    color: Optional[str] = typer.Option(None, help="rgb | bgr: the channel order the network expects."),
+    scale: Optional[str] = typer.Option(None, help="unit (pixels / 255) | 0-255 (raw pixels)."),
+    mean: Optional[str] = typer.Option(None, help="Per-channel mean, a,b,c (in --scale's units)."),
+    std: Optional[str] = typer.Option(None, help="Per-channel std, a,b,c (1,1,1: mean subtraction only)."),
+    interpolation: Optional[str] = typer.Option(None, help="bilinear | bicubic | nearest."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     workers: Optional[int] = typer.Option(
@@ -130,8 +148,14 @@ def ingest(
 ):
     """Run MODEL over IMAGES (default: every image already stored) and store each chosen layer's pooled activations.
 
-    Example: embstore ingest --model densenet121 --images ~/imagenet/val --layers default
+    Example: embstore ingest --model densenet121 --images ~/imagenet/val --layers blocks
     """
+    import embstore
+
+    pre = embstore.preprocessing_changes(
+        preset=preprocessing, resize_mode=resize_mode, resize=resize, crop=crop, color=color, scale=scale, mean=mean,
+        std=std, interpolation=interpolation,
+    )  # fmt: skip
     store = _store(ctx, create=True, activations=activations)
     with render.IngestProgress(ctx.obj) as bar:  # the ray engine shows Ray Data's own progress instead
         result = store.ingest(
@@ -139,6 +163,7 @@ def ingest(
             model=model,
             weights=weights,
             layers=layers,
+            preprocessing=pre,
             batch_size=batch_size,
             device=device,
             workers=workers,
@@ -180,7 +205,10 @@ def list_models(ctx: typer.Context):
     """
     import embstore
 
-    render.models_table(ctx.obj, [embstore.describe_model(name) for name in embstore.list_models()])
+    names = embstore.list_models()
+    render.models_table(
+        ctx.obj, [embstore.describe_model(name) for name in names], {n: embstore.model_weights(n) for n in names}
+    )
 
 
 @app.command("layers")
@@ -188,17 +216,25 @@ def list_layers(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="Model name."),
     default: bool = typer.Option(False, "--default", help="Only the default set (what `ingest` stores)."),
+    layer_set: str = typer.Option(
+        None, "--set", help="Only one named set: blocks, relu, act, conv, conv_raw, seed003, seed004 or all."
+    ),
+    aliases: str = typer.Option(
+        None, "--aliases", help="Show the Keras names the papers use: keras (activation_1…) or tf_keras."
+    ),
 ):
-    """List MODEL's layers in forward order with channel counts; * marks the default set.
+    """List MODEL's layers (graph nodes) in forward order: module, call, type, channels, size; * marks the default set.
 
-    Example: embstore layers resnet50 --default
+    Example: embstore layers resnet50 --set relu
     """
     import embstore
 
+    if aliases is not None:
+        render.layer_aliases(ctx.obj, model, aliases, embstore.layer_aliases(model, aliases))
+        return
     layers = embstore.model_layers(model)
-    render.layers_table(
-        ctx.obj, model, [layer for layer in layers if layer.default] if default else layers, len(layers)
-    )
+    shown = embstore.layer_set(model, "blocks" if default else layer_set, layers) if default or layer_set else layers
+    render.layers_table(ctx.obj, model, shown, len(layers), layers.trace_error)
 
 
 @app.command()

@@ -205,35 +205,68 @@ def demo(out: Output, result, store_path) -> None:
 
 
 # -- models and layers ---------------------------------------------------------------------------
-def models_table(out: Output, specs) -> None:
+def models_table(out: Output, specs, choices) -> None:
+    """`specs`: each model's spec with its DEFAULT weights; `choices`: {name: its weights choices}."""
     if out.json:
-        emit({"models": [{**jsonable(s), "key": s.key} for s in specs]})
+        emit({"models": [{**jsonable(s), "key": s.key, "weights_choices": [jsonable(w) for w in choices[s.name]]}
+                         for s in specs]})  # fmt: skip
         return
     t = Table(title=f"{len(specs)} models")
-    for c in ("model", "default weights", "resize→crop", "interpolation"):
+    for c in ("model", "DEFAULT weights (top-1 %)", "other weights", "resize→crop", "interpolation"):
         t.add_column(c, overflow="fold")
     if out.wide:
         t.add_column("mean / std")
     for s in specs:
         p = s.preprocessing
-        cells = [s.name, s.weights, f"{p.resize}→{p.crop}", p.interpolation]
+        default = next((w for w in choices[s.name] if w.default), None)
+        shown = s.weights if default is None or default.top1 is None else f"{default.name} ({default.top1:.1f})"
+        others = ", ".join(f"{w.name} ({w.top1:.1f})" if w.top1 else w.name for w in choices[s.name] if not w.default)
+        cells = [s.name, shown, others, f"{p.resize}→{p.crop}", p.interpolation]
         if out.wide:
             cells.append(f"{tuple(round(m, 3) for m in p.mean)} / {tuple(round(v, 3) for v in p.std)}")
         t.add_row(*cells)
     console.print(t)
-    console.print("Also any timm model as timm:NAME (weights none or a file).")
+    console.print(
+        "Top-1: torchvision's published ImageNet-1k single-crop accuracy. resnet50/101/152's DEFAULT is the 2021 "
+        "recipe (V2); the 2016 papers used V1: --weights IMAGENET1K_V1. Also any timm model as timm:NAME "
+        "(weights none or a file).",
+        soft_wrap=True,
+    )
 
 
-def layers_table(out: Output, model, layers, total: int) -> None:
+def layers_table(out: Output, model, layers, total: int, trace_error: str | None = None) -> None:
     if out.json:
-        emit({"model": model, "layers": [jsonable(layer) for layer in layers]})
+        emit({"model": model, "traced": trace_error is None, "trace_error": trace_error,
+              "layers": [jsonable(layer) for layer in layers]})  # fmt: skip
         return
     shown = "" if len(layers) == total else f", {len(layers)} shown"
     t = Table(title=f"{model}: {total} layers{shown} (* = default set)")
-    for c in ("", "layer", "channels", "kind", "reduction"):
-        t.add_column(c, overflow="fold")
+    columns = ("", "layer", "module", "call", "type", "channels", "size") + (("sets", "kind") if out.wide else ())
+    for c in columns:  # a layer name is never wrapped: it is what the user types next
+        t.add_column(c, no_wrap=c == "layer", overflow="fold")
     for layer in layers:
-        t.add_row("*" if layer.default else "", layer.name, str(layer.channels), layer.kind, layer.reduction)
+        call = f"{layer.call + 1}/{layer.calls}" if layer.calls > 1 else ""
+        cells = ["*" if layer.default else "", layer.name, layer.module, call, layer.type, str(layer.channels),
+                 "×".join(map(str, layer.size))]  # fmt: skip
+        t.add_row(*cells, *((",".join(layer.sets), layer.kind) if out.wide else ()))
+    console.print(t)
+    if trace_error:
+        console.print(f"note: torch.fx cannot trace {model} ({trace_error}): only modules called once are listed",
+                      soft_wrap=True)  # fmt: skip
+
+
+def layer_aliases(out: Output, model, scheme: str, table: dict) -> None:
+    if out.json:
+        emit({"model": model, "scheme": scheme, "aliases": table})
+        return
+    if not table:
+        console.print(f"{model} has no {scheme} names (they exist for VGG, ResNet and Inception v3)")
+        return
+    t = Table(title=f"{model}: {len(table)} {scheme} names")
+    for c in (scheme, "layer"):
+        t.add_column(c, overflow="fold")
+    for alias, name in table.items():
+        t.add_row(alias, name)
     console.print(t)
 
 
@@ -243,7 +276,8 @@ def verify_report(out: Output, r) -> None:
         emit({**jsonable(r), "ok": r.ok})
         return
     console.print(f"{r.files} files, {r.rows} vectors checked (activations table version {r.table_version})")
-    for label, items in (("missing", r.missing), ("corrupt", r.corrupt), ("count", r.count_mismatches)):
+    for label, items in (("missing", r.missing), ("corrupt", r.corrupt), ("count", r.count_mismatches),
+                         ("wrong layer", r.wrong_layers)):  # fmt: skip
         for item in items[:20]:
             console.print(f"[red]{label}:[/] {item}", soft_wrap=True)
     if r.uncommitted_batches:
@@ -253,6 +287,8 @@ def verify_report(out: Output, r) -> None:
     if r.unlisted_files:
         console.print(f"[yellow]data files no table version lists[/] (left by a killed writer; readers never see "
                       f"them; --repair deletes them): {len(r.unlisted_files)}", soft_wrap=True)  # fmt: skip
+    for line in r.notes:
+        console.print(f"[yellow]note:[/] {line}", soft_wrap=True)
     for line in r.repaired:
         console.print(f"[green]repaired:[/] {line}", soft_wrap=True)
     console.print("[green]OK: catalog and files agree[/]" if r.ok else "[red]NOT OK[/]: run `embstore verify --repair`")

@@ -186,7 +186,7 @@ def decode_batch(batch: dict, pre, max_pixels: int) -> dict:
     preprocess = Preprocess(pre)
     rows = [decode_item(int(i), str(p), preprocess, max_pixels, array=True)
             for i, p in zip(batch["i"], batch["path"])]  # fmt: skip
-    shape = next((tuple(r["x"].shape) for r in rows if "x" in r), (3, pre.crop, pre.crop))
+    shape = next((tuple(r["x"].shape) for r in rows if "x" in r), (3, pre.size, pre.size))
     x = np.zeros((len(rows), *shape), np.uint8)  # normalised by the actor: 1/4 of the bytes to ship
     for k, r in enumerate(rows):
         if "x" in r:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embstore.ingest.devices import autocast_dtype
-from embstore.ingest.layers import HIDDEN, LayerInfo, find_classifier
+from embstore.ingest.layers import LayerInfo, find_classifier
 
 
 @dataclass
@@ -61,7 +61,8 @@ def reduce(tensor, layer: LayerInfo):
         return torch.relu(tensor).mean(dim=dims, dtype=torch.float32)
     if layer.reduction == "token_mean":
         return tensor.mean(dim=1, dtype=torch.float32)
-    return tensor.reshape(tensor.shape[0], -1)
+    # a copy: the output of a Linear is a tensor the in-place ReLU after it (VGG's classifier) overwrites
+    return tensor.reshape(tensor.shape[0], -1).clone()
 
 
 def _pixel_rows(tensor, channels_last: bool):
@@ -111,16 +112,40 @@ def _gap_relu_by_image(tensor, dims):
     return out
 
 
+def capture_mode(layers: list[LayerInfo]) -> str:
+    """How `Extractor` captures `layers`: "fx" (the traced graph) when one is a functional node, else "hooks"."""
+    return "fx" if any(layer.op == "function" for layer in layers) else "hooks"
+
+
+def _check_inside_leaves(traced, layers: list[LayerInfo]) -> None:
+    """Refuse, naming them, modules that the traced graph neither has as a node nor runs inside one."""
+    from embstore.errors import UsageError
+
+    leaves = {str(n.target) for n in traced.module.graph.nodes if n.op == "call_module"}
+    lost = [l.name for l in layers if not any(l.module == t or l.module.startswith(t + ".") for t in leaves)]
+    if lost:
+        raise UsageError(
+            f"{', '.join(lost[:3])}{', …' if len(lost) > 3 else ''} cannot be captured together with functional "
+            "nodes (the traced graph does not run it as a module); ingest them in two runs"
+        )
+
+
 class Extractor:
-    """Hooks `layers` of `model` once; calling it on a batch returns ({layer: (B, C)}, logits).
+    """Captures `layers` of `model` in one forward pass; calling it on a batch returns ({layer: (B, C)}, logits).
+
+    Layers that are module calls are captured by forward hooks (a per-call counter where a module
+    runs more than once: `layer1.0.relu_2` is the third call's output). Functional nodes (`add`,
+    `cat`, `flatten`) need the traced graph: with any of them the network runs as its torch.fx graph
+    with a reduction after each wanted node (`capture == "fx"`), else as itself (`"hooks"`).
 
     >>> import torch, torchvision
-    >>> from embstore.ingest.layers import discover, select
+    >>> from embstore.ingest.layers import discover
+    >>> from embstore.ingest.layersets import select
     >>> net = torchvision.models.resnet18().eval()
-    >>> ex = Extractor(net, select(discover(net, "resnet18", 64), ["layer4"], "resnet18"))
+    >>> ex = Extractor(net, select(discover(net, "resnet18", 64), ["layer4", "layer4.1.relu_1"], "resnet18"))
     >>> vectors, logits = ex(torch.zeros(2, 3, 64, 64))
-    >>> {name: v.shape for name, v in vectors.items()}, logits.shape
-    ({'layer4': (2, 512), 'hidden': (2, 512)}, (2, 1000))
+    >>> {name: v.shape for name, v in vectors.items()}, logits.shape, ex.capture
+    ({'layer4.1.relu_1': (2, 512), 'layer4': (2, 512), 'hidden': (2, 512)}, (2, 1000), 'hooks')
     >>> ex.close()
     """
 
@@ -137,19 +162,53 @@ class Extractor:
         self.has_classifier = find_classifier(model) is not None
         self.layers = layers
         self._out: dict = {}
-        self._handles = []
+        self._handles: list = []
+        self._calls: dict[str, int] = {}
+        self.capture = capture_mode(layers)
+        self._graph = None
+        hooked = [l for l in layers if l.op == "module"]
+        if self.capture == "fx":
+            from embstore.ingest.graph import GraphCapture, trace
+
+            traced = trace(model)
+            # graph nodes (and blocks, at their last node) by the graph; modules inside a leaf module
+            # the graph calls (torchvision's Conv2dNormActivation, timm's BatchNormAct2d) by hooks
+            hooked = [l for l in hooked if not l.node]
+            _check_inside_leaves(traced, hooked)
+            self._graph = GraphCapture(traced, {l.name: l for l in layers if l.node and l.op != "hidden"}, reduce)
+            self._out = self._graph.out
         modules = dict(model.named_modules())
+        per_module: dict[str, dict[int, LayerInfo]] = {}
+        for layer in hooked:
+            per_module.setdefault(layer.module, {})[layer.call] = layer
+        for module, calls in per_module.items():
+            self._handles.append(modules[module].register_forward_hook(self._hook(module, calls)))
         for layer in layers:
-            if layer.name == HIDDEN:
+            if layer.op == "hidden":
                 found = find_classifier(model)
                 if found is None:  # a feature extractor: its output is `hidden`
-                    self._handles.append(model.register_forward_hook(self._hook(layer)))
+                    whole = self._graph.module if self._graph is not None else model
+                    self._handles.append(whole.register_forward_hook(self._output_hook(layer)))
                 else:
                     self._handles.append(found[1].register_forward_pre_hook(self._pre_hook(layer)))
-            else:
-                self._handles.append(modules[layer.name].register_forward_hook(self._hook(layer)))
 
-    def _hook(self, layer):
+    def _hook(self, module: str, calls: dict[int, LayerInfo]):
+        if set(calls) == {0} and calls[0].calls == 1:  # the common case: one call, no counting
+
+            def once(_module, _inputs, output):
+                self._out[calls[0].name] = reduce(output, calls[0])
+
+            return once
+
+        def per_call(_module, _inputs, output):
+            k = self._calls.get(module, 0)
+            self._calls[module] = k + 1
+            if k in calls:
+                self._out[calls[k].name] = reduce(output, calls[k])
+
+        return per_call
+
+    def _output_hook(self, layer):
         def hook(_module, _inputs, output):
             self._out[layer.name] = reduce(output, layer)
 
@@ -170,14 +229,15 @@ class Extractor:
         layer waited for the GPU once per layer: 17 times a batch for resnet50)."""
         import torch
 
-        self._out = {}
+        self._out.clear()
+        self._calls.clear()
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         dtype = autocast_dtype(self.amp)
         autocast = torch.autocast(batch.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
-            logits = self.model(batch)
-        outputs = dict(self._out)
+            logits = self._graph(batch) if self._graph is not None else self.model(batch)
+        outputs = {layer.name: self._out[layer.name] for layer in self.layers}
         if self.has_classifier:
             outputs[LOGITS] = logits
         return Pending(outputs)

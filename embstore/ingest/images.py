@@ -275,7 +275,8 @@ def _to_rgb(img):
 
 
 class Preprocess:
-    """Resize the shorter side, centre-crop, scale to [0, 1], normalise: the model's own recipe.
+    """Resize (the shorter side, or squash both), centre-crop (unless crop is None), reorder the
+    channels (BGR), scale to [0, 1] (unless scale is 0-255), normalise: as `Preprocessing` says.
 
     A class rather than a closure so DataLoader worker processes can receive it.
     """
@@ -306,21 +307,30 @@ class Preprocess:
 
         pre = self.pre
         w, h = img.size
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = pre.resize, int(pre.resize * long / short)
-        size = (new_short, new_long) if w <= h else (new_long, new_short)
+        if pre.resize_mode == "squash":  # both sides to `resize` (Keras' load_img(target_size=…))
+            size = (pre.resize, pre.resize)
+        else:
+            short, long = (w, h) if w <= h else (h, w)
+            new_short, new_long = pre.resize, int(pre.resize * long / short)
+            size = (new_short, new_long) if w <= h else (new_long, new_short)
         if size != (w, h):
             img = img.resize(size, _resample(pre.interpolation))
-        left, top = (_crop_offset(side, pre.crop) for side in size)
-        img = img.crop((left, top, left + pre.crop, top + pre.crop))  # outside the image: zeros
-        return np.array(img, copy=True).transpose(2, 0, 1)
+        if pre.crop is not None:
+            left, top = (_crop_offset(side, pre.crop) for side in size)
+            img = img.crop((left, top, left + pre.crop, top + pre.crop))  # outside the image: zeros
+        pixels = np.array(img, copy=True)
+        if pre.color == "bgr":
+            pixels = np.ascontiguousarray(pixels[:, :, ::-1])
+        return pixels.transpose(2, 0, 1)
 
     def normalise(self, x):
         """uint8 (…, 3, H, W) -> normalised float32 (a new tensor, computed in place); the same
         arithmetic for one image or a batch."""
         import torch
 
-        x = x.to(torch.float32, copy=True).div_(255.0)
+        x = x.to(torch.float32, copy=True)
+        if self.pre.scale == "unit":
+            x.div_(255.0)
         x.sub_(torch.tensor(self.pre.mean, device=x.device).view(3, 1, 1))
         return x.div_(torch.tensor(self.pre.std, device=x.device).view(3, 1, 1))
 

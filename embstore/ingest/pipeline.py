@@ -30,8 +30,9 @@ from embstore.ingest.devices import (
     resolve_device,
     spare_cores,
 )
-from embstore.ingest.extraction import ForwardBatch
+from embstore.ingest.extraction import ForwardBatch, capture_mode
 from embstore.ingest.images import DEFAULT_MAX_PIXELS, Discovery, ImageSource, Preprocess, decode_item, discover
+from embstore.ingest.layersets import select
 from embstore.ingest.spec import Preprocessing
 from embstore.store.catalog import Catalog
 from embstore.store.encoding import check_dtype
@@ -81,14 +82,14 @@ def ingest(
     images: str | None,
     *,
     weights: str = "DEFAULT",
-    layers: str | list[str] = "default",
+    layers: str | list[str] = "blocks",
     batch_size: int = 32,
     device: str = "auto",
     workers: int | None = None,
     limit: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
-    preprocessing: Preprocessing | None = None,
+    preprocessing: Preprocessing | str | dict | None = None,
     progress=None,
     dtype: str = "float32",
     commit_seconds: float = COMMIT_SECONDS,
@@ -131,6 +132,7 @@ def ingest(
     check_dtype(dtype)
     if isinstance(model, str):
         models.check_name(model)  # the cheapest check first, before any image is looked at
+        models.describe(model, weights).with_preprocessing(preprocessing)  # a bad field: before the network loads
     if engine == "ray":
         from embstore.ingest.distributed import RayEngine
 
@@ -143,12 +145,13 @@ def ingest(
     found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
     if isinstance(model, str):
         net, spec, sha = models.load(model, weights)
+        spec = spec.with_preprocessing(preprocessing)
     else:
-        net, spec, sha = models.from_module(model, name, preprocessing)
+        net, spec, sha = models.from_module(model, name, preprocessing)  # type: ignore[arg-type]  # checked there
     was_training = net.training
     net.eval()  # a module the caller passed gets its own mode back at the end
-    all_layers = layers_mod.discover(net, spec.name, spec.preprocessing.crop)
-    chosen = layers_mod.select(all_layers, layers, spec.name)
+    all_layers = layers_mod.discover(net, spec.name, spec.preprocessing.size)
+    chosen = select(all_layers, layers, spec.name)
     names = [layer.name for layer in chosen]
     net.to(dev)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -167,6 +170,8 @@ def ingest(
         "model": spec.name,
         "weights": weights if isinstance(model, str) else spec.weights,
         "layers": names,
+        "layer_request": layers if isinstance(layers, str) or layers is None else list(layers),
+        "capture": capture_mode(chosen),  # hooks | fx (ingest/extraction.py)
         "images": str(images) if images is not None else "(the store's images)",
         "batch_size": batch_size,
         "device": str(dev) if engine == "local" else device,
@@ -194,6 +199,7 @@ def ingest(
                 )
             cat.upsert_model(spec, sha)
             classifier.save(store, spec.key, net)
+            cat.check_layer_identity(spec.key, chosen)
             cat.upsert_layers(spec.key, chosen, dtype)
             todo, skipped = _pending(cat, spec.key, names, found.images)
             cat.start_run(run_id, spec.key, config, len(found.images))
@@ -466,6 +472,13 @@ class _Run:
         vectors = {
             layer.name: np.concatenate([b.vectors[layer.name] for b in gathered if b.ok]) for layer in self.chosen if ok
         }
+        for layer in self.chosen:
+            if layer.name in vectors and vectors[layer.name].shape[1] != layer.channels:
+                raise StoreError(
+                    f"layer {layer.name} of {spec.key} gave {vectors[layer.name].shape[1]}-wide vectors where the "
+                    f"catalog records {layer.channels} channels; nothing of this batch was stored (a bug: please "
+                    "report it with the model and layer)"
+                )
         given = [b.logits for b in gathered if b.ok and b.logits is not None]
         logits = np.concatenate(given) if given else None
         ids = [b["image_id"] for b in ok]

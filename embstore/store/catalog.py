@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from embstore.errors import StoreError
 from embstore.store.duck import dict_rows
 
 # The one definition of classification error: over a model's labelled images, the share whose true
@@ -31,27 +32,39 @@ class Catalog:
 
     # -- models and layers -----------------------------------------------------------------
     def upsert_model(self, spec, weights_sha256: str) -> None:
+        """Record `spec`; a key already recorded with other preprocessing is refused (never mixed)."""
         p = spec.preprocessing
-        existing = self.con.execute("SELECT weights_sha256 FROM models WHERE model_key = ?", [spec.key]).fetchall()
+        fields = [p.resize, p.crop, list(p.mean), list(p.std), p.interpolation, p.resize_mode, p.color, p.scale]
+        existing = self.con.execute(
+            """SELECT resize, crop, mean, std, interpolation, resize_mode, color, scale FROM models
+               WHERE model_key = ?""",
+            [spec.key],
+        ).fetchall()
         if existing:
+            have = list(existing[0])
+            if [have[0], have[1], [float(x) for x in have[2]], [float(x) for x in have[3]], *have[4:]] != fields:
+                raise StoreError(
+                    f"{spec.key} in this store was ingested with other preprocessing ({have}); a model run with other "
+                    "preprocessing needs its own key: pass it as preprocessing (the key then names it)"
+                )
             return
         self.con.execute(
             """INSERT INTO models (model_key, name, weights, weights_sha256, source, resize, crop, mean, std,
-                                   interpolation, num_classes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [
-                spec.key,
-                spec.name,
-                spec.weights,
-                weights_sha256,
-                spec.source,
-                p.resize,
-                p.crop,
-                list(p.mean),
-                list(p.std),
-                p.interpolation,
-                spec.num_classes,
-            ],
+                                   interpolation, resize_mode, color, scale, num_classes)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [spec.key, spec.name, spec.tag, weights_sha256, spec.source, *fields, spec.num_classes],
         )
+
+    def model_preprocessing(self, model_key: str):
+        """The Preprocessing a stored model's vectors were computed with."""
+        from embstore.ingest.spec import Preprocessing
+
+        row = self.con.execute(
+            """SELECT resize, crop, mean, std, interpolation, resize_mode, color, scale FROM models
+               WHERE model_key = ?""",
+            [model_key],
+        ).fetchall()[0]
+        return Preprocessing(row[0], row[1], tuple(row[2]), tuple(row[3]), *row[4:])
 
     def model_sha(self, model_key: str) -> str | None:
         rows = self.con.execute("SELECT weights_sha256 FROM models WHERE model_key = ?", [model_key]).fetchall()
@@ -64,9 +77,10 @@ class Catalog:
         stored = {name for name, _, _ in self.layers_with_vectors(model_key)}
         for l in layers:
             self.con.execute(
-                """INSERT INTO layers (model_key, layer, ord, channels, kind, reduction, dtype)
-                   VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
-                [model_key, l.name, l.ord, l.channels, l.kind, l.reduction, dtype],
+                """INSERT INTO layers (model_key, layer, ord, channels, kind, reduction, dtype, naming, node_op,
+                                       module, call_index)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, 'node', ?, ?, ?) ON CONFLICT DO NOTHING""",
+                [model_key, l.name, l.ord, l.channels, l.kind, l.reduction, dtype, l.op, l.module, l.call],
             )
             have = self.con.execute(
                 "SELECT dtype FROM layers WHERE model_key = ? AND layer = ?", [model_key, l.name]
@@ -80,6 +94,51 @@ class Catalog:
                 self.con.execute(
                     "UPDATE layers SET dtype = ? WHERE model_key = ? AND layer = ?", [dtype, model_key, l.name]
                 )
+
+    def check_layer_identity(self, model_key: str, layers) -> None:
+        """Refuse to add vectors to a layer an earlier embstore stored as another node (a module called
+        more than once, stored as its last call under its name, or of another width); upgrade the
+        rows of earlier releases that mean the same node to 'node' naming."""
+        rows = self.con.execute(
+            "SELECT layer, channels FROM layers WHERE model_key = ? AND naming = 'module'", [model_key]
+        ).fetchall()
+        old = dict(rows)
+        stored = {name for name, _, _ in self.layers_with_vectors(model_key)}
+        for l in layers:
+            if l.name not in old:
+                continue
+            if l.name in stored and (l.calls > 1 or old[l.name] != l.channels):
+                raise StoreError(
+                    f"layer {l.name} of {model_key} was stored by an earlier embstore, which kept the LAST of "
+                    f"module {l.module}'s {l.calls} calls under that name; `embstore verify --repair` removes those "
+                    "vectors, then ingest again"
+                )
+            self.con.execute(
+                """UPDATE layers SET naming = 'node', channels = ?, ord = ?, kind = ?, reduction = ?, node_op = ?,
+                   module = ?, call_index = ? WHERE model_key = ? AND layer = ?""",
+                [l.channels, l.ord, l.kind, l.reduction, l.op, l.module, l.call, model_key, l.name],
+            )
+
+    def module_named_layers(self) -> list[tuple[str, str, int]]:
+        """(model_key, layer, channels) of the stored layers recorded before layers were graph nodes."""
+        return self.con.execute(
+            """SELECT l.model_key, l.layer, l.channels FROM layers l WHERE l.naming = 'module' AND l.layer <> 'hidden'
+               AND EXISTS (SELECT 1 FROM table_files f WHERE f.model_key = l.model_key AND f.layer = l.layer)
+               ORDER BY l.model_key, l.ord"""
+        ).fetchall()
+
+    def forget_layer(self, model_key: str, layer: str) -> None:
+        """Forget every stored vector of one layer (its files are removed from the table by the caller),
+        so the next ingest of it stores it again; batches left with no layer are dropped."""
+        self.con.execute(
+            """UPDATE vector_batches SET layers = list_filter(layers, lambda x: x <> ?)
+               WHERE model_key = ? AND list_contains(layers, ?)""",
+            [layer, model_key, layer],
+        )
+        empty = "SELECT batch_id FROM vector_batches WHERE model_key = ? AND len(layers) = 0"
+        self.con.execute(f"DELETE FROM batch_images WHERE batch_id IN ({empty})", [model_key])
+        self.con.execute("DELETE FROM vector_batches WHERE model_key = ? AND len(layers) = 0", [model_key])
+        self.con.execute("DELETE FROM layers WHERE model_key = ? AND layer = ?", [model_key, layer])
 
     def layer_width(self, model_key: str, layer: str) -> int:
         rows = self.con.execute(

@@ -481,14 +481,14 @@ class Store:
         *,
         model: Any = "efficientnet_lite0",
         weights: str = "DEFAULT",
-        layers: str | Sequence[str] = "default",
+        layers: str | Sequence[str] = "blocks",
         batch_size: int = 32,
         device: str = "auto",
         workers: int | None = None,
         limit: int | None = None,
         max_pixels: int = 100_000_000,
         name: str | None = None,
-        preprocessing: Preprocessing | None = None,
+        preprocessing: Preprocessing | str | dict | None = None,
         progress: Progress | None = None,
         dtype: str = "float32",
         commit_seconds: float = 5.0,
@@ -504,6 +504,10 @@ class Store:
         every image already in the store, the way to add a model to an image set) and store
         every chosen layer's pooled vector; resumable, skips what is stored. `model` is a name from
         `embstore.list_models()` or any torch.nn.Module given with `name` and `preprocessing`.
+        `layers`: named sets (blocks, relu, act, conv, seed003, seed004, all), graph node names and
+        Keras names (ingest/layersets.py). `preprocessing` for a named model: a preset
+        ("keras-caffe", "keras-tf", "keras-torch", "squash"), a Preprocessing, or {field: value}
+        changes to the model's own; the model key then names it (`resnet50@IMAGENET1K_V1~keras-caffe`).
         `dtype="int8"` stores vectors in ~0.3 × the bytes (readers still get float32); vectors are
         committed every `commit_seconds`; a completed run ends with `compact()` unless `compact=False`.
         On a GPU, `amp="fp16"`/`"bf16"` autocasts and `channels_last=True` changes the layout (both

@@ -196,7 +196,7 @@ class ActivationTable:
         tables, batches = [], []
         for p in parts:
             encoded = [
-                encode(p.image_ids, m, batch_id=p.batch_id, model=spec.name, weights=spec.weights, layer=layer,
+                encode(p.image_ids, m, batch_id=p.batch_id, model=spec.name, weights=spec.tag, layer=layer,
                        dtype=dtypes.get(layer, "float32"))
                 for layer, m in p.vectors.items()
             ]  # fmt: skip

@@ -8,13 +8,15 @@ listed: harmless to every reader, and deleted by repair. Repair (under the write
 `reconcile()` deletes uncommitted rows and pins the latest version; missing files are dropped
 from the Delta log and corrupt ones moved to <store>/quarantine first; images that lost a vector
 are forgotten for that model (their other rows deleted too), so the next
-`embstore ingest` stores them again, whole.
+`embstore ingest` stores them again, whole. Layers an earlier embstore stored as a module's last
+call under the name of its first (store/layercheck.py) are listed, and repair removes their vectors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from embstore.store import layercheck
 from embstore.store.catalog import Catalog
 from embstore.store.locks import writer_running
 from embstore.store.table import ActivationTable
@@ -32,11 +34,15 @@ class VerifyReport:
     interrupted_runs: int = 0
     unlisted_files: list[str] = field(default_factory=list)  # in the table's folder, named by no log entry
     table_version: int | None = None
+    wrong_layers: list[str] = field(default_factory=list)  # stored by an earlier embstore as another node
+    notes: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.corrupt or self.uncommitted_batches or self.count_mismatches)
+        return not (
+            self.missing or self.corrupt or self.uncommitted_batches or self.count_mismatches or self.wrong_layers
+        )
 
 
 def verify(store, *, repair: bool = False) -> VerifyReport:
@@ -49,6 +55,10 @@ def verify(store, *, repair: bool = False) -> VerifyReport:
             store.restored = None
         report.repaired += table.reconcile()
     _check(store, table, report, holding_lock=repair)
+    wrong, right = _check_layers(store, table, report)
+    if repair and (wrong or right):
+        report.repaired += layercheck.repair(store, table, wrong, right)
+        report.wrong_layers = []
     if repair and report.unlisted_files:  # the writer lock is held: no append is in flight
         for path in report.unlisted_files:
             table.location.filesystem.delete_file(path)
@@ -58,8 +68,17 @@ def verify(store, *, repair: bool = False) -> VerifyReport:
         _repair(store, table, report)
         fresh = VerifyReport(repaired=report.repaired)
         _check(store, table, fresh, holding_lock=True)
+        _check_layers(store, table, fresh)
         return fresh
     return report
+
+
+def _check_layers(store, table: ActivationTable, report: VerifyReport):
+    """Layers an earlier embstore stored under a name that now means another graph node (layercheck.py)."""
+    wrong, right, notes = layercheck.check(store, table)
+    report.wrong_layers = [f"{w.model_key} {w.layer}: {w.reason}" for w in wrong]
+    report.notes += notes
+    return wrong, right
 
 
 def _check(store, table: ActivationTable, report: VerifyReport, *, holding_lock: bool = False) -> None:
