@@ -155,7 +155,7 @@ def test_per_call_nodes_are_captured_by_hooks_with_a_call_counter(tmp_path):
     "name, set_name, count",
     [("resnet50", "relu", 49), ("resnet34", "relu", 33), ("resnet34", "conv", 33), ("resnet34", "seed003", 33),
      ("resnet50", "seed004", 49), ("inception_v3", "seed004", 11), ("vgg16", "seed004", 15), ("vgg16", "relu", 15),
-     ("vgg16", "conv", 13), ("resnet34", "conv_raw", 36)],
+     ("vgg16", "conv", 13), ("resnet34", "conv_raw", 36), ("efficientnet_b0", "act", 33)],
 )  # fmt: skip
 def test_the_papers_layer_sets_have_their_published_sizes(name, set_name, count):
     layers = embstore.model_layers(name)

@@ -18,7 +18,10 @@ from embstore_cli import render
 from embstore_cli._typer import typer
 
 ALLOW_HELP = "A folder SQL may read (with --write, also write); repeatable."
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Store, search and analyse CNN activations.")
+HELP = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Store, search and analyse CNN activations.", context_settings=HELP
+)
 query_app = typer.Typer(no_args_is_help=True, help="Nearest classes and nearest images.")
 app.add_typer(query_app, name="query")
 analyze_app = typer.Typer(no_args_is_help=True, help="Measures of the seed papers, computed from the store.")
@@ -29,6 +32,14 @@ app.add_typer(plot_app, name="plot")
 
 GLOBAL_FLAGS = ("--json", "--quiet", "-q", "--wide")
 GLOBAL_VALUES = ("--store", "--wait")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import embstore
+
+        typer.echo(f"embstore {embstore.__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -47,6 +58,9 @@ def _globals(
         envvar="EMBSTORE_WAIT",
         metavar="SECONDS",
         help="When another process is writing to the store, wait up to this long for it (default 0: refuse at once).",
+    ),
+    version: bool = typer.Option(
+        False, "--version", "-V", is_eager=True, callback=_print_version, help="Print embstore's version and exit."
     ),
 ):
     """embstore: a DuckDB + Parquet store of per-layer CNN activations with a query CLI.
@@ -181,6 +195,10 @@ def ingest(
             relabel=relabel,
         )
     render.ingest_summary(ctx.obj, result, store.path)
+    if result.status == "failed":  # every image failed: the summary and the errors say which and why
+        render.error("IngestError", f"all {result.n_errors} image(s) failed to load; nothing was stored", 1,
+                     as_json=ctx.obj.json)  # fmt: skip
+        raise typer.Exit(1)
 
 
 @app.command()

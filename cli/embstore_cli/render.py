@@ -180,8 +180,18 @@ def ingest_summary(out: Output, r, store_path) -> None:
         e.add_column("file", overflow="fold")
         e.add_column("reason", overflow="fold")
         for path, reason in r.errors[:20]:
-            e.add_row(path if out.wide else Path(path).name, reason)
+            e.add_row(path if out.wide else short_path(path), reason)
         console.print(e)
+
+
+def short_path(path: str) -> str:
+    """A path as the user can type it again: relative to the working folder when under it, else with ~."""
+    p = Path(path)
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        home = str(Path.home())
+        return "~" + path[len(home) :] if path.startswith(home + "/") else path
 
 
 def demo(out: Output, result, store_path) -> None:

@@ -173,7 +173,11 @@ def _activation(n, modules) -> str | None:
     if n.op == "call_module":
         module = modules[str(n.target)]
         kind = type(module).__name__
-        inner = getattr(module, "act", None)  # timm's BatchNormAct2d & co: the node's output is after `act`
+        # a leaf whose output is after an activation: timm's BatchNormAct2d & co (`act`), torchvision's
+        # Conv2dNormActivation (a Sequential ending in it)
+        inner = getattr(module, "act", None)
+        if inner is None and kind == "Conv2dNormActivation" and len(module):
+            inner = module[-1]
         if kind not in RELU_MODULES + ACT_MODULES and inner is not None:
             kind = type(inner).__name__
         return "relu" if kind in RELU_MODULES else "act" if kind in ACT_MODULES else None

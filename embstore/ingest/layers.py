@@ -241,7 +241,8 @@ def _merge(nodes, calls, counts, *, traced: bool) -> list[tuple]:
 def _mark_conv(layers: list[LayerInfo], nodes) -> list[LayerInfo]:
     """Add the `conv` set: each conv's output after its ReLU (seed 003 eq. 2) — the first activation
     node (a ReLU in ResNets, VGG, Inception, DenseNet; SiLU in EfficientNet) a conv's output reaches
-    through normalisation, additions, concatenations and identities."""
+    through normalisation, additions, concatenations and identities (torchvision's
+    Conv2dNormActivation, one leaf node, is its own)."""
     from dataclasses import replace
 
     if not nodes:
@@ -255,6 +256,9 @@ def _mark_conv(layers: list[LayerInfo], nodes) -> list[LayerInfo]:
                          r"add|add_|iadd|cat|concat|drop_path|contiguous|clone)$")  # fmt: skip
     chosen: set[str] = set()
     for n in nodes:
+        if n.op == "module" and n.kind == "Conv2dNormActivation" and n.act is not None:
+            chosen.add(n.name)  # conv, norm and activation in one leaf node: its output is the one
+            continue
         if not (n.op == "module" and n.kind in ("Conv2d", "Conv2dSame", "Conv2dNormActivation")):
             continue
         frontier, seen = list(users.get(n.name, [])), set()

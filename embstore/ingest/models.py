@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,13 +104,16 @@ def describe(name: str, weights: str = "DEFAULT") -> ModelSpec:
     if name in LITE:
         _, _, size, crop_pct = LITE[name]
         pre = Preprocessing(math.floor(size / crop_pct), size, (0.5,) * 3, (0.5,) * 3, "bicubic")
-        return ModelSpec(name, "efficientnet_lite", _weights_tag(weights, f"tf-{name.split('_')[1]}"), pre)
+        return ModelSpec(name, "efficientnet_lite", _weights_tag(name, weights, f"tf-{name.split('_')[1]}"), pre)
     if name.startswith("timm:"):
-        return ModelSpec(name, "timm", _weights_tag(weights, "timm-pretrained"), _timm_preprocessing(name[5:]))
+        tag = _weights_tag(name, weights, "timm-pretrained")
+        return ModelSpec(name, "timm", tag, _timm_preprocessing(name[5:]))
     enum = _torchvision_weights(name, weights)
     t = enum.transforms()
     pre = Preprocessing(int(t.resize_size[0]), int(t.crop_size[0]), tuple(t.mean), tuple(t.std), t.interpolation.value)
-    return ModelSpec(name, "torchvision", _weights_tag(weights, enum.name), pre, len(enum.meta["categories"]))
+    own_file = _looks_like_file(weights) and _is_enum_file(enum, weights)  # torchvision's file: its enum
+    tag = str(enum.name) if own_file else _weights_tag(name, weights, enum.name)
+    return ModelSpec(name, "torchvision", tag, pre, len(enum.meta["categories"]))
 
 
 def load(name: str, weights: str = "DEFAULT"):
@@ -175,14 +179,21 @@ def state_sha256(model) -> str:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _weights_tag(weights: str, pretrained_tag: str) -> str:
+def _weights_tag(name: str, weights: str, pretrained_tag: str) -> str:
+    """The tag `weights` is recorded under: its contents decide it, never a name alone."""
+    from embstore.errors import UsageError
+
     low = weights.lower()
     if low == "none":
         return "none"
     if low == "default":
         return pretrained_tag
     if _looks_like_file(weights):
-        return f"file-{_file_sha256(Path(weights))[:12]}"
+        path = Path(weights).expanduser()
+        _check_claimed_hash(path)
+        return f"file-{_file_sha256(path)[:12]}"
+    if pretrained_tag.startswith(("tf-", "timm-")):
+        raise UsageError(f"'{weights}' is not a weights choice for {name}; choose one of: DEFAULT, none, a .pth file")
     return pretrained_tag
 
 
@@ -199,28 +210,61 @@ def _weights_file(weights: str) -> Path | None:
     return path
 
 
-@functools.cache
+_HASHED: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: a weights file is hashed once a process
+
+
 def _file_sha256(path: Path) -> str:
     if not path.is_file():
         raise WeightsUnavailableError(f"weights file {path} does not exist")
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHED:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
+
+
+_CLAIMED = re.compile(r"-([a-f0-9]{8,64})\.(?:pth|pt|bin|ckpt)$")  # torch hub's name-<sha256 prefix>.pth
+
+
+def _check_claimed_hash(path: Path) -> None:
+    """A file whose name claims a sha256 prefix (torch hub's convention) must have it."""
+    claimed = _CLAIMED.search(path.name)
+    if claimed and not _file_sha256(path).startswith(claimed.group(1)):
+        raise WeightsUnavailableError(
+            f"weights file {path} does not match the sha256 prefix {claimed.group(1)} its name claims (sha256 "
+            f"{_file_sha256(path)[:12]}…): it is not that file; download it again, or rename yours"
+        )
+
+
+def _is_enum_file(enum, weights: str) -> bool:
+    """Whether FILE is torchvision's own file of `enum` (its name, and the hash that name claims)."""
+    path = Path(weights).expanduser()
+    if path.name != enum.url.rsplit("/", 1)[-1]:
+        return False
+    _check_claimed_hash(path)
+    return True
 
 
 def _torchvision_weights(name: str, weights: str):
     from torchvision.models import get_model_weights
 
     enum_cls = get_model_weights(name)
-    if weights.lower() in ("default", "none") or _looks_like_file(weights):
+    if weights.lower() in ("default", "none"):
         return enum_cls.DEFAULT
+    if _looks_like_file(weights):  # torchvision's own file of an enum is that enum (its preprocessing too)
+        name_of = Path(weights).expanduser().name
+        return next((e for e in enum_cls if e.url.rsplit("/", 1)[-1] == name_of), enum_cls.DEFAULT)
     try:
         return enum_cls[weights]
     except KeyError:
-        choices = ["DEFAULT", "none", *enum_cls.__members__, "a .pth file"]
-        raise WeightsUnavailableError(
+        from embstore.errors import UsageError
+
+        choices = ["DEFAULT", "none", *(m for m in enum_cls.__members__ if m != "DEFAULT"), "a .pth file"]
+        raise UsageError(
             f"'{weights}' is not a weights choice for {name}; choose one of: {', '.join(choices)}"
         ) from None
 
@@ -240,11 +284,22 @@ def _load_state_dict(path: Path) -> dict:
 
 
 def _apply_state(model, state: dict, origin: str) -> None:
+    """Load `state` strictly; a misfit is one line: how many keys are missing, unexpected or of
+    another shape, with the first of each (a file for another architecture lists thousands)."""
+    target = model.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    shapes = [k for k in target if k in state and hasattr(state[k], "shape") and state[k].shape != target[k].shape]
+    parts = [f"{len(keys)} {what} (e.g. {', '.join(keys[:2])})"
+             for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                ("tensors of another shape", shapes)) if keys]  # fmt: skip
+    if parts:
+        raise WeightsUnavailableError(f"weights {origin} do not fit this model: {'; '.join(parts)}")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
-        raise WeightsUnavailableError(f"weights {origin} do not fit this model: {first[0].strip()}") from None
+        first = " ".join(str(exc).split())[:200]
+        raise WeightsUnavailableError(f"weights {origin} do not fit this model: {first}") from None
 
 
 _PRETRAINED_KWARGS = {  # what torchvision's builders set when they load pretrained weights
@@ -288,6 +343,7 @@ def _cached_or_download(url: str) -> Path:
 
     target = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     if target.is_file():
+        _check_claimed_hash(target)  # a cached file is what its name says, or it is not used
         return target
     try:
         _download(url, target)

@@ -130,6 +130,10 @@ def ingest(
     if engine == "local" and (address is not None or cpus is not None):
         raise UsageError("address and cpus are options of the ray engine; add engine='ray' (--engine ray)")
     check_dtype(dtype)
+    if not isinstance(model, str) and weights != "DEFAULT":
+        raise UsageError(
+            "weights= is for a model name; a torch module brings its own weights (recorded as module-<sha12>)"
+        )
     if isinstance(model, str):
         models.check_name(model)  # the cheapest check first, before any image is looked at
         models.describe(model, weights).with_preprocessing(preprocessing)  # a bad field: before the network loads
@@ -234,6 +238,9 @@ def ingest(
             if compact and result.n_done:
                 result.compaction = table.compact()
             result.status = "completed"
+            if todo and not result.n_done and result.n_errors == len(todo):
+                result.status = "failed"  # nothing stored: every image failed (the errors say why)
+                message = f"all {len(todo)} image(s) failed to load; nothing was stored (see ingest_errors)"
         except KeyboardInterrupt:
             result.status, message = "interrupted", "interrupted by the user"
             raise

@@ -1,0 +1,81 @@
+"""Provenance that cannot lie: a weights name is a choice or an error, a file's contents decide its tag."""
+
+import hashlib
+
+import pytest
+import torch
+import torchvision
+
+import embstore
+from embstore.ingest import models
+
+from .conftest import run_embstore
+
+
+@pytest.mark.parametrize(
+    "model, weights",
+    [("efficientnet_lite0", "defualt"), ("efficientnet_lite0", "IMAGENET1K_V1"), ("timm:resnet18", "pretrainedd")],
+)
+def test_an_unknown_weights_name_is_refused_for_every_source(tmp_path, model, weights):
+    with pytest.raises(embstore.UsageError, match=f"'{weights}' is not a weights choice for {model}; choose one of"):
+        models.describe(model, weights)
+    store = embstore.open(tmp_path / "s", create=True)
+    with pytest.raises(embstore.UsageError):
+        store.ingest(embstore.sample_images(), model=model, weights=weights)
+    assert store.sql("SELECT (SELECT count(*) FROM models) + (SELECT count(*) FROM runs)").fetchall() == [(0,)]
+
+
+def test_torchvision_weights_choices_list_default_once():
+    with pytest.raises(embstore.UsageError) as err:
+        models.describe("resnet50", "IMAGENET1K_V9")
+    message = str(err.value)
+    assert "choose one of: DEFAULT, none, IMAGENET1K_V1, IMAGENET1K_V2, a .pth file" in message
+    assert message.count("DEFAULT") == 1
+
+
+def test_a_torch_module_refuses_a_weights_name(tmp_path):
+    net = torchvision.models.resnet18(num_classes=4)
+    pre = embstore.Preprocessing(72, 64, (0.5,) * 3, (0.5,) * 3, "bilinear")
+    store = embstore.open(tmp_path / "s", create=True)
+    with pytest.raises(embstore.UsageError, match="a torch module brings its own weights"):
+        store.ingest(embstore.sample_images(), model=net, name="mine", preprocessing=pre, weights="none")
+
+
+def test_a_cached_or_given_file_is_what_its_name_claims_or_it_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    cache = tmp_path / "home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    state = torchvision.models.resnet18().state_dict()
+    torch.save(state, cache / "resnet18-f37072fd.pth")  # torchvision's name, other contents
+    with pytest.raises(embstore.WeightsUnavailableError, match="does not match the sha256 prefix f37072fd"):
+        models.load("resnet18", "DEFAULT")
+    given = tmp_path / "densenet121-a639ec97.pth"
+    given.write_bytes((cache / "resnet18-f37072fd.pth").read_bytes())
+    with pytest.raises(embstore.WeightsUnavailableError, match="does not match the sha256 prefix a639ec97"):
+        models.describe("densenet121", str(given))
+    mine = tmp_path / "mine.pth"
+    mine.write_bytes(given.read_bytes())
+    sha = hashlib.sha256(mine.read_bytes()).hexdigest()
+    spec = models.describe("resnet18", str(mine))
+    assert spec.weights == f"file-{sha[:12]}"
+    named = tmp_path / f"resnet18-{sha[:8]}.pth"  # a name that claims the right hash, not torchvision's file
+    named.write_bytes(mine.read_bytes())
+    assert models.describe("resnet18", str(named)).weights == f"file-{sha[:12]}"
+
+
+def test_a_file_for_another_architecture_is_a_short_line(tmp_path):
+    path = tmp_path / "vgg.pth"
+    torch.save(torchvision.models.vgg11().state_dict(), path)
+    with pytest.raises(embstore.WeightsUnavailableError) as err:
+        models.load("resnet18", str(path))
+    message = str(err.value)
+    assert len(message) < 400 and "\n" not in message
+    assert "missing keys (e.g. conv1.weight" in message and "unexpected keys (e.g. features.0.weight" in message
+
+
+def test_the_cli_says_it_in_one_line_with_exit_code_2(tmp_path):
+    done = run_embstore("--store", tmp_path / "s", "ingest", "--model", "efficientnet_lite0", "--weights", "defualt",
+                        "--images", embstore.sample_images())  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "not a weights choice for efficientnet_lite0" in done.stderr
+    assert not (tmp_path / "s").exists()

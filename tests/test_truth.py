@@ -1,0 +1,42 @@
+"""Exit status and summaries tell the truth; the CLI's habits (--version, -h)."""
+
+import shutil
+
+import embstore
+
+from .conftest import run_embstore
+
+
+def test_a_run_in_which_every_image_failed_says_so_and_exits_1(tmp_path):
+    for folder in ("a", "b"):  # two files of one name: the table must tell them apart
+        (tmp_path / "imgs" / folder).mkdir(parents=True)
+        (tmp_path / "imgs" / folder / "x.jpg").write_bytes(b"not a jpeg")
+    done = run_embstore("--store", tmp_path / "s", "ingest", "-m", "resnet18", "--weights", "none", "--images",
+                        tmp_path / "imgs", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.endswith("\nembstore: error: all 2 image(s) failed to load; nothing was stored\n")
+    assert "— failed" in done.stdout
+    assert "imgs/a/x.jpg" in done.stdout and "imgs/b/x.jpg" in done.stdout, "paths, not basenames"
+    store = embstore.open(tmp_path / "s")
+    assert store.sql("SELECT status, message LIKE 'all 2 image(s) failed%' FROM runs").fetchall() == [("failed", True)]
+    as_json = run_embstore("--store", tmp_path / "s2", "--json", "ingest", "-m", "resnet18", "--weights", "none",
+                           "--images", tmp_path / "imgs")  # fmt: skip
+    assert as_json.returncode == 1 and '"exit_code": 1' in as_json.stderr
+    assert str(tmp_path / "imgs" / "a" / "x.jpg") in as_json.stdout, "--json gives the full path"
+
+
+def test_a_run_with_some_good_images_still_completes(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    shutil.copy(embstore.sample_images() / "coffee.png", tmp_path / "imgs" / "coffee.png")
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(b"not a jpeg")
+    r = embstore.open(tmp_path / "s", create=True).ingest(tmp_path / "imgs", model="resnet18", weights="none")
+    assert (r.status, r.n_done, r.n_errors) == ("completed", 1, 1)
+
+
+def test_version_and_short_help():
+    for flag in ("--version", "-V"):
+        done = run_embstore(flag)
+        assert done.returncode == 0 and done.stdout == f"embstore {embstore.__version__}\n"
+    for args in (["-h"], ["status", "-h"], ["query", "similar", "-h"]):
+        done = run_embstore(*args)
+        assert done.returncode == 0 and done.stdout.startswith("Usage: embstore"), args
