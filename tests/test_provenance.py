@@ -41,26 +41,25 @@ def test_a_torch_module_refuses_a_weights_name(tmp_path):
         store.ingest(embstore.sample_images(), model=net, name="mine", preprocessing=pre, weights="none")
 
 
-def test_a_cached_or_given_file_is_what_its_name_claims_or_it_is_refused(tmp_path, monkeypatch):
+def test_a_cached_or_given_file_is_recorded_as_what_it_holds(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
     cache = tmp_path / "home" / "hub" / "checkpoints"
     cache.mkdir(parents=True)
-    state = torchvision.models.resnet18().state_dict()
-    torch.save(state, cache / "resnet18-f37072fd.pth")  # torchvision's name, other contents
-    with pytest.raises(embstore.WeightsUnavailableError, match="does not match the sha256 prefix f37072fd"):
-        models.load("resnet18", "DEFAULT")
-    given = tmp_path / "densenet121-a639ec97.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), cache / "resnet18-f37072fd.pth")  # the name, not the file
+    sha = hashlib.sha256((cache / "resnet18-f37072fd.pth").read_bytes()).hexdigest()
+    spec = models.describe("resnet18", "DEFAULT")
+    assert spec.weights == f"file-{sha[:12]}", "not IMAGENET1K_V1: the contents decide"
+    assert "not the one its name claims" in models.provenance_note("resnet18", "DEFAULT", spec)
+    store = embstore.open(tmp_path / "s", create=True)
+    r = store.ingest(embstore.sample_images(), model="resnet18", layers="layer4", workers=0)
+    assert r.model_key == f"resnet18@file-{sha[:12]}" and any("not the one its name claims" in n for n in r.notes)
+    given = tmp_path / "densenet121-a639ec97.pth"  # torchvision's name for densenet121, other contents
     given.write_bytes((cache / "resnet18-f37072fd.pth").read_bytes())
-    with pytest.raises(embstore.WeightsUnavailableError, match="does not match the sha256 prefix a639ec97"):
-        models.describe("densenet121", str(given))
+    assert models.describe("densenet121", str(given)).weights == f"file-{sha[:12]}"
     mine = tmp_path / "mine.pth"
     mine.write_bytes(given.read_bytes())
-    sha = hashlib.sha256(mine.read_bytes()).hexdigest()
-    spec = models.describe("resnet18", str(mine))
-    assert spec.weights == f"file-{sha[:12]}"
-    named = tmp_path / f"resnet18-{sha[:8]}.pth"  # a name that claims the right hash, not torchvision's file
-    named.write_bytes(mine.read_bytes())
-    assert models.describe("resnet18", str(named)).weights == f"file-{sha[:12]}"
+    assert models.describe("resnet18", str(mine)).weights == f"file-{sha[:12]}"
+    assert models.has_claimed_hash(mine) and not models.has_claimed_hash(given)
 
 
 def test_a_file_for_another_architecture_is_a_short_line(tmp_path):

@@ -16,7 +16,8 @@ def test_a_run_in_which_every_image_failed_says_so_and_exits_1(tmp_path):
     assert done.returncode == 1, done.stderr
     assert done.stderr.endswith("\nembstore: error: all 2 image(s) failed to load; nothing was stored\n")
     assert "— failed" in done.stdout
-    assert "imgs/a/x.jpg" in done.stdout and "imgs/b/x.jpg" in done.stdout, "paths, not basenames"
+    assert "a/x.jpg" in done.stdout and "b/x.jpg" in done.stdout, "paths, not basenames"
+    assert "skipped under /" in " ".join(done.stdout.split()), "the folder they share is named once, in the title"
     store = embstore.open(tmp_path / "s")
     assert store.sql("SELECT status, message LIKE 'all 2 image(s) failed%' FROM runs").fetchall() == [("failed", True)]
     as_json = run_embstore("--store", tmp_path / "s2", "--json", "ingest", "-m", "resnet18", "--weights", "none",

@@ -7,6 +7,7 @@ Under --json every command prints one JSON object on stdout (shapes in the READM
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, fields, is_dataclass
@@ -176,22 +177,23 @@ def ingest_summary(out: Output, r, store_path) -> None:
     for line in r.notes:
         console.print(f"[yellow]note:[/] {line}")
     if r.errors:
-        e = Table(title=f"{_plural(len(r.errors), 'image')} skipped (see table ingest_errors)")
+        # paths below the folder they share (named in the title): short, and never two rows alike
+        shown = r.errors[:20]
+        base = "" if out.wide else _common_folder([path for path, _ in shown])
+        under = f" under {base}" if base else ""
+        e = Table(title=f"{_plural(len(r.errors), 'image')} skipped{under} (see table ingest_errors)")
         e.add_column("file", overflow="fold")
         e.add_column("reason", overflow="fold")
-        for path, reason in r.errors[:20]:
-            e.add_row(path if out.wide else short_path(path), reason)
+        for path, reason in shown:
+            e.add_row(os.path.relpath(path, base) if base else path, reason)
         console.print(e)
 
 
-def short_path(path: str) -> str:
-    """A path as the user can type it again: relative to the working folder when under it, else with ~."""
-    p = Path(path)
-    try:
-        return str(p.relative_to(Path.cwd()))
-    except ValueError:
-        home = str(Path.home())
-        return "~" + path[len(home) :] if path.startswith(home + "/") else path
+def _common_folder(paths: list[str]) -> str:
+    absolute = [p for p in paths if os.path.isabs(p)]
+    if len(absolute) != len(paths) or not paths:
+        return ""
+    return os.path.commonpath([os.path.dirname(p) for p in paths])
 
 
 def demo(out: Output, result, store_path) -> None:

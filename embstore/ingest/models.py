@@ -111,8 +111,12 @@ def describe(name: str, weights: str = "DEFAULT") -> ModelSpec:
     enum = _torchvision_weights(name, weights)
     t = enum.transforms()
     pre = Preprocessing(int(t.resize_size[0]), int(t.crop_size[0]), tuple(t.mean), tuple(t.std), t.interpolation.value)
-    own_file = _looks_like_file(weights) and _is_enum_file(enum, weights)  # torchvision's file: its enum
-    tag = str(enum.name) if own_file else _weights_tag(name, weights, enum.name)
+    if _looks_like_file(weights):  # torchvision's own file of an enum is that enum; any other, file-<sha12>
+        tag = str(enum.name) if _is_enum_file(enum, weights) else _weights_tag(name, weights, enum.name)
+    elif weights.lower() != "none" and not _cache_holds(enum.url):  # a cached file that is not what its name says
+        tag = f"file-{_file_sha256(_cache_path(enum.url))[:12]}"
+    else:
+        tag = _weights_tag(name, weights, enum.name)
     return ModelSpec(name, "torchvision", tag, pre, len(enum.meta["categories"]))
 
 
@@ -189,9 +193,7 @@ def _weights_tag(name: str, weights: str, pretrained_tag: str) -> str:
     if low == "default":
         return pretrained_tag
     if _looks_like_file(weights):
-        path = Path(weights).expanduser()
-        _check_claimed_hash(path)
-        return f"file-{_file_sha256(path)[:12]}"
+        return f"file-{_file_sha256(Path(weights).expanduser())[:12]}"
     if pretrained_tag.startswith(("tf-", "timm-")):
         raise UsageError(f"'{weights}' is not a weights choice for {name}; choose one of: DEFAULT, none, a .pth file")
     return pretrained_tag
@@ -230,23 +232,43 @@ def _file_sha256(path: Path) -> str:
 _CLAIMED = re.compile(r"-([a-f0-9]{8,64})\.(?:pth|pt|bin|ckpt)$")  # torch hub's name-<sha256 prefix>.pth
 
 
-def _check_claimed_hash(path: Path) -> None:
-    """A file whose name claims a sha256 prefix (torch hub's convention) must have it."""
+def has_claimed_hash(path: Path) -> bool:
+    """Whether a file is what its name says: torch hub's `name-<sha256 prefix>.pth` convention (True
+    for a name that claims none)."""
     claimed = _CLAIMED.search(path.name)
-    if claimed and not _file_sha256(path).startswith(claimed.group(1)):
-        raise WeightsUnavailableError(
-            f"weights file {path} does not match the sha256 prefix {claimed.group(1)} its name claims (sha256 "
-            f"{_file_sha256(path)[:12]}…): it is not that file; download it again, or rename yours"
-        )
+    return not claimed or _file_sha256(path).startswith(claimed.group(1))
+
+
+def provenance_note(name: str, weights: str, spec) -> str | None:
+    """What to tell a user whose pretrained weights were recorded by their file's hash instead of their name."""
+    if not spec.weights.startswith("file-") or _looks_like_file(weights) or weights.lower() == "none":
+        return None
+    return (
+        f"the cached weights file of {name} {weights} is not the one its name claims (sha256 prefix): recorded as "
+        f"{spec.weights}, not as {weights}; delete it from the torch hub cache to download the real one"
+    )
 
 
 def _is_enum_file(enum, weights: str) -> bool:
-    """Whether FILE is torchvision's own file of `enum` (its name, and the hash that name claims)."""
+    """Whether FILE is torchvision's own file of `enum`: its name, and the hash that name claims."""
     path = Path(weights).expanduser()
-    if path.name != enum.url.rsplit("/", 1)[-1]:
-        return False
-    _check_claimed_hash(path)
-    return True
+    return path.name == enum.url.rsplit("/", 1)[-1] and has_claimed_hash(path)
+
+
+def _cache_path(url: str) -> Path:
+    import os
+
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
+    )
+    return Path(home) / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _cache_holds(url: str) -> bool:
+    """True unless the torch hub cache holds a file for `url` that is not what its name says (an absent
+    file is downloaded and checked then)."""
+    path = _cache_path(url)
+    return not path.is_file() or has_claimed_hash(path)
 
 
 def _torchvision_weights(name: str, weights: str):
@@ -342,8 +364,7 @@ def _cached_or_download(url: str) -> Path:
     import torch
 
     target = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-    if target.is_file():
-        _check_claimed_hash(target)  # a cached file is what its name says, or it is not used
+    if target.is_file():  # what it holds decides the tag it is recorded under (describe)
         return target
     try:
         _download(url, target)

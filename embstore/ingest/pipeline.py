@@ -150,8 +150,10 @@ def ingest(
     if isinstance(model, str):
         net, spec, sha = models.load(model, weights)
         spec = spec.with_preprocessing(preprocessing)
+        provenance = models.provenance_note(model, weights, spec)
     else:
         net, spec, sha = models.from_module(model, name, preprocessing)  # type: ignore[arg-type]  # checked there
+        provenance = None
     was_training = net.training
     net.eval()  # a module the caller passed gets its own mode back at the end
     all_layers = layers_mod.discover(net, spec.name, spec.preprocessing.size)
@@ -168,7 +170,7 @@ def ingest(
         n_ignored=found.ignored,
         device=str(dev) if engine == "local" else "ray",
         dtype=dtype,
-        notes=list(placement.notes),
+        notes=list(placement.notes) + ([provenance] if isinstance(model, str) and provenance else []),
     )
     config = {
         "model": spec.name,
