@@ -41,3 +41,34 @@ def test_version_and_short_help():
     for args in (["-h"], ["status", "-h"], ["query", "similar", "-h"]):
         done = run_embstore(*args)
         assert done.returncode == 0 and done.stdout.startswith("Usage: embstore"), args
+
+
+def test_labels_belong_to_images_whichever_way_they_are_named(tmp_path):
+    """Labelled by a manifest, then run through another model from a plain folder: the true class's
+    rank is known for both models."""
+    store = embstore.open(tmp_path / "s", create=True)
+    store.ingest(embstore.sample_data() / "demo" / "photos.csv", model="resnet18", weights="none", layers="layer4")
+    store.ingest(embstore.sample_images(), model="resnet34", weights="none", layers="layer4")
+    counts = dict(store.sql("SELECT model_key, count(true_rank) FROM predictions GROUP BY ALL").fetchall())
+    labelled = store.sql("SELECT count(*) FROM images WHERE label_index IS NOT NULL").fetchall()[0][0]
+    assert labelled == 3 and counts == {"resnet18@none": 3, "resnet34@none": 3}
+
+
+def test_failures_with_a_null_rank_render_as_a_dash(tmp_path):
+    """A relabelled image whose new class is beyond the stored top-5 has a NULL rank: every renderer shows "–"."""
+    manifest = tmp_path / "m.csv"
+    chelsea = embstore.sample_images() / "chelsea.png"
+    manifest.write_text(f"path,label\n{chelsea},tabby\n{embstore.sample_images() / 'coffee.png'},espresso\n")
+    store = embstore.open(tmp_path / "s", create=True)
+    store.ingest(manifest, model="resnet18", weights="none", layers="layer4")
+    manifest.write_text(f"path,label\n{chelsea},knot\n")
+    store.ingest(manifest, model="resnet18", weights="none", layers="layer4", relabel=True)
+    store.close()
+    ranks = embstore.open(tmp_path / "s").sql("SELECT true_rank FROM labelled_predictions ORDER BY path").fetchall()
+    assert (None,) in ranks, "the test needs a NULL rank"
+    for args in (["analyze", "failures"], ["plot", "failures", "--out", tmp_path / "f.png"], ["report"]):
+        done = run_embstore("--store", tmp_path / "s", *args, cwd=tmp_path)  # the report is written in cwd
+        assert done.returncode == 0, (args, done.stderr[-800:])
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+    table = run_embstore("--store", tmp_path / "s", "analyze", "failures").stdout
+    assert "–" in table

@@ -70,7 +70,7 @@ def note(out: Output, text: str) -> None:
 
 
 def _num(v, fmt: str = ".3f") -> str:
-    return "-" if v is None else format(v, fmt) if isinstance(v, float) else str(v)
+    return "–" if v is None else format(v, fmt) if isinstance(v, float) else str(v)
 
 
 def _plural(n: int, word: str) -> str:
@@ -506,8 +506,8 @@ def failures(out: Output, r) -> None:
                 f["true"],
                 f["predicted"],
                 f"{f['predicted_prob']:.3f}",
-                str(f["true_rank"]),
-                f"{f['true_prob']:.4f}",
+                _num(f["true_rank"]),  # NULL: relabelled, the new class beyond the stored top-5
+                _num(f["true_prob"], ".4f"),
                 f"{f['wup']:.2f}",
             )
         console.print(t)

@@ -494,8 +494,9 @@ class _Run:
         if ids:
             with self.store.read() as con:
                 stored = Catalog(con).stored_layers(spec.key, ids)
+                labels = Catalog(con).image_labels(ids)  # a stored image's label is its own, whatever names it now
         else:
-            stored = {}
+            stored, labels = {}, {}
         groups: dict[tuple[str, ...], list[int]] = {}  # the layers an image still needs -> its rows
         new_images, duplicates = [], 0
         for row, b in enumerate(ok):
@@ -516,7 +517,7 @@ class _Run:
             if ok:
                 cat.insert_images(_image_rows(todo, ok))
             if new_images and logits is not None:
-                cat.insert_predictions(_prediction_rows(todo, ok, new_images, logits, spec, run_id))
+                cat.insert_predictions(_prediction_rows(todo, ok, new_images, logits, spec, run_id, labels))
             cat.insert_errors(run_id, errors)
             cat.add_run_counts(
                 run_id,
@@ -645,7 +646,9 @@ def _image_rows(todo, ok):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _prediction_rows(todo, ok, rows, logits, spec, run_id):
+def _prediction_rows(todo, ok, rows, logits, spec, run_id, stored_labels: dict[str, int]):
+    """Top-5 and the true class's rank/probability of each new row; the true class is the stored
+    image's label where the store has one (a folder without labels does not unlabel it), else the input's."""
     import numpy as np
     import pyarrow as pa
 
@@ -664,7 +667,8 @@ def _prediction_rows(todo, ok, rows, logits, spec, run_id):
         "run_id": [],
     }
     for k, r in enumerate(rows):
-        label = todo[ok[r]["i"]].label()["label_index"] if spec.num_classes == 1000 else None
+        iid = ok[r]["image_id"]
+        label = stored_labels.get(iid, todo[ok[r]["i"]].label()["label_index"]) if spec.num_classes == 1000 else None
         out["model_key"].append(spec.key)
         out["image_id"].append(ok[r]["image_id"])
         out["top5_index"].append(top5[k].tolist())

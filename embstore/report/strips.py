@@ -141,7 +141,7 @@ def failures(store, *, model: str | None = None, n: int = 10, per_row: int = 5):
         (
             f["image_id"],
             f["path"],
-            f"true: {_wrap(f['true'], 24)}\nrank {f['true_rank']}, p {f['true_prob']:.3f}"
+            f"true: {_wrap(f['true'], 24)}\nrank {_or_dash(f['true_rank'])}, p {_or_dash(f['true_prob'], '.3f')}"
             f"\npred: {_wrap(f['predicted'], 24)} ({f['predicted_prob']:.2f})",
         )
         for f in report.failures[:n]
@@ -174,6 +174,11 @@ def predictions(store, *, model: str | None = None, n: int = 12, per_row: int = 
         truth = "" if r["label_index"] is None else f"\ntrue: {short(r['label_index'])} (rank {r['true_rank']})"
         tiles.append((r["image_id"], r["path"], f"{short(a)} {pa:.2f}\n{short(b)} {pb:.2f}{truth}"))
     return _gallery(store, tiles, f"Stored images and predictions · {key}", per_row, (2.0, 2.35))
+
+
+def _or_dash(value, fmt: str = "") -> str:
+    """A value for a caption; a missing one (NULL rank or probability) as "–", never a crash."""
+    return "–" if value is None else format(value, fmt)
 
 
 def _gallery(store, tiles: list[tuple[str, str, str]], title: str, per_row: int, cell: tuple[float, float]):
