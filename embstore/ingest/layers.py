@@ -78,11 +78,6 @@ class LayerInfo:
     sets: tuple[str, ...] = ()  # the named sets it belongs to besides blocks and all: relu, act, conv
     node: str = ""  # the graph node whose output this is (itself; a composite module's last node), "" if none
 
-    @property
-    def hook(self) -> bool:
-        """Capturable by a forward hook on `module` (with a call counter where it runs more than once)."""
-        return self.op == "module"
-
 
 class Layers(list):
     """`discover`'s answer: the layers in forward order, and what could not be traced."""
@@ -147,6 +142,22 @@ def discover(model, model_name: str, crop: int) -> Layers:
     return Layers(out, traced=trace_error is None, trace_error=trace_error, multi_call=multi)
 
 
+def module_call_counts(model, size: int) -> dict[str, int]:
+    """{module name: how many times it runs} in one eval-mode forward pass of a blank image.
+
+    >>> module_call_counts(resnet18(), 224)["layer1.0.relu"]  # doctest: +SKIP
+    2
+    """
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        return _module_calls(model, torch.zeros(1, 3, size, size))[1]
+    finally:
+        model.train(was_training)
+
+
 def find_classifier(model) -> tuple[str, Any] | None:
     """(name, module) of the last module producing the class scores (Linear, or SqueezeNet's conv), or None."""
     import torch.nn as nn
@@ -160,8 +171,8 @@ def find_classifier(model) -> tuple[str, Any] | None:
 
 # -- helpers ------------------------------------------------------------------------------------
 def _module_calls(model, x) -> tuple[list[tuple[str, int, tuple, tuple]], dict[str, int], tuple]:
-    """[(module name, call, output shape)] of every module call with a per-image tensor output, in the
-    order the calls finish; {module: calls} of every module; the shape of `hidden` (the classifier's
+    """[(module name, call, output shape, fingerprint)] of every module call with a per-image tensor
+    output, in the order the calls finish; {module: calls} of every module; the shape of `hidden` (the classifier's
     input, else the network's output)."""
     import torch
 

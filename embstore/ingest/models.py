@@ -256,12 +256,10 @@ def _is_enum_file(enum, weights: str) -> bool:
 
 
 def _cache_path(url: str) -> Path:
-    import os
+    """Where the torch hub cache keeps `url`'s file ($TORCH_HOME/hub/checkpoints/<its name>)."""
+    import torch
 
-    home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
-    )
-    return Path(home) / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
 def _cache_holds(url: str) -> bool:
@@ -361,9 +359,7 @@ def _cached_or_download(url: str) -> Path:
     system's connect timeout; the file is checked against the hash prefix in its name, as torch
     hub does, and appears in the cache only whole.
     """
-    import torch
-
-    target = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    target = _cache_path(url)
     if target.is_file():  # what it holds decides the tag it is recorded under (describe)
         return target
     try:

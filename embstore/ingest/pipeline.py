@@ -170,7 +170,7 @@ def ingest(
         n_ignored=found.ignored,
         device=str(dev) if engine == "local" else "ray",
         dtype=dtype,
-        notes=list(placement.notes) + ([provenance] if isinstance(model, str) and provenance else []),
+        notes=list(placement.notes) + ([provenance] if provenance else []),
     )
     config = {
         "model": spec.name,

@@ -34,15 +34,9 @@ class Catalog:
     def upsert_model(self, spec, weights_sha256: str) -> None:
         """Record `spec`; a key already recorded with other preprocessing is refused (never mixed)."""
         p = spec.preprocessing
-        fields = [p.resize, p.crop, list(p.mean), list(p.std), p.interpolation, p.resize_mode, p.color, p.scale]
-        existing = self.con.execute(
-            """SELECT resize, crop, mean, std, interpolation, resize_mode, color, scale FROM models
-               WHERE model_key = ?""",
-            [spec.key],
-        ).fetchall()
-        if existing:
-            have = list(existing[0])
-            if [have[0], have[1], [float(x) for x in have[2]], [float(x) for x in have[3]], *have[4:]] != fields:
+        have = self.model_preprocessing(spec.key)
+        if have is not None:
+            if have != p:
                 raise StoreError(
                     f"{spec.key} in this store was ingested with other preprocessing ({have}); a model run with other "
                     "preprocessing needs its own key: pass it as preprocessing (the key then names it)"
@@ -52,18 +46,22 @@ class Catalog:
             """INSERT INTO models (model_key, name, weights, weights_sha256, source, resize, crop, mean, std,
                                    interpolation, resize_mode, color, scale, num_classes)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            [spec.key, spec.name, spec.tag, weights_sha256, spec.source, *fields, spec.num_classes],
-        )
+            [spec.key, spec.name, spec.tag, weights_sha256, spec.source, p.resize, p.crop, list(p.mean), list(p.std),
+             p.interpolation, p.resize_mode, p.color, p.scale, spec.num_classes],
+        )  # fmt: skip
 
     def model_preprocessing(self, model_key: str):
-        """The Preprocessing a stored model's vectors were computed with."""
+        """The Preprocessing a stored model's vectors were computed with, or None for an unknown key."""
         from embstore.ingest.spec import Preprocessing
 
-        row = self.con.execute(
+        rows = self.con.execute(
             """SELECT resize, crop, mean, std, interpolation, resize_mode, color, scale FROM models
                WHERE model_key = ?""",
             [model_key],
-        ).fetchall()[0]
+        ).fetchall()
+        if not rows:
+            return None
+        row = rows[0]
         return Preprocessing(row[0], row[1], tuple(row[2]), tuple(row[3]), *row[4:])
 
     def model_sha(self, model_key: str) -> str | None:

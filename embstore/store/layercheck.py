@@ -107,35 +107,15 @@ def _stored_width(store, table, model_key: str, layer: str) -> int | None:
 def _calls(origin) -> dict[str, int] | None:
     """{module name: calls per forward pass} of the stored model's architecture, or None for one
     the store cannot rebuild (a torch module, a name this installation does not know)."""
-    import torch
-
     from embstore.errors import EmbstoreError
     from embstore.ingest import models
+    from embstore.ingest.layers import module_call_counts
 
     name, tag, _sha, _weights = origin
     if tag.startswith("module-"):
         return None
     try:
-        net, _, _ = models.load(name, "none")
+        net, spec, _ = models.load(name, "none")
     except EmbstoreError:  # a name this installation does not know (a timm model without timm, …)
         return None
-    counts: dict[str, int] = {}
-    handles = []
-    for module_name, module in net.named_modules():
-        if module_name:
-            handles.append(module.register_forward_hook(_counter(counts, module_name)))
-    crop = models.describe(name, "none").preprocessing.size
-    try:
-        with torch.inference_mode():
-            net(torch.zeros(1, 3, crop, crop))
-    finally:
-        for h in handles:
-            h.remove()
-    return counts
-
-
-def _counter(counts: dict[str, int], name: str):
-    def hook(*_):
-        counts[name] = counts.get(name, 0) + 1
-
-    return hook
+    return module_call_counts(net, spec.preprocessing.size)
