@@ -165,16 +165,22 @@ def model_weights(name: str) -> tuple:
 
 def model_layers(name: str) -> Layers:
     """`name`'s layers, its graph nodes in forward order (name, module, call, channels, size, sets,
-    default), measured by a real run of the network with random weights.
+    default), measured by a real run of the network with random weights (then cached: the same
+    versions of embstore, torch, torchvision and timm answer from the cache without importing torch).
 
     >>> [layer.name for layer in model_layers("resnet18") if layer.default][:2]  # doctest: +SKIP
     ['layer1.0', 'layer1.1']
     """
-    from embstore.ingest.layers import discover
-    from embstore.ingest.models import load
+    from embstore.ingest.layers import cached, discover, remember
+    from embstore.ingest.models import describe, load
 
-    net, spec, _ = load(name, "none")
-    return discover(net, name, spec.preprocessing.size)
+    size = describe(name, "none").preprocessing.size  # checks the name before torch is imported
+    layers = cached(name, size)
+    if layers is None:
+        net, spec, _ = load(name, "none")
+        layers = discover(net, name, size)
+        remember(name, size, layers)
+    return layers
 
 
 def preprocessing_changes(*, preset: str | None = None, **fields: Any) -> dict | None:

@@ -7,6 +7,7 @@ root beside the package. Both places are looked up here and nowhere else.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -31,3 +32,11 @@ def data_dir() -> Path:
 def sample_images_dir() -> Path:
     """Real photos bundled with embstore for the demo and the smoke tests."""
     return data_dir() / "samples"
+
+
+def cache_dir() -> Path:
+    """Where embstore keeps what it measured once and may reuse (layer descriptions): $EMBSTORE_CACHE,
+    else $XDG_CACHE_HOME/embstore, else ~/.cache/embstore. Deleting it loses nothing."""
+    if os.environ.get("EMBSTORE_CACHE"):
+        return Path(os.environ["EMBSTORE_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "embstore"

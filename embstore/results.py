@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from embstore.errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: `import embstore` (every CLI command) stays light
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Vectors:
 
     def to_arrow(self) -> Any:
         """Table (image_id, label, vec fixed_size_list<float>[C])."""
+        import numpy as np
         import pyarrow as pa
 
         x = np.ascontiguousarray(self.numpy(), dtype=np.float32)
@@ -137,6 +139,8 @@ class Vectors:
 
     def to_rsatoolbox(self) -> Any:
         """An rsatoolbox Dataset (measurements = vectors, descriptors = image ids and labels); needs rsatoolbox."""
+        import numpy as np
+
         try:
             from rsatoolbox.data import Dataset
         except ImportError:

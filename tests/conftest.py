@@ -2,6 +2,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from PIL import Image
 from embstore.store.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
+# layer descriptions are cached (ingest/layers.py): one cache for the session and its subprocesses,
+# never the user's
+os.environ.setdefault("EMBSTORE_CACHE", tempfile.mkdtemp(prefix="embstore-test-cache-"))
 EMBSTORE = Path(sys.executable).parent / "embstore"
 
 

@@ -146,7 +146,7 @@ def test_sql_has_views_and_udfs_and_is_read_only_by_default(store, tmp_path):
     expected = dict(zip(ids, np.linalg.norm(x.astype(np.float64), axis=1)))
     for image_id, n, c in rows:
         assert n == pytest.approx(expected[image_id], rel=1e-6) and c == "knot"
-    with pytest.raises(EmbstoreError, match="read-only; pass write=True"):
+    with pytest.raises(EmbstoreError, match="read-only; pass `write=True`"):
         run_sql(store, "DELETE FROM runs")
     run_sql(store, "CREATE TABLE notes (x INTEGER)", write=True)
     with pytest.raises(EmbstoreError, match="SQL error: .*no_such"):

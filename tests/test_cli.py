@@ -174,6 +174,8 @@ def test_demo_ingests_the_bundled_photos_with_real_weights_and_writes_a_report(t
     assert rows == [(3, 3, 3)]
     assert "chelsea.png" in done.stdout and "tiger cat" in done.stdout  # the close failure: tabby as tiger cat
     assert "No triplet matching yet" not in html  # the matching section is filled, not a hint
+    # the bundled triplets carry no human ratings: the demo says so in the report, and warns about nothing
+    assert "not drawn" not in done.stdout + done.stderr and "gives no human ratings" in html
 
 
 def test_sql_is_confined_to_the_store(tmp_path):

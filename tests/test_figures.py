@@ -307,3 +307,91 @@ def test_several_models_share_one_figure(tmp_path, monkeypatch):
     assert [f for f in built.figures if f.startswith("predictions")] == ["predictions-other_net@seed1"]
     assert "Figures for the first 1 of 2 models" in built.path.read_text()
     assert sum(f.startswith("matching-roc") for f in built.figures) == 1  # shared figures are not capped
+
+
+def _texts_off_canvas(fig) -> list[str]:
+    """The drawn texts of `fig` whose extent leaves the canvas (more than a pixel)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    w, h = fig.bbox.width, fig.bbox.height
+    out = []
+    for t in fig.findobj(Text):
+        if not t.get_visible() or not t.get_text().strip():
+            continue
+        bb = t.get_window_extent(renderer)
+        if bb.x0 < -1 or bb.y0 < -1 or bb.x1 > w + 1 or bb.y1 > h + 1:
+            out.append(t.get_text())
+    return out
+
+
+def _font_sizes(fig) -> list[float]:
+    from matplotlib.text import Text
+
+    return [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+@pytest.fixture(scope="module")
+def perfect_store(tmp_path_factory):
+    """8 well-separated classes × 5 real pictures: triplets (related = same class) all matched, AUC 1;
+    exactly one image misclassified; the classifier's nearest classes mostly have no stored image."""
+    from embstore import testing as synthetic
+    from embstore.analysis.tasks import matching as run_matching
+
+    from .conftest import blob_picture
+
+    root = tmp_path_factory.mktemp("perfect")
+    rng = np.random.default_rng(3)
+    files = [blob_picture(root / "imgs" / f"{i:03d}.png", rng) for i in range(8 * 5)]
+    store = Store.open(root / "s", create=True)
+    centres = {"hidden": np.eye(8, 12) * 20 + 1, "a": np.eye(8) * 20 + 1}
+    synthetic.populate(store, n_classes=8, per_class=5, layers={"a": 8, "hidden": 12}, paths=files,
+                       centres=centres, noise=0.1, predicted={0: 3})  # fmt: skip
+    manifest = root / "t.csv"
+    triplets = "".join(f"{files[i]},{files[i + 1]},{files[(i + 7) % 40]}\n" for i in range(0, 40, 5))
+    manifest.write_text("object,related,unrelated\n" + triplets)
+    run_matching(store, str(manifest), n_boot=50)
+    return store
+
+
+def test_one_failure_title_stays_on_the_canvas(perfect_store):
+    fig = figures.draw(perfect_store, "failures", n=10)
+    assert sum(bool(ax.get_images()) for ax in fig.axes) == 1  # one failure: a one-tile figure
+    assert _texts_off_canvas(fig) == []
+    assert fig.get_suptitle().replace("\n", " ").startswith("Worst failures · synthetic_net@seed0")
+    assert min(_font_sizes(fig)) >= 8
+
+
+def test_zero_height_bars_are_labelled_and_a_perfect_roc_curve_is_drawn_above_the_frame(perfect_store):
+    _, summary = run_sql(perfect_store, "SELECT error, auc FROM matching_summary WHERE layer = 'hidden'")
+    assert summary == [(0.0, 1.0)]  # the scene this test is about: no matching error, AUC 1
+    ax = figures.draw(perfect_store, "errors", layer="hidden").axes[0]
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    heights = [[p.get_height() for p in c.patches] for c in bars]
+    assert heights == [[pytest.approx(1 / 40)], [0.0], [0.0]]
+    labels = {t.get_text() for t in ax.texts}
+    assert {"0.03", "0.00"} <= labels  # each bar, the zero ones too, says its value
+    zero_labels = [t for t in ax.texts if t.get_text() == "0.00"]
+    assert len(zero_labels) == 2 and all(t.get_visible() for t in zero_labels)
+    fig = figures.draw(perfect_store, "roc", layer="hidden")
+    roc = fig.axes[0]
+    curve = next(line for line in roc.get_lines() if "AUC 1.000" in line.get_label())
+    assert curve.get_zorder() > max(s.get_zorder() for s in roc.spines.values())
+    assert not curve.get_clip_on() and roc.get_ylim()[1] > 1 and roc.get_xlim()[0] < 0
+    assert max(curve.get_ydata()) == 1.0
+    assert _texts_off_canvas(fig) == []
+
+
+def test_similar_strip_says_once_which_classes_have_no_image_and_names_rows_once(perfect_store):
+    fig = figures.draw(perfect_store, "similar", cls="0", k=9, methods=("hidden", "classifier"))
+    texts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_fontsize"))]
+    assert not any("not available" in t and t.startswith("image") for t in texts)  # no grey box per class
+    notes = [t for t in texts if "have no image in this store" in t]
+    assert len(notes) == 1
+    query_tiles = [ax for ax in fig.axes if ax.get_xlabel() and ax.xaxis.label.get_fontweight() == "bold"]
+    heads = [ax.get_xlabel().split("\n")[0] for ax in query_tiles]
+    assert heads == ["hidden", "classifier"]  # not "hidden (hidden)"
+    assert _texts_off_canvas(fig) == []
+    assert min(_font_sizes(fig)) >= 8

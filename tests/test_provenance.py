@@ -78,3 +78,34 @@ def test_the_cli_says_it_in_one_line_with_exit_code_2(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "not a weights choice for efficientnet_lite0" in done.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_the_bundled_weights_table_is_what_torchvision_says():
+    """describe() answers from data/torchvision_weights.tsv without importing torch: every row must be
+    torchvision's own enum (file, preprocessing, classes, accuracy, DEFAULT), and every enum a row."""
+    from torchvision.models import get_model_weights, list_models
+
+    names = sorted(list_models(module=torchvision.models))
+    assert set(names) <= set(models.available_models())
+    for name in names:
+        enum = get_model_weights(name)
+        rows = {w.name: w for w in models.weights_choices(name)}
+        assert sorted(rows) == sorted(e.name for e in enum), name
+        for e in enum:
+            w, t = rows[e.name], e.transforms()
+            assert (w.url, w.default, w.classes) == (e.url, e is enum.DEFAULT, len(e.meta["categories"] or ())), name
+            p = w.preprocessing
+            assert (p.resize, p.crop, p.interpolation) == (t.resize_size[0], t.crop_size[0], t.interpolation.value)
+            assert p.mean == tuple(t.mean) and p.std == tuple(t.std), name
+            top1 = e.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
+            assert w.top1 == (None if top1 is None or top1 != top1 else top1), name  # NaN (none published): None
+
+
+@pytest.mark.parametrize("env", [{}, {"TORCH_HOME": "/opt/th"}, {"XDG_CACHE_HOME": "/var/xdg"},
+                                 {"TORCH_HOME": "~/th", "XDG_CACHE_HOME": "/var/xdg"}])  # fmt: skip
+def test_the_hub_folder_without_torch_is_torchs_own(monkeypatch, env):
+    for var in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert models._hub_dir_from_environment() == models.Path(torch.hub.get_dir())

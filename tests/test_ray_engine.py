@@ -118,7 +118,7 @@ def test_killed_worker_is_retried_or_resumed_exactly_once(photos, reference, tmp
         assert "Traceback" not in err.decode(), err.decode()
         res = run_embstore(*args, timeout=400)
         assert res.returncode == 0, res.stderr
-    _wait_for(lambda: owned_processes() == [], 20, "the cluster's processes to end")
+    _wait_for(lambda: owned_processes() == [], 120, "the cluster's processes to end")
     _assert_same_store(embstore.open(path), reference)
 
 
@@ -127,17 +127,20 @@ def test_killed_or_interrupted_driver_leaves_no_process_and_resumes(photos, refe
     path = tmp_path / "store"
     args = ["--store", path, "ingest", "--images", photos, *MODEL, "--engine", "ray", "--cpus", "2",
             "--commit-seconds", "0"]  # fmt: skip
-    proc = subprocess.Popen([str(EMBSTORE), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # a suite started in the background (`nohup … &`) hands its children SIGINT ignored: the child
+    # gets the default handling back, as a command typed at a terminal has it
+    proc = subprocess.Popen([str(EMBSTORE), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
-        _wait_for(_workers, 120, "a model actor")
+        _wait_for(_workers, 600, "a model actor")  # generous: a loaded machine only makes it slower
         assert len(owned_processes()) >= 3  # the count below counts something: gcs, raylet, workers
         time.sleep(2.0)
         proc.send_signal(sig)
-        proc.communicate(timeout=60)
+        proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
-    _wait_for(lambda: owned_processes() == [], 30, "every process of the killed run's cluster to end")
+    _wait_for(lambda: owned_processes() == [], 120, "every process of the killed run's cluster to end")
     res = run_embstore("--store", path, "ingest", "--images", photos, *MODEL)  # resume without Ray: the same store
     assert res.returncode == 0, res.stderr
     _assert_same_store(embstore.open(path), reference)

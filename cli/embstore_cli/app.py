@@ -70,6 +70,26 @@ def _globals(
     ctx.obj = render.Output(store=store, json=as_json, quiet=quiet, wide=wide, wait=wait)
 
 
+_CSV = typer.Option(False, "--csv", help="Print CSV.")
+_TSV = typer.Option(False, "--tsv", help="Print tab-separated values.")
+_NL = typer.Option(False, "--nl", help="Print JSON lines: one object per row.")
+
+
+def _format(ctx: typer.Context, **flags: bool) -> str:
+    """The one output format asked for (table unless --json, --csv, --tsv or --nl); two is a usage error."""
+    asked = [name for name, on in {"json": ctx.obj.json, **flags}.items() if on]
+    if len(asked) > 1:
+        import click
+
+        raise click.UsageError(f"choose one output format, not {' and '.join('--' + a for a in asked)}")
+    return asked[0] if asked else "table"
+
+
+def _count(k: int, *old: Optional[int]) -> int:
+    """How many: --k, or a command's earlier spelling of it (--n, --limit: hidden aliases)."""
+    return next((v for v in old if v is not None), k)
+
+
 def _store(
     ctx: typer.Context,
     *,
@@ -299,7 +319,7 @@ def status(ctx: typer.Context):
 def query_similar(
     ctx: typer.Context,
     cls: str = typer.Argument(..., metavar="CLASS", help="Class name, WordNet synonym, wnid or index."),
-    k: int = typer.Option(9, "--k", "-k", min=1),
+    k: int = typer.Option(9, "--k", "-k", min=1, help="How many classes."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
     layer: Optional[str] = typer.Option(
         None, help="A stored layer, or 'all' conv layers (default for prototype/tstat)."
@@ -309,50 +329,63 @@ def query_similar(
         help="prototype | tstat | hidden | classifier (default: prototype if CLASS has labelled images, "
         "else classifier)",
     ),
-    as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+    as_csv: bool = _CSV,
+    as_tsv: bool = _TSV,
+    as_nl: bool = _NL,
 ):
     """The K classes most similar to CLASS (seed 003 methods).
 
     Example: embstore query similar knot --k 9 --method tstat
     """
+    fmt = _format(ctx, csv=as_csv, tsv=as_tsv, nl=as_nl)
     answer = _store(ctx, reader=True).similar_classes(cls, k=k, model=model, layer=layer, method=method)
-    render.answer(ctx.obj, answer, as_csv=as_csv, kind="classes")
+    render.answer(ctx.obj, answer, fmt=fmt, kind="classes")
 
 
 @query_app.command("images")
 def query_images(
     ctx: typer.Context,
     image: str = typer.Argument(..., help="Stored image id (or prefix) or path, or any image file."),
-    k: int = typer.Option(10, "--k", "-k", min=1),
+    k: int = typer.Option(10, "--k", "-k", min=1, help="How many images."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
     layer: str = typer.Option("hidden", help="Stored layer to compare in."),
     index: str = typer.Option("auto", help="auto | flat (exact) | hnsw | ivf"),
-    as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+    as_csv: bool = _CSV,
+    as_tsv: bool = _TSV,
+    as_nl: bool = _NL,
 ):
     """The K stored images nearest to IMAGE by cosine of one layer's vectors.
 
     Example: embstore query images data/samples/coffee.png --k 3
     """
+    fmt = _format(ctx, csv=as_csv, tsv=as_tsv, nl=as_nl)
     with render.Status(ctx.obj, "searching (an index is built on first use)"):
         answer = _store(ctx, reader=True).nearest_images(image, k=k, model=model, layer=layer, index=index)
-    render.answer(ctx.obj, answer, as_csv=as_csv, kind="images")
+    render.answer(ctx.obj, answer, fmt=fmt, kind="images")
 
 
 @app.command()
 def sql(
     ctx: typer.Context,
-    query: str = typer.Argument(..., help="SQL; every catalog table, view and embstore UDF is available."),
+    query: str = typer.Argument(
+        ..., help="SQL ('-': read it from stdin); every catalog table, view and embstore UDF is available."
+    ),
     write: bool = typer.Option(False, "--write", help="Open the catalog read-write."),
     allow: list[Path] = typer.Option([], "--allow", help=ALLOW_HELP),
-    as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+    as_csv: bool = _CSV,
+    as_tsv: bool = _TSV,
+    as_nl: bool = _NL,
 ):
     """Run ad-hoc SQL on the catalog (read-only unless --write). It opens only the store's own files
     and the folders given with --allow: no other file, no network, no extension install.
 
     Example: embstore sql "SELECT layer, count(*) FROM activations GROUP BY layer"
     """
+    fmt = _format(ctx, csv=as_csv, tsv=as_tsv, nl=as_nl)
+    if query == "-":
+        query = sys.stdin.read()
     columns, rows = _store(ctx).run_sql(query, write=write, allow=allow)
-    render.rows(ctx.obj, columns, rows, as_csv=as_csv)
+    render.rows(ctx.obj, columns, rows, fmt=fmt)
 
 
 @app.command()
@@ -468,16 +501,17 @@ def analyze_rsa(
 def analyze_failures(
     ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
-    limit: int = typer.Option(20, min=1, help="How many failures to list."),
+    k: int = typer.Option(20, "--k", "-k", min=1, help="How many failures to list."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, hidden=True),
     close: float = typer.Option(
         0.8, min=0.0, max=1.0, help="WordNet Wu-Palmer similarity that makes a failure 'close'."
     ),
 ):
     """Top-1/top-5 error on labelled images and the failures ranking the true class lowest (seed 000 table 1).
 
-    Example: embstore analyze failures --model densenet121 --limit 10
+    Example: embstore analyze failures --model densenet121 --k 10
     """
-    render.failures(ctx.obj, _store(ctx, reader=True).failures(model, limit=limit, close_at=close))
+    render.failures(ctx.obj, _store(ctx, reader=True).failures(model, limit=_count(k, limit), close_at=close))
 
 
 # -- figures and the report ---------------------------------------------------------------------
@@ -569,7 +603,7 @@ def plot_ratings(
 def plot_similar(
     ctx: typer.Context,
     cls: str = typer.Argument(..., metavar="CLASS", help="Class name, WordNet synonym, wnid or index."),
-    k: int = typer.Option(9, "--k", "-k", min=1),
+    k: int = typer.Option(9, "--k", "-k", min=1, help="How many classes per row."),
     model: Optional[str] = _MODEL,
     layer: Optional[str] = typer.Option(None, help="A stored layer, or 'all' conv layers (prototype/tstat)."),
     method: list[str] = typer.Option([], "--method", help="Rows: prototype, tstat, hidden, classifier (default: all)."),
@@ -590,14 +624,15 @@ def plot_cases(
     manifest: Optional[str] = _MANIFEST,
     model: Optional[str] = _MODEL,
     layer: Optional[str] = _LAYER,
-    n: int = typer.Option(4, "--n", min=1, help="Triplets per case."),
+    k: int = typer.Option(4, "--k", "-k", min=1, help="Triplets per case."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, hidden=True),
     case: list[str] = typer.Option([], "--case", help="best, worst, good_luck, bad_luck (default: all four)."),
     out: Optional[Path] = _OUT,
     formats: str = _FORMATS,
 ):
     """Best, worst, good-luck and bad-luck triplets as image strips (seed 000 figs 7–10).
 
-    Example: embstore plot cases --model resnet50 --case worst --n 6
+    Example: embstore plot cases --model resnet50 --case worst --k 6
     """
     _plot(
         ctx,
@@ -607,7 +642,7 @@ def plot_cases(
         manifest=manifest,
         model=model,
         layer=layer,
-        n=n,
+        n=_count(k, n),
         which=tuple(case) or ("best", "worst", "good_luck", "bad_luck"),
     )
 
@@ -616,30 +651,32 @@ def plot_cases(
 def plot_failures(
     ctx: typer.Context,
     model: Optional[str] = _MODEL,
-    n: int = typer.Option(10, "--n", min=1, help="How many failures."),
+    k: int = typer.Option(10, "--k", "-k", min=1, help="How many failures."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, hidden=True),
     out: Optional[Path] = _OUT,
     formats: str = _FORMATS,
 ):
     """The worst classification failures with their images, true and predicted class (seed 000 table 1).
 
-    Example: embstore plot failures --model densenet121 --n 15
+    Example: embstore plot failures --model densenet121 --k 15
     """
-    _plot(ctx, "failures", out, formats, model=model, n=n)
+    _plot(ctx, "failures", out, formats, model=model, n=_count(k, n))
 
 
 @plot_app.command("predictions")
 def plot_predictions(
     ctx: typer.Context,
     model: Optional[str] = _MODEL,
-    n: int = typer.Option(12, "--n", min=1, help="How many images (spread evenly by path)."),
+    k: int = typer.Option(12, "--k", "-k", min=1, help="How many images (spread evenly by path)."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, hidden=True),
     out: Optional[Path] = _OUT,
     formats: str = _FORMATS,
 ):
     """Stored images with the model's top-2 classes (and the true class of labelled ones).
 
-    Example: embstore plot predictions --model efficientnet_lite0 --n 24
+    Example: embstore plot predictions --model efficientnet_lite0 --k 24
     """
-    _plot(ctx, "predictions", out, formats, model=model, n=n)
+    _plot(ctx, "predictions", out, formats, model=model, n=_count(k, n))
 
 
 @app.command()
@@ -666,7 +703,7 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     as_json = "--json" in argv[: _first_command(argv)]
-    command = typer.main.get_command(app)
+    command = click_command()
     try:
         # non-standalone typer *returns* exit codes (typer.Exit, and 130 for Ctrl-C) instead of raising
         code = command.main(args=argv, prog_name="embstore", standalone_mode=False)
@@ -680,6 +717,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
+        if isinstance(exc, click.NoSuchOption):  # the global options are accepted after any command too
+            exc = click.NoSuchOption(exc.option_name, possibilities=_close_options(exc.option_name, command, argv),
+                                     ctx=exc.ctx)  # fmt: skip
         if as_json:
             render.error("UsageError", exc.format_message(), exc.exit_code, as_json=True)
         else:
@@ -695,6 +735,50 @@ def main(argv: list[str] | None = None) -> None:
     if code == 130:
         render.error("Interrupted", "interrupted; run the same command again to resume", 130, as_json=as_json)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def click_command():
+    """The click command of `app`, with every subcommand's help complete: its summary in the command
+    list never cut short, and the global options it accepts listed under its own."""
+    import click
+
+    root = typer.main.get_command(app)
+    shared = [p for p in root.params if p.name != "version" and "--help" not in p.opts]
+
+    def with_globals(cmd: click.Command) -> None:
+        own = cmd.format_options
+
+        def format_options(ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            own(ctx, formatter)
+            with formatter.section("Global options (before or after the command)"):
+                formatter.write_dl([r for p in shared if (r := p.get_help_record(ctx)) is not None])
+
+        cmd.format_options = format_options  # type: ignore[method-assign]
+
+    def walk(group: click.Group) -> None:
+        for cmd in group.commands.values():
+            cmd.short_help = " ".join((cmd.help or "").split("\n\n")[0].split())
+            if isinstance(cmd, click.Group):
+                walk(cmd)
+            else:
+                with_globals(cmd)
+
+    walk(root)  # type: ignore[arg-type]  # typer's root with subcommands is a group
+    return root
+
+
+def _close_options(name: str, root, argv: list[str]) -> list[str]:
+    """Options close to a mistyped `name`: the command's own and the global ones."""
+    import difflib
+
+    cmd, known = root, [o for p in root.params for o in p.opts if o.startswith("--")]
+    for arg in argv[_first_command(argv) :]:
+        sub = getattr(cmd, "commands", {}).get(arg)
+        if sub is None:
+            break
+        cmd = sub
+        known += [o for p in sub.params for o in p.opts if o.startswith("--") and not getattr(p, "hidden", False)]
+    return difflib.get_close_matches(name, sorted(set(known)), n=3, cutoff=0.7)
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, fields, is_dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 errors = Console(stderr=True)
@@ -57,7 +59,29 @@ def emit(payload: dict) -> None:
     print(json.dumps(jsonable(payload), indent=2, ensure_ascii=False))
 
 
+_PHRASES = {"`embstore.open(path, create=True)`": "`embstore ingest --images DIR`"}
+_PARAMETER = re.compile(r"`([a-z_]+)=([^`]*)`")
+
+
+def cli_message(text: str) -> str:
+    """A library message in the CLI's spelling: the library names parameters (`weights=FILE`,
+    `write=True`, `engine='ray'`), the CLI its options (`--weights FILE`, `--write`, `--engine ray`).
+
+    >>> cli_message("pass `weights=FILE`, or `weights='none'`; `write=True`; (`amp=`)")
+    "pass `--weights FILE`, or `--weights none`; `--write`; (`--amp`)"
+    """
+    for phrase, cli in _PHRASES.items():
+        text = text.replace(phrase, cli)
+
+    def option(m: re.Match) -> str:
+        flag, value = "--" + m.group(1).replace("_", "-"), m.group(2).strip("'\"")
+        return f"`{flag}`" if value in ("", "True") else f"`{flag} {value}`"
+
+    return _PARAMETER.sub(option, text)
+
+
 def error(kind: str, message: str, exit_code: int, *, as_json: bool) -> None:
+    message = cli_message(message)
     if as_json:
         sys.stderr.write(json.dumps({"error": {"type": kind, "message": message, "exit_code": exit_code}}) + "\n")
     else:
@@ -66,7 +90,7 @@ def error(kind: str, message: str, exit_code: int, *, as_json: bool) -> None:
 
 def note(out: Output, text: str) -> None:
     if not out.quiet:
-        errors.print(f"[dim]{text}[/]", soft_wrap=True, highlight=False)
+        errors.print(Text(cli_message(text), style="dim"), soft_wrap=True, highlight=False)
 
 
 def _num(v, fmt: str = ".3f") -> str:
@@ -154,6 +178,18 @@ def ingest_summary(out: Output, r, store_path) -> None:
         ("already stored (skipped)", str(r.n_skipped)),
         ("duplicate content", str(r.n_duplicates)),
         ("errors", str(r.n_errors)),
+        *(
+            [
+                (
+                    "labels naming no class",
+                    f"{len(r.unmatched_labels)} "
+                    f"({_plural(sum(r.unmatched_labels.values()), 'image')} stored unlabelled: "
+                    "see the note)",
+                )
+            ]
+            if r.unmatched_labels
+            else []
+        ),  # fmt: skip
         ("non-image files ignored", str(r.n_ignored)),
         *([("relabelled", str(r.n_relabelled))] if r.n_relabelled else []),
         *(
@@ -173,9 +209,9 @@ def ingest_summary(out: Output, r, store_path) -> None:
         t.add_row(k, v)
     console.print(t)
     for line in r.recovered:
-        console.print(f"[yellow]recovered:[/] {line}")
+        console.print(Text.assemble(("recovered: ", "yellow"), cli_message(line)))
     for line in r.notes:
-        console.print(f"[yellow]note:[/] {line}")
+        console.print(Text.assemble(("note: ", "yellow"), cli_message(line)))
     if r.errors:
         # paths below the folder they share (named in the title): short, and never two rows alike
         shown = r.errors[:20]
@@ -209,8 +245,8 @@ def demo(out: Output, result, store_path) -> None:
         )
         return
     ingest_summary(out, result.ingest, store_path)
-    answer(out, result.similar, as_csv=False, kind="classes")
-    answer(out, result.nearest, as_csv=False, kind="images")
+    answer(out, result.similar, fmt="table", kind="classes")
+    answer(out, result.nearest, fmt="table", kind="images")
     matching(out, result.matching)
     failures(out, result.failures)
     report(out, result.report)
@@ -224,8 +260,11 @@ def models_table(out: Output, specs, choices) -> None:
                          for s in specs]})  # fmt: skip
         return
     t = Table(title=f"{len(specs)} models")
-    for c in ("model", "DEFAULT weights (top-1 %)", "other weights", "resize→crop", "interpolation"):
-        t.add_column(c, overflow="fold")
+    t.add_column("model", no_wrap=True)  # names are copied into commands: never wrapped
+    t.add_column("DEFAULT weights (top-1 %)", overflow="fold", min_width=13)
+    t.add_column("other weights", overflow="fold")
+    t.add_column("resize→crop", no_wrap=True)
+    t.add_column("interp.", no_wrap=True)
     if out.wide:
         t.add_column("mean / std")
     for s in specs:
@@ -291,7 +330,7 @@ def verify_report(out: Output, r) -> None:
     for label, items in (("missing", r.missing), ("corrupt", r.corrupt), ("count", r.count_mismatches),
                          ("wrong layer", r.wrong_layers)):  # fmt: skip
         for item in items[:20]:
-            console.print(f"[red]{label}:[/] {item}", soft_wrap=True)
+            console.print(Text.assemble((f"{label}: ", "red"), str(item)), soft_wrap=True)
     if r.uncommitted_batches:
         console.print(f"[red]rows of uncommitted batches:[/] {r.uncommitted_batches} batch(es)")
     if r.interrupted_runs:
@@ -300,9 +339,9 @@ def verify_report(out: Output, r) -> None:
         console.print(f"[yellow]data files no table version lists[/] (left by a killed writer; readers never see "
                       f"them; --repair deletes them): {len(r.unlisted_files)}", soft_wrap=True)  # fmt: skip
     for line in r.notes:
-        console.print(f"[yellow]note:[/] {line}", soft_wrap=True)
+        console.print(Text.assemble(("note: ", "yellow"), cli_message(line)), soft_wrap=True)
     for line in r.repaired:
-        console.print(f"[green]repaired:[/] {line}", soft_wrap=True)
+        console.print(Text.assemble(("repaired: ", "green"), line), soft_wrap=True)
     console.print("[green]OK: catalog and files agree[/]" if r.ok else "[red]NOT OK[/]: run `embstore verify --repair`")
 
 
@@ -354,10 +393,14 @@ def _answer_json(a) -> dict:
     }
 
 
-def answer(out: Output, a, *, as_csv: bool, kind: str) -> None:
-    """Nearest classes (kind 'classes') or images ('images') as a table, JSON or CSV."""
-    if out.json:
+def answer(out: Output, a, *, fmt: str, kind: str) -> None:
+    """Nearest classes (kind 'classes') or images ('images') as a table, JSON, CSV, TSV or JSON lines."""
+    if fmt == "json":
         emit(_answer_json(a))
+        return
+    if fmt == "nl":
+        for row in _answer_json(a)["results"]:
+            print(json.dumps(jsonable(row), ensure_ascii=False))
         return
     if kind == "images":  # a file name a person recognises; the id (and full path) with --wide or --json
         columns = ("id", "label", "predicted", "path") if out.wide else ("label", "predicted")
@@ -370,12 +413,8 @@ def answer(out: Output, a, *, as_csv: bool, kind: str) -> None:
         columns = ("images", "wnid")
         rows = [{"rank": n.rank, "name": n.label, "score": n.score, **{c: n.detail.get(c) for c in columns}}
                 for n in a.rows]  # fmt: skip
-    if as_csv:
-        import csv
-
-        w = csv.DictWriter(sys.stdout, fieldnames=["rank", "name", "score", *columns])
-        w.writeheader()
-        w.writerows(rows)
+    if fmt in ("csv", "tsv"):
+        _delimited(fmt, ["rank", "name", "score", *columns], [list(r.values()) for r in rows])
         return
     title = f"{a.query} — {a.model_key}, layer {a.layer}, {a.method}"
     t = Table(title=title if out.wide else None)
@@ -393,33 +432,74 @@ def answer(out: Output, a, *, as_csv: bool, kind: str) -> None:
         note(out, line)
 
 
-def rows(out: Output, columns, data, *, as_csv: bool) -> None:
-    """Any SQL result."""
-    if out.json:
+def rows(out: Output, columns, data, *, fmt: str = "table") -> None:
+    """Any SQL result: a table (long lists elided, ids never wrapped), JSON, CSV, TSV or JSON lines."""
+    if fmt == "json":
         emit({"columns": list(columns), "rows": [dict(zip(columns, r)) for r in data]})
         return
-    if as_csv:
-        import csv
-
-        w = csv.writer(sys.stdout)
-        w.writerow(columns)
-        w.writerows(data)
+    if fmt == "nl":
+        for r in data:
+            print(json.dumps(jsonable(dict(zip(columns, r))), ensure_ascii=False))
         return
+    if fmt in ("csv", "tsv"):
+        _delimited(fmt, columns, data)
+        return
+    cells = [[_cell(v, wide=out.wide) for v in r] for r in data]
+    widest = [max([len(str(c)), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    # short values (an elided vector too) and ids are never wrapped; long text folds
+    whole = [_is_key(str(c)) or widest[i] <= SHORT for i, c in enumerate(columns)]
+    need = [widest[i] if whole[i] else SHORT for i in range(len(columns))]
+    shown = list(range(len(columns)))
+    if not out.wide:  # as DuckDB's own CLI does: the columns that fit, and the names of the others
+        while len(shown) > 1 and sum(need[i] + 3 for i in shown) + 1 > console.width:
+            shown.pop()
     t = Table()
-    for c in columns:
-        t.add_column(c, overflow="fold")
-    for r in data:
-        t.add_row(*[_cell(v) for v in r])
-    console.print(t)
-    note(out, f"{_plural(len(data), 'row')}")
+    for i in shown:
+        t.add_column(columns[i], overflow="fold", no_wrap=whole[i])
+    for r in cells:
+        t.add_row(*[Text(r[i]) for i in shown])  # values as text, never as Rich markup
+    natural = sum(widest[i] + 3 for i in shown) + 1
+    (Console(width=natural) if out.wide and natural > console.width else console).print(t)  # --wide: however wide
+    hidden = [str(c) for i, c in enumerate(columns) if i not in shown]
+    more = f"; {_plural(len(hidden), 'column')} not shown: {', '.join(hidden)} (--wide, --csv or --json)"
+    note(out, f"{_plural(len(data), 'row')}{more if hidden else ''}")
 
 
-def _cell(v) -> str:
+def _delimited(fmt: str, columns, data) -> None:
+    import csv
+
+    w = csv.writer(sys.stdout, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+    w.writerow(columns)
+    w.writerows([[_text(v) for v in r] for r in data])
+
+
+def _text(v):
+    """A value in one CSV/TSV field: lists and structs as JSON."""
+    return json.dumps(jsonable(v), ensure_ascii=False) if isinstance(v, (dict, list, tuple)) else v
+
+
+def _is_key(column: str) -> bool:
+    """Columns of ids, keys, names and hashes: never wrapped (a wrapped id cannot be copied)."""
+    return column in ("id", "key", "sha", "wnid", "layer", "model", "weights") or column.endswith(
+        ("_id", "_key", "_sha", "sha256")
+    )
+
+
+SHORT = 28  # characters: a column whose values are all this short is never wrapped
+
+
+ELIDE_AFTER = 2  # list values with more items show this many, then how many there are (--wide: all)
+
+
+def _cell(v, *, wide: bool = False) -> str:
     if v is None:
         return "NULL"
     if isinstance(v, float):
         return f"{v:.6g}"
-    if isinstance(v, (dict, list)):
+    if isinstance(v, (list, tuple)) and len(v) > ELIDE_AFTER and not wide:
+        head = ", ".join(_cell(x) if not isinstance(x, float) else f"{x:.3g}" for x in v[:ELIDE_AFTER])
+        return f"[{head}, … {len(v)} values]"
+    if isinstance(v, (dict, list, tuple)):
         return json.dumps(jsonable(v), ensure_ascii=False)
     return str(v)
 
@@ -447,7 +527,7 @@ def shell(out: Output, store_path, run, tables) -> None:
         if not buffer and text in (".quit", ".exit", "\\q"):
             break
         if not buffer and text == ".tables":
-            rows(out, ["name", "kind"], tables(), as_csv=False)
+            rows(out, ["name", "kind"], tables(), fmt="json" if out.json else "table")
             continue
         if text:
             buffer.append(text)
@@ -459,7 +539,7 @@ def shell(out: Output, store_path, run, tables) -> None:
                 error(type(exc).__name__, " ".join(str(exc).split()), exc.exit_code, as_json=out.json)
                 continue
             if columns:
-                rows(out, columns, data, as_csv=False)
+                rows(out, columns, data, fmt="json" if out.json else "table")
 
 
 # -- analyses ------------------------------------------------------------------------------------

@@ -39,6 +39,13 @@ class MatchingTables:
         return self.con.execute("""SELECT manifest_sha, max(n_triplets), max(computed_at) FROM matching_summary
                               GROUP BY manifest_sha ORDER BY max(computed_at) DESC, manifest_sha""").fetchall()
 
+    def has_ratings(self, sha: str) -> bool:
+        """Whether the manifest gave human ratings of its pairs (rating_related / rating_unrelated)."""
+        return bool(self.con.execute(
+            """SELECT count(*) FROM matching_results WHERE manifest_sha = ?
+               AND (NOT isnan(rating_related) OR NOT isnan(rating_unrelated))""", [sha]
+        ).fetchall()[0][0])  # fmt: skip
+
     def resolve(self, manifest: str | None) -> str:
         """The manifest sha for a sha prefix, or None (the newest with results)."""
         known = [m for m, _, _ in self.manifests()]

@@ -75,7 +75,7 @@ def run_rsa(
     if len(concepts) < 4:
         raise NotFoundError(
             f"{key} has {len(concepts)} concept(s) with a reference vector and >= {groups} labelled images; the "
-            "2 vs 2 test needs at least 4. Ingest more labelled images or lower groups (--groups)"
+            "2 vs 2 test needs at least 4. Ingest more labelled images or lower `groups=`"
         )
     wanted = [(l, o) for l, o in stored if not layers or l in layers]
     if layers and len(wanted) != len(layers):

@@ -84,7 +84,11 @@ def class_pair(store, model: str | None, layer: str, a: str, b: str):
     ca, cb = classes().resolve(a), classes().resolve(b)
     with store.read() as con:
         key = Catalog(con).resolve_model(model)
-    try:
-        return ca, cb, pairwise_welch(class_stats(store, key, layer), ca.index, cb.index)
-    except ValueError as exc:
-        raise EmbstoreError(f"{exc} for {key} / {layer}; both classes need at least 2 labelled images") from None
+    stats = class_stats(store, key, layer)
+    counts = {int(c): int(n) for c, n in zip(stats.labels, stats.n)}
+    short = [f"{c.name} ({c.wnid}) has {counts.get(c.index, 0)}" for c in (ca, cb) if counts.get(c.index, 0) < 2]
+    if short:
+        raise EmbstoreError(
+            f"{' and '.join(short)} labelled image(s) for {key} / {layer}; a pair's Welch t needs at least 2 per class"
+        )
+    return ca, cb, pairwise_welch(stats, ca.index, cb.index)

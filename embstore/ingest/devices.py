@@ -42,7 +42,7 @@ def autocast_dtype(amp: str):
 
 def check_amp(amp: str) -> None:
     if amp not in AMP_CHOICES:
-        raise UsageError(f"unknown amp '{amp}'; choose one of {', '.join(AMP_CHOICES)} (--amp)")
+        raise UsageError(f"unknown amp '{amp}'; choose one of {', '.join(AMP_CHOICES)} (`amp=`)")
 
 
 def channels_last_for(asked: bool | None, device_type: str) -> bool:
@@ -78,7 +78,7 @@ def place(device: str, *, amp: str = "off", channels_last: bool | None = None, w
 
     check_amp(amp)
     if workers is not None and workers < 0:
-        raise UsageError(f"workers must be 0 or more, not {workers} (--workers)")
+        raise UsageError(f"workers must be 0 or more, not {workers} (`workers=`)")
     dev = resolve_device(device)
     notes = []
     if amp != "off" and dev.type != "cuda":

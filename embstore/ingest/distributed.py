@@ -51,10 +51,10 @@ class RayEngine:
     def __init__(self, *, address: str | None, cpus: int | None, device: str):
         check_device(device)
         if cpus is not None and cpus < 1:
-            raise UsageError(f"cpus must be at least 1, not {cpus} (--cpus)")
+            raise UsageError(f"cpus must be at least 1, not {cpus} (`cpus=`)")
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address is not None and cpus is not None:
-            raise UsageError(f"cpus sizes a local cluster; the cluster at {address} has its own (drop --cpus)")
+            raise UsageError(f"cpus sizes a local cluster; the cluster at {address} has its own (drop `cpus=`)")
         if address is None:
             # under `uv run` (any ancestor) Ray would start its workers through `uv run` with this
             # folder uploaded as their working dir: they never register and the run hangs. A local

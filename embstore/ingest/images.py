@@ -48,6 +48,15 @@ class Discovery:
     images: list[ImageSource]
     ignored: int  # files without an image suffix in a folder input
 
+    def unmatched_labels(self) -> dict[str, int]:
+        """{label: images} of the labels (class folders, manifest labels) that name no ImageNet class
+        (or several): those images are stored unlabelled, their label kept as label_raw."""
+        out: dict[str, int] = {}
+        for img in self.images:
+            if img.label_raw is not None and classes().lookup(img.label_raw) is None:
+                out[img.label_raw] = out.get(img.label_raw, 0) + 1
+        return out
+
 
 def discover(path: str | Path, *, limit: int | None = None) -> Discovery:
     """Every image `path` names, sorted by path, deduplicated by path.

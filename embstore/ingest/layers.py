@@ -13,8 +13,11 @@ the reason in `trace_error`); a module called more than once cannot be captured 
 
 from __future__ import annotations
 
+import functools
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 HIDDEN = "hidden"
@@ -140,6 +143,61 @@ def discover(model, model_name: str, crop: int) -> Layers:
     multi = {name: n for name, n in counts.items() if n > 1 and not any(l.module == name and l.op == "module"
                                                                         for l in out)}  # fmt: skip
     return Layers(out, traced=trace_error is None, trace_error=trace_error, multi_call=multi)
+
+
+# -- the cached description --------------------------------------------------------------------
+def cached(model_name: str, size: int) -> Layers | None:
+    """`discover`'s answer for a named model at input `size` as last measured by these same versions
+    of embstore's discovery code, torch, torchvision and timm; None where not measured yet (or the
+    cache file is unreadable). What `embstore layers` shows and ingest checks names against before
+    torch is imported; an ingest still measures the network it runs."""
+    path = _cache_file(model_name, size)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        layers = [LayerInfo(**{**d, "size": tuple(d["size"]), "sets": tuple(d["sets"])}) for d in data["layers"]]
+        return Layers(layers, traced=data["traced"], trace_error=data["trace_error"], multi_call=data["multi_call"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def remember(model_name: str, size: int, layers: Layers) -> None:
+    """Keep `layers` as the description of `model_name` at `size` (see `cached`); a cache that cannot
+    be written is skipped, never an error."""
+    from embstore.store.cache import atomic_write
+
+    data = {"model": model_name, "size": size, "layers": [asdict(layer) for layer in layers],
+            "traced": layers.traced, "trace_error": layers.trace_error, "multi_call": layers.multi_call}  # fmt: skip
+    text = json.dumps(data, separators=(",", ":")).encode()
+    try:
+        atomic_write(_cache_file(model_name, size), lambda f: f.write(text))
+    except OSError:
+        pass
+
+
+def _cache_file(model_name: str, size: int) -> Path:
+    from embstore.resources import cache_dir
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model_name)
+    return cache_dir() / "layers" / f"{safe}-{size}-{_code_version()}.json"
+
+
+@functools.cache
+def _code_version() -> str:
+    """A hash of what decides a layer description: this module, the tracer, the sets, and the versions
+    of torch, torchvision and timm."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in ("layers.py", "graph.py", "layersets.py"):
+        h.update((here / name).read_bytes())
+    for package in ("torch", "torchvision", "timm"):
+        try:
+            h.update(f"{package}={version(package)}".encode())
+        except PackageNotFoundError:
+            h.update(package.encode())
+    return h.hexdigest()[:16]
 
 
 def module_call_counts(model, size: int) -> dict[str, int]:

@@ -47,6 +47,9 @@ class WeightsChoice:
     top5: float | None
     default: bool
     recipe: str = ""  # where the training recipe is described
+    url: str = ""  # torchvision's file of these weights
+    preprocessing: Preprocessing | None = None  # what torchvision's transforms() for them does
+    classes: int = 0  # how many classes they predict (0: a feature extractor)
 
 
 @functools.cache
@@ -68,10 +71,16 @@ def weights_choices(name: str) -> tuple[WeightsChoice, ...]:
     out = []
     for line in (data_dir() / "torchvision_weights.tsv").read_text(encoding="utf-8").splitlines():
         if line.startswith("#") or not line.startswith(name + "\t"):
-            continue
-        _, enum, top1, top5, default, recipe = line.split("\t")
-        out.append(WeightsChoice(enum, _accuracy(top1), _accuracy(top5), default == "1", recipe))
+            continue  # columns: data/build_torchvision_weights.py
+        _, enum, top1, top5, default, recipe, url, resize, crop, mean, std, interpolation, n = line.split("\t")
+        pre = Preprocessing(int(resize), int(crop), _floats(mean), _floats(std), interpolation)
+        out.append(WeightsChoice(enum, _accuracy(top1), _accuracy(top5), default == "1", recipe, url, pre, int(n)))
     return tuple(out)
+
+
+def _floats(text: str) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in text.split(","))
+    return a, b, c
 
 
 def _accuracy(text: str) -> float | None:
@@ -109,15 +118,15 @@ def describe(name: str, weights: str = "DEFAULT") -> ModelSpec:
         tag = _weights_tag(name, weights, "timm-pretrained")
         return ModelSpec(name, "timm", tag, _timm_preprocessing(name[5:]))
     enum = _torchvision_weights(name, weights)
-    t = enum.transforms()
-    pre = Preprocessing(int(t.resize_size[0]), int(t.crop_size[0]), tuple(t.mean), tuple(t.std), t.interpolation.value)
+    assert enum.preprocessing is not None  # every torchvision row has one
+    pre = enum.preprocessing
     if _looks_like_file(weights):  # torchvision's own file of an enum is that enum; any other, file-<sha12>
         tag = str(enum.name) if _is_enum_file(enum, weights) else _weights_tag(name, weights, enum.name)
     elif weights.lower() != "none" and not _cache_holds(enum.url):  # a cached file that is not what its name says
         tag = f"file-{_file_sha256(_cache_path(enum.url))[:12]}"
     else:
         tag = _weights_tag(name, weights, enum.name)
-    return ModelSpec(name, "torchvision", tag, pre, len(enum.meta["categories"]))
+    return ModelSpec(name, "torchvision", tag, pre, enum.classes)
 
 
 def load(name: str, weights: str = "DEFAULT"):
@@ -256,10 +265,28 @@ def _is_enum_file(enum, weights: str) -> bool:
 
 
 def _cache_path(url: str) -> Path:
-    """Where the torch hub cache keeps `url`'s file ($TORCH_HOME/hub/checkpoints/<its name>)."""
-    import torch
+    """Where the torch hub cache keeps `url`'s file (<hub dir>/checkpoints/<its name>)."""
+    return hub_dir() / "checkpoints" / url.rsplit("/", 1)[-1]
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+def hub_dir() -> Path:
+    """torch.hub.get_dir(), without importing torch where it is not imported yet: $TORCH_HOME/hub,
+    else $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub (torch's own rule; tests/test_provenance.py
+    compares the two). Once torch is imported, its answer (which torch.hub.set_dir may have changed)."""
+    import sys
+
+    if "torch.hub" in sys.modules:
+        return Path(sys.modules["torch.hub"].get_dir())
+    return _hub_dir_from_environment()
+
+
+def _hub_dir_from_environment() -> Path:
+    import os
+
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser(os.path.join("~", ".cache")), "torch"
+    )
+    return Path(os.path.expanduser(torch_home)) / "hub"
 
 
 def _cache_holds(url: str) -> bool:
@@ -269,24 +296,22 @@ def _cache_holds(url: str) -> bool:
     return not path.is_file() or has_claimed_hash(path)
 
 
-def _torchvision_weights(name: str, weights: str):
-    from torchvision.models import get_model_weights
-
-    enum_cls = get_model_weights(name)
+def _torchvision_weights(name: str, weights: str) -> WeightsChoice:
+    """The torchvision weights `weights` names (DEFAULT and none: the DEFAULT enum's), from the bundled table."""
+    choices = weights_choices(name)
+    default = next(w for w in choices if w.default)
     if weights.lower() in ("default", "none"):
-        return enum_cls.DEFAULT
+        return default
     if _looks_like_file(weights):  # torchvision's own file of an enum is that enum (its preprocessing too)
         name_of = Path(weights).expanduser().name
-        return next((e for e in enum_cls if e.url.rsplit("/", 1)[-1] == name_of), enum_cls.DEFAULT)
-    try:
-        return enum_cls[weights]
-    except KeyError:
+        return next((w for w in choices if w.url.rsplit("/", 1)[-1] == name_of), default)
+    match = next((w for w in choices if w.name == weights), None)
+    if match is None:
         from embstore.errors import UsageError
 
-        choices = ["DEFAULT", "none", *(m for m in enum_cls.__members__ if m != "DEFAULT"), "a .pth file"]
-        raise UsageError(
-            f"'{weights}' is not a weights choice for {name}; choose one of: {', '.join(choices)}"
-        ) from None
+        names = ["DEFAULT", "none", *(w.name for w in choices), "a .pth file"]
+        raise UsageError(f"'{weights}' is not a weights choice for {name}; choose one of: {', '.join(names)}")
+    return match
 
 
 def _load_state_dict(path: Path) -> dict:
@@ -368,7 +393,7 @@ def _cached_or_download(url: str) -> Path:
         raise WeightsUnavailableError(
             f"pretrained weights {target.name} are not in the local cache and cannot be downloaded "
             f"({type(exc).__name__}: {exc}); put the file at {target} (or set TORCH_HOME), pass "
-            "weights=FILE (--weights FILE), or weights='none' for random init"
+            "`weights=FILE`, or `weights='none'` for random init"
         ) from None
     return target
 
@@ -430,7 +455,7 @@ def _build_timm(name: str, file: Path | None, *, pretrained: bool):
     elif pretrained:
         raise WeightsUnavailableError(
             f"timm pretrained weights for {name} come from a model hub, which embstore does not contact; "
-            "download them where you can and pass weights=FILE (--weights FILE), or weights='none'"
+            "download them where you can and pass `weights=FILE`, or `weights='none'`"
         )
     return model
 

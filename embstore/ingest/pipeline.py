@@ -26,6 +26,7 @@ from embstore.ingest.devices import (
     Placement,
     channels_last_for,
     check_amp,
+    check_device,
     place,
     resolve_device,
     spare_cores,
@@ -57,6 +58,7 @@ class IngestResult:
     n_ignored: int = 0
     n_relabelled: int = 0  # stored images given the input's new label (relabel=True)
     n_label_conflicts: int = 0  # stored images whose input names another label, left as they were
+    unmatched_labels: dict[str, int] = field(default_factory=dict)  # labels naming no class -> images
     seconds: float = 0.0
     load_s: float = 0.0
     forward_s: float = 0.0
@@ -126,17 +128,26 @@ def ingest(
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, not {batch_size}")
     if engine not in ENGINES:
-        raise UsageError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)} (--engine)")
+        raise UsageError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)} (`engine=`)")
     if engine == "local" and (address is not None or cpus is not None):
-        raise UsageError("address and cpus are options of the ray engine; add engine='ray' (--engine ray)")
+        raise UsageError("`address=` and `cpus=` are options of the ray engine; add `engine='ray'`")
     check_dtype(dtype)
     if not isinstance(model, str) and weights != "DEFAULT":
         raise UsageError(
             "weights= is for a model name; a torch module brings its own weights (recorded as module-<sha12>)"
         )
+    # every argument is checked before torch is imported (seconds), the cheapest first
+    check_amp(amp)
+    check_device(device)
+    if workers is not None and workers < 0:
+        raise UsageError(f"workers must be 0 or more, not {workers} (`workers=`)")
     if isinstance(model, str):
-        models.check_name(model)  # the cheapest check first, before any image is looked at
-        models.describe(model, weights).with_preprocessing(preprocessing)  # a bad field: before the network loads
+        models.check_name(model)
+        # unknown weights, a missing weights file, a bad preprocessing field
+        described = models.describe(model, weights).with_preprocessing(preprocessing)
+    found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
+    if isinstance(model, str) and (known := layers_mod.cached(model, described.preprocessing.size)) is not None:
+        select(known, layers, model)  # an unknown layer name, from the cached description of the network
     if engine == "ray":
         from embstore.ingest.distributed import RayEngine
 
@@ -146,7 +157,6 @@ def ingest(
     else:
         placement = place(device, amp=amp, channels_last=channels_last, workers=workers)
     dev = placement.device
-    found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
     if isinstance(model, str):
         net, spec, sha = models.load(model, weights)
         spec = spec.with_preprocessing(preprocessing)
@@ -157,6 +167,8 @@ def ingest(
     was_training = net.training
     net.eval()  # a module the caller passed gets its own mode back at the end
     all_layers = layers_mod.discover(net, spec.name, spec.preprocessing.size)
+    if isinstance(model, str):
+        layers_mod.remember(model, spec.preprocessing.size, all_layers)
     chosen = select(all_layers, layers, spec.name)
     names = [layer.name for layer in chosen]
     net.to(dev)
@@ -171,7 +183,10 @@ def ingest(
         device=str(dev) if engine == "local" else "ray",
         dtype=dtype,
         notes=list(placement.notes) + ([provenance] if provenance else []),
+        unmatched_labels=found.unmatched_labels(),
     )
+    if result.unmatched_labels:
+        result.notes.append(_unmatched_note(result.unmatched_labels))
     config = {
         "model": spec.name,
         "weights": weights if isinstance(model, str) else spec.weights,
@@ -201,7 +216,7 @@ def ingest(
             if known_sha is not None and known_sha != sha:
                 raise StoreError(
                     f"{spec.key} in this store was ingested with other weights (sha256 {known_sha[:12]}…, now "
-                    f"{sha[:12]}…); use another store, or weights=FILE to keep them apart"
+                    f"{sha[:12]}…); use another store, or `weights=FILE` to keep them apart"
                 )
             cat.upsert_model(spec, sha)
             classifier.save(store, spec.key, net)
@@ -281,6 +296,20 @@ def _labels_given(cat: Catalog, images: list[ImageSource], run_id: str, relabel:
         )
 
 
+def _unmatched_note(unmatched: dict[str, int]) -> str:
+    """'2 labels name no ImageNet class …' with the nearest class names of the most common ones."""
+    from embstore.labels.imagenet import classes
+
+    worst = sorted(unmatched.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = "; ".join(f"'{label}' ({n} image{'s' if n != 1 else ''}).{classes().nearest(label, 3)}".rstrip(".")
+                      for label, n in worst[:5])  # fmt: skip
+    more = f"; and {len(worst) - 5} more" if len(worst) > 5 else ""
+    return (
+        f"{len(worst)} label(s) name no ImageNet class, so {sum(unmatched.values())} image(s) are stored "
+        f"unlabelled (the label kept as label_raw): {shown}{more}"
+    )
+
+
 def _stored_images(store, limit: int | None) -> Discovery:
     """Every image the store already holds (by path), for running another model over them."""
     if store.catalog_path.exists():
@@ -290,8 +319,8 @@ def _stored_images(store, limit: int | None) -> Discovery:
         rows = []
     if not rows:
         raise UsageError(
-            f"the store at {store.path} holds no images yet; give the images to ingest with images=… (--images DIR, "
-            "a class-per-folder tree, or a CSV/Parquet manifest)"
+            f"the store at {store.path} holds no images yet; give the images to ingest with `images=DIR` "
+            "(a folder, a class-per-folder tree, or a CSV/Parquet manifest)"
         )
     images = [
         ImageSource(path, label, source, json.loads(extra) if extra else {}) for path, label, source, extra in rows

@@ -75,8 +75,11 @@ class ClassTable:
         if found:
             options = ", ".join(f"{c.name} ({c.wnid})" for c in found)
             raise UnknownClassError(f"class '{label}' is ambiguous: {options}; give a name or wnid")
-        names = [r.name for r in self.rows] + list(self._by_synonym)
-        raise UnknownClassError(f"unknown ImageNet class '{label}'.{did_you_mean(_norm(label), names)}")
+        raise UnknownClassError(f"unknown ImageNet class '{label}'.{self.nearest(label)}")
+
+    def nearest(self, label: str, n: int = 5) -> str:
+        """' Did you mean: a, b?' for the class names and synonyms nearest `label`, or ''."""
+        return did_you_mean(_norm(label), [r.name for r in self.rows] + list(self._by_synonym), n=n)
 
 
 @functools.cache

@@ -8,6 +8,7 @@ from embstore.errors import UsageError
 
 FORMATS = ("png", "svg")
 DPI = 100
+CAPTION = 9  # points: the smallest text a figure draws (captions under tiles, bar values), 12.5 px at DPI
 
 
 def save(fig, out: str | Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
@@ -39,3 +40,11 @@ def new_figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def title(fig, text: str, fontsize: float = 11) -> None:
+    """`fig`'s title, wrapped to its width so that no line runs off the canvas."""
+    import textwrap
+
+    chars = max(20, int(fig.get_figwidth() * 72 / (fontsize * 0.55)))  # an average glyph is ~0.55 em wide
+    fig.suptitle("\n".join(textwrap.wrap(text, chars)), fontsize=fontsize)

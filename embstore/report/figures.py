@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from embstore.errors import NotFoundError, UsageError
-from embstore.report.canvas import DPI, FORMATS, new_figure, png_bytes, save  # noqa: F401 - re-exported
+from embstore.report.canvas import CAPTION, DPI, FORMATS, new_figure, png_bytes, save  # noqa: F401 - re-exported
 from embstore.store.catalog import Catalog
 
 KINDS = ("rsa", "roc", "errors", "ratings", "similar", "cases", "failures", "predictions")
@@ -86,7 +86,7 @@ def rsa_by_layer(
         ax.plot(x[sig], y[sig], "o", color=colour, markersize=5)
         ax.plot(x[~sig], y[~sig], "o", markerfacecolor="white", color=colour, markersize=5)
     if one_model:
-        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=CAPTION - 1)
         ax.set_xlabel("layer (network order)")
         ax.set_title(f"{RSA_MEASURES[measure]} by layer: {next(iter(lines))[0]}")
     else:
@@ -98,7 +98,7 @@ def rsa_by_layer(
         ax.set_ylim(min(0.3, lowest - 0.05), 1.02)
     ax.set_ylabel(RSA_MEASURES[measure])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best", title="filled: p < 0.05", title_fontsize=7)
+    ax.legend(fontsize=CAPTION - 1, loc="best", title="filled: p < 0.05", title_fontsize=CAPTION - 1)
     return fig
 
 
@@ -123,18 +123,22 @@ def roc(store, *, manifest: str | None = None, models: list[str] | None = None, 
     ax = fig.add_subplot()
     for i, r in enumerate(results):
         fpr, tpr = roc_curve(r.cos_related, r.cos_unrelated)
-        ax.plot(fpr, tpr, color=f"C{i % 10}", linewidth=1.8, label=f"{r.model_key} · {r.layer}  AUC {r.auc:.3f}")
+        # above the frame (spines: zorder 2.5) and unclipped: an AUC = 1 curve runs along the top edge
+        ax.plot(fpr, tpr, color=f"C{i % 10}", linewidth=1.8, label=f"{r.model_key} · {r.layer}  AUC {r.auc:.3f}",
+                zorder=3 + i, clip_on=False)  # fmt: skip
     ax.plot([0, 1], [0, 1], ":", color="0.5", linewidth=1)
     ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1.01),
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
         xlabel="false positive rate (unrelated called related)",
         ylabel="true positive rate",
         title=f"ROC of related vs unrelated by cosine ({len(results[0].ids)} triplets)",
     )
+    ax.set_xticks(np.linspace(0, 1, 6))  # rates: 0 to 1, not the padding around them
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=CAPTION - 1, loc="lower right")
     return fig
 
 
@@ -149,24 +153,27 @@ def errors(store, *, manifest: str | None = None, models: list[str] | None = Non
     x = np.arange(len(results))
     width = 0.26
     t1 = np.array([np.nan if top1[r.model_key] is None else top1[r.model_key] for r in results])
-    ax.bar(x - width, np.nan_to_num(t1), width, color="0.55", label="top-1 error (labelled images)")
-    for xi, v in zip(x, t1):
-        if np.isnan(v):
-            ax.text(xi - width, 0.01, "n/a", ha="center", fontsize=7, rotation=90)
+    bars = [ax.bar(x - width, np.nan_to_num(t1), width, color="0.55", label="top-1 error (labelled images)")]
     err = np.array([r.error for r in results])
     ci = np.array([[r.error - r.ci[0] for r in results], [r.ci[1] - r.error for r in results]])
-    ax.bar(x, err, width, yerr=ci, capsize=3, color="#ff7f0e", label="matching error (95 % CI)")
-    ax.bar(x + width, [1 - r.auc for r in results], width, color="#9467bd", label="AUC error (1 − AUC)")
-    ax.set_xticks(x, [f"{r.model_key}\n{r.layer}" for r in results], fontsize=7, rotation=20 if len(x) > 4 else 0)
+    bars.append(ax.bar(x, err, width, yerr=ci, capsize=3, color="#ff7f0e", label="matching error (95 % CI)"))
+    bars.append(ax.bar(x + width, [1 - r.auc for r in results], width, color="#9467bd", label="AUC error (1 − AUC)"))
+    # every bar says its value, so a zero-height bar (no error) is there to read, not missing
+    ax.bar_label(bars[0], labels=["n/a" if np.isnan(v) else f"{v:.2f}" for v in t1], fontsize=CAPTION - 1,
+                 padding=2)  # fmt: skip
+    ax.bar_label(bars[1], labels=[f"{v:.2f}" for v in err], fontsize=CAPTION - 1, padding=2)
+    ax.bar_label(bars[2], labels=[f"{1 - r.auc:.2f}" for r in results], fontsize=CAPTION - 1, padding=2)
+    ax.set_xticks(x, [f"{r.model_key}\n{r.layer}" for r in results], fontsize=CAPTION - 1,
+                  rotation=20 if len(x) > 4 else 0)  # fmt: skip
     ax.axhline(0.5, color="0.5", linestyle=":", linewidth=1)
     ax.set(
         xlim=(-0.6, len(x) - 0.4),
-        ylim=(0, 1),
+        ylim=(0, 1.08),
         ylabel="error rate",
         title="Matching, AUC and classification error by model",
     )
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=CAPTION - 1, loc="upper right")
     return fig
 
 
@@ -205,5 +212,5 @@ def ratings(store, *, manifest: str | None = None, model: str | None = None, lay
         title=f"{r.model_key} · {r.layer}: {ok.sum()} matched, {(~ok).sum()} not",
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=CAPTION - 1, loc="best")
     return fig

@@ -143,6 +143,7 @@ class _Page:
             manifests = MatchingTables(con).manifests()
             summaries = {sha: MatchingTables(con).summary(sha) for sha, _, _ in manifests}
             models = {sha: MatchingTables(con).models(sha) for sha, _, _ in manifests}
+            rated = {sha for sha, _, _ in manifests if MatchingTables(con).has_ratings(sha)}
         if manifest is not None:
             with self.store.read() as con:
                 wanted = matching.resolve_manifest(con, manifest)
@@ -165,16 +166,22 @@ class _Page:
                 )
             )
             parts.append(self._figure(f"matching-roc-{tag}", "roc", "ROC curves (seed 000 fig. 5)", manifest=sha))
-            for model in _first(models[sha]):
+            if sha not in rated:  # not a failure: this manifest asks for no ratings figure
                 parts.append(
-                    self._figure(
-                        f"matching-ratings-{tag}-{model}",
-                        "ratings",
-                        f"Cosine against human ratings · {model} (seed 000 fig. 4)",
-                        manifest=sha,
-                        model=model,
-                    )
+                    "<p>This manifest gives no human ratings (rating_related, rating_unrelated columns), "
+                    "so there is no ratings figure (seed 000 fig. 4).</p>"
                 )
+            for model in _first(models[sha]):
+                if sha in rated:
+                    parts.append(
+                        self._figure(
+                            f"matching-ratings-{tag}-{model}",
+                            "ratings",
+                            f"Cosine against human ratings · {model} (seed 000 fig. 4)",
+                            manifest=sha,
+                            model=model,
+                        )
+                    )
                 parts.append(
                     self._figure(
                         f"matching-cases-{tag}-{model}",

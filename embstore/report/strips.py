@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 
 from embstore.errors import NotFoundError, UsageError
-from embstore.report.canvas import new_figure
+from embstore.report.canvas import CAPTION, new_figure, title
 from embstore.report.thumbnails import Thumbnails
 from embstore.store.catalog import Catalog
 
@@ -50,16 +50,20 @@ def similar(
         examples = Catalog(con).example_images(sorted(wanted), answers[0].model_key)
     thumbs = Thumbnails(store).get_many(list(examples.values()))
     picture = {c: thumbs.get(image_id) for c, (image_id, _) in examples.items()}
-    rows = len(answers) + len(failed)
-    fig = new_figure(1.3 * (k + 1) + 0.4, 1.75 * rows + 0.5)
-    fig.suptitle(f"Classes nearest to {target.name} · {answers[0].model_key}", fontsize=11)
+    shown = {target.index} | {row.detail["index"] for a in answers for row in a.rows}
+    no_image = sorted(c for c in shown if picture.get(c) is None)
+    rows = len(answers) + len(failed) + bool(no_image)
+    fig = new_figure(1.45 * (k + 1) + 0.4, 1.95 * rows + 0.5)
+    title(fig, f"Classes nearest to {target.name} · {answers[0].model_key}")
     grid = fig.add_gridspec(rows, k + 1)
     for r, a in enumerate(answers):
-        cells = [(target.name, target.index, f"{a.method}\n({a.layer})", True)]
+        # the method, and the layer where it is not the method's own (hidden, classifier)
+        head = a.method if a.layer in (a.method, "", None) else f"{a.method}\n({a.layer})"
+        cells = [(target.name, target.index, head, True)]
         cells += [(row.label, row.detail["index"], f"{row.rank}. {row.score:.3f}", False) for row in a.rows]
         for c, (name, index, note, is_query) in enumerate(cells):
             ax = fig.add_subplot(grid[r, c])
-            _tile(ax, picture.get(index), f"{note}\n{_wrap(name)}", bold=is_query)
+            _tile(ax, picture.get(index), f"{note}\n{_wrap(name)}", bold=is_query, missing="blank")
     for r, (method, reason) in enumerate(failed, start=len(answers)):
         ax = fig.add_subplot(grid[r, :])
         ax.axis("off")
@@ -67,11 +71,17 @@ def similar(
             0.0,
             0.5,
             f"{method}: not available — {_wrap(reason, 140)}",
-            fontsize=8,
+            fontsize=CAPTION,
             va="center",
             transform=ax.transAxes,
             color="0.35",
         )
+    if no_image:  # said once, not as a grey box per class
+        ax = fig.add_subplot(grid[rows - 1, :])
+        ax.axis("off")
+        ax.text(0.0, 0.5, f"{len(no_image)} of the {len(shown)} classes shown have no image in this store "
+                f"(names only): ingest labelled images of them to see examples", fontsize=CAPTION,
+                va="center", transform=ax.transAxes, color="0.35")  # fmt: skip
     return fig
 
 
@@ -102,11 +112,11 @@ def cases(
     chosen = {w: order[w][:n] for w in which}
     ids = [(i, r.paths.get(i)) for w in which for t in chosen[w] for i in r.ids[t]]
     thumbs = Thumbnails(store).get_many(ids)
-    fig = new_figure(3.4 * len(which) + 0.3, 1.3 * n + 0.9)
-    fig.suptitle(f"Triplet matching cases · {r.model_key} · {r.layer} · error {r.error:.1%}", fontsize=11)
+    fig = new_figure(3.6 * len(which) + 0.3, 1.45 * n + 1.1)
+    title(fig, f"Triplet matching cases · {r.model_key} · {r.layer} · error {r.error:.1%}")
     panels = fig.subfigures(1, len(which), wspace=0.02) if len(which) > 1 else [fig]
     for panel, w in zip(panels, which):
-        panel.suptitle(CASE_TITLES[w], fontsize=9)
+        panel.suptitle(CASE_TITLES[w], fontsize=CAPTION + 1)
         axes = panel.subplots(n, 3, squeeze=False)
         for row in range(n):
             if row >= len(chosen[w]):
@@ -118,7 +128,7 @@ def cases(
             notes = [f"object #{t}", f"related {cr:.3f}", f"unrelated {cu:.3f}"]
             for ax, image_id, note in zip(axes[row], r.ids[t], notes):
                 _tile(ax, thumbs.get(image_id), note)
-            axes[row][0].set_ylabel(f"Δ {cr - cu:+.3f}", fontsize=8)
+            axes[row][0].set_ylabel(f"Δ {cr - cu:+.3f}", fontsize=CAPTION)
         if not chosen[w]:
             axes[0][1].text(0.5, 0.5, "none", ha="center", va="center", transform=axes[0][1].transAxes)
     return fig
@@ -152,7 +162,7 @@ def failures(store, *, model: str | None = None, n: int = 10, per_row: int = 5):
         f"Worst failures · {report.model_key} · top-1 error {report.top1_error:.1%}, "
         f"top-5 error {report.top5_error:.1%} on {report.n_labelled} labelled images",
         per_row,
-        (2.3, 2.45),
+        (2.5, 2.8),
     )
 
 
@@ -173,7 +183,7 @@ def predictions(store, *, model: str | None = None, n: int = 12, per_row: int = 
         (a, b), (pa, pb) = r["top5_index"][:2], r["top5_prob"][:2]
         truth = "" if r["label_index"] is None else f"\ntrue: {short(r['label_index'])} (rank {r['true_rank']})"
         tiles.append((r["image_id"], r["path"], f"{short(a)} {pa:.2f}\n{short(b)} {pb:.2f}{truth}"))
-    return _gallery(store, tiles, f"Stored images and predictions · {key}", per_row, (2.0, 2.35))
+    return _gallery(store, tiles, f"Stored images and predictions · {key}", per_row, (2.2, 2.6))
 
 
 def _or_dash(value, fmt: str = "") -> str:
@@ -181,13 +191,13 @@ def _or_dash(value, fmt: str = "") -> str:
     return "–" if value is None else format(value, fmt)
 
 
-def _gallery(store, tiles: list[tuple[str, str, str]], title: str, per_row: int, cell: tuple[float, float]):
+def _gallery(store, tiles: list[tuple[str, str, str]], heading: str, per_row: int, cell: tuple[float, float]):
     """(image_id, path, caption) tiles in rows of `per_row`, each `cell` inches."""
     thumbs = Thumbnails(store).get_many([(i, p) for i, p, _ in tiles])
     per_row = min(per_row, len(tiles))
     rows = -(-len(tiles) // per_row)
-    fig = new_figure(cell[0] * per_row, cell[1] * rows + 0.5)
-    fig.suptitle(title, fontsize=10)
+    fig = new_figure(max(cell[0] * per_row, 5.0), cell[1] * rows + 0.9)  # a one-tile figure still fits its title
+    title(fig, heading, fontsize=10)
     for ax, tile in zip(fig.subplots(rows, per_row, squeeze=False).flat, tiles + [None] * (rows * per_row)):
         if tile is None:
             ax.axis("off")
@@ -196,17 +206,21 @@ def _gallery(store, tiles: list[tuple[str, str, str]], title: str, per_row: int,
     return fig
 
 
-def _tile(ax, image, caption: str, *, bold: bool = False) -> None:
-    if image is None:
+def _tile(ax, image, caption: str, *, bold: bool = False, missing: str = "box") -> None:
+    """An image with its caption below; no image: a grey box saying so (`missing="box"`: the file is
+    gone), or the caption alone (`"blank"`: the figure says once what has no image)."""
+    if image is None and missing == "blank":
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    elif image is None:
         ax.set_facecolor("0.9")
-        ax.text(
-            0.5, 0.5, "image\nnot available", ha="center", va="center", fontsize=7, color="0.4", transform=ax.transAxes
-        )
+        ax.text(0.5, 0.5, "image\nnot available", ha="center", va="center", fontsize=CAPTION - 1, color="0.4",
+                transform=ax.transAxes)  # fmt: skip
     else:
         ax.imshow(image)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_xlabel(caption, fontsize=7, fontweight="bold" if bold else "normal")
+    ax.set_xlabel(caption, fontsize=CAPTION, fontweight="bold" if bold else "normal")
 
 
 def _wrap(text: str, width: int = 18) -> str:

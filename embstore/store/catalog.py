@@ -193,7 +193,7 @@ class Catalog:
         """`resolve_model`, plus a note naming the choice when `model` is None and several are stored."""
         key = self.resolve_model(model)
         n = len(self.stored_model_keys()) if model is None else 1
-        note = f"model {key}: the most recently ingested of {n} (pick another with --model)" if n > 1 else None
+        note = f"model {key}: the most recently ingested of {n} (pick another with `model=NAME`)" if n > 1 else None
         return key, note
 
     def resolve_model(self, model: str | None) -> str:
@@ -213,9 +213,17 @@ class Catalog:
             return named[0]
         if named:
             raise UnknownModelError(f"{model} is stored with several weights ({', '.join(named)}); give one of them")
-        raise UnknownModelError(
-            f"model {model} was never ingested into this store (it holds {', '.join(keys)}); run "
-            f"`embstore ingest --model {model} --images DIR`.{did_you_mean(model, keys)}"
+        from embstore.ingest.models import available_models
+
+        name = model.split("@")[0]
+        if name in available_models() or name.startswith("timm:"):
+            raise UnknownModelError(
+                f"model {model} was never ingested into this store (it holds {', '.join(keys)}); run "
+                f"`embstore ingest --model {name} --images DIR`.{did_you_mean(model, keys)}"
+            )
+        raise UnknownModelError(  # not a name ingest knows either: advise no ingest that would fail
+            f"unknown model '{model}': this store holds {', '.join(keys)}."
+            f"{did_you_mean(name, [*keys, *available_models()])}"
         )
 
     # -- runs ------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def _flock(store_path: Path, wait: float = 0.0, on_wait: Callable[[str], None] |
                 waited, hint = (
                     (f" (waited {wait:g} s)", "wait longer or stop it")
                     if wait > 0
-                    else ("", "try again when it finishes, or wait for it (--wait SECONDS)")
+                    else ("", "try again when it finishes, or wait for it (`wait=SECONDS`)")
                 )
                 raise StoreBusyError(
                     f"another embstore writer ({holder}) is writing to {store_path}{waited}; {hint}"

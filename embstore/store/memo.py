@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from embstore.store.cache import atomic_write
 
 MEMO_SIZE = 32
@@ -96,6 +94,8 @@ class Memo:
             self._values.pop(next(iter(self._values)))
 
     def _read(self, name: str, key: tuple, state: list) -> dict[str, Any] | None:
+        import numpy as np  # here, not at import: `import embstore` stays light for the CLI
+
         path = self.folder / f"{name}.npz"
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -107,6 +107,8 @@ class Memo:
             return None
 
     def _write(self, name: str, key: tuple, state: list, record: dict[str, Any]) -> None:
+        import numpy as np
+
         arrays: dict[str, Any] = {k: v for k, v in record.items() if isinstance(v, np.ndarray)}
         values = {k: v for k, v in record.items() if not isinstance(v, np.ndarray)}
         meta = json.dumps({"key": _jsonable(key), "state": state, "values": values})

@@ -95,7 +95,7 @@ def _refuse_writing(statements) -> None:
             why = (
                 "embstore sql loads no extensions"
                 if kind in ("LOAD", "UPDATE_EXTENSIONS")
-                else "read-only `embstore sql` writes no files and attaches no databases (--write, and --allow DIR "
+                else "read-only SQL writes no files and attaches no databases (`write=True`, and `allow=DIR` "
                 "for the folder, to write one)"
             )
             raise UsageError(f"SQL error: {verb} is refused: {why}")
@@ -103,7 +103,7 @@ def _refuse_writing(statements) -> None:
 
 def _hint(first: str, write: bool) -> str:
     if "read-only" in first:
-        return " (the store is opened read-only; pass write=True / --write to change it)"
+        return " (the store is opened read-only; pass `write=True` to change it)"
     if "disabled by configuration" in first or "configuration has been locked" in first:
         return (
             " (embstore sql opens only the store's own files; --allow DIR lets it read"

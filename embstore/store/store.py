@@ -130,8 +130,7 @@ class Store:
         if not store.catalog_path.exists():
             if not create:
                 raise StoreError(
-                    f"no embstore store at {store.path}; create one with "
-                    f"`embstore ingest --store {store.path} --images DIR` or embstore.open(path, create=True)"
+                    f"no embstore store at {store.path}; create one with `embstore.open(path, create=True)`"
                 )
             if store.path.exists() and not store.path.is_dir():
                 raise StoreError(f"store path {store.path} exists and is not a directory")

@@ -183,6 +183,27 @@ class ActivationTable:
                 con.execute(f"DROP VIEW {quote_identifier(view)}")
         for view, sql in wanted.items():
             con.execute(f"CREATE OR REPLACE VIEW {quote_identifier(view)} AS {sql}")
+        self._write_readme(con)
+
+    def _write_readme(self, con) -> None:
+        """The `readme` view and the comment on `activations`: how a plain DuckDB session reads this
+        catalog (the `SET file_search_path` line with the folder it was last written in)."""
+        folder = str(self.store.path)
+        setting = f"SET file_search_path = {sql_literal(folder)};"
+        lines = [
+            ("1 first", f"{setting}  -- the folder holding this catalog (it was {folder} when last written); "
+                        "without it, `activations` fails: No files found that match the pattern"),
+            ("2 activations", "one row per image, model and layer: image_id, model_key, model, weights, layer, "
+                              "vec FLOAT[] (the layer's pooled channels)"),
+            ("3 vectors", 'one view per stored layer, "vectors/<model_key>/<layer>": image_id, vec FLOAT[C], '
+                          "for array_cosine_similarity"),
+            ("4 tables", "images (paths, labels), models, layers, runs, ingest_errors, predictions, "
+                         "imagenet_classes, …: SHOW TABLES lists them all"),
+            ("5 more", "embstore's README: 'Plain DuckDB clients' and 'Without embstore'"),
+        ]  # fmt: skip
+        rows = ", ".join(f"({sql_literal(topic)}, {sql_literal(text)})" for topic, text in lines)
+        con.execute(f"CREATE OR REPLACE VIEW readme AS SELECT * FROM (VALUES {rows}) AS t(topic, text)")
+        con.execute(f"COMMENT ON VIEW activations IS {sql_literal(f'Read it in plain DuckDB after {setting}')}")
 
     # -- writing (callers hold the store's writer lock) -------------------------------------------
     def commit(
