@@ -42,6 +42,11 @@ class StoreBusyError(StoreError, RuntimeError):
     exit_code = 3
 
 
+class OutsideStoreError(StoreError):
+    """The catalog or the table's log names a file outside the store's own folders (a crafted row, a
+    symlink): embstore never reads, repairs or deletes it; `verify` reports it, `--repair` drops the row."""
+
+
 class MigrationError(StoreError, RuntimeError):
     """A migration failed or an applied migration file was edited."""
 

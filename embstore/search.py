@@ -134,16 +134,9 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=No
         derived_path(store, model_key, layer, f"{kind}{ext}") for ext in (".json", ".faiss", ".ids.npy")
     )
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta["fingerprint"] == fingerprint and index_path.exists() and ids_path.exists():
-            index = _read_index(index_path)
-            if kind == "ivf":
-                index.make_direct_map()
-                index.nprobe = meta["nprobe"]
-            if kind == "hnsw":
-                index.hnsw.efSearch = meta["ef_search"]
-            ids = [i.decode() for i in np.load(ids_path, mmap_mode="r")]
-            return ImageIndex(kind, ids, index, meta.get("recall_at_10"), False)
+        cached = _cached_index(kind, fingerprint, meta_path, index_path, ids_path)
+        if cached is not None:
+            return cached
     width = cat.layer_width(model_key, layer)
     table = ActivationTable(store)
 
@@ -163,6 +156,27 @@ def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=No
     ):
         cache_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
     return ImageIndex(kind, ids, index, recall, True)
+
+
+def _cached_index(kind: str, fingerprint, meta_path: Path, index_path: Path, ids_path: Path) -> ImageIndex | None:
+    """The index built earlier for these vectors, or None where there is none that is whole and current
+    (a damaged file is built again, never an error)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta["fingerprint"] != fingerprint or not index_path.exists() or not ids_path.exists():
+            return None
+        index = _read_index(index_path)
+        if kind == "ivf":
+            index.make_direct_map()
+            index.nprobe = meta["nprobe"]
+        if kind == "hnsw":
+            index.hnsw.efSearch = meta["ef_search"]
+        ids = [i.decode() for i in np.load(ids_path, mmap_mode="r", allow_pickle=False)]
+        if len(ids) != index.ntotal:
+            return None
+        return ImageIndex(kind, ids, index, meta.get("recall_at_10"), False)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError):
+        return None
 
 
 def _read_index(path: Path):

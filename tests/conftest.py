@@ -68,12 +68,11 @@ def offline_torch_home(tmp_path, monkeypatch):
     return home
 
 
-def run_embstore(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
-    """The installed `embstore` command in a subprocess."""
+def run_embstore(*args, cwd=None, env=None, timeout=300, input_text=None) -> subprocess.CompletedProcess:
+    """The installed `embstore` command in a subprocess (`input_text` on its stdin)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [str(EMBSTORE), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout
-    )
+    return subprocess.run([str(EMBSTORE), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env,
+                          timeout=timeout, input=input_text)  # fmt: skip
 
 
 FIGURE_CLASSES = ("knot", "chain", "baseball", "golf ball", "tennis ball", "espresso")

@@ -187,3 +187,14 @@ def test_the_catalog_says_how_plain_duckdb_reads_it(synthetic_store):
     con.execute(setting)  # exactly the line the readme gives
     assert con.execute("SELECT count(*) FROM activations").fetchall()[0][0] == 12 * 3
     con.close()
+
+
+def test_a_busy_store_is_refused_before_torch_is_imported(tmp_path):
+    from .conftest import writer_lock_held_elsewhere
+
+    make_images(tmp_path / "imgs", 1)
+    store = embstore.open(tmp_path / "s", create=True)
+    store.sql("SELECT 1")
+    with writer_lock_held_elsewhere(store):
+        out, err = _no_torch("--store", tmp_path / "s", "ingest", "-m", "resnet18", "--images", tmp_path / "imgs")
+    assert out[-2:] == ["EXIT 3", "NO-TORCH"] and "another embstore writer" in err, (out, err)

@@ -310,3 +310,20 @@ def test_ctrl_c_marks_the_run_interrupted_and_exits_130(tmp_path):
     with store.read() as con:
         assert con.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
     assert store.verify().ok
+
+
+def test_verify_counts_a_first_batch_never_recorded_and_not_a_running_writers_batch(store, ingested):
+    """Issue 37 item 11: rows of a first batch whose catalog commit never happened (no pinned version
+    yet) are uncommitted; a batch between a live writer's append and its commit is not."""
+    from .conftest import writer_lock_held_elsewhere
+
+    fresh = Store.open(store.path.parent / "fresh", create=True)
+    _append_uncommitted(fresh)
+    report = fresh.verify()
+    assert report.table_version is None and report.uncommitted_batches == 1 and not report.ok
+    live, _ = ingested
+    _append_uncommitted(live, n=2)
+    with writer_lock_held_elsewhere(live):  # another process is mid-commit
+        during = live.verify()
+    assert during.ok and during.uncommitted_batches == 0 and any("an ingest is running" in n for n in during.notes)
+    assert live.verify().uncommitted_batches == 1  # once it is gone, the same rows are stray

@@ -327,8 +327,9 @@ def verify_report(out: Output, r) -> None:
         emit({**jsonable(r), "ok": r.ok})
         return
     console.print(f"{r.files} files, {r.rows} vectors checked (activations table version {r.table_version})")
-    for label, items in (("missing", r.missing), ("corrupt", r.corrupt), ("count", r.count_mismatches),
-                         ("wrong layer", r.wrong_layers)):  # fmt: skip
+    problems = (("missing", r.missing), ("corrupt", r.corrupt), ("count", r.count_mismatches),
+                ("wrong layer", r.wrong_layers), ("outside the store (never touched)", r.outside))  # fmt: skip
+    for label, items in problems:
         for item in items[:20]:
             console.print(Text.assemble((f"{label}: ", "red"), str(item)), soft_wrap=True)
     if r.uncommitted_batches:

@@ -16,9 +16,8 @@ def save(store, model_key: str, net) -> None:
     """Write the (classes × features) weight matrix of `net`'s classifier once per model (if it has one)."""
     from embstore.ingest.layers import find_classifier
 
-    target = path(store, model_key)
     found = find_classifier(net)
-    if target.exists() or found is None:
+    if found is None or load(store, model_key) is not None:  # a damaged copy is written again
         return
     weight = found[1].weight
     save_matrix(store, model_key, weight.detach().cpu().float().numpy().reshape(weight.shape[0], -1))
@@ -30,5 +29,10 @@ def save_matrix(store, model_key: str, w: np.ndarray) -> None:
 
 
 def load(store, model_key: str) -> np.ndarray | None:
-    p = path(store, model_key)
-    return np.load(p) if p.exists() else None
+    """The stored matrix, or None where there is none or the file is damaged (the next ingest of the
+    model writes it again; the classifier method says so meanwhile)."""
+    try:
+        w = np.load(path(store, model_key), allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return w if w.ndim == 2 and w.dtype == np.float32 else None

@@ -20,6 +20,7 @@ from embstore.labels.imagenet import classes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 MANIFEST_SUFFIXES = {".csv", ".parquet"}
 DEFAULT_MAX_PIXELS = 100_000_000
+PATH_MAX = 4096  # bytes: Linux's limit on a path handed to the kernel (longer ones fail to open)
 MAX_FILE_BYTES = 512 << 20  # no image file is read past this (a 100 MP PNG is ~300 MB)
 MAX_ASPECT = 50  # longer side / shorter side: a 1×20000 sliver would resize to 256 × 5,120,000
 REDUCING_GAP = 4  # shrink while decoding only to a shorter side of at least this × the model's resize
@@ -34,6 +35,7 @@ class ImageSource:
     label_raw: str | None
     source: str  # folder | class_tree | manifest
     extra: dict = field(default_factory=dict)
+    problem: str | None = None  # why it cannot be ingested at all (recorded in ingest_errors, never dropped)
 
     def label(self) -> dict:
         """label_wnid / label_index / label_name when label_raw names an ImageNet class."""
@@ -47,6 +49,12 @@ class ImageSource:
 class Discovery:
     images: list[ImageSource]
     ignored: int  # files without an image suffix in a folder input
+    conflicts: list[tuple[str, str, str]] = field(default_factory=list)  # (path, label kept, label dropped)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(path, reason) of what cannot be ingested at all: a name that is not UTF-8, a folder that
+        cannot be read, a manifest path with a NUL byte or a symbolic link loop."""
+        return [(i.path, i.problem) for i in self.images if i.problem]
 
     def unmatched_labels(self) -> dict[str, int]:
         """{label: images} of the labels (class folders, manifest labels) that name no ImageNet class
@@ -76,18 +84,40 @@ def discover(path: str | Path, *, limit: int | None = None) -> Discovery:
             raise InputPathError(f"{root} is neither a folder, an image nor a .csv/.parquet manifest")
     else:
         found, ignored = _from_folder(root.resolve())
-    seen: set[str] = set()
-    unique = []
+    seen: dict[str, ImageSource] = {}
+    unique, conflicts = [], []
     for img in sorted(found, key=lambda i: i.path):
-        if img.path not in seen:
-            seen.add(img.path)
+        first = seen.get(img.path)
+        if first is None:
+            seen[img.path] = img
             unique.append(img)
-    return Discovery(unique[:limit] if limit else unique, ignored)
+        elif first.label_raw != img.label_raw:  # the same file listed twice with two labels: said, not dropped
+            conflicts.append((img.path, str(first.label_raw), str(img.label_raw)))
+    return Discovery(unique[:limit] if limit else unique, ignored, conflicts)
+
+
+def _text(name: str) -> str | None:
+    """Why a file name (decoded by the OS's rule, undecodable bytes as surrogates) cannot be stored, or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8: rename it"
+    return None
+
+
+def _shown(name: str) -> str:
+    """A name that may hold undecodable bytes, storable and readable (`\\xff` for byte 0xff)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _from_folder(root: Path) -> tuple[list[ImageSource], int]:
     found, ignored = [], 0
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:  # a folder os.walk cannot list is recorded, not skipped
+        found.append(ImageSource(_shown(str(exc.filename)), None, "folder", problem=f"folder cannot be read: "
+                                 f"{exc.strerror or exc}"))  # fmt: skip
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = Path(dirpath).relative_to(root)
         label = rel.parts[0] if rel.parts else None
@@ -97,7 +127,12 @@ def _from_folder(root: Path) -> tuple[list[ImageSource], int]:
             if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
                 ignored += 1
                 continue
-            found.append(ImageSource(str(Path(dirpath) / name), label, "class_tree" if label else "folder"))
+            path = str(Path(dirpath) / name)
+            problem = _text(path)
+            if problem is None and len(os.fsencode(path)) >= PATH_MAX:
+                problem = f"its path is longer than this system's limit ({PATH_MAX} bytes)"
+            source = "class_tree" if label else "folder"
+            found.append(ImageSource(_shown(path), label and _shown(label), source, problem=problem))
     return found, ignored
 
 
@@ -116,6 +151,10 @@ def _from_manifest(path: Path) -> list[ImageSource]:
     except (pa.ArrowInvalid, OSError) as exc:
         first = str(exc).splitlines()[0]
         raise ManifestError(f"manifest {path} cannot be read: {first}") from None
+    for name in ("path", "label"):
+        same = [c for c in table.column_names if c.lower() == name]
+        if len(same) > 1:
+            raise ManifestError(f"manifest {path} has {len(same)} columns named {name} ({', '.join(same)}): keep one")
     cols = {c.lower(): c for c in table.column_names}
     if "path" not in cols:
         raise ManifestError(
@@ -128,15 +167,34 @@ def _from_manifest(path: Path) -> list[ImageSource]:
     label_col = cols.get("label")
     out = []
     for i, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 0):
-        raw = row[cols["path"]]
+        raw = _decoded(row[cols["path"]])
         if raw is None or not str(raw).strip():
             raise ManifestError(f"manifest {path} row {i} has an empty path")
-        p = Path(str(raw).strip()).expanduser()
-        p = p if p.is_absolute() else base / p
-        label = row.get(label_col) if label_col else None
-        extra = {k: _jsonable(v) for k, v in row.items() if k not in (cols["path"], label_col)}
-        out.append(ImageSource(str(p.resolve()), None if label is None else str(label), "manifest", extra))
+        label = _decoded(row.get(label_col)) if label_col else None
+        label = None if label is None else _shown(str(label))
+        extra = {k: _jsonable(_decoded(v)) for k, v in row.items() if k not in (cols["path"], label_col)}
+        out.append(_manifest_entry(base, str(raw).strip(), label, extra))
     return out
+
+
+def _decoded(value):
+    """A manifest value: bytes (a CSV column with one non-UTF-8 byte reads as binary) as text, each
+    undecodable byte kept as a surrogate (that one path is then recorded as not UTF-8, the others work)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _manifest_entry(base: Path, raw: str, label: str | None, extra: dict) -> ImageSource:
+    """One manifest row's image; a path that cannot name a file is kept with the reason."""
+    problem = _text(raw) or ("it holds a NUL byte" if "\0" in raw else None)
+    if problem is None:
+        p = Path(raw).expanduser()
+        p = p if p.is_absolute() else base / p
+        try:
+            return ImageSource(str(p.resolve()), label, "manifest", extra)
+        except (OSError, RuntimeError) as exc:  # a symbolic link loop (RuntimeError before Python 3.13)
+            problem, raw = f"cannot be resolved: {getattr(exc, 'strerror', None) or exc}", str(p)
+    shown = _shown(raw).replace("\0", "\\0")
+    return ImageSource(shown if os.path.isabs(shown) else str(base / shown), label, "manifest", extra, problem)
 
 
 def _jsonable(value):
@@ -258,18 +316,52 @@ def _shrunk(img, min_side: int | None):
     factor = min(img.size) // need
     if factor < 2:
         return img
+    if img.mode in _SIXTEEN:  # PIL cannot reduce 16-bit modes; "I" (32-bit) it can, a strip at a time
+        return _scaled_to_8bit(_reduced_in_strips(img, factor, "I", lambda strip: strip.convert("I")), 65535.0)
     if img.mode not in _REDUCIBLE:  # palette indices and straight alpha must not be averaged
-        img = _to_rgb(img)
+        return _reduced_in_strips(img, factor, "RGB", _to_rgb)
     return img.reduce(factor)
+
+
+_SIXTEEN = ("I;16", "I;16L", "I;16B", "I;16N")
+STRIP_PIXELS = 4_000_000  # pixels of one strip converted at a time (16 MB as RGBA)
+
+
+def _reduced_in_strips(img, factor: int, mode: str, convert):
+    """`img` shrunk by `factor` as `reduce` shrinks it (box means; the last boxes partial), each strip
+    of rows made `mode` by `convert` first: palette indices and straight alpha must not be averaged
+    (RGB, alpha over white) and PIL reduces no 16-bit mode (32-bit "I"). No full-size converted copy
+    exists: 16-bit 8000 × 8000 took 1589 MiB more than before decoding that way, RGBA 6000 × 6000
+    688 MiB (bench figures in the README)."""
+    from PIL import Image
+
+    w, h = img.size
+    out = Image.new(mode, (-(-w // factor), -(-h // factor)))
+    rows = max(factor, STRIP_PIXELS // max(w, 1) // factor * factor)  # a multiple of factor: boxes align
+    for top in range(0, h, rows):
+        strip = convert(img.crop((0, top, w, min(top + rows, h))))
+        out.paste(strip.reduce(factor), (0, top // factor))
+    return out
+
+
+def _scaled_to_8bit(img, top: float):
+    """A one-channel image of values 0…`top` as 8-bit L (rounded)."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(img, dtype=np.float32)
+    return Image.fromarray(np.clip(arr / np.float32(top) * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def _to_rgb(img):
     import numpy as np
     from PIL import Image
 
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if img.mode in _SIXTEEN:
+        img = _scaled_to_8bit(img, 65535.0)
+    elif img.mode in ("I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        top = 65535.0 if arr.max() > 255 else 255.0
         if img.mode == "F":
             lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
             arr, top = (arr - lo), (hi - lo) or 1.0

@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import resource
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -146,8 +147,11 @@ def ingest(
         # unknown weights, a missing weights file, a bad preprocessing field
         described = models.describe(model, weights).with_preprocessing(preprocessing)
     found = discover(images, limit=limit) if images is not None else _stored_images(store, limit)
+    problems = found.problems()  # recorded as errors of the run, never dropped
+    usable = [i for i in found.images if not i.problem]
     if isinstance(model, str) and (known := layers_mod.cached(model, described.preprocessing.size)) is not None:
         select(known, layers, model)  # an unknown layer name, from the cached description of the network
+    store.check_writable_now()  # a busy store is refused before torch and the network load (seconds)
     if engine == "ray":
         from embstore.ingest.distributed import RayEngine
 
@@ -187,6 +191,12 @@ def ingest(
     )
     if result.unmatched_labels:
         result.notes.append(_unmatched_note(result.unmatched_labels))
+    if found.conflicts:
+        path, kept, dropped = found.conflicts[0]
+        result.notes.append(
+            f"{len(found.conflicts)} image(s) are listed twice with different labels; the first label is used "
+            f"(e.g. {path}: {kept!r}, not {dropped!r})"
+        )
     config = {
         "model": spec.name,
         "weights": weights if isinstance(model, str) else spec.weights,
@@ -222,10 +232,12 @@ def ingest(
             classifier.save(store, spec.key, net)
             cat.check_layer_identity(spec.key, chosen)
             cat.upsert_layers(spec.key, chosen, dtype)
-            todo, skipped = _pending(cat, spec.key, names, found.images)
+            todo, skipped = _pending(cat, spec.key, names, usable)
             cat.start_run(run_id, spec.key, config, len(found.images))
-            cat.add_run_counts(run_id, n_skipped=len(skipped))
-            _labels_given(cat, found.images, run_id, relabel, result)
+            cat.add_run_counts(run_id, n_skipped=len(skipped), n_errors=len(problems))
+            cat.insert_errors(run_id, problems)
+            _labels_given(cat, usable, run_id, relabel, result)
+        result.n_errors, result.errors = len(problems), list(problems)
         if stale:
             result.recovered.append(f"marked {stale} unfinished earlier run(s) interrupted")
         result.n_skipped = len(skipped)
@@ -255,9 +267,10 @@ def ingest(
             if compact and result.n_done:
                 result.compaction = table.compact()
             result.status = "completed"
-            if todo and not result.n_done and result.n_errors == len(todo):
+            attempted = len(todo) + len(problems)
+            if attempted and not result.n_done and result.n_errors == attempted:
                 result.status = "failed"  # nothing stored: every image failed (the errors say why)
-                message = f"all {len(todo)} image(s) failed to load; nothing was stored (see ingest_errors)"
+                message = f"all {attempted} image(s) failed to load; nothing was stored (see ingest_errors)"
         except KeyboardInterrupt:
             result.status, message = "interrupted", "interrupted by the user"
             raise
@@ -267,10 +280,23 @@ def ingest(
         finally:
             result.seconds = time.perf_counter() - started
             result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            with store.write() as con:
-                Catalog(con).finish_run(run_id, result.status, message, config)
             net.train(was_training)
+            _finish_run(store, run_id, result.status, message, config, failing=sys.exc_info()[1])
     return result
+
+
+def _finish_run(store, run_id: str, status: str, message, config: dict, *, failing) -> None:
+    """Record the run's end. Where that fails too (a full disk), the error that stopped the run is the
+    one told; after a run that went well, one line says what was kept. The run's row stays `running`
+    either way, and the next writer marks it interrupted (everything committed stays)."""
+    try:
+        with store.write() as con:
+            Catalog(con).finish_run(run_id, status, message, config)
+    except StoreError as exc:
+        if failing is None:
+            raise StoreError(
+                f"run {run_id} stored its vectors (every commit is kept) but its end could not be recorded: {exc}"
+            ) from exc
 
 
 def _labels_given(cat: Catalog, images: list[ImageSource], run_id: str, relabel: bool, result) -> None:
@@ -545,6 +571,7 @@ class _Run:
         def record(cat: Catalog) -> None:
             if ok:
                 cat.insert_images(_image_rows(todo, ok))
+                cat.forget_errors([todo[b["i"]].path for b in ok])  # it loads now
             if new_images and logits is not None:
                 cat.insert_predictions(_prediction_rows(todo, ok, new_images, logits, spec, run_id, labels))
             cat.insert_errors(run_id, errors)

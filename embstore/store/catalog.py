@@ -519,11 +519,19 @@ class Catalog:
             self.con.unregister("_preds")
 
     def insert_errors(self, run_id: str, errors: list[tuple[str, str]]) -> None:
+        """Record why each path failed, replacing what an earlier run recorded for it: one row per path
+        that fails now (a rerun over the same bad files adds none)."""
         if errors:
+            self.forget_errors([p for p, _ in errors])
             self.con.executemany(
                 "INSERT INTO ingest_errors (run_id, path, reason) VALUES (?, ?, ?)",
                 [[run_id, p, r] for p, r in errors],
             )
+
+    def forget_errors(self, paths: list[str]) -> None:
+        """Drop the error rows of paths that now load (or fail anew)."""
+        if paths:
+            self.con.execute("DELETE FROM ingest_errors WHERE list_contains(?, path)", [list(paths)])
 
     # -- vector batches and the pinned activations table ----------------------------------------
     def record_batches(self, model_key: str, run_id: str, batches: list[tuple[str, list[str], list[str], int]]) -> None:

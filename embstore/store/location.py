@@ -13,11 +13,12 @@ CREDENTIALS, …), never from the catalog.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
-from embstore.errors import StoreError, UsageError
+from embstore.errors import OutsideStoreError, StoreError, UsageError
 
 DEFAULT_DIR = "activations"
 # schemes both delta-rs and Arrow speak; gcs:// and abfss:// are the spellings other tools use
@@ -100,10 +101,32 @@ class Location:
         return fs
 
     def fs_path(self, rel: str) -> str:
-        """The path of a catalog file name on `filesystem`."""
+        """The path of a catalog file name on `filesystem`; raises OutsideStoreError for a name that
+        leads outside the table's folder (every read, listing, repair and delete comes through here)."""
+        if not self.inside(rel):
+            raise OutsideStoreError(
+                f"the store names {rel}, which lies outside its activations table {self.table_uri} (a crafted "
+                "catalog row or log entry, or a symbolic link): never read, repaired or deleted; `embstore verify` "
+                "lists it and --repair drops it from the catalog"
+            )
+        return self.unchecked_path(rel)
+
+    def unchecked_path(self, rel: str) -> str:
+        """`fs_path` without the check: for deciding about a name, never for opening it."""
         if not self.remote:
             return str(self.store_path / rel)  # an absolute rel stays absolute
         return rel.split("://", 1)[1]
+
+    def inside(self, rel: str) -> bool:
+        """Whether catalog file name `rel` names a path in the table's folder: locally with every
+        symbolic link resolved (a link to /etc/hostname is outside), remotely under the table's URL
+        with no `..` segment."""
+        if self.remote:
+            root = self.table_uri.rstrip("/")
+            return (rel == root or rel.startswith(root + "/")) and ".." not in rel[len(root) :].split("/")
+        root = os.path.realpath(self.table_uri)
+        path = os.path.realpath(self.unchecked_path(rel))
+        return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
     def fs_paths(self, rels: list[str]) -> list[str]:
         return [self.fs_path(r) for r in rels]

@@ -80,21 +80,32 @@ def _sets_search_path_to(statement, folder: Path) -> bool:
     runs, already set here (and the locked configuration would refuse it)."""
     import re
 
-    if statement.type.name != "SET":
+    if _kind(statement) != "SET":
         return False
     m = re.match(r"\s*SET\s+(?:GLOBAL\s+|SESSION\s+)?file_search_path\s*(?:=|TO)\s*'([^']*)'",
                      statement.query, flags=re.I)  # fmt: skip
     return m is not None and Path(m.group(1)).expanduser().resolve() == folder
 
 
+def _kind(statement) -> str:
+    """The statement's type name; "UNKNOWN" for a type DuckDB's Python API has no name for (its
+    StatementType enum lags the parser: UPDATE EXTENSIONS is 29, which it cannot name)."""
+    try:
+        return statement.type.name
+    except ValueError:
+        return "UNKNOWN"
+
+
 def _refuse_writing(statements) -> None:
     for statement in statements:
-        kind = statement.type.name
-        if kind in WRITING:
+        kind = _kind(statement)
+        if kind in WRITING or kind == "UNKNOWN":  # what cannot be named cannot be judged harmless
             verb = statement.query.strip().split(None, 1)[0].upper()
             why = (
                 "embstore sql loads no extensions"
-                if kind in ("LOAD", "UPDATE_EXTENSIONS")
+                if kind in ("LOAD", "UPDATE_EXTENSIONS") or verb == "UPDATE" and "EXTENSION" in statement.query.upper()
+                else "a read-only session runs only statements it knows (`write=True` runs it, still confined)"
+                if kind == "UNKNOWN"
                 else "read-only SQL writes no files and attaches no databases (`write=True`, and `allow=DIR` "
                 "for the folder, to write one)"
             )
@@ -106,7 +117,7 @@ def _hint(first: str, write: bool) -> str:
         return " (the store is opened read-only; pass `write=True` to change it)"
     if "disabled by configuration" in first or "configuration has been locked" in first:
         return (
-            " (embstore sql opens only the store's own files; --allow DIR lets it read"
+            " (embstore sql opens only the store's own files; `allow=DIR` lets it read"
             + (" and write" if write else "")
             + " files in DIR)"
         )

@@ -358,8 +358,14 @@ class Store:
             self._snapshot_stale = True
             if time.monotonic() >= self._snapshot_due or not self.snapshot_path.exists():
                 self._publish(con)
-        except (duckdb.IOException, duckdb.FatalException, duckdb.PermissionException) as exc:
-            # the disk is full or the file read-only: one line naming the file, and nothing committed
+        except (
+            duckdb.IOException,
+            duckdb.FatalException,
+            duckdb.PermissionException,
+            duckdb.TransactionException,
+        ) as exc:
+            # the disk is full (a commit that cannot be written) or the file read-only: one line naming
+            # the file, and nothing committed
             first = " ".join(str(exc).split())[:300]
             raise StoreError(f"cannot write catalog {self.catalog_path}: {first}") from exc
         finally:
@@ -461,6 +467,15 @@ class Store:
         """Hold the store's writer lock (one ingest at a time); StoreBusyError names the holder."""
         self._ensure_created()
         return self._writing()
+
+    def check_writable_now(self) -> None:
+        """Raise StoreBusyError now (after `wait`) if another process holds the writer lock: what a
+        writing command checks before seconds of work (loading a network) it would otherwise waste."""
+        from embstore.store.locks import writer_lock
+
+        if self.catalog_path.exists():  # a store not created yet has no other writer
+            with writer_lock(self.path, wait=self.wait, on_wait=self.on_wait):
+                pass
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -613,7 +628,8 @@ class Store:
             with self._attached().alone(self.lock_timeout):
                 con = self._connect_fresh(read_only=not write)
                 try:
-                    rels = Catalog(con).pinned_files()
+                    # only files in the table's folder, links resolved: a crafted catalog row grants nothing
+                    rels = [r for r in Catalog(con).pinned_files() if location.inside(r)]
                     files = rels if location.remote else rels + [str(self.path / r) for r in rels]
                     yield con, files
                 finally:

@@ -21,6 +21,7 @@ tombstoned files after a retention (default 1 hour) that no reader of an older p
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from embstore.errors import StoreError, is_rust_panic
+from embstore.errors import OutsideStoreError, StoreError, is_rust_panic
 from embstore.store.catalog import Catalog
 from embstore.store.duck import quote_identifier, sql_literal
 from embstore.store.encoding import PARTITIONS, SQL_DECODE, decode, encode
@@ -151,7 +152,7 @@ class ActivationTable:
     # DuckDB's file_search_path to it, and a plain DuckDB session runs `SET file_search_path =
     # '<store>'` first (or starts in the store folder). A moved or copied store reads its own files.
     def view_sql(self, con) -> str:
-        rels = Catalog(con).pinned_files()
+        rels = [r for r in Catalog(con).pinned_files() if self.location.inside(r)]  # verify lists any other
         if not rels:  # read_parquet of an empty list does not bind: a typed empty view
             return (
                 "SELECT NULL::VARCHAR AS image_id, NULL::VARCHAR AS model_key, NULL::VARCHAR AS model, NULL::VARCHAR "
@@ -258,6 +259,7 @@ class ActivationTable:
             return []
         actions = []
         if stray:
+            self.refuse_outside(dt, "deleting uncommitted rows")  # delta-rs scans every file it lists
             self._delete_batches(stray)
             actions.append(f"deleted the rows of {len(stray)} uncommitted batch(es) left by an interrupted writer")
             dt = self.delta()
@@ -278,6 +280,15 @@ class ActivationTable:
         new = [r for r in self.files_of(dt).column("rel_path").to_pylist() if r not in pinned_files]
         return pinned, sorted(self.batch_ids_in(new) - committed)
 
+    def refuse_outside(self, dt, doing: str) -> None:
+        """Raise before delta-rs reads or rewrites files: the log of `dt` names some outside the table."""
+        outside = self.outside_log(dt)
+        if outside:
+            raise OutsideStoreError(
+                f"the activations table's log names {len(outside)} file(s) outside its folder (e.g. {outside[0]}): "
+                f"{doing} refuses to read them; `embstore verify` lists them"
+            )
+
     def compact(self, *, target_size: int = TARGET_FILE_BYTES, retain_hours: float = RETAIN_HOURS) -> CompactReport:
         """Merge small files into files of about `target_size` bytes, pin the result, then vacuum
         files tombstoned more than `retain_hours` ago. Call holding the writer lock."""
@@ -289,6 +300,7 @@ class ActivationTable:
             report.seconds = time.perf_counter() - t0
             return report
         report.files_before = len(dt.file_uris())
+        self.refuse_outside(dt, "compact")  # delta-rs would read (and rewrite) them
         metrics = dt.optimize.compact(target_size=int(target_size), writer_properties=_writer_properties())
         report.rewritten = int(metrics.get("numFilesRemoved", 0))
         if metrics.get("numFilesAdded", 0) or report.rewritten:
@@ -297,9 +309,13 @@ class ActivationTable:
                 self.pin(con, dt)
         report.files_after = len(dt.file_uris())
         report.version = dt.version()
-        report.vacuumed = len(
-            dt.vacuum(retention_hours=int(retain_hours), enforce_retention_duration=False, dry_run=False)
-        )
+        # delta-rs counts the retention in whole hours: rounded up, never down (0.5 h must not delete at once)
+        hours = math.ceil(retain_hours)
+        if hours != retain_hours:
+            report.notes.append(
+                f"kept replaced files {hours} h (delta-rs vacuums by whole hours), not {retain_hours:g} h"
+            )
+        report.vacuumed = len(dt.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False))
         latest = self.delta()
         if latest.version() != report.version:  # vacuum logs versions of its own (same files): pin the latest
             with self.store.transaction() as con:
@@ -432,16 +448,24 @@ class ActivationTable:
         return [] if dt is None else [unquote(p) for p in dt.get_add_actions(flatten=True).column("path").to_pylist()]
 
     def _fs_paths(self, paths_in_table) -> set[str]:
-        return {self.location.fs_path(self.location.rel(p)) for p in paths_in_table}
+        """Filesystem paths of the log's file names that lie in the table's folder (outside_log lists the others)."""
+        rels = [self.location.rel(p) for p in paths_in_table]
+        return {self.location.fs_path(r) for r in rels if self.location.inside(r)}
+
+    def outside_log(self, dt) -> list[str]:
+        """File names the Delta log of `dt` adds that lead outside the table's folder (`../x`, a link)."""
+        return sorted(r for r in (self.location.rel(p) for p in self._added(dt)) if not self.location.inside(r))
 
     def _data_files(self):
-        """FileInfo of every file under the table's folder outside its `_delta_log`."""
+        """FileInfo of every file under the table's folder outside its `_delta_log` (not what a symbolic
+        link inside it leads to elsewhere: never listed, so never deleted)."""
         import pyarrow.fs as pafs
 
         fs, root = self.location.filesystem, self.location.fs_path(self.location.rel("")).rstrip("/")
         for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
             if info.type == pafs.FileType.File and "_delta_log" not in info.path:
-                yield info
+                if self.location.remote or self.location.inside(info.path):
+                    yield info
 
     @contextlib.contextmanager
     def _remote_errors(self):
@@ -467,6 +491,9 @@ class ActivationTable:
 
         adds = pa.table(dt.get_add_actions(flatten=True))
         rels = [self.location.rel(unquote(p)) for p in adds.column("path").to_pylist()]
+        inside = [self.location.inside(r) for r in rels]
+        if not all(inside):  # never pinned, so never read (verify lists them: outside_log)
+            adds, rels = adds.filter(pa.array(inside)), [r for r, ok in zip(rels, inside) if ok]
         rows = adds.column("num_records").to_pylist()
         rows = [n if n is not None else pq.ParquetFile(self.location.open(r)).metadata.num_rows
                 for n, r in zip(rows, rels)]  # fmt: skip

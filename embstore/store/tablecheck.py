@@ -35,13 +35,19 @@ class VerifyReport:
     unlisted_files: list[str] = field(default_factory=list)  # in the table's folder, named by no log entry
     table_version: int | None = None
     wrong_layers: list[str] = field(default_factory=list)  # stored by an earlier embstore as another node
+    outside: list[str] = field(default_factory=list)  # file names leading outside the table: never touched
     notes: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (
-            self.missing or self.corrupt or self.uncommitted_batches or self.count_mismatches or self.wrong_layers
+            self.missing
+            or self.corrupt
+            or self.uncommitted_batches
+            or self.count_mismatches
+            or self.wrong_layers
+            or self.outside
         )
 
 
@@ -64,6 +70,8 @@ def verify(store, *, repair: bool = False) -> VerifyReport:
             table.location.filesystem.delete_file(path)
         report.repaired.append(f"deleted {len(report.unlisted_files)} data file(s) no table version lists")
         report.unlisted_files = []
+    if repair and report.outside:
+        _repair_outside(store, table, report)
     if repair and (report.missing or report.corrupt or report.count_mismatches or report.interrupted_runs):
         _repair(store, table, report)
         fresh = VerifyReport(repaired=report.repaired)
@@ -98,6 +106,9 @@ def _check(store, table: ActivationTable, report: VerifyReport, *, holding_lock:
     report.interrupted_runs = 0 if other_writer else running
     for rel, _, _, n_rows in files:
         report.files += 1
+        if not table.location.inside(rel):  # a crafted row or a link: reported, never opened
+            report.outside.append(rel)
+            continue
         if not table.location.exists(rel):
             report.missing.append(rel)
             continue
@@ -116,14 +127,46 @@ def _check(store, table: ActivationTable, report: VerifyReport, *, holding_lock:
                 f"{key[0]} {key[1]}: {pinned.get(key, 0)} vectors pinned, {expected.get(key, 0)} recorded"
             )
     dt = table.delta()
+    report.outside += [rel for rel in table.outside_log(dt) if rel not in report.outside]
     if not other_writer:  # a running writer's files are unlisted until it logs them
         report.unlisted_files = table.unlisted_files(dt)
-    if dt is not None and pinned_version is not None and dt.version() != pinned_version:
-        report.unpinned_versions = dt.version() - pinned_version
-        try:
-            report.uncommitted_batches = len(table.stray_batches(dt)[1])
-        except (OSError, pa.ArrowException):
-            report.uncommitted_batches = -1  # unreadable newer files: repair reconciles
+    if dt is not None and dt.version() != pinned_version:  # pinned None: a first batch never recorded
+        report.unpinned_versions = dt.version() - (pinned_version if pinned_version is not None else -1)
+        if other_writer:  # its batch between append and catalog commit is in flight, not lost
+            report.notes.append("an ingest is running: table versions it has not recorded yet are not counted")
+        else:
+            try:
+                report.uncommitted_batches = len(table.stray_batches(dt)[1])
+            except (OSError, pa.ArrowException):
+                report.uncommitted_batches = -1  # unreadable newer files: repair reconciles
+
+
+def _repair_outside(store, table: ActivationTable, report: VerifyReport) -> None:
+    """Drop catalog rows naming files outside the table by pinning again what the Delta log lists; the
+    files themselves are never touched. Log entries that lead outside are left for a person to judge."""
+    import os
+
+    dt = table.delta()
+    in_log = set(table.outside_log(dt))
+    for rel in sorted(in_log):  # a file of the table replaced by a link: the link goes, its target stays
+        path = table.location.unchecked_path(rel)
+        if not table.location.remote and os.path.islink(path) and table.location.inside(os.path.dirname(rel)):
+            target = os.path.realpath(path)
+            os.unlink(path)
+            report.repaired.append(f"removed {rel}, a symbolic link to {target} (the target untouched)")
+            report.missing.append(rel)  # then dropped from the table like any lost file
+            in_log.discard(rel)
+    rows = [rel for rel in report.outside if rel not in in_log and rel not in report.missing]
+    if rows and dt is not None:
+        with store.transaction() as con:
+            table.pin(con, dt)
+        report.repaired.append(f"dropped {len(rows)} catalog row(s) naming files outside the store (files untouched)")
+    if in_log:
+        report.notes.append(
+            f"the Delta log names {len(in_log)} file(s) outside the table (e.g. {sorted(in_log)[0]}); left as they "
+            "are: restore the table's _delta_log from a backup"
+        )
+    report.outside = sorted(in_log)
 
 
 def _repair(store, table: ActivationTable, report: VerifyReport) -> None:
