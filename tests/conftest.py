@@ -55,6 +55,24 @@ def writer_lock_held_elsewhere(store: Store, release_after: float | None = None)
         thread.join()
 
 
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str):
+    """A tmpfs of `size` mounted at `path` for the block (root only: the test is skipped otherwise)."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    path.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
 @pytest.fixture
 def store(tmp_path) -> Store:
     return Store.open(tmp_path / "store", create=True)

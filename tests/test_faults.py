@@ -24,7 +24,7 @@ import pytest
 from embstore.errors import StoreError
 from embstore.store.store import Store
 
-from .conftest import EMBSTORE, make_images, run_embstore, writer_lock_held_elsewhere
+from .conftest import EMBSTORE, make_images, run_embstore, small_tmpfs, writer_lock_held_elsewhere
 
 LAYERS = "layer1.0"  # + hidden
 INGEST = ("ingest", "--model", "resnet18", "--weights", "none", "--layers", LAYERS, "--quiet")
@@ -409,13 +409,7 @@ def test_too_few_open_files_are_refused_in_one_line_and_a_low_soft_limit_is_rais
 def test_a_really_full_disk_is_refused_before_writing(tmp_path):
     """On a 16 MiB tmpfs (root only) the CLI says 'no space left' in one line, exit 1, leaves no data
     file, and after the disk grows the same command completes the run."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a small tmpfs")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with small_tmpfs(tmp_path / "disk", "16m") as disk:
         images = tmp_path / "imgs"
         n_images = 60
         make_images(images, n_images, size=32, seed=24)
@@ -437,8 +431,6 @@ def test_a_really_full_disk_is_refused_before_writing(tmp_path):
             rows = con.execute("SELECT count(*), count(DISTINCT image_id || layer) FROM activations").fetchall()
             layers = con.execute("SELECT count(DISTINCT layer) FROM activations").fetchall()[0][0]
         assert rows[0][0] == rows[0][1] == n_images * layers
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 if __name__ == "__main__":  # pragma: no cover - run one check by hand

@@ -2,6 +2,7 @@
 in the table's folder or a crafted Delta log entry grants no read, and no maintenance command reads,
 moves or deletes what it names; each case tried as an attacker would, then checked for what changed."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -168,3 +169,44 @@ def test_a_run_end_that_cannot_be_recorded_leaves_the_stopping_error_and_one_lin
     later = store.ingest(embstore.sample_images(), model="resnet18", weights="none", layers="layer4")
     assert any("interrupted" in line for line in later.recovered)  # the next writer marks the row
     assert store.sql("SELECT count(*) FROM runs WHERE status = 'running'").fetchall() == [(0,)]
+
+
+def test_native_output_is_held_and_dropped_when_the_call_fails(capfd):
+    from embstore.store.table import _rust_output_held
+
+    with pytest.raises(RuntimeError), _rust_output_held():
+        os.write(2, b"thread 'tokio-rt-worker' panicked at buffered.rs: Already shut down\n")
+        raise RuntimeError("delta-rs failed")
+    with _rust_output_held():
+        os.write(2, b"a warning worth keeping\n")
+    err = capfd.readouterr().err
+    assert "panicked" not in err and "a warning worth keeping" in err
+
+
+def test_compact_on_a_full_disk_is_one_line_and_changes_nothing(tmp_path):
+    """Issue 37 item 5: on a full tmpfs (root only) compact says so in one line, exit 1, no Rust panic
+    output, the table unchanged; with room again it compacts."""
+    from .conftest import small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk", "48m") as disk:
+        s = disk / "s"
+        store = embstore.open(s, create=True)
+        for n in (1, 2, 3):  # three runs: three small files per layer to merge
+            store.ingest(embstore.sample_images(), model="resnet18", weights="none", layers="layer4", limit=n,
+                         compact=False)  # fmt: skip
+        store.close()
+        before = sorted(p.name for p in (s / "activations").rglob("*.parquet"))
+        fill = disk / "fill"
+        with open(fill, "wb") as f:  # every free byte taken
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+        full = run_embstore("--store", s, "compact")
+        assert full.returncode == 1 and full.stderr.count("\n") == 1, full.stderr
+        assert "no space left" in full.stderr and "panicked" not in full.stderr and "Traceback" not in full.stderr
+        assert sorted(p.name for p in (s / "activations").rglob("*.parquet")) == before
+        fill.unlink()
+        again = run_embstore("--store", s, "--json", "compact")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["rewritten"] == 6

@@ -183,3 +183,13 @@ def _same_rows_outside_embstore(store) -> None:
 def _sorted(vectors) -> tuple[list[str], np.ndarray]:
     order = np.argsort(vectors.image_ids, kind="stable")
     return [vectors.image_ids[i] for i in order], vectors.numpy()[order]
+
+
+def test_a_new_store_on_an_unreachable_endpoint_is_not_created(tmp_path, monkeypatch):
+    """Issue 37 item 11: the endpoint is checked before anything of the store is made."""
+    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_ALLOW_HTTP": "true"}.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    with pytest.raises(EmbstoreError, match="cannot reach activations table s3://nowhere/x"):
+        Store.open(tmp_path / "u", create=True, activations="s3://nowhere/x")
+    assert not (tmp_path / "u" / "catalog.duckdb").exists()

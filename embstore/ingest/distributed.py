@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from embstore.errors import EngineError, MissingDependencyError, UsageError
+from embstore.errors import EmbstoreError, EngineError, MissingDependencyError, UsageError
 from embstore.ingest.devices import channels_last_for, check_device
 from embstore.ingest.extraction import ForwardBatch
 
@@ -124,9 +124,12 @@ class RayEngine:
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
                 yield _forward_batch(out, names)
-        except ray.exceptions.RayError as exc:
+        except EmbstoreError:
+            raise
+        except Exception as exc:  # RayError, and what a dead system process (GCS, dashboard agent) raises
             text = " ".join(str(exc).split())[:300]
-            raise EngineError(f"the Ray cluster lost work it could not retry: {text}") from exc
+            kind = "" if isinstance(exc, ray.exceptions.RayError) else f"{type(exc).__name__}: "
+            raise EngineError(f"the Ray cluster lost work it could not retry: {kind}{text}") from exc
 
 
 def plan_resources(nodes: list[dict], device: str, gpu) -> dict:

@@ -60,7 +60,7 @@ def run_sql(
             for statement in statements:
                 cur = con.execute(statement)
         except duckdb.Error as exc:
-            first = str(exc).splitlines()[0]
+            first = _reason(str(exc))
             raise UsageError(f"SQL error: {first}{_hint(first, write)}") from None
         if not statements or cur.description is None:
             return [], []
@@ -85,6 +85,22 @@ def _sets_search_path_to(statement, folder: Path) -> bool:
     m = re.match(r"\s*SET\s+(?:GLOBAL\s+|SESSION\s+)?file_search_path\s*(?:=|TO)\s*'([^']*)'",
                      statement.query, flags=re.I)  # fmt: skip
     return m is not None and Path(m.group(1)).expanduser().resolve() == folder
+
+
+def _reason(text: str) -> str:
+    """The line of a DuckDB error that says why: its first, or where a Python filesystem (the remote
+    table's reader) failed inside it, the exception that traceback ends with.
+
+    >>> _reason("IO Error: Traceback (most recent call last):\\n  File x\\nOSError: bucket unreachable")
+    'IO Error: OSError: bucket unreachable'
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return text
+    if "Traceback (most recent call last)" in lines[0]:
+        head = lines[0].split("Traceback (most recent call last)")[0].rstrip(": ")
+        return f"{head}: {lines[-1]}" if head else lines[-1]
+    return lines[0]
 
 
 def _kind(statement) -> str:

@@ -137,6 +137,7 @@ class Store:
             if defer_creation:  # made on first use: a call that fails its checks leaves nothing on disk
                 store._create_pending = True
                 return store
+            store._check_new_location()
         try:
             store._upgrade()
         except CatalogDamagedError:
@@ -180,9 +181,15 @@ class Store:
                 f"(the damaged file is in quarantine/catalog.duckdb.damaged-{stamp})"
             )
 
+    def _check_new_location(self) -> None:
+        """A new store's remote table is reached before anything of the store is made."""
+        if self._wanted_location is not None and not self.catalog_path.exists():
+            Location(self.path, self._wanted_location).check_reachable()
+
     def _ensure_created(self) -> None:
         if self._create_pending:
             self._create_pending = False
+            self._check_new_location()
             self._upgrade()
             self._adopt_location()
 

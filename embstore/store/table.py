@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -301,7 +302,18 @@ class ActivationTable:
             return report
         report.files_before = len(dt.file_uris())
         self.refuse_outside(dt, "compact")  # delta-rs would read (and rewrite) them
-        metrics = dt.optimize.compact(target_size=int(target_size), writer_properties=_writer_properties())
+        small = pa_sizes(dt, target_size)
+        self._check_room(small, doing="compact")
+        try:
+            with _rust_output_held():  # a failing delta-rs prints tokio panics; the one line below says why
+                metrics = dt.optimize.compact(target_size=int(target_size), writer_properties=_writer_properties())
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not is_rust_panic(exc):
+                raise
+            raise StoreError(
+                f"cannot compact activations table {self.location.table_uri}: {_os_reason(exc)}; the table is as it "
+                "was (compaction commits only when it is whole): fix that and run compact again"
+            ) from exc
         report.rewritten = int(metrics.get("numFilesRemoved", 0))
         if metrics.get("numFilesAdded", 0) or report.rewritten:
             dt = self.delta()
@@ -345,7 +357,7 @@ class ActivationTable:
         self._check_room(getattr(rows, "nbytes", 0))
         started = time.time()
         try:
-            with self._remote_errors():
+            with self._remote_errors(), _rust_output_held():  # its panics: the one line below says why
                 write_deltalake(
                     self.location.table_uri,
                     rows,
@@ -368,11 +380,9 @@ class ActivationTable:
             ) from exc
         return self.delta()
 
-    def _check_room(self, n_bytes: int) -> None:
-        """Refuse, before writing, an append a local disk has no room for (what delta-rs does on a full
-        disk is a panic per upload thread and half-written files)."""
-        import os
-
+    def _check_room(self, n_bytes: int, doing: str = "") -> None:
+        """Refuse, before writing, an append (or with `doing`, another write) a local disk has no room
+        for (what delta-rs does on a full disk is a panic per upload thread and half-written files)."""
         if self.location.remote:
             return
         root = self.store.path if self.location.is_default else self.location.table_uri
@@ -381,6 +391,12 @@ class ActivationTable:
         except OSError:
             return
         free, need = st.f_bavail * st.f_frsize, int(1.25 * n_bytes) + ROOM_MARGIN
+        if free < need and doing:
+            raise StoreError(
+                f"cannot {doing} activations table {self.location.table_uri}: no space left on device "
+                f"({free / 2**20:.1f} MiB free, it needs {need / 2**20:.1f} MiB); nothing was changed: free space "
+                "and run it again"
+            )
         if free < need:
             raise StoreError(
                 f"cannot write to activations table {self.location.table_uri}: no space left on device "
@@ -527,6 +543,42 @@ def _os_reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     m = re.search(r"([A-Z][A-Za-z ,'-]+) \(os error \d+\)", text) or re.search(r'Os \{[^}]*message: "([^"]+)"', text)
     return m.group(1) if m else (getattr(exc, "strerror", None) or text[:300])
+
+
+def pa_sizes(dt, target_size: int) -> int:
+    """Bytes of the files smaller than `target_size`: what a compaction may rewrite."""
+    sizes = dt.get_add_actions(flatten=True).column("size_bytes").to_pylist()
+    return int(sum(s for s in sizes if s is not None and s < target_size))
+
+
+@contextlib.contextmanager
+def _rust_output_held():
+    """Hold what native code writes to stderr (fd 2) during the block: given back when the block ends
+    normally, dropped when it raises (a Rust panic prints dozens of lines; the caller's one-line error
+    says why)."""
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no fd 2 (an embedding host): nothing to hold
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                text = held.read()
+                if text:
+                    os.write(2, text)
 
 
 def _writer_properties():
