@@ -134,3 +134,13 @@ def test_memory_for_16_bit_and_alpha_images_is_bounded_and_the_pixels_are_the_re
         level = np.clip(exact / 65535 * 255 + 0.5, 0, 255).astype(np.uint8)
         assert got.shape == (n // factor, n // factor, 3) and (got[..., 0] == got[..., 2]).all()
         assert np.abs(got[..., 0].astype(int) - level).max() <= 1
+
+
+def test_the_same_bytes_under_two_class_folders_are_said_not_dropped_silently(tmp_path):
+    (first,) = make_images(tmp_path / "imgs" / "knot", 1)
+    (tmp_path / "imgs" / "chain").mkdir()
+    shutil.copy(first, tmp_path / "imgs" / "chain" / "copy.png")
+    r = embstore.open(tmp_path / "s", create=True).ingest(tmp_path / "imgs", **INGEST)
+    assert (r.n_done, r.n_duplicates) == (1, 1)
+    (note,) = [n for n in r.notes if "same bytes" in n]
+    assert "knot/img_0_0000.png: knot, stored as chain" in note  # paths in order: chain/ came first

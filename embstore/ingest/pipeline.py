@@ -60,6 +60,8 @@ class IngestResult:
     n_relabelled: int = 0  # stored images given the input's new label (relabel=True)
     n_label_conflicts: int = 0  # stored images whose input names another label, left as they were
     unmatched_labels: dict[str, int] = field(default_factory=dict)  # labels naming no class -> images
+    # (path, its label, the label the same bytes have) for files whose content is stored under another label
+    content_label_conflicts: list[tuple[str, int, int]] = field(default_factory=list)
     seconds: float = 0.0
     load_s: float = 0.0
     forward_s: float = 0.0
@@ -264,6 +266,8 @@ def ingest(
                     progress=progress,
                 )
                 config["workers"] = result.workers = run.workers
+            if result.content_label_conflicts:
+                result.notes.append(_content_conflict_note(result.content_label_conflicts))
             if compact and result.n_done:
                 result.compaction = table.compact()
             result.status = "completed"
@@ -320,6 +324,17 @@ def _labels_given(cat: Catalog, images: list[ImageSource], run_id: str, relabel:
             f"{len(changes)} stored image(s) have another label in the input ({example}); "
             "kept the stored labels: pass --relabel to update them"
         )
+
+
+def _content_conflict_note(conflicts: list[tuple[str, int, int]]) -> str:
+    from embstore.labels.imagenet import classes
+
+    path, given, known = conflicts[0]
+    return (
+        f"{len(conflicts)} file(s) hold the same bytes as an image stored under another label; an image has "
+        f"one label, so the first one stays (e.g. {path}: {classes()[given].name}, stored as "
+        f"{classes()[known].name})"
+    )
 
 
 def _unmatched_note(unmatched: dict[str, int]) -> str:
@@ -421,7 +436,7 @@ class _Run:
         self.store, self.table, self.spec, self.chosen, self.todo = store, table, spec, chosen, todo
         self.result = result
         self.dtypes = {}
-        self.seen: set[str] = set()  # image ids stored by this run (duplicate content under two paths)
+        self.seen: dict[str, int | None] = {}  # image ids stored by this run -> their label index
         self.gathered: list[ForwardBatch] = []
         self.gathered_bytes = 0
         self.last_commit = time.perf_counter()
@@ -556,11 +571,15 @@ class _Run:
         new_images, duplicates = [], 0
         for row, b in enumerate(ok):
             iid = b["image_id"]
+            given = todo[b["i"]].label()["label_index"]
+            known = self.seen.get(iid, labels.get(iid))
+            if given is not None and known is not None and given != known:  # the same bytes, another label
+                self.result.content_label_conflicts.append((todo[b["i"]].path, given, known))
             missing = tuple(layer.name for layer in self.chosen if layer.name not in stored.get(iid, set()))
             if iid in self.seen or not missing:
                 duplicates += 1
             else:
-                self.seen.add(iid)
+                self.seen[iid] = given
                 new_images.append(row)
                 groups.setdefault(missing, []).append(row)
         parts = [
