@@ -1,7 +1,10 @@
 """A store whose activations table lives in object storage (S3 through a local moto server), and
 readers outside embstore (deltalake, polars) that read a store's activations without it."""
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +30,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """A moto S3 server on a free local port, for this module; stopped at its end."""
+    with moto_server() as (_, env):
+        yield env
+
+
+@contextlib.contextmanager
+def moto_server():
+    """(process, environment) of a moto S3 server on a free local port, for the block."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -51,10 +61,12 @@ def s3_endpoint():
         "AWS_ALLOW_HTTP": "true",
     }
     try:
-        yield env
+        yield proc, env
     finally:
+        with contextlib.suppress(OSError):
+            os.kill(proc.pid, signal.SIGCONT)
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
 
 
 @pytest.fixture
@@ -193,3 +205,36 @@ def test_a_new_store_on_an_unreachable_endpoint_is_not_created(tmp_path, monkeyp
     with pytest.raises(EmbstoreError, match="cannot reach activations table s3://nowhere/x"):
         Store.open(tmp_path / "u", create=True, activations="s3://nowhere/x")
     assert not (tmp_path / "u" / "catalog.duckdb").exists()
+
+
+@pytest.mark.slow
+def test_a_hung_or_gone_endpoint_is_one_line_and_frees_the_store(tmp_path):
+    """Issue 37 item 6: with the object store stopped (SIGSTOP: it accepts and never answers) an ingest
+    ends after about twice $EMBSTORE_REMOTE_TIMEOUT a request with one line naming the wait, the writer
+    lock released; with it gone, `embstore sql` says why in one line (not "Traceback …")."""
+    import boto3
+
+    from embstore.store.locks import writer_running
+
+    with moto_server() as (proc, env):
+        env = {**env, "EMBSTORE_REMOTE_TIMEOUT": "2"}
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="t",
+                     aws_secret_access_key="t").create_bucket(Bucket="bkt-hang")  # fmt: skip
+        s = tmp_path / "s"
+        make_images(tmp_path / "imgs", 2)
+        args = ["--store", s, "ingest", "--images", tmp_path / "imgs", "-m", "resnet18", "--weights", "none"]
+        first = run_embstore(*args, "--layers", "layer4", "--activations", "s3://bkt-hang/t", env=env)
+        assert first.returncode == 0, first.stderr
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            hung = run_embstore(*args, "--layers", "layer3", env=env)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        assert hung.returncode == 1 and hung.stderr.count("\n") == 1, hung.stderr
+        assert "EMBSTORE_REMOTE_TIMEOUT" in hung.stderr and "Traceback" not in hung.stderr
+        assert not writer_running(s)
+        proc.kill()
+        proc.wait(timeout=60)
+        gone = run_embstore("--store", s, "sql", "SELECT count(*) FROM activations", env=env)
+        assert gone.returncode == 2 and gone.stderr.count("\n") == 1, gone.stderr
+        assert "Traceback" not in gone.stderr

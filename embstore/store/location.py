@@ -21,6 +21,23 @@ from urllib.parse import urlparse
 from embstore.errors import OutsideStoreError, StoreError, UsageError
 
 DEFAULT_DIR = "activations"
+TIMEOUT_ENV = "EMBSTORE_REMOTE_TIMEOUT"
+DEFAULT_TIMEOUT = 120.0  # seconds one object-store request may take (a 256 MiB commit at 2 MB/s), retries included: 2 ×
+
+
+def remote_timeout() -> float:
+    """Seconds one request to the object store may take ($EMBSTORE_REMOTE_TIMEOUT, default 120): a hung
+    endpoint fails a command after about twice this, with one line, instead of stalling it."""
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text else DEFAULT_TIMEOUT
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"{TIMEOUT_ENV}={text!r}: give the seconds one object-store request may take, e.g. 120")
+    return value
+
+
 # schemes both delta-rs and Arrow speak; gcs:// and abfss:// are the spellings other tools use
 REMOTE_SCHEMES = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "az": "az", "abfs": "abfs", "abfss": "abfs"}
 
@@ -74,6 +91,15 @@ class Location:
     @property
     def scheme(self) -> str:
         return REMOTE_SCHEMES[urlparse(self.uri).scheme] if self.remote and self.uri else "file"
+
+    @property
+    def delta_options(self) -> dict[str, str] | None:
+        """delta-rs storage options of a remote table: its request timeout and retries (local: None)."""
+        if not self.remote:
+            return None
+        t = remote_timeout()
+        return {"timeout": f"{t:g}s", "connect_timeout": f"{min(t, 10.0):g}s", "max_retries": "3",
+                "retry_timeout": f"{2 * t:g}s"}  # fmt: skip
 
     @property
     def table_uri(self) -> str:

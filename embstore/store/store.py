@@ -214,7 +214,7 @@ class Store:
         location.check_reachable()
         from deltalake import DeltaTable
 
-        if DeltaTable.is_deltatable(location.table_uri):
+        if DeltaTable.is_deltatable(location.table_uri, storage_options=location.delta_options):
             raise UsageError(
                 f"{location.table_uri} already holds a Delta table; give each store a folder or prefix of its own"
             )

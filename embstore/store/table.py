@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -246,7 +247,9 @@ class ActivationTable:
 
     def pin(self, con, dt) -> None:
         """Make `dt`'s version the one readers see (inside the caller's catalog transaction)."""
-        Catalog(con).pin_table(dt.version(), self.files_of(dt))
+        with self._remote_errors():  # an outage here is one line too (the catalog is left as it was)
+            files = self.files_of(dt)
+        Catalog(con).pin_table(dt.version(), files)
         self.refresh_view(con)
 
     def reconcile(self) -> list[str]:
@@ -342,9 +345,9 @@ class ActivationTable:
 
         uri = self.location.table_uri
         with self._remote_errors():
-            if not DeltaTable.is_deltatable(uri):
+            if not DeltaTable.is_deltatable(uri, storage_options=self.location.delta_options):
                 return None
-            return DeltaTable(uri, version=version)
+            return DeltaTable(uri, version=version, storage_options=self.location.delta_options)
 
     def append(self, rows):
         """Step 1 of a commit: append `rows` (an Arrow table or record-batch reader) in one Delta commit.
@@ -364,6 +367,7 @@ class ActivationTable:
                     mode="append",
                     partition_by=PARTITIONS,
                     writer_properties=_writer_properties(),
+                    storage_options=self.location.delta_options,
                 )
         except StoreError:
             self._discard_unlogged(started)
@@ -489,11 +493,20 @@ class ActivationTable:
         if not self.location.remote:
             yield
             return
+        from deltalake.exceptions import DeltaError
+
+        from embstore.store.location import TIMEOUT_ENV, remote_timeout
+
         try:
             yield
-        except (OSError, RuntimeError, ValueError) as exc:
-            text = " ".join(str(exc).split())[:300]
-            raise StoreError(f"activations table {self.location.table_uri}: {text}") from exc
+        except (OSError, RuntimeError, ValueError, DeltaError) as exc:
+            text = " ".join(re.sub(r"\x1b\[[0-9;]*m|↳", " ", str(exc)).split())  # delta-rs colours its chain
+            waited = ""
+            if "timeout" in text.lower() or "timed out" in text.lower() or "retries" in text.lower():
+                t = remote_timeout()
+                waited = (f" (the object store did not answer: each request waits {t:g} s, retries {2 * t:g} s "
+                          f"in all; {TIMEOUT_ENV} sets it)")  # fmt: skip
+            raise StoreError(f"activations table {self.location.table_uri}: {text[:300]}{waited}") from exc
 
     def _delete_batches(self, batch_ids: list[str]) -> None:
         dt = self.delta()
