@@ -61,8 +61,20 @@ def writer_lock(store_path: Path, *, wait: float = 0.0, on_wait: Callable[[str],
             del _held[key]
 
 
+def probe_writer(store_path: Path, *, wait: float = 0.0, on_wait: Callable[[str], None] | None = None) -> None:
+    """Raise StoreBusyError as `writer_lock` would (after `wait`) if another writer holds the lock now;
+    take it for an instant only, and leave the holder recorded in the lock file as it was (so that
+    whoever reads it sees the real writer, not a probe)."""
+    if _local.__dict__.get("held", {}).get(Path(store_path)):
+        return  # this thread holds it
+    with _flock(Path(store_path), wait, on_wait, record=False):
+        pass
+
+
 @contextlib.contextmanager
-def _flock(store_path: Path, wait: float = 0.0, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+def _flock(
+    store_path: Path, wait: float = 0.0, on_wait: Callable[[str], None] | None = None, *, record: bool = True
+) -> Iterator[None]:
     import fcntl
 
     fd = os.open(store_path / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
@@ -92,8 +104,9 @@ def _flock(store_path: Path, wait: float = 0.0, on_wait: Callable[[str], None] |
                 told = True
             time.sleep(min(delay, left))
             delay = min(delay * 2, 1.0)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, _holder().encode(), 0)
+        if record:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _holder().encode(), 0)
         yield
     finally:
         _descriptors.discard(fd)

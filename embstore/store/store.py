@@ -478,11 +478,10 @@ class Store:
     def check_writable_now(self) -> None:
         """Raise StoreBusyError now (after `wait`) if another process holds the writer lock: what a
         writing command checks before seconds of work (loading a network) it would otherwise waste."""
-        from embstore.store.locks import writer_lock
+        from embstore.store.locks import probe_writer
 
         if self.catalog_path.exists():  # a store not created yet has no other writer
-            with writer_lock(self.path, wait=self.wait, on_wait=self.on_wait):
-                pass
+            probe_writer(self.path, wait=self.wait, on_wait=self.on_wait)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
