@@ -51,7 +51,7 @@ def test_a_crafted_catalog_row_grants_no_read_and_repair_touches_no_file(store, 
     assert crafted.returncode == 0, crafted.stderr  # the row goes in: it is what a later session trusts that matters
     for query in (f"SELECT * FROM read_text('{name}')", f"SELECT * FROM read_csv('{secret}')"):
         read = _sql(store, query)
-        assert read.returncode == 2 and "Permission Error" in read.stderr and "42" not in read.stdout, query
+        assert read.returncode == 2 and "Permission Error" in read.stderr and "alpha,42" not in read.stdout, query
     shell = run_embstore("--store", store, "shell", "--write", input_text=(
         f"INSERT INTO table_files VALUES ('{secret}', 'resnet18@none', 'yy', 1, 1);\n"
         f"SELECT content FROM read_text('{secret}');\n"))  # fmt: skip
@@ -74,7 +74,7 @@ def test_a_part_file_replaced_by_a_link_is_never_read_and_repair_removes_only_th
     part.unlink()
     part.symlink_to(secret)
     read = _sql(store, "SELECT count(*) FROM activations")
-    assert read.returncode == 2 and "42" not in read.stdout + read.stderr
+    assert read.returncode == 2 and "Permission Error" in read.stderr and "alpha,42" not in read.stdout + read.stderr
     with pytest.raises(embstore.StoreError, match="outside its activations table"):
         embstore.open(store).vectors(model="resnet18", layer="layer4").numpy()
     check = json.loads(run_embstore("--store", store, "--json", "verify").stdout)
