@@ -67,6 +67,14 @@ class Placement:
     notes: list[str] = field(default_factory=list)
 
 
+def check_placement(device: str, amp: str, workers: int | None) -> None:
+    """The device, amp and workers options checked as text: no torch (what `place` resolves)."""
+    check_device(device)
+    check_amp(amp)
+    if workers is not None and workers < 0:
+        raise UsageError(f"workers must be 0 or more, not {workers} (`workers=`)")
+
+
 def place(device: str, *, amp: str = "off", channels_last: bool | None = None, workers: int | None = None) -> Placement:
     """Resolve `device` (auto | cpu | cuda) and the GPU options for this machine.
 
@@ -76,9 +84,7 @@ def place(device: str, *, amp: str = "off", channels_last: bool | None = None, w
     """
     import torch
 
-    check_amp(amp)
-    if workers is not None and workers < 0:
-        raise UsageError(f"workers must be 0 or more, not {workers} (`workers=`)")
+    check_placement(device, amp, workers)
     dev = resolve_device(device)
     notes = []
     if amp != "off" and dev.type != "cuda":

@@ -27,7 +27,7 @@ from embstore.ingest.devices import (
     Placement,
     channels_last_for,
     check_amp,
-    check_device,
+    check_placement,
     place,
     resolve_device,
     spare_cores,
@@ -140,10 +140,7 @@ def ingest(
             "weights= is for a model name; a torch module brings its own weights (recorded as module-<sha12>)"
         )
     # every argument is checked before torch is imported (seconds), the cheapest first
-    check_amp(amp)
-    check_device(device)
-    if workers is not None and workers < 0:
-        raise UsageError(f"workers must be 0 or more, not {workers} (`workers=`)")
+    check_placement(device, amp, workers)
     if isinstance(model, str):
         models.check_name(model)
         # unknown weights, a missing weights file, a bad preprocessing field

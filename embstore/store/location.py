@@ -150,9 +150,13 @@ class Location:
         if self.remote:
             root = self.table_uri.rstrip("/")
             return (rel == root or rel.startswith(root + "/")) and ".." not in rel[len(root) :].split("/")
-        root = os.path.realpath(self.table_uri)
-        path = os.path.realpath(self.unchecked_path(rel))
+        root, path = self._real_root, os.path.realpath(self.unchecked_path(rel))
         return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+    @cached_property
+    def _real_root(self) -> str:
+        """The table's folder with its links resolved, once per Location (`inside` asks it per file)."""
+        return os.path.realpath(self.table_uri)
 
     def fs_paths(self, rels: list[str]) -> list[str]:
         return [self.fs_path(r) for r in rels]

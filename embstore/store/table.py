@@ -305,7 +305,7 @@ class ActivationTable:
             return report
         report.files_before = len(dt.file_uris())
         self.refuse_outside(dt, "compact")  # delta-rs would read (and rewrite) them
-        small = pa_sizes(dt, target_size)
+        small = _small_files_bytes(dt, target_size)
         self._check_room(small, doing="compact")
         try:
             with _rust_output_held():  # a failing delta-rs prints tokio panics; the one line below says why
@@ -395,18 +395,18 @@ class ActivationTable:
         except OSError:
             return
         free, need = st.f_bavail * st.f_frsize, int(1.25 * n_bytes) + ROOM_MARGIN
-        if free < need and doing:
-            raise StoreError(
-                f"cannot {doing} activations table {self.location.table_uri}: no space left on device "
-                f"({free / 2**20:.1f} MiB free, it needs {need / 2**20:.1f} MiB); nothing was changed: free space "
-                "and run it again"
-            )
-        if free < need:
-            raise StoreError(
-                f"cannot write to activations table {self.location.table_uri}: no space left on device "
-                f"({free / 2**20:.1f} MiB free, a batch needs {need / 2**20:.1f} MiB); nothing of this batch was "
-                "stored: free space and run the same command again to resume"
-            )
+        if free >= need:
+            return
+        what, needs, after = (
+            (doing, "it needs", "nothing was changed: free space and run it again")
+            if doing
+            else ("write to", "a batch needs", "nothing of this batch was stored: free space and run the same "
+                  "command again to resume")
+        )  # fmt: skip
+        raise StoreError(
+            f"cannot {what} activations table {self.location.table_uri}: no space left on device "
+            f"({free / 2**20:.1f} MiB free, {needs} {need / 2**20:.1f} MiB); {after}"
+        )
 
     def _discard_unlogged(self, since: float) -> None:
         """Delete data files written since `since` that the Delta log does not list: what a failed append
@@ -470,7 +470,7 @@ class ActivationTable:
     def _fs_paths(self, paths_in_table) -> set[str]:
         """Filesystem paths of the log's file names that lie in the table's folder (outside_log lists the others)."""
         rels = [self.location.rel(p) for p in paths_in_table]
-        return {self.location.fs_path(r) for r in rels if self.location.inside(r)}
+        return {self.location.unchecked_path(r) for r in rels if self.location.inside(r)}
 
     def outside_log(self, dt) -> list[str]:
         """File names the Delta log of `dt` adds that lead outside the table's folder (`../x`, a link)."""
@@ -558,7 +558,7 @@ def _os_reason(exc: BaseException) -> str:
     return m.group(1) if m else (getattr(exc, "strerror", None) or text[:300])
 
 
-def pa_sizes(dt, target_size: int) -> int:
+def _small_files_bytes(dt, target_size: int) -> int:
     """Bytes of the files smaller than `target_size`: what a compaction may rewrite."""
     sizes = dt.get_add_actions(flatten=True).column("size_bytes").to_pylist()
     return int(sum(s for s in sizes if s is not None and s < target_size))
