@@ -122,8 +122,21 @@ def test_killed_worker_is_retried_or_resumed_exactly_once(photos, reference, tmp
     _assert_same_store(embstore.open(path), reference)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_killed_or_interrupted_driver_leaves_no_process_and_resumes(photos, reference, tmp_path, sig):
+def _system_process(name: bytes) -> int | None:
+    for pid in owned_processes():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if name in f.read().split(b"\0")[0]:
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("victim", ["driver-SIGKILL", "driver-SIGINT", "raylet-SIGKILL"])
+def test_killed_or_interrupted_driver_leaves_no_process_and_resumes(photos, reference, tmp_path, victim):
+    """Ctrl-C is the driver's own to report; a killed driver, or one Ray's core worker ends when its
+    raylet dies (no Python runs), is reported by the watchdog: one line, the run marked interrupted."""
     path = tmp_path / "store"
     args = ["--store", path, "ingest", "--images", photos, *MODEL, "--engine", "ray", "--cpus", "2",
             "--commit-seconds", "0"]  # fmt: skip
@@ -135,12 +148,28 @@ def test_killed_or_interrupted_driver_leaves_no_process_and_resumes(photos, refe
         _wait_for(_workers, 600, "a model actor")  # generous: a loaded machine only makes it slower
         assert len(owned_processes()) >= 3  # the count below counts something: gcs, raylet, workers
         time.sleep(2.0)
-        proc.send_signal(sig)
-        proc.communicate(timeout=600)
+        if victim == "raylet-SIGKILL":
+            raylet = _system_process(b"raylet")
+            assert raylet is not None
+            os.kill(raylet, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGKILL if victim == "driver-SIGKILL" else signal.SIGINT)
+        _, err = proc.communicate(timeout=600)  # until the watchdog, which shares its stderr, is done too
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert proc.returncode != 0
+    text = err.decode()
+    assert "Traceback" not in text, text
+    ours = [line for line in text.splitlines() if line.startswith("embstore:")]
+    assert len(ours) == 1, text
     _wait_for(lambda: owned_processes() == [], 120, "every process of the killed run's cluster to end")
+    status, message = embstore.open(path).run_sql("SELECT status, message FROM runs")[1][0]
+    if victim == "driver-SIGINT":
+        assert status == "interrupted" and message == "interrupted by the user"
+    else:
+        assert "ended abruptly" in ours[0] and "is marked interrupted" in ours[0], ours
+        assert status == "interrupted" and "ended abruptly" in message
     res = run_embstore("--store", path, "ingest", "--images", photos, *MODEL)  # resume without Ray: the same store
     assert res.returncode == 0, res.stderr
     _assert_same_store(embstore.open(path), reference)

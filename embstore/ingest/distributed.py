@@ -19,6 +19,11 @@ A local cluster (no `address`) is this command's own: every process Ray starts c
 in its environment, and everything carrying it is killed when the command ends, on Ctrl-C, and
 by a small watchdog process when this one is killed (Ray's workers can outlive `ray.shutdown()`
 and a killed driver). A cluster at `address` is left running; Ray ends the job's actors.
+
+This process can end without running a line of Python: Ray's core worker exits the process when
+its raylet dies (a Ray system process killed, or out of memory), as a SIGKILL would. The watchdog
+then speaks for it: it ends the cluster, marks the run interrupted (what the next writer would do)
+and writes the one `embstore:` line to this process's stderr (`watch`).
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ class RayEngine:
         """Compute every image of `run.todo` on the cluster and hand each batch to `run.consume`."""
         if not run.todo:
             return
-        with _cluster(self.address, self.cpus):
+        with _cluster(self.address, self.cpus, run={"store": str(run.store.path), "run_id": run.result.run_id}):
             plan = self._plan(gpu)
             run.consume(self._batches(run, net, plan, batch_size, max_pixels), None)
 
@@ -268,18 +273,18 @@ def _forward_batch(out: dict, names: list[str]) -> ForwardBatch:
 
 # -- the cluster's lifetime ------------------------------------------------------------------------
 @contextlib.contextmanager
-def _cluster(address: str | None, cpus: int | None):
-    """Connect to `address`, or start a local cluster owned by this command (and end it after)."""
+def _cluster(address: str | None, cpus: int | None, run: dict):
+    """Connect to `address`, or start a local cluster owned by this command (and end it after).
+    `run` ({"store": path, "run_id": id}) is what the watchdog closes if this process dies."""
     import ray
 
     if ray.is_initialized():  # the caller's own session (a notebook): use it and leave it running
         yield
         return
     owner = None if address is not None else uuid.uuid4().hex
-    watchdog = None
     if owner is not None:
         os.environ[OWNER_ENV] = owner  # inherited by every process the local cluster starts
-        watchdog = _start_watchdog(owner)
+    watchdog = _start_watchdog(owner, run)
     try:
         try:
             ray.init(
@@ -293,7 +298,8 @@ def _cluster(address: str | None, cpus: int | None):
             text = " ".join(str(exc).split())[:300]
             where = f" at {address}" if address else ""
             raise EngineError(f"cannot start or reach the Ray cluster{where}: {text}") from exc
-        yield
+        with _ray_data_console_quiet():
+            yield
     finally:
         try:
             ray.shutdown()
@@ -301,25 +307,86 @@ def _cluster(address: str | None, cpus: int | None):
             if owner is not None:
                 os.environ.pop(OWNER_ENV, None)
                 kill_owned(owner)
-            if watchdog is not None:
-                watchdog.stdin.close()  # it wakes, finds nothing left, and exits
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    watchdog.wait(timeout=10)
+            _release_watchdog(watchdog)
 
 
-def _start_watchdog(owner: str):
-    """A process that outlives a killed driver: when this process's end of its stdin closes, it kills
-    every process carrying `owner` (the pipe is not inherited by Ray's processes)."""
+@contextlib.contextmanager
+def _ray_data_console_quiet():
+    """Ray Data's console lines off while the run lasts (a progress report every 10 s where stderr is
+    no terminal, a failure's stack trace before this command's one line); its log file keeps them all."""
+    handlers = [h for h in logging.getLogger("ray.data").handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]  # fmt: skip
+    levels = [h.level for h in handlers]
+    for h in handlers:
+        h.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for h, level in zip(handlers, levels):
+            h.setLevel(level)
+
+
+def _start_watchdog(owner: str | None, run: dict):
+    """A process that outlives this one (see `watch`); the pipe to its stdin is not inherited by
+    Ray's processes, so its end closes exactly when this process ends."""
     env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
-    code = "import sys; sys.stdin.read(); from embstore.ingest.distributed import kill_owned; kill_owned(sys.argv[1])"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, owner],
+    code = "import sys; from embstore.ingest.distributed import watch; watch(sys.argv[1])"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, owner or ""],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=None,  # this process's stderr: where its last line goes if this process cannot write it
         env=env,
         start_new_session=True,  # a Ctrl-C to the terminal's group must not end it before the cleanup
     )
+    assert proc.stdin is not None
+    proc.stdin.write((json.dumps(run) + "\n").encode())
+    proc.stdin.flush()
+    return proc
+
+
+def _release_watchdog(proc) -> None:
+    """This process ends the run itself: tell the watchdog so, and let it go."""
+    with contextlib.suppress(OSError):  # BrokenPipeError: it is gone already
+        proc.stdin.write(b"done\n")
+        proc.stdin.flush()
+    with contextlib.suppress(OSError):
+        proc.stdin.close()  # it wakes, finds nothing left, and exits
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def watch(owner: str) -> None:
+    """The watchdog: wait for the driver's end of stdin to close. Without a `done` line first, the
+    driver died without a word (SIGKILL, or Ray's core worker exiting it when its raylet died):
+    end the local cluster's processes, mark the run interrupted and say so on the driver's stderr."""
+    lines = sys.stdin.read().splitlines()
+    if owner:
+        kill_owned(owner)
+    if not lines or lines[-1] == "done":
+        return
+    run = json.loads(lines[0])
+    sys.stderr.write(f"embstore: {_close_abandoned_run(run['store'], run['run_id'])}\n")
+    sys.stderr.flush()
+
+
+def _close_abandoned_run(path: str, run_id: str) -> str:
+    """Mark `run_id` interrupted (if it is still `running`) and say what happened, in one line."""
+    from embstore.store.catalog import Catalog
+    from embstore.store.store import Store
+
+    said = (
+        "the ingest process ended abruptly (it was killed, or a Ray system process died and Ray ended it); "
+        "everything it committed is kept"
+    )
+    try:
+        store = Store.open(path, wait=30.0)
+        with store.writer_lock(), store.write() as con:
+            marked = Catalog(con).interrupt_run(run_id, "the ingest process ended abruptly (killed, or Ray ended it)")
+    except EmbstoreError as exc:  # another writer took the store first: it marks the run itself
+        return f"{said}; run {run_id} is left to the next writer to mark interrupted ({exc})"
+    state = "is marked interrupted" if marked else "was already closed"
+    return f"{said}; run {run_id} {state}: run the same ingest again to store the rest"
 
 
 def owned_processes(owner: str | None = None) -> list[int]:

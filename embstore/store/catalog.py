@@ -246,6 +246,15 @@ class Catalog:
             [status, message, None if config is None else json.dumps(config), run_id],
         )
 
+    def interrupt_run(self, run_id: str, message: str) -> bool:
+        """Mark one run interrupted if it is still `running` (its process is known to be gone)."""
+        rows = self.con.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = now(), message = ? "
+            "WHERE run_id = ? AND status = 'running' RETURNING run_id",
+            [message, run_id],
+        ).fetchall()
+        return bool(rows)
+
     def mark_stale_runs(self) -> int:
         """Runs left 'running' by a process that died: call only while holding the ingest lock."""
         rows = self.con.execute(
