@@ -20,7 +20,7 @@ import numpy as np
 
 from embstore import testing as synthetic
 from embstore.analysis.classstats import Labels, _compute, class_stats
-from embstore.store.store import Store
+from embstore.store.core import StoreCore
 
 
 def numpy_pass(x: np.ndarray, y: np.ndarray):
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    store = Store.open(Path(tempfile.mkdtemp(prefix="embstore-cbench-")) / "s", create=True)
+    store = StoreCore.open(Path(tempfile.mkdtemp(prefix="embstore-cbench-")) / "s", create=True)
     per_class = args.rows // 1000
     data = synthetic.populate(store, n_classes=1000, per_class=per_class, layers={"conv": args.channels}, batch=10_000)
     x, y = data["vectors"]["conv"], data["labels"]

@@ -46,7 +46,7 @@ from embstore.ingest.extraction import Extractor
 from embstore.ingest.images import Preprocess, read_rgb
 from embstore.ingest.layersets import select
 from embstore.ingest.pipeline import ingest
-from embstore.store.store import Store
+from embstore.store.core import StoreCore
 
 
 def make_photos(folder: Path, n: int, size: int = 320) -> list[Path]:
@@ -117,7 +117,7 @@ def main() -> None:
         extractor.close()
         return rate
 
-    warm = Store.open(tmp / "warm", create=True)
+    warm = StoreCore.open(tmp / "warm", create=True)
     ingest(warm, args.model, str(paths[0]), weights=weights, batch_size=2)  # warm-up, one image
     raw_rates, sys_rates, cl_rates, hooked_rates, ingest_rates, marginal_rates, runs = [], [], [], [], [], [], []
     for k in range(args.rounds):  # alternate, so machine noise hits every side alike
@@ -129,11 +129,11 @@ def main() -> None:
         run = functools.partial(ingest, model=args.model, images=str(tmp / "photos"), weights=weights,
                                 batch_size=args.batch_size, workers=args.workers,
                                 channels_last=not args.contiguous)  # fmt: skip
-        r = run(Store.open(tmp / f"store{k}", create=True))
+        r = run(StoreCore.open(tmp / f"store{k}", create=True))
         assert r.n_done == args.images, r
         ingest_rates.append(r.n_done / r.seconds)
         runs.append(r)
-        one = run(Store.open(tmp / f"one{k}", create=True), limit=args.batch_size)  # the fixed costs, + a batch
+        one = run(StoreCore.open(tmp / f"one{k}", create=True), limit=args.batch_size)  # the fixed costs, + a batch
         marginal_rates.append((r.n_done - one.n_done) / (r.seconds - one.seconds))
     same = raw_rates if args.contiguous else cl_rates  # the raw loop in ingest's own settings
     ratios = [i / r for i, r in zip(ingest_rates, same)]

@@ -28,10 +28,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = """
 import json, sys, time
-from embstore.store.store import Store
+from embstore.store.core import StoreCore
 from embstore.ingest.pipeline import ingest
 store, model, images, weights, batch, layers, limit = sys.argv[1:8]
-r = ingest(Store.open(store, create=True), model, images, weights=weights, batch_size=int(batch), layers=layers,
+r = ingest(StoreCore.open(store, create=True), model, images, weights=weights, batch_size=int(batch), layers=layers,
            limit=int(limit) if limit != "0" else None)
 print(json.dumps({"n": r.n_done, "s": r.seconds, "layers": len(r.layers)}))
 """

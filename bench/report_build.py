@@ -29,7 +29,7 @@ from embstore.analysis.rsatables import run_rsa
 from embstore.analysis.tasks import class_tables, matching
 from embstore.report.html import build_report
 from embstore.store.catalog import Catalog
-from embstore.store.store import Store
+from embstore.store.core import StoreCore
 from embstore.store.table import ActivationTable
 
 # EfficientNet-Lite0's default layer set, as `embstore ingest` stores it (4,368 floats per image)
@@ -77,7 +77,7 @@ def pictures(folder: Path, n: int, seed: int = 0) -> list[Path]:
     return out
 
 
-def build(root: Path, n_classes: int, per_class: int, per_file: int) -> Store:
+def build(root: Path, n_classes: int, per_class: int, per_file: int) -> StoreCore:
     t = time.perf_counter()
     n = n_classes * per_class
     files = pictures(root / "imgs", n)
@@ -86,7 +86,7 @@ def build(root: Path, n_classes: int, per_class: int, per_file: int) -> Store:
         int(r): int((r // per_class + 1 + rng.integers(0, n_classes - 1)) % n_classes)
         for r in rng.choice(n, n // 20, replace=False)
     }
-    store = Store.open(root / "store", create=True)
+    store = StoreCore.open(root / "store", create=True)
     synthetic.populate(
         store, n_classes=n_classes, per_class=per_class, layers=LAYERS, batch=per_file, predicted=wrong, paths=files
     )

@@ -14,7 +14,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,9 +22,13 @@ from embstore.errors import EmbstoreError, NotFoundError, UsageError
 from embstore.ingest.layers import HIDDEN
 from embstore.labels.imagenet import classes
 from embstore.results import Answer, Neighbour
+from embstore.spec import ModelKey
 from embstore.store.cache import cache_write, derived_path
 from embstore.store.catalog import Catalog
 from embstore.store.table import ActivationTable
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
 AUTO_THRESHOLD = 200_000
@@ -110,7 +114,9 @@ class ImageIndex:
         return self.index.reconstruct(int(row))
 
 
-def image_index(store, model_key: str, layer: str, kind: str = "auto", *, con=None, progress=None) -> ImageIndex:
+def image_index(
+    store: StoreCore, model_key: str, layer: str, kind: str = "auto", *, con=None, progress=None
+) -> ImageIndex:
     """The persisted index of `model_key`/`layer`, rebuilt first if the store changed since.
 
     Built from the pinned files in bounded chunks (memory: the index plus one chunk); loaded
@@ -270,11 +276,11 @@ def _recall(index, queries: np.ndarray, exact: np.ndarray) -> float:
 
 # -- nearest images ---------------------------------------------------------------------------
 def nearest_images(
-    store, image: str, *, k: int = 10, model: str | None = None, layer: str = HIDDEN, index: str = "auto"
+    store: StoreCore, image: str, *, k: int = 10, model: str | None = None, layer: str = HIDDEN, index: str = "auto"
 ) -> Answer:
     """The k stored images nearest to IMAGE (a stored id or path, or any image file).
 
-    >>> nearest_images(Store.open(), "data/samples/coffee.png", k=3).rows[0].detail["path"]  # doctest: +SKIP
+    >>> nearest_images(StoreCore.open(), "data/samples/coffee.png", k=3).rows[0].detail["path"]  # doctest: +SKIP
     """
     with store.read() as con:
         cat = Catalog(con)
@@ -340,7 +346,7 @@ def embed_file(con, path: str, model_key: str, layer: str) -> np.ndarray:
             f"{model_key} was ingested from a torch module, which the store cannot rebuild; give a "
             "stored image id or path, or ingest the new image first"
         )
-    base = tag.split("~", 1)[0]  # the weights, without the preprocessing variant
+    base = ModelKey(name, tag).weights  # without the preprocessing variant
     weights = base if base == "none" else weights_option or "DEFAULT"
     net, spec, now_sha = models.load(name, weights)
     pre = Catalog(con).model_preprocessing(model_key)  # as the stored vectors were computed

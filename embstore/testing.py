@@ -15,17 +15,23 @@ ingest does, with predictions and (for a `hidden` layer) classifier weights.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from embstore.ingest.spec import ModelSpec, Preprocessing
+from embstore.spec import ModelSpec, Preprocessing
 from embstore.store.catalog import Catalog
 from embstore.store.table import ActivationTable, Part, new_batch_id
+
+if TYPE_CHECKING:
+    from embstore.api import Store
+    from embstore.store.core import StoreCore
 
 SPEC = ModelSpec("synthetic_net", "synthetic", "seed0", Preprocessing(256, 224, (0.5,) * 3, (0.5,) * 3, "bilinear"))
 
 
 def populate(
-    store,
+    store: Store | StoreCore,
     *,
     n_classes: int = 20,
     per_class: int = 10,
@@ -51,6 +57,7 @@ def populate(
     committed `batch` images at a time (memory bounded by the batch; `keep_vectors=False` for
     benchmarks that build millions), stored as `dtype`, and the table compacted at the end.
 
+    `store` is a public `embstore.Store` or its core.
     A layer named `hidden` also gets classifier weights (1000 × channels: the class centres for the
     stored classes, random rows for the others), so the `classifier` similarity method answers.
 
@@ -59,6 +66,9 @@ def populate(
     """
     import pyarrow as pa
 
+    from embstore.api import Store
+
+    store = store.core if isinstance(store, Store) else store
     layers = layers or {"conv_a": 16, "conv_b": 32, "hidden": 24}
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(n_classes), per_class)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embstore.store.store import Store
+import embstore
 
 ROOT = Path(__file__).resolve().parents[1]
 # layer descriptions are cached (ingest/layers.py): one cache for the session and its subprocesses,
@@ -33,13 +33,13 @@ def make_images(folder: Path, n: int, *, size: int = 40, seed: int = 0, fmt: str
 
 
 @contextlib.contextmanager
-def writer_lock_held_elsewhere(store: Store, release_after: float | None = None):
+def writer_lock_held_elsewhere(store: embstore.Store, release_after: float | None = None):
     """The store's writer lock held by another thread (its own descriptor: to other threads and
     processes, another writer) for the block, or until `release_after` seconds."""
     held, release = threading.Event(), threading.Event()
 
     def other_writer():
-        with store.writer_lock():
+        with store.core.writer_lock():
             held.set()
             release.wait(120)
 
@@ -74,8 +74,8 @@ def small_tmpfs(path: Path, size: str):
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    return Store.open(tmp_path / "store", create=True)
+def store(tmp_path) -> embstore.Store:
+    return embstore.open(tmp_path / "store", create=True)
 
 
 @pytest.fixture
@@ -128,15 +128,15 @@ def figure_store(tmp_path_factory):
         (root / "imgs" / "samples").mkdir(exist_ok=True)
         (root / "imgs" / "samples" / sample.name).write_bytes(sample.read_bytes())
     (root / "imgs" / "samples" / "broken.jpg").write_text("not a picture")  # one ingest error for the report
-    store = Store.open(root / "store", create=True)
-    ingest(store, "efficientnet_lite0", str(root / "imgs"))
+    store = embstore.open(root / "store", create=True)
+    ingest(store.core, "efficientnet_lite0", str(root / "imgs"))
     rows = ["object,related,unrelated,rating_related,rating_unrelated"]
     for _ in range(8):
         o, r, u = (pictures[i] for i in rng.choice(len(pictures), 3, replace=False))
         rows.append(f"{o},{r},{u},{rng.uniform(3, 5):.2f},{rng.uniform(1, 3):.2f}")
     manifest = root / "triplets.csv"
     manifest.write_text("\n".join(rows) + "\n")
-    matching(store, str(manifest), n_boot=200)
-    class_tables(store, "prototypes", None, ["hidden"])
-    run_rsa(store, None, "glove", groups=5, n_permutations=19)
+    matching(store.core, str(manifest), n_boot=200)
+    class_tables(store.core, "prototypes", None, ["hidden"])
+    run_rsa(store.core, None, "glove", groups=5, n_permutations=19)
     return store, manifest, pictures

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+import embstore
 from embstore.analysis.matching import roc_auc
 from embstore.analysis.tasks import failures, matching
 from embstore.errors import EmbstoreError, ManifestError, NotFoundError, UsageError
@@ -13,7 +14,6 @@ from embstore.ingest.pipeline import ingest
 from embstore.resources import migrations_dir
 from embstore.store.migrations import discover, migrate
 from embstore.store.sql import run_sql
-from embstore.store.store import Store
 from embstore.store.table import ActivationTable
 
 from .conftest import make_images
@@ -42,16 +42,21 @@ def test_roc_auc_agrees_with_sklearn_including_ties():
 def test_matching_equals_a_brute_force_computation(triplet_store):
     store, manifest, paths = triplet_store
     with pytest.raises(NotFoundError, match="not ingested.*--ingest"):
-        ingest(store, "resnet18", str(paths[0]), weights="none", layers="layer4.1")
-        matching(store, str(manifest))
+        ingest(store.core, "resnet18", str(paths[0]), weights="none", layers="layer4.1")
+        matching(store.core, str(manifest))
     report = matching(
-        store, str(manifest), models=["resnet18"], ingest_missing=True, weights="none", layers=["layer4.1", "hidden"]
+        store.core,
+        str(manifest),
+        models=["resnet18"],
+        ingest_missing=True,
+        weights="none",
+        layers=["layer4.1", "hidden"],
     )
     assert [r.layer for r in report.layers] == ["layer4.1", "hidden"]
-    with store.read() as con:
+    with store.core.read() as con:
         id_of = dict(con.execute("SELECT path, image_id FROM images").fetchall())
     for r in report.layers:
-        ids, x = ActivationTable(store).read_layer("resnet18@none", r.layer)
+        ids, x = ActivationTable(store.core).read_layer("resnet18@none", r.layer)
         vec = {i: x[k].astype(np.float64) for k, i in enumerate(ids)}
         cr, cu = [], []
         for t in range(5):
@@ -72,7 +77,7 @@ def test_matching_equals_a_brute_force_computation(triplet_store):
             assert r.cases["worst"][0] == int(np.argmin(d))
             assert r.cases["bad_luck"][0] == int(np.argmax(np.where(d <= 0, d, -np.inf)))
     cols, rows = run_sql(
-        store,
+        store.core,
         "SELECT layer, count(*), avg((NOT matched)::INT), any_value(auc) FROM matching_results "
         "JOIN matching_summary USING (manifest_sha, model_key, layer) GROUP BY layer ORDER BY layer",
     )
@@ -86,17 +91,17 @@ def test_bad_triplet_manifests_fail_clearly(store, tmp_path):
     bad = tmp_path / "t.csv"
     bad.write_text("object,related\na.png,b.png\n")
     with pytest.raises(ManifestError, match="lacks column.*unrelated"):
-        matching(store, str(bad))
+        matching(store.core, str(bad))
     with pytest.raises(NotFoundError, match="does not exist"):
-        matching(store, str(tmp_path / "none.csv"))
+        matching(store.core, str(tmp_path / "none.csv"))
     good = tmp_path / "good.csv"
     good.write_text("object,related,unrelated\na.png,b.png,c.png\n")
     with pytest.raises(NotFoundError, match="3 image.* cannot be read"):
-        matching(store, str(good), models=["resnet18"], ingest_missing=True, weights="none")
+        matching(store.core, str(good), models=["resnet18"], ingest_missing=True, weights="none")
     make_images(tmp_path, 1)
     good.write_text(f"object,related,unrelated\n{tmp_path / 'img_0_0000.png'},img_0_0000.png,img_0_0000.png\n")
     with pytest.raises(UsageError, match="ingest_missing needs exactly one model"):
-        matching(store, str(good), ingest_missing=True)
+        matching(store.core, str(good), ingest_missing=True)
 
 
 def test_failure_analysis_matches_an_independent_forward_pass(store, tmp_path):
@@ -104,12 +109,12 @@ def test_failure_analysis_matches_an_independent_forward_pass(store, tmp_path):
 
     make_images(tmp_path / "tree" / "tench", 3, seed=31)
     make_images(tmp_path / "tree" / "n03627232", 3, seed=32)
-    ingest(store, "resnet18", str(tmp_path / "tree"), weights="none", layers="layer1.0")
-    report = failures(store, "resnet18", limit=50)
+    ingest(store.core, "resnet18", str(tmp_path / "tree"), weights="none", layers="layer1.0")
+    report = failures(store.core, "resnet18", limit=50)
     torch.manual_seed(0)
     net = resnet18(weights=None).eval()
     prep = ResNet18_Weights.IMAGENET1K_V1.transforms()
-    with store.read() as con:
+    with store.core.read() as con:
         rows = con.execute("SELECT path, label_index FROM images").fetchall()
     ranks = {}
     with torch.no_grad():
@@ -129,16 +134,16 @@ def test_failure_analysis_matches_an_independent_forward_pass(store, tmp_path):
     for f in report.failures:
         assert f["wup"] == wup_similarity(classes().resolve(f["true"]).wnid, classes().resolve(f["predicted"]).wnid)
     assert report.close == [f for f in report.failures if f["wup"] >= 0.8]
-    everything_close = failures(store, "resnet18", limit=50, close_at=0.0)
+    everything_close = failures(store.core, "resnet18", limit=50, close_at=0.0)
     assert len(everything_close.close) == everything_close.n_failures == len(report.failures)
 
 
 def test_sql_has_views_and_udfs_and_is_read_only_by_default(store, tmp_path):
     make_images(tmp_path / "imgs", 2)
-    ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
-    ids, x = ActivationTable(store).read_layer("resnet18@none", "layer1.0")
+    ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
+    ids, x = ActivationTable(store.core).read_layer("resnet18@none", "layer1.0")
     cols, rows = run_sql(
-        store,
+        store.core,
         "SELECT image_id, vec_norm(vec) AS n, imagenet_name(616) AS c FROM activations "
         "WHERE layer = 'layer1.0' ORDER BY image_id",
     )
@@ -147,10 +152,10 @@ def test_sql_has_views_and_udfs_and_is_read_only_by_default(store, tmp_path):
     for image_id, n, c in rows:
         assert n == pytest.approx(expected[image_id], rel=1e-6) and c == "knot"
     with pytest.raises(EmbstoreError, match="read-only; pass `write=True`"):
-        run_sql(store, "DELETE FROM runs")
-    run_sql(store, "CREATE TABLE notes (x INTEGER)", write=True)
+        run_sql(store.core, "DELETE FROM runs")
+    run_sql(store.core, "CREATE TABLE notes (x INTEGER)", write=True)
     with pytest.raises(EmbstoreError, match="SQL error: .*no_such"):
-        run_sql(store, "SELECT * FROM no_such")
+        run_sql(store.core, "SELECT * FROM no_such")
 
 
 def test_store_from_the_previous_schema_is_upgraded_on_open(tmp_path):
@@ -163,19 +168,19 @@ def test_store_from_the_previous_schema_is_upgraded_on_open(tmp_path):
     con = duckdb.connect(str(tmp_path / "s" / "catalog.duckdb"))
     migrate(con, old)
     con.close()
-    store = Store.open(tmp_path / "s")
-    cols, rows = run_sql(store, "SELECT count(*) FROM matching_summary")
+    store = embstore.open(tmp_path / "s")
+    cols, rows = run_sql(store.core, "SELECT count(*) FROM matching_summary")
     assert rows == [(0,)]
-    _, versions = run_sql(store, "SELECT version FROM schema_migrations ORDER BY 1")
+    _, versions = run_sql(store.core, "SELECT version FROM schema_migrations ORDER BY 1")
     assert [v for (v,) in versions] == [m.version for m in discover()] and len(versions) >= 3
 
 
 def test_matching_table_covers_every_stored_model(triplet_store):
     store, manifest, _ = triplet_store
     for model in ("resnet18", "mobilenet_v3_small"):
-        matching(store, str(manifest), models=[model], ingest_missing=True, weights="none", layers=["hidden"])
-    report = matching(store, str(manifest), layers=["hidden"])
+        matching(store.core, str(manifest), models=[model], ingest_missing=True, weights="none", layers=["hidden"])
+    report = matching(store.core, str(manifest), layers=["hidden"])
     assert [r.model_key for r in report.layers] == ["mobilenet_v3_small@none", "resnet18@none"]
     assert set(report.top1_error) == {"mobilenet_v3_small@none", "resnet18@none"}
-    _, rows = run_sql(store, "SELECT count(*) FROM matching_summary WHERE layer = 'hidden'")
+    _, rows = run_sql(store.core, "SELECT count(*) FROM matching_summary WHERE layer = 'hidden'")
     assert rows == [(2,)]

@@ -1,7 +1,25 @@
-"""The shape of the code: a thin CLI over the public API, and a package without import cycles."""
+"""The shape of the code: a thin CLI over the public API, a package without import cycles, and its layering.
+
+The package's layering, read from its source: each layer imports only the layers below it.
+
+    base:      errors, resources, results, labels, spec   (no embstore layer above them)
+    store      + base                                     (the catalog, the table, StoreCore)
+    ingest     + store
+    search     + ingest
+    analysis   + search
+    report     + analysis
+    api, the package itself, testing, __main__: anything (api is the one module that joins them)
+
+Every import counts, the lazy ones inside functions too: a lazy upward import is still a cycle in
+the design. The public façade's verbs agree with the functions they call (names and defaults).
+"""
 
 import ast
+import inspect
 import re
+from pathlib import Path
+
+import pytest
 
 import embstore
 
@@ -41,8 +59,8 @@ def test_the_cli_holds_no_sql_and_uses_only_the_public_api():
                 if node.module != "embstore":
                     problems.append(f"{where}: imports from {node.module} (use the public `embstore` API)")
                 for alias in node.names:
-                    if alias.name.startswith("_") or alias.name not in embstore.__all__:
-                        problems.append(f"{where}: imports {alias.name}, which `embstore.__all__` does not export")
+                    if not _exported(alias.name):
+                        problems.append(f"{where}: imports {alias.name}, which the `embstore` package does not export")
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name.startswith("embstore.") and not alias.name.startswith("embstore_cli"):
@@ -57,6 +75,15 @@ def test_the_cli_holds_no_sql_and_uses_only_the_public_api():
     assert problems == []
 
 
+def _exported(name: str) -> bool:
+    """What `embstore` exports: its `__all__` (what `help(embstore)` documents) and the types its verbs
+    return and it raises (`embstore.IngestResult`, `embstore.EmbstoreError`, …); never a submodule."""
+
+    if name.startswith("_"):
+        return False
+    return name in embstore.__all__ or inspect.isclass(getattr(embstore, name, None))
+
+
 def test_the_checks_above_catch_what_they_look_for(tmp_path):
     """The SQL pattern and the docstring exemption, on known text (so the CLI test cannot pass vacuously)."""
     assert SQL.search("SELECT count(*) FROM images")
@@ -68,6 +95,8 @@ def test_the_checks_above_catch_what_they_look_for(tmp_path):
         n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docs and SQL.search(n.value)
     ]
     assert flagged == ["SELECT a FROM b"]
+    assert _exported("Store") and _exported("EmbstoreError") and _exported("IngestResult")
+    assert not _exported("store") and not _exported("api") and not _exported("_RESULTS")
 
 
 def _module_name(path):
@@ -118,3 +147,138 @@ def test_no_import_cycles_in_the_package():
             visit(start, [start])
     assert cycles == []
     assert "embstore.report.strips" in graph["embstore.report.figures"]  # the walk sees function-level imports
+
+
+# -- the layering -------------------------------------------------------------------------
+PACKAGE = Path(embstore.__file__).parent
+BASE = {"errors", "resources", "results", "labels", "spec"}
+STACK = ["store", "ingest", "search", "analysis", "report"]
+TOP = {"api", "__init__", "testing", "__main__", "_cli"}
+
+
+def allowed(layer: str) -> set[str]:
+    """The embstore layers `layer` may import (itself included)."""
+    if layer in BASE:
+        return BASE  # the base modules may use one another (labels reads resources, all raise errors)
+    return BASE | set(STACK[: STACK.index(layer) + 1])
+
+
+def layer_of(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def embstore_imports(source: str) -> list[tuple[int, str]]:
+    """(line, the embstore layer imported) of every import statement in `source`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "embstore":
+                names = [f"embstore.{a.name}" for a in node.names]
+            elif node.module.startswith("embstore."):
+                names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("embstore.")]
+        found += [(node.lineno, name.split(".")[1]) for name in names]
+    return found
+
+
+def violations(path: Path, source: str) -> list[str]:
+    layer = layer_of(path)
+    if layer in TOP:
+        return []
+    if layer not in BASE and layer not in STACK:
+        return [f"{path.relative_to(PACKAGE)}: module {layer!r} has no place in the layering (add it to this test)"]
+    ok = allowed(layer)
+    return [
+        f"{path.relative_to(PACKAGE)}:{line} ({layer}) imports embstore.{target}"
+        for line, target in embstore_imports(source)
+        if target not in ok
+    ]
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        found += violations(path, path.read_text(encoding="utf-8"))
+    assert found == [], "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("module", "planted"),
+    [
+        ("store/catalog.py", "    from embstore.ingest.models import available_models\n"),
+        ("ingest/pipeline.py", "from embstore.analysis import similarity\n"),
+        ("analysis/similarity.py", "    import embstore.report.figures\n"),
+        ("search.py", "from embstore import api\n"),
+        ("labels/imagenet.py", "from embstore.store.catalog import Catalog\n"),
+    ],
+)
+def test_a_planted_upward_import_is_found(module, planted):
+    """The check above can fail: one upward import planted in a real module (top level or lazy)."""
+    path = PACKAGE / module
+    source = path.read_text(encoding="utf-8")
+    assert violations(path, source) == []
+    tree = ast.parse(source)
+    last_def = max(n.lineno for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
+    lines = source.splitlines(keepends=True)
+    if planted.startswith(" "):  # lazy: inside the body of the module's last function or class
+        body_line = next(k for k in range(last_def, len(lines)) if lines[k].startswith("    "))
+        lines.insert(body_line, planted)
+    else:
+        lines.insert(0, planted)
+    found = violations(path, "".join(lines))
+    assert len(found) == 1 and "imports embstore." in found[0], found
+
+
+def _pairs():
+    """(façade verb, the function it calls, {façade parameter: that function's name for it})."""
+    from embstore.analysis import rsatables, similarity, tasks
+    from embstore.ingest import pipeline
+    from embstore.report import html
+    from embstore.store import sql, tablecheck
+
+    return [
+        ("ingest", pipeline.ingest, {}),
+        ("similar_classes", similarity.similar_classes, {}),
+        ("nearest_images", embstore.search.nearest_images, {}),
+        ("run_sql", sql.run_sql, {}),
+        ("verify", tablecheck.verify, {}),
+        ("match_triplets", tasks.matching, {}),
+        ("failures", tasks.failures, {}),
+        ("class_pair", tasks.class_pair, {}),
+        ("rsa", rsatables.run_rsa, {"permutations": "n_permutations"}),
+        ("report", html.build_report, {}),
+    ]
+
+
+def test_the_store_verbs_have_the_defaults_of_the_functions_they_call():
+    import embstore.search  # noqa: F401  (named in _pairs)
+
+    drift = []
+    for verb, function, renamed in _pairs():
+        ours = inspect.signature(getattr(embstore.Store, verb)).parameters
+        theirs = inspect.signature(function).parameters
+        for name, param in ours.items():
+            if name == "self":
+                continue
+            other = theirs.get(renamed.get(name, name))
+            assert other is not None, f"Store.{verb}({name}=…) is no parameter of {function.__qualname__}"
+            if param.default is not inspect.Parameter.empty and other.default is not inspect.Parameter.empty:
+                if param.default != other.default:
+                    drift.append(f"Store.{verb}: {name}={param.default!r}, {function.__qualname__}: {other.default!r}")
+    assert drift == []
+
+
+def test_help_fits_on_a_few_screens_and_the_result_types_are_exported():
+    import pydoc
+
+    text = pydoc.render_doc(embstore, renderer=pydoc.plaintext)
+    assert len(text.splitlines()) <= 200
+    for name in ("IngestResult", "Vectors", "Answer", "VerifyReport", "CompactReport", "MatchingReport",
+                 "FailureReport", "RsaReport", "Materialised", "Report", "EmbstoreError"):  # fmt: skip
+        assert isinstance(getattr(embstore, name), type), name
+        assert name in text  # named in the overview, documented by its own help()
+    from embstore.errors import UnknownClassError
+
+    assert embstore.UnknownClassError is UnknownClassError  # the others stay where they were

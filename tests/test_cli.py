@@ -4,6 +4,7 @@ import sys
 import pytest
 import typer
 
+import embstore
 from embstore_cli.app import app, main
 
 from .conftest import make_images, run_embstore
@@ -27,7 +28,6 @@ def test_every_command_has_help_with_an_example():
 
 
 def test_help_and_status_do_not_import_torch_and_status_counts_a_real_store(tmp_path):
-    import embstore
 
     store = embstore.open(tmp_path / "s", create=True)
     # 4 classes x 3 images, 3 layers; rows 0 and 5 predicted wrong (top-1), true class ranked 2 (top-5 right)
@@ -81,7 +81,6 @@ def test_bad_input_gives_one_line_error_and_exit_code(tmp_path, capsys, args, co
 
 def test_a_rust_panic_in_any_command_is_one_line(tmp_path, capsys, monkeypatch):
     """pyo3 raises a Rust extension's panic as a BaseException; the CLI still answers in one line."""
-    from embstore.store.store import Store
 
     class PanicException(BaseException):
         pass
@@ -89,8 +88,8 @@ def test_a_rust_panic_in_any_command_is_one_line(tmp_path, capsys, monkeypatch):
     def panic(self, *args, **kwargs):
         raise PanicException("Failed to create a tokio runtime for IO.: Os { code: 24 }")
 
-    Store.open(tmp_path / "s", create=True).close()
-    monkeypatch.setattr(Store, "status", panic)
+    embstore.open(tmp_path / "s", create=True).close()
+    monkeypatch.setattr(embstore.Store, "status", panic)
     with pytest.raises(SystemExit) as exit_info:
         main(["--store", str(tmp_path / "s"), "status"])
     err = capsys.readouterr().err
@@ -125,9 +124,8 @@ def test_cli_ingest_renders_summary_and_verify_says_ok(tmp_path):
 def test_analyze_and_sql_commands_render(tmp_path, capsys):
 
     from embstore import testing as synthetic
-    from embstore.store.store import Store
 
-    store = Store.open(tmp_path / "s", create=True)
+    store = embstore.open(tmp_path / "s", create=True)
     synthetic.populate(store, n_classes=8, per_class=5, layers={"conv_a": 6, "hidden": 4}, predicted={0: 3})
     base = ["--store", str(store.path)]
     for args, expect in (
@@ -151,13 +149,12 @@ def test_analyze_and_sql_commands_render(tmp_path, capsys):
 
 def test_demo_ingests_the_bundled_photos_with_real_weights_and_writes_a_report(tmp_path):
     from embstore.store.sql import run_sql
-    from embstore.store.store import Store
 
     done = run_embstore("--store", tmp_path / "demo", "demo")
     assert done.returncode == 0, done.stderr
     assert "espresso" in done.stdout and f"wrote {tmp_path / 'demo' / 'report.html'}" in done.stdout
     _, rows = run_sql(
-        Store.open(tmp_path / "demo"),
+        embstore.open(tmp_path / "demo").core,
         """SELECT imagenet_name(p.top5_index[1]) FROM predictions p
            JOIN images i USING (image_id) WHERE i.path LIKE '%coffee.png'""",
     )
@@ -166,7 +163,7 @@ def test_demo_ingests_the_bundled_photos_with_real_weights_and_writes_a_report(t
     assert "efficientnet_lite0@tf-lite0" in html
     # every analysis the bundled photos allow ran: labels, failures, matching, prototypes
     _, rows = run_sql(
-        Store.open(tmp_path / "demo"),
+        embstore.open(tmp_path / "demo").core,
         """SELECT (SELECT count(*) FROM images WHERE label_index IS NOT NULL),
                   (SELECT count(*) FROM matching_results WHERE layer = 'hidden'),
                   (SELECT count(*) FROM class_prototypes WHERE layer = 'hidden')""",

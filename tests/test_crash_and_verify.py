@@ -5,9 +5,9 @@ import time
 
 import pytest
 
+import embstore
 from embstore.errors import CatalogDamagedError, StoreBusyError, StoreError
 from embstore.ingest.pipeline import ingest
-from embstore.store.store import Store
 
 from .conftest import EMBSTORE, make_images
 
@@ -17,7 +17,7 @@ LAYERS = "layer1.0,layer3.1"  # + hidden
 
 def _stored_images(store) -> int:
     try:
-        with store.read() as con:
+        with store.core.read() as con:
             return con.execute("SELECT count(DISTINCT image_id) FROM batch_images").fetchall()[0][0]
     except (StoreBusyError, StoreError):
         return -1
@@ -71,19 +71,19 @@ def _kill_when(proc, store, at_least: int, timeout=240, jitter: float = 0.0) -> 
 def test_killed_ingest_resumes_with_every_image_exactly_once(tmp_path):
     images = tmp_path / "imgs"
     make_images(images, N_IMAGES, size=32, seed=11)
-    store = Store.open(tmp_path / "store", create=True)
+    store = embstore.open(tmp_path / "store", create=True)
     seen_first = _kill_when(_start(store.path, images), store, 8)
     # readers were never locked out for the run: they saw a partial store while it ran
     assert 8 <= seen_first < N_IMAGES
     seen_second = _kill_when(_start(store.path, images), store, seen_first + 8)
     assert seen_second < N_IMAGES
 
-    result = ingest(store, "resnet18", str(images), weights="none", layers=LAYERS, batch_size=8)
+    result = ingest(store.core, "resnet18", str(images), weights="none", layers=LAYERS, batch_size=8)
     assert result.status == "completed"
     assert result.n_skipped >= seen_second and result.n_skipped + result.n_done == N_IMAGES
     report = store.verify()
     assert report.ok, report
-    with store.read() as con:
+    with store.core.read() as con:
         per_layer = con.execute(
             "SELECT layer, count(*), count(DISTINCT image_id) FROM activations GROUP BY layer ORDER BY layer"
         ).fetchall()
@@ -97,12 +97,12 @@ def test_killed_ingest_resumes_with_every_image_exactly_once(tmp_path):
 @pytest.fixture
 def ingested(store, tmp_path):
     make_images(tmp_path / "imgs", 6, seed=12)
-    ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3)
+    ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3)
     return store, tmp_path / "imgs"
 
 
 def _layer_count(store, layer="layer1.0"):
-    with store.read() as con:
+    with store.core.read() as con:
         return con.execute("SELECT count(*) FROM activations WHERE layer = ?", [layer]).fetchall()[0][0]
 
 
@@ -113,7 +113,7 @@ def _append_uncommitted(store, layer="layer1.0", n=4):
     from embstore.store.encoding import encode
     from embstore.store.table import ActivationTable
 
-    table = ActivationTable(store)
+    table = ActivationTable(store.core)
     rows = encode([f"ghost{i}" for i in range(n)], np.ones((n, 64), np.float32), batch_id="dead-writer",
                   model="resnet18", weights="none", layer=layer, dtype="float32")  # fmt: skip
     table.append(rows)
@@ -128,7 +128,7 @@ def test_rows_of_an_uncommitted_batch_are_invisible_then_deleted_by_repair(inges
     assert report.uncommitted_batches == 1 and not report.ok
     fixed = store.verify(repair=True)
     assert any("uncommitted" in line for line in fixed.repaired) and fixed.ok
-    with store.read() as con:
+    with store.core.read() as con:
         assert con.execute("SELECT count(*) FROM activations WHERE starts_with(image_id, 'ghost')").fetchall() == [(0,)]
     assert _layer_count(store) == 6
 
@@ -136,7 +136,7 @@ def test_rows_of_an_uncommitted_batch_are_invisible_then_deleted_by_repair(inges
 def test_the_next_ingest_deletes_uncommitted_rows_before_it_writes(ingested, tmp_path):
     store, images = ingested
     _append_uncommitted(store)
-    result = ingest(store, "resnet18", str(images), weights="none", layers="layer1.0")
+    result = ingest(store.core, "resnet18", str(images), weights="none", layers="layer1.0")
     assert any("uncommitted" in line for line in result.recovered)
     assert _layer_count(store) == 6 and store.verify().ok
 
@@ -151,15 +151,15 @@ def test_data_files_no_log_entry_names_are_listed_then_deleted_by_repair(store, 
 
     imgs = str(tmp_path / "imgs")
     for limit in (2, 4):  # two commits, compaction, a checkpoint, a third commit, compaction: the log
-        ingest(store, "resnet18", imgs, weights="none", layers="layer1.0", limit=limit, compact=False)
+        ingest(store.core, "resnet18", imgs, weights="none", layers="layer1.0", limit=limit, compact=False)
     assert store.compact().rewritten > 0  # replaced files stay for the retention: named by the checkpoint
-    ActivationTable(store).delta().create_checkpoint()
-    ingest(store, "resnet18", imgs, weights="none", layers="layer1.0", compact=False)
+    ActivationTable(store.core).delta().create_checkpoint()
+    ingest(store.core, "resnet18", imgs, weights="none", layers="layer1.0", compact=False)
     assert store.compact().rewritten > 0  # ... and by a commit after it
-    on_disk = sorted(p for p in store.activations_root.rglob("*.parquet") if "_delta_log" not in p.parts)
+    on_disk = sorted(p for p in store.core.activations_root.rglob("*.parquet") if "_delta_log" not in p.parts)
     assert store.verify().unlisted_files == []
     real = on_disk[0]
-    new_partition = store.activations_root / "model=resnet18" / "weights=none" / "layer=layer2.0"
+    new_partition = store.core.activations_root / "model=resnet18" / "weights=none" / "layer=layer2.0"
     orphans = [real.with_name("part-00000-killed-writer-c000.zstd.parquet"), new_partition / "part-0.parquet"]
     for orphan in orphans:
         orphan.parent.mkdir(parents=True, exist_ok=True)
@@ -194,30 +194,30 @@ def test_a_damaged_catalog_is_one_line_and_repair_restores_its_snapshot(tmp_path
 
     images = tmp_path / "imgs"
     make_images(images, 12, seed=14)
-    store = Store.open(tmp_path / "s", create=True)
-    ingest(store, "resnet18", str(images), weights="none", layers="layer1.0", limit=6)
-    store.publish_snapshot()
-    shutil.copyfile(store.snapshot_path, tmp_path / "behind.duckdb")
-    ingest(store, "resnet18", str(images), weights="none", layers="layer1.0")
+    store = embstore.open(tmp_path / "s", create=True)
+    ingest(store.core, "resnet18", str(images), weights="none", layers="layer1.0", limit=6)
+    store.core.publish_snapshot()
+    shutil.copyfile(store.core.snapshot_path, tmp_path / "behind.duckdb")
+    ingest(store.core, "resnet18", str(images), weights="none", layers="layer1.0")
     store.close()
-    shutil.copyfile(tmp_path / "behind.duckdb", store.snapshot_path)  # a snapshot 6 images behind
-    _damage(store.catalog_path)
+    shutil.copyfile(tmp_path / "behind.duckdb", store.core.snapshot_path)  # a snapshot 6 images behind
+    _damage(store.core.catalog_path)
 
     for args in (("status",), ("sql", "SELECT 1")):
         res = run_embstore("--store", store.path, *args)
         assert res.returncode == 1 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
         assert "is damaged" in res.stderr and "verify --repair" in res.stderr, res.stderr
     with pytest.raises(CatalogDamagedError, match="verify --repair"):
-        Store.open(store.path).verify()
+        embstore.open(store.path).verify()
     res = run_embstore("--store", store.path, "--json", "verify", "--repair")
     assert res.returncode == 0, res.stderr
     repaired = json.loads(res.stdout)["repaired"]
     assert any("restored the damaged catalog" in r for r in repaired), repaired
     assert any("uncommitted" in r for r in repaired), repaired  # the 6 images after the snapshot
-    assert len(list(store.quarantine_root.glob("catalog.duckdb.damaged-*"))) == 1
-    store = Store.open(store.path)
-    assert ingest(store, "resnet18", str(images), weights="none", layers="layer1.0").n_done == 6
-    with store.read() as con:
+    assert len(list(store.core.quarantine_root.glob("catalog.duckdb.damaged-*"))) == 1
+    store = embstore.open(store.path)
+    assert ingest(store.core, "resnet18", str(images), weights="none", layers="layer1.0").n_done == 6
+    with store.core.read() as con:
         rows = con.execute("SELECT count(*), count(DISTINCT image_id || layer) FROM activations").fetchall()[0]
     assert rows == (24, 24) and store.verify().ok
 
@@ -225,9 +225,9 @@ def test_a_damaged_catalog_is_one_line_and_repair_restores_its_snapshot(tmp_path
 def test_missing_and_corrupt_files_are_repaired_and_reingest_restores(store, tmp_path):
     make_images(tmp_path / "imgs", 6, seed=12)
     for part in ("a", "b"):  # two commits, so two files per layer and a loss costs only some images
-        ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0",
+        ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0",
                limit=3 if part == "a" else None, compact=False)  # fmt: skip
-    files = sorted(store.activations_root.rglob("*layer=layer1.0/*.parquet"))
+    files = sorted(store.core.activations_root.rglob("*layer=layer1.0/*.parquet"))
     assert len(files) == 2
     files[0].unlink()
     report = store.verify()
@@ -236,15 +236,15 @@ def test_missing_and_corrupt_files_are_repaired_and_reingest_restores(store, tmp
     assert fixed.ok, fixed
     assert any("forgot 3 image(s)" in line for line in fixed.repaired)
     assert _layer_count(store) == 3 and _layer_count(store, "hidden") == 3  # the lost images' other rows too
-    again = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
+    again = ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
     assert again.n_done == 3 and _layer_count(store) == 6 and store.verify().ok
-    with store.read() as con:  # a pinned file (replaced files stay on disk until vacuum's retention)
+    with store.core.read() as con:  # a pinned file (replaced files stay on disk until vacuum's retention)
         rel = con.execute("SELECT rel_path FROM table_files WHERE layer = 'hidden'").fetchall()[0][0]
     (store.path / rel).write_bytes(b"not parquet any more")
     assert store.verify().corrupt
     fixed = store.verify(repair=True)
     assert any("quarantine" in line for line in fixed.repaired) and fixed.ok
-    again = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
+    again = ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
     assert _layer_count(store, "hidden") == 6 and _layer_count(store) == 6 and store.verify().ok
 
 
@@ -263,16 +263,16 @@ def test_failure_inside_a_commit_rolls_back_that_commit_only(store, tmp_path, mo
 
     monkeypatch.setattr(catalog.Catalog, "record_batches", flaky)
     with pytest.raises(OSError, match="injected"):
-        ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3,
+        ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3,
                commit_seconds=0)  # fmt: skip
-    with store.read() as con:
+    with store.core.read() as con:
         status, message = con.execute("SELECT status, message FROM runs").fetchall()[0]
     assert status == "failed" and "disk full" in message
     assert _layer_count(store) == 3  # the first commit survived, the second left nothing visible
     report = store.verify()
     assert report.ok and report.uncommitted_batches == 0, report  # its appended rows were deleted at once
     monkeypatch.setattr(catalog.Catalog, "record_batches", real)
-    again = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3)
+    again = ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0", batch_size=3)
     assert (again.n_skipped, again.n_done) == (3, 3) and _layer_count(store) == 6
 
 
@@ -280,7 +280,7 @@ def test_verify_exits_non_zero_on_a_broken_store_and_zero_after_repair(ingested,
     from embstore_cli.app import main
 
     store, _ = ingested
-    next(store.activations_root.rglob("*.parquet")).unlink()
+    next(store.core.activations_root.rglob("*.parquet")).unlink()
     for args, code, text in (
         (["verify"], 1, "NOT OK"),
         (["verify", "--repair"], 0, "repaired"),
@@ -296,7 +296,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_exits_130(tmp_path):
     # the first 8, so a loaded machine slows both alike (at 400 images of 32 px the whole run took ~2 s and
     # could finish before the signal arrived: the test, not the mechanism, was flaky).
     make_images(tmp_path / "imgs", 300, size=160, seed=14)
-    store = Store.open(tmp_path / "store", create=True)
+    store = embstore.open(tmp_path / "store", create=True)
     proc = _start(store.path, tmp_path / "imgs", batch=1)
     deadline = time.monotonic() + 240
     while _stored_images(store) < 8 and time.monotonic() < deadline:
@@ -307,7 +307,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_exits_130(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err, err[-2000:]
     assert 8 <= _stored_images(store) < 300
-    with store.read() as con:
+    with store.core.read() as con:
         assert con.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
     assert store.verify().ok
 
@@ -317,7 +317,7 @@ def test_verify_counts_a_first_batch_never_recorded_and_not_a_running_writers_ba
     yet) are uncommitted; a batch between a live writer's append and its commit is not."""
     from .conftest import writer_lock_held_elsewhere
 
-    fresh = Store.open(store.path.parent / "fresh", create=True)
+    fresh = embstore.open(store.path.parent / "fresh", create=True)
     _append_uncommitted(fresh)
     report = fresh.verify()
     assert report.table_version is None and report.uncommitted_batches == 1 and not report.ok

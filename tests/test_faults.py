@@ -21,8 +21,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import embstore
 from embstore.errors import StoreError
-from embstore.store.store import Store
+from embstore.store.core import StoreCore
 
 from .conftest import EMBSTORE, make_images, run_embstore, small_tmpfs, writer_lock_held_elsewhere
 
@@ -213,7 +214,7 @@ def test_readers_and_other_writers_beside_a_live_ingest(tmp_path):
 def test_writers_wait_for_the_writer_lock_with_wait_and_refuse_without(tmp_path):
     """`--wait SECONDS`: a writing command waits for another process's writer lock (told whom it waits
     for), runs once it is released, and gives up with one line after the time; without it, exit 3 at once."""
-    store = Store.open(tmp_path / "store", create=True)
+    store = embstore.open(tmp_path / "store", create=True)
     with writer_lock_held_elsewhere(store):  # this test process: another process to the CLI
         t = time.monotonic()
         res = run_embstore("--store", store.path, "verify", "--repair")
@@ -235,8 +236,8 @@ def test_writers_wait_for_the_writer_lock_with_wait_and_refuse_without(tmp_path)
         assert f"waiting up to 120 s for another embstore writer (pid {os.getpid()}," in res.stderr, res.stderr
 
     seen = []  # the library: the same wait, and a callback told whom it waits for
-    waiting = Store.open(store.path, wait=30, on_wait=seen.append)
-    with writer_lock_held_elsewhere(store, release_after=0.5), waiting.writer_lock():
+    waiting = embstore.open(store.path, wait=30, on_wait=seen.append)
+    with writer_lock_held_elsewhere(store, release_after=0.5), waiting.core.writer_lock():
         assert len(seen) == 1 and f"pid {os.getpid()}," in seen[0], seen
 
 
@@ -346,10 +347,10 @@ def test_a_failed_append_stops_the_run_with_one_line_and_loses_nothing(tmp_path,
     images = tmp_path / "imgs"
     n_images = 40
     make_images(images, n_images, size=32, seed=23)
-    store = Store.open(tmp_path / "store", create=True)
+    store = embstore.open(tmp_path / "store", create=True)
     real = deltalake.write_deltalake
     calls = {"n": 0}
-    half = store.activations_root / "model=resnet18" / "weights=none" / "layer=hidden" / "part-half.parquet"
+    half = store.core.activations_root / "model=resnet18" / "weights=none" / "layer=hidden" / "part-half.parquet"
 
     def full_disk(*args, **kwargs):
         calls["n"] += 1
@@ -367,7 +368,7 @@ def test_a_failed_append_stops_the_run_with_one_line_and_loses_nothing(tmp_path,
     assert not half.exists()
     report = store.verify()
     assert report.ok, report
-    with store.read() as con:
+    with store.core.read() as con:
         stored = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
     assert stored == 8  # the two batches committed before the full disk
     monkeypatch.setattr(deltalake, "write_deltalake", real)
@@ -452,34 +453,34 @@ def test_catalog_connections_hold_the_file_only_while_open_and_udfs_outlive_them
     """Connections are the file attached to one DuckDB instance kept by the process (no instance
     opened and closed per connection: that trims the heap the forward pass reuses). Other
     processes see the same lock windows: locked while a connection is open, free once it ends."""
-    store = Store.open(tmp_path / "s", create=True)
-    catalog = store.catalog_path
-    with store.write() as con:
+    store = embstore.open(tmp_path / "s", create=True)
+    catalog = store.core.catalog_path
+    with store.core.write() as con:
         assert _other_process_opens(catalog, read_only=True) == "locked"
-        with store.read() as inner:  # this process reads through its own read-write attachment
+        with store.core.read() as inner:  # this process reads through its own read-write attachment
             assert inner.execute("SELECT count(*) FROM runs").fetchall() == [(0,)]
         con.execute("SELECT 1").fetchall()
     assert _other_process_opens(catalog, read_only=False) == "opened"
-    with store.read():
+    with store.core.read():
         assert _other_process_opens(catalog, read_only=False) == "locked"
         assert _other_process_opens(catalog, read_only=True) == "opened"  # readers share the file
     assert _other_process_opens(catalog, read_only=False) == "opened"
     # UDFs live on the kept instance: a cursor that registered them and closed cannot take them along
     assert store.sql("SELECT vec_norm([3, 4]::FLOAT[]) AS n").fetchall() == [(5.0,)]
     store.close()
-    with store.read() as con:
+    with store.core.read() as con:
         assert con.execute("SELECT vec_norm([6, 8]::FLOAT[])").fetchall() == [(10.0,)]
     assert store.sql("SELECT imagenet_name(616), vec_norm([0, 2]::FLOAT[])").fetchall() == [("knot", 2.0)]
     store.close()
     # a second Store object of the same path in this process shares the attachment, never a second
     # instance on the file (two instances of one process would not lock each other out)
-    other = Store.open(tmp_path / "s", lock_timeout=0.5)
-    with store.read(), other.read() as con:
+    other = embstore.Store(StoreCore.open(tmp_path / "s", lock_timeout=0.5))
+    with store.core.read(), other.core.read() as con:
         assert con.execute("SELECT count(*) FROM images").fetchall() == [(0,)]
     assert store.sql("SELECT 1").fetchall() == [(1,)]  # a kept reader
     with pytest.raises(StoreError, match="this process holds the catalog read-only"):
-        with other.write():
+        with other.core.write():
             pass
     store.close()
-    with other.write() as con:
+    with other.core.write() as con:
         con.execute("SELECT 1").fetchall()

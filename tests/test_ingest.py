@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import embstore
 from embstore.errors import (
     InputPathError,
     ManifestError,
@@ -36,7 +37,7 @@ RESNET18_DEFAULT = [
 
 
 def _count(store, sql, params=None):
-    with store.read() as con:
+    with store.core.read() as con:
         return con.execute(sql, params or []).fetchall()[0][0]
 
 
@@ -44,10 +45,10 @@ def test_class_tree_ingest_stores_every_default_layer_once_with_labels(store, tm
     make_images(tmp_path / "imgs" / "n01440764", 3, seed=1)  # wnid folder: tench
     make_images(tmp_path / "imgs" / "knot", 2, seed=2)  # class-name folder
     make_images(tmp_path / "imgs" / "not_a_class", 1, seed=3)
-    r = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=4)
+    r = ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=4)
     assert (r.status, r.n_images, r.n_done, r.n_errors) == ("completed", 6, 6, 0)
     assert r.layers == RESNET18_DEFAULT
-    with store.read() as con:
+    with store.core.read() as con:
         labels = dict(con.execute("SELECT label_raw, any_value(label_name) FROM images GROUP BY 1").fetchall())
         assert labels == {"n01440764": "tench", "knot": "knot", "not_a_class": None}
         per_layer = con.execute(
@@ -68,14 +69,14 @@ def test_stored_vectors_equal_an_independent_torchvision_reference(store, tmp_pa
     from torchvision.models.feature_extraction import create_feature_extractor
 
     paths = make_images(tmp_path / "imgs", 3, size=300, seed=4, fmt="jpg")
-    ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer2.1,layer4.1")
-    ids, stored = ActivationTable(store).read_layer("resnet18@none", "layer2.1")
-    _, hidden = ActivationTable(store).read_layer("resnet18@none", "hidden")
+    ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer2.1,layer4.1")
+    ids, stored = ActivationTable(store.core).read_layer("resnet18@none", "layer2.1")
+    _, hidden = ActivationTable(store.core).read_layer("resnet18@none", "hidden")
     torch.manual_seed(0)
     ref_model = resnet18(weights=None).eval()
     fx = create_feature_extractor(ref_model, {"layer2.1": "l2", "flatten": "hidden"})
     prep = ResNet18_Weights.IMAGENET1K_V1.transforms()
-    with store.read() as con:
+    with store.core.read() as con:
         path_of = dict(con.execute("SELECT image_id, path FROM images").fetchall())
     x = torch.stack([prep(Image.open(path_of[i]).convert("RGB")) for i in ids])
     with torch.no_grad():
@@ -132,11 +133,10 @@ def test_forward_batches_go_on_while_a_commit_runs(tmp_path, monkeypatch):
     import threading
 
     from embstore.ingest.extraction import Extractor
-    from embstore.store.store import Store
 
     make_images(tmp_path / "imgs", 24, size=40, seed=4)
-    reference = Store.open(tmp_path / "ref", create=True)
-    ingest(reference, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer3.1", batch_size=4)
+    reference = embstore.open(tmp_path / "ref", create=True)
+    ingest(reference.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer3.1", batch_size=4)
     started, enough = [], threading.Event()
     real_start, real_commit = Extractor.start, ActivationTable.commit
 
@@ -155,13 +155,13 @@ def test_forward_batches_go_on_while_a_commit_runs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Extractor, "start", start)
     monkeypatch.setattr(ActivationTable, "commit", commit)
-    s = Store.open(tmp_path / "store", create=True)
-    r = ingest(s, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer3.1", batch_size=4,
+    s = embstore.open(tmp_path / "store", create=True)
+    r = ingest(s.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer3.1", batch_size=4,
                workers=1, commit_seconds=0)  # fmt: skip
     assert overlapped == [True], "the forward loop waited for the first commit"
     assert (r.status, r.n_done, r.n_duplicates, len(started)) == ("completed", 24, 0, 6)
-    ids, v = ActivationTable(s).read_layer("resnet18@none", "layer3.1")
-    ids0, v0 = ActivationTable(reference).read_layer("resnet18@none", "layer3.1")
+    ids, v = ActivationTable(s.core).read_layer("resnet18@none", "layer3.1")
+    ids0, v0 = ActivationTable(reference.core).read_layer("resnet18@none", "layer3.1")
     assert sorted(ids) == sorted(ids0) and len(set(ids)) == 24
     order, order0 = np.argsort(ids), np.argsort(ids0)
     np.testing.assert_allclose(v[order], v0[order0], rtol=1e-6, atol=1e-7)
@@ -170,17 +170,17 @@ def test_forward_batches_go_on_while_a_commit_runs(tmp_path, monkeypatch):
 
 def test_rerun_skips_and_new_layers_are_added_without_duplicates(store, tmp_path):
     make_images(tmp_path / "imgs", 5, seed=5)
-    first = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=2)
-    again = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=2)
+    first = ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=2)
+    again = ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=2)
     assert (first.n_done, again.n_done, again.n_skipped) == (5, 0, 5)
-    more = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0,conv1")
+    more = ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0,conv1")
     assert more.n_done == 5
     assert _count(store, "SELECT count(*) FROM activations WHERE layer = 'conv1'") == 5
     assert _count(store, "SELECT count(*) FROM activations WHERE layer = 'layer1.0'") == 5
     assert _count(store, "SELECT count(*) FROM predictions") == 5
     copy = tmp_path / "imgs" / "same_content.png"
     copy.write_bytes((tmp_path / "imgs" / "img_5_0000.png").read_bytes())
-    dup = ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none")
+    dup = ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none")
     assert (dup.n_done, dup.n_duplicates) == (0, 1)
     assert _count(store, "SELECT count(*) FROM activations WHERE layer = 'hidden'") == 5
     assert store.verify().ok
@@ -223,11 +223,11 @@ def _bad_inputs(folder):
 
 def test_bad_and_unusual_images_are_converted_or_recorded_and_the_run_goes_on(store, tmp_path):
     expected = _bad_inputs(tmp_path / "bad")
-    r = ingest(store, "resnet18", str(tmp_path / "bad"), weights="none", layers="layer1.0", max_pixels=5_000_000)
+    r = ingest(store.core, "resnet18", str(tmp_path / "bad"), weights="none", layers="layer1.0", max_pixels=5_000_000)
     stored_names = {n for n, e in expected.items() if e is None}
     assert r.status == "completed"
     assert (r.n_done, r.n_errors, r.n_ignored) == (len(stored_names), len(expected) - len(stored_names), 1)
-    with store.read() as con:
+    with store.core.read() as con:
         errors = dict(con.execute("SELECT regexp_extract(path, '[^/]+$'), reason FROM ingest_errors").fetchall())
         modes = dict(con.execute("SELECT regexp_extract(path, '[^/]+$'), mode FROM images").fetchall())
     for name, reason in expected.items():
@@ -265,9 +265,9 @@ def test_manifest_keeps_labels_and_extra_columns(store, tmp_path):
         f"{paths[1]},baseball,2,related\n"
         f"imgs/{paths[2].name},,1,unrelated\n"
     )
-    r = ingest(store, "resnet18", str(manifest), weights="none", layers="layer4.1")
+    r = ingest(store.core, "resnet18", str(manifest), weights="none", layers="layer4.1")
     assert r.n_done == 3
-    with store.read() as con:
+    with store.core.read() as con:
         rows = con.execute("SELECT label_name, extra FROM images ORDER BY path").fetchall()
     got = sorted(((name or ""), json.loads(extra)["role"]) for name, extra in rows)
     assert got == [("", "unrelated"), ("baseball", "related"), ("knot", "object")]
@@ -275,7 +275,7 @@ def test_manifest_keeps_labels_and_extra_columns(store, tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"path": [str(p) for p in paths]}), tmp_path / "m.parquet")
-    assert ingest(store, "resnet18", str(tmp_path / "m.parquet"), weights="none", layers="layer4.1").n_skipped == 3
+    assert ingest(store.core, "resnet18", str(tmp_path / "m.parquet"), weights="none", layers="layer4.1").n_skipped == 3
 
 
 @pytest.mark.parametrize(
@@ -290,24 +290,24 @@ def test_malformed_manifests_fail_with_one_clear_error(store, tmp_path, content,
     manifest = tmp_path / "bad.csv"
     manifest.write_text(content)
     with pytest.raises(ManifestError, match=match):
-        ingest(store, "resnet18", str(manifest), weights="none")
+        ingest(store.core, "resnet18", str(manifest), weights="none")
     assert _count(store, "SELECT count(*) FROM runs") == 0
 
 
 def test_unknown_model_layer_and_path_name_the_choices(store, tmp_path):
     make_images(tmp_path / "imgs", 1)
     with pytest.raises(UnknownModelError, match="Did you mean: densenet121"):
-        ingest(store, "densenet12", str(tmp_path / "imgs"))
+        ingest(store.core, "densenet12", str(tmp_path / "imgs"))
     with pytest.raises(UnknownLayerError, match=r"Did you mean: .*layer1\.0,.*embstore layers resnet18"):
-        ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.O")
+        ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.O")
     with pytest.raises(InputPathError, match="does not exist"):
-        ingest(store, "resnet18", str(tmp_path / "nowhere"), weights="none")
+        ingest(store.core, "resnet18", str(tmp_path / "nowhere"), weights="none")
 
 
 def test_missing_pretrained_weights_name_the_file_and_where_to_put_it(store, tmp_path, offline_torch_home):
     make_images(tmp_path / "imgs", 1)
     with pytest.raises(WeightsUnavailableError) as info:
-        ingest(store, "resnet18", str(tmp_path / "imgs"))
+        ingest(store.core, "resnet18", str(tmp_path / "imgs"))
     msg = str(info.value)
     assert "resnet18-f37072fd.pth" in msg and str(offline_torch_home / "hub" / "checkpoints") in msg
 
@@ -319,18 +319,18 @@ def test_weights_file_is_loaded_and_identified_by_its_hash(store, tmp_path):
     torch.manual_seed(123)
     net = resnet18(weights=None)
     torch.save(net.state_dict(), tmp_path / "w.pth")
-    r = ingest(store, "resnet18", str(tmp_path / "imgs"), weights=str(tmp_path / "w.pth"), layers="layer1.0")
+    r = ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights=str(tmp_path / "w.pth"), layers="layer1.0")
     assert r.model_key.startswith("resnet18@file-")
     from embstore.ingest.models import state_sha256
 
-    with store.read() as con:
+    with store.core.read() as con:
         assert con.execute("SELECT weights_sha256 FROM models").fetchall()[0][0] == state_sha256(net)
     torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
     with pytest.raises(WeightsUnavailableError, match="do not fit"):
-        ingest(store, "resnet18", str(tmp_path / "imgs"), weights=str(tmp_path / "wrong.pth"))
+        ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights=str(tmp_path / "wrong.pth"))
     (tmp_path / "pickle.pth").write_bytes(b"not a torch file")
     with pytest.raises(WeightsUnavailableError, match="cannot read weights file"):
-        ingest(store, "resnet18", str(tmp_path / "imgs"), weights=str(tmp_path / "pickle.pth"))
+        ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights=str(tmp_path / "pickle.pth"))
 
 
 def test_second_concurrent_ingest_is_refused(store, tmp_path):
@@ -338,25 +338,23 @@ def test_second_concurrent_ingest_is_refused(store, tmp_path):
     make_images(tmp_path / "imgs", 1)
     with writer_lock_held_elsewhere(store):
         with pytest.raises(StoreBusyError, match=rf"another embstore writer \(pid {os.getpid()}, `.+`, since 20"):
-            ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none")
+            ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none")
         # a repair deletes what looks uncommitted: never while a writer is committing; a check is fine
         with pytest.raises(StoreBusyError, match=rf"pid {os.getpid()}"):
             store.verify(repair=True)
         assert store.verify().ok
-        with pytest.raises(StoreBusyError), store.writer_lock():  # the other thread's lock is not this one's
+        with pytest.raises(StoreBusyError), store.core.writer_lock():  # the other thread's lock is not this one's
             pass
     assert store.verify(repair=True).ok  # and once the writer is gone, repair runs
-    with store.writer_lock(), store.writer_lock():  # re-entrant within one thread (analyze that ingests)
+    with store.core.writer_lock(), store.core.writer_lock():  # re-entrant within one thread (analyze that ingests)
         assert store.verify(repair=True).ok
 
 
 def test_a_copied_store_works_in_embstore_at_once_and_in_plain_duckdb_after_one_step(store, tmp_path, monkeypatch):
     import shutil
 
-    import embstore
-
     make_images(tmp_path / "imgs", 2)
-    ingest(store, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
+    ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1.0")
     expected = [
         ("resnet18@none", "resnet18", "none", "hidden", 2),
         ("resnet18@none", "resnet18", "none", "layer1.0", 2),
@@ -383,9 +381,9 @@ def test_real_efficientnet_lite0_recognises_the_bundled_photos(store):
     from embstore.labels.imagenet import classes
     from embstore.resources import sample_images_dir
 
-    r = ingest(store, "efficientnet_lite0", str(sample_images_dir()), batch_size=4)
+    r = ingest(store.core, "efficientnet_lite0", str(sample_images_dir()), batch_size=4)
     assert r.n_done == 4 and r.model_key == "efficientnet_lite0@tf-lite0"
-    with store.read() as con:
+    with store.core.read() as con:
         top = dict(
             con.execute(
                 "SELECT regexp_extract(path, '[^/]+$'), top5_index FROM predictions JOIN images USING (image_id)"
@@ -475,7 +473,7 @@ def test_shrinking_while_decoding_keeps_ordinary_images_exact(tmp_path):
     from PIL import Image
 
     from embstore.ingest.images import REDUCING_GAP, Preprocess, read_rgb
-    from embstore.ingest.spec import Preprocessing
+    from embstore.spec import Preprocessing
 
     pre = Preprocess(Preprocessing(256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear"))
     yy, xx = np.mgrid[0:3000, 0:4000]
@@ -503,7 +501,7 @@ def test_crop_equals_torchvision_pixel_for_pixel_without_importing_torch(interpo
     from torchvision.transforms import functional as F
 
     from embstore.ingest.images import Preprocess
-    from embstore.ingest.spec import Preprocessing
+    from embstore.spec import Preprocessing
 
     rng = np.random.default_rng(11)
     sizes = [(224, 224), (256, 256), (256, 300), (300, 256), (1, 399), (399, 1), (5, 7), (641, 479)]
@@ -522,7 +520,7 @@ def test_crop_equals_torchvision_pixel_for_pixel_without_importing_torch(interpo
     make_images(tmp_path / "imgs", 2, size=90, seed=1, fmt="jpg")
     code = (
         "import sys, numpy as np; from embstore.ingest.distributed import decode_batch;"
-        "from embstore.ingest.spec import Preprocessing;"
+        "from embstore.spec import Preprocessing;"
         f"paths = sorted(str(p) for p in __import__('pathlib').Path({str(tmp_path / 'imgs')!r}).iterdir());"
         "out = decode_batch({'i': np.arange(2), 'path': np.array(paths, object)},"
         " Preprocessing(256, 224, (0.5,) * 3, (0.2,) * 3, 'bilinear'), 10**8);"
@@ -535,14 +533,13 @@ def test_crop_equals_torchvision_pixel_for_pixel_without_importing_torch(interpo
 def test_a_changed_label_is_reported_and_with_relabel_updated_with_history(tmp_path):
     """A manifest giving a stored image another label was silently ignored (first label won): now the
     run reports it, and with relabel=True updates it, keeps the old one, and re-ranks predictions."""
-    import embstore
 
     paths = make_images(tmp_path / "imgs", 6, size=40)
     first = tmp_path / "first.csv"
     first.write_text("path,label\n" + "".join(f"{p},knot\n" for p in paths))
     store = embstore.open(tmp_path / "s", create=True)
     store.ingest(first, model="resnet18", weights="none", layers=["layer1.0"])
-    with store.read() as con:
+    with store.core.read() as con:
         top5 = dict(con.execute("SELECT image_id, top5_index FROM predictions").fetchall())
         ids = dict(con.execute("SELECT path, image_id FROM images").fetchall())
     # relabel two images: one to its predicted top-2 class, one to a class outside its top-5
@@ -556,11 +553,11 @@ def test_a_changed_label_is_reported_and_with_relabel_updated_with_history(tmp_p
     kept = store.ingest(second, model="resnet18", weights="none", layers=["layer1.0"])
     assert kept.n_label_conflicts == 2 and kept.n_relabelled == 0
     assert any("another label in the input" in n and "--relabel" in n for n in kept.notes), kept.notes
-    with store.read() as con:
+    with store.core.read() as con:
         assert con.execute("SELECT count(*) FROM images WHERE label_name = 'knot'").fetchall() == [(6,)]
     done = store.ingest(second, model="resnet18", weights="none", layers=["layer1.0"], relabel=True)
     assert done.n_relabelled == 2 and done.n_done == 0
-    with store.read() as con:
+    with store.core.read() as con:
         labels_now = dict(con.execute("SELECT image_id, label_index FROM images").fetchall())
         history = con.execute(
             "SELECT image_id, old_label_raw, new_label_raw, run_id FROM label_history ORDER BY new_label_raw"
@@ -588,21 +585,20 @@ def test_decode_worker_processes_store_what_decoding_in_turns_stores(tmp_path):
     import multiprocessing
 
     from embstore.ingest import tuning
-    from embstore.store.store import Store
 
     make_images(tmp_path / "imgs", 7, size=64, seed=11, fmt="jpg")
     (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     stores, intervals, before = {}, set(), sys.getswitchinterval()
     for workers in (0, 2, 8):
-        s = Store.open(tmp_path / f"store{workers}", create=True)
-        r = ingest(s, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer3.1", batch_size=3,
+        s = embstore.open(tmp_path / f"store{workers}", create=True)
+        r = ingest(s.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer3.1", batch_size=3,
                    workers=workers, progress=lambda *_: intervals.add(sys.getswitchinterval()))  # fmt: skip
         assert (r.status, r.n_done, r.n_errors, r.workers) == ("completed", 7, 1, min(workers, 3))
         stores[workers] = s
         assert not multiprocessing.active_children(), "decode processes outlived the run"
-    ids0, v0 = ActivationTable(stores[0]).read_layer("resnet18@none", "layer3.1")
+    ids0, v0 = ActivationTable(stores[0].core).read_layer("resnet18@none", "layer3.1")
     for workers, s in stores.items():
-        ids, v = ActivationTable(s).read_layer("resnet18@none", "layer3.1")
+        ids, v = ActivationTable(s.core).read_layer("resnet18@none", "layer3.1")
         assert list(ids) == list(ids0)
         np.testing.assert_allclose(v, v0, rtol=1e-6, atol=1e-7)
         used = s.run_sql("SELECT config->>'workers' FROM runs")[1]

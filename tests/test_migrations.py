@@ -100,7 +100,7 @@ def test_built_wheel_carries_migrations_data_and_cli(tmp_path):
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import embstore.resources as r, embstore.store as s;"
-        "print(r.migrations_dir()); st = s.Store.open(sys.argv[2], create=True);"
+        "print(r.migrations_dir()); st = s.StoreCore.open(sys.argv[2], create=True);"
         "con = st._connect(read_only=True);"
         "print(con.execute('SELECT count(*) FROM schema_migrations').fetchall()[0][0])"
     )

@@ -15,7 +15,6 @@ import pytest
 
 import embstore
 from embstore.errors import EmbstoreError
-from embstore.store.store import Store
 from tests.conftest import make_images, run_embstore
 
 BUCKET = "embstore-test"
@@ -108,7 +107,7 @@ def test_ingest_query_and_sql_against_s3(tmp_path, s3, s3_endpoint):
     assert res.returncode == 0, res.stderr
 
     remote, local = embstore.open(tmp_path / "remote"), embstore.open(tmp_path / "local")
-    assert remote.location.table_uri == uri and remote.location.remote
+    assert remote.core.location.table_uri == uri and remote.core.location.remote
     for layer in ("layer3", "layer4", "hidden"):
         a_ids, a = _sorted(remote.vectors("resnet18@none", layer))
         b_ids, b = _sorted(local.vectors("resnet18@none", layer))
@@ -144,20 +143,20 @@ def test_ingest_query_and_sql_against_s3(tmp_path, s3, s3_endpoint):
 
 def test_remote_location_errors_are_one_line(tmp_path, s3):
     with pytest.raises(EmbstoreError, match="bucket 'no-such-bucket' .* does not exist"):
-        Store.open(tmp_path / "a", create=True, activations="s3://no-such-bucket/x")
+        embstore.open(tmp_path / "a", create=True, activations="s3://no-such-bucket/x")
     with pytest.raises(EmbstoreError, match="unsupported scheme 'ftp'"):
-        Store.open(tmp_path / "b", create=True, activations="ftp://host/x")
-    store = Store.open(tmp_path / "c", create=True, activations=f"s3://{BUCKET}/c")
+        embstore.open(tmp_path / "b", create=True, activations="ftp://host/x")
+    store = embstore.open(tmp_path / "c", create=True, activations=f"s3://{BUCKET}/c")
     with pytest.raises(EmbstoreError, match="keeps its table where it was made"):
-        Store.open(tmp_path / "c", activations=f"s3://{BUCKET}/elsewhere")
-    assert Store.open(tmp_path / "c").location.table_uri == store.location.table_uri
+        embstore.open(tmp_path / "c", activations=f"s3://{BUCKET}/elsewhere")
+    assert embstore.open(tmp_path / "c").core.location.table_uri == store.core.location.table_uri
 
 
 def test_store_on_s3_with_populate_matches_deltalake_and_polars(tmp_path, s3):
     """Readers that know nothing of embstore (deltalake, polars.scan_delta) see the same rows."""
     from embstore.testing import populate
 
-    store = Store.open(tmp_path / "st", create=True, activations=f"s3://{BUCKET}/pop")
+    store = embstore.open(tmp_path / "st", create=True, activations=f"s3://{BUCKET}/pop")
     populate(store, n_classes=4, per_class=5, layers={"hidden": 16}, seed=3)
     _same_rows_outside_embstore(store)
 
@@ -165,7 +164,7 @@ def test_store_on_s3_with_populate_matches_deltalake_and_polars(tmp_path, s3):
 def test_local_store_readable_by_deltalake_and_polars(tmp_path):
     from embstore.testing import populate
 
-    store = Store.open(tmp_path / "st", create=True)
+    store = embstore.open(tmp_path / "st", create=True)
     populate(store, n_classes=3, per_class=4, layers={"hidden": 8}, seed=1)
     _same_rows_outside_embstore(store)
 
@@ -174,7 +173,7 @@ def _same_rows_outside_embstore(store) -> None:
     import polars as pl
     from deltalake import DeltaTable
 
-    uri = store.location.table_uri
+    uri = store.core.location.table_uri
     via_delta = DeltaTable(uri).to_pyarrow_table()
     via_polars = pl.scan_delta(uri).filter(pl.col("layer") == "hidden").collect()
     for model_key, *_ in store.status()["per_model"]:
@@ -203,7 +202,7 @@ def test_a_new_store_on_an_unreachable_endpoint_is_not_created(tmp_path, monkeyp
                  "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_ALLOW_HTTP": "true"}.items():  # fmt: skip
         monkeypatch.setenv(k, v)
     with pytest.raises(EmbstoreError, match="cannot reach activations table s3://nowhere/x"):
-        Store.open(tmp_path / "u", create=True, activations="s3://nowhere/x")
+        embstore.open(tmp_path / "u", create=True, activations="s3://nowhere/x")
     assert not (tmp_path / "u" / "catalog.duckdb").exists()
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 import embstore
 from embstore.ingest.images import Preprocess
 from embstore.ingest.models import describe
-from embstore.ingest.spec import CAFFE_MEAN_BGR, Preprocessing
+from embstore.spec import CAFFE_MEAN_BGR, Preprocessing
 
 RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
             "bicubic": Image.Resampling.BICUBIC}  # fmt: skip

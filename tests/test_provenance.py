@@ -86,7 +86,7 @@ def test_the_bundled_weights_table_is_what_torchvision_says():
     from torchvision.models import get_model_weights, list_models
 
     names = sorted(list_models(module=torchvision.models))
-    assert set(names) <= set(models.available_models())
+    assert set(names) <= set(embstore.list_models())
     for name in names:
         enum = get_model_weights(name)
         rows = {w.name: w for w in models.weights_choices(name)}

@@ -95,7 +95,7 @@ def test_ray_ingest_equals_single_process_and_leaves_nothing_running(photos, ref
     from deltalake import DeltaTable
 
     def schema(s):
-        return DeltaTable(s.location.table_uri).schema().to_arrow()
+        return DeltaTable(s.core.location.table_uri).schema().to_arrow()
 
     assert schema(store) == schema(reference)
 

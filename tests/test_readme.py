@@ -2,10 +2,10 @@
 
 import re
 
+import embstore
 from embstore import testing as synthetic
 from embstore.analysis.tasks import class_tables
 from embstore.store.sql import run_sql
-from embstore.store.store import Store
 
 from .conftest import ROOT
 
@@ -13,11 +13,11 @@ from .conftest import ROOT
 def test_readme_sql_blocks_run(tmp_path):
     blocks = re.findall(r"```sql\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     assert len(blocks) >= 6
-    store = Store.open(tmp_path / "s", create=True)
+    store = embstore.open(tmp_path / "s", create=True)
     synthetic.populate(store, n_classes=620, per_class=2, layers={"hidden": 8}, seed=0)
-    class_tables(store, "prototypes", None, ["hidden"])
+    class_tables(store.core, "prototypes", None, ["hidden"])
     # the documented plain-DuckDB step names the store folder
-    results = [run_sql(store, block.replace("'<store>'", f"'{store.path}'")) for block in blocks]
+    results = [run_sql(store.core, block.replace("'<store>'", f"'{store.path}'")) for block in blocks]
     by_text = dict(zip(blocks, results))
     knot = next(rows for text, (_, rows) in by_text.items() if "label_index = 616" in text)
     assert len(knot) == 9 and all(-1 <= r[2] <= 1 for r in knot)
@@ -28,7 +28,7 @@ def test_readme_sql_blocks_run(tmp_path):
     store.close()
     import duckdb
 
-    con = duckdb.connect(str(store.catalog_path), read_only=True)
+    con = duckdb.connect(str(store.core.catalog_path), read_only=True)
     plain = 0
     for block, (_, expected) in zip(blocks, results):
         if any(name in block for name in ("vec_norm", "wordnet_wup", "wordnet_path")):

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 from PIL import Image
 
+import embstore
 from embstore.report.html import build_report
 from embstore.store.sql import run_sql
-from embstore.store.store import Store
 
 from .browser import dump_dom, screenshot
 from .conftest import run_embstore
@@ -55,10 +55,10 @@ def _find(shot: np.ndarray, figure: np.ndarray) -> tuple[int, int] | None:
 
 def test_report_is_self_contained_and_every_figure_shows_in_chromium(figure_store, tmp_path):
     store, _, _ = figure_store
-    report = build_report(store, tmp_path / "report.html", cls="knot")
+    report = build_report(store.core, tmp_path / "report.html", cls="knot")
     text = report.path.read_text()
     assert report.sections == SECTIONS and not report.skipped
-    with_1v2 = run_sql(store, "SELECT count(*) FROM rsa_results WHERE acc_1v2 IS NOT NULL")[1][0][0] > 0
+    with_1v2 = run_sql(store.core, "SELECT count(*) FROM rsa_results WHERE acc_1v2 IS NOT NULL")[1][0][0] > 0
     assert {f.split("-")[0] for f in report.figures} == {"predictions", "matching", "failures", "similar", "rsa"}
     assert len(report.figures) == 8 + with_1v2  # predictions, 4 matching, failures, similar, 2v2 [+ 1v2]
     # self-contained: nothing is fetched from anywhere else
@@ -91,8 +91,8 @@ def test_report_is_self_contained_and_every_figure_shows_in_chromium(figure_stor
 
 
 def test_report_of_an_empty_store_explains_what_to_run(tmp_path):
-    store = Store.open(tmp_path / "empty", create=True)
-    report = build_report(store, tmp_path / "empty.html")
+    store = embstore.open(tmp_path / "empty", create=True)
+    report = build_report(store.core, tmp_path / "empty.html")
     text = report.path.read_text()
     assert report.figures == [] and report.sections == SECTIONS
     assert "embstore analyze matching" in text and "embstore analyze rsa" in text and "embstore ingest" in text

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+import embstore
 from embstore import testing as synthetic
 from embstore.analysis import rsa
 from embstore.analysis.rsatables import run_rsa
@@ -8,7 +9,6 @@ from embstore.errors import NotFoundError
 from embstore.labels import vectors
 from embstore.labels.imagenet import classes
 from embstore.store.sql import run_sql
-from embstore.store.store import Store
 
 
 def test_glove_coverage_of_the_1000_classes_matches_the_offline_notes():
@@ -45,11 +45,11 @@ def test_rsa_table_for_a_layer_that_encodes_the_word_vectors(tmp_path):
     _, glove, _ = vectors.class_vectors(space, range(n))
     rng = np.random.default_rng(0)
     centres = {"encodes": np.abs(glove @ rng.normal(size=(50, 64))), "noise": rng.gamma(2, 1, size=(n, 16))}
-    store = Store.open(tmp_path / "s", create=True)
+    store = embstore.open(tmp_path / "s", create=True)
     data = synthetic.populate(
         store, n_classes=n, per_class=5, layers={"noise": 16, "encodes": 64}, centres=centres, noise=0.5
     )
-    report = run_rsa(store, None, "glove", groups=5, n_permutations=99, seed=1)
+    report = run_rsa(store.core, None, "glove", groups=5, n_permutations=99, seed=1)
     by_layer = {r.layer: r for r in report.rows}
     assert [r.layer for r in report.rows] == ["noise", "encodes"]  # network order
     assert by_layer["encodes"].acc_2v2 > 0.8 and by_layer["encodes"].p_value == pytest.approx(0.01)
@@ -60,18 +60,18 @@ def test_rsa_table_for_a_layer_that_encodes_the_word_vectors(tmp_path):
     w = rsa.correlation_matrix(glove)
     expected = np.mean([rsa.two_vs_two(w, rsa.correlation_matrix(m))[0] for m in groups])
     assert by_layer["encodes"].acc_2v2 == pytest.approx(expected, abs=1e-12)
-    _, rows = run_sql(store, "SELECT layer, acc_2v2, p_value, reference FROM rsa_results ORDER BY layer_order")
+    _, rows = run_sql(store.core, "SELECT layer, acc_2v2, p_value, reference FROM rsa_results ORDER BY layer_order")
     assert [r[0] for r in rows] == ["noise", "encodes"] and rows[1][3] == "glove-6B-50d"
     assert rows[1][1] == pytest.approx(by_layer["encodes"].acc_2v2)
-    wn = run_rsa(store, None, "wordnet-wup", groups=5, n_permutations=0)
+    wn = run_rsa(store.core, None, "wordnet-wup", groups=5, n_permutations=0)
     assert all(r.p_value is None for r in wn.rows) and len(wn.concepts) == n
 
 
 def test_too_few_concepts_is_one_clear_error(tmp_path):
-    store = Store.open(tmp_path / "s", create=True)
+    store = embstore.open(tmp_path / "s", create=True)
     synthetic.populate(store, n_classes=3, per_class=5)
     with pytest.raises(NotFoundError, match="needs at least 4"):
-        run_rsa(store, None, "glove", n_permutations=0)
+        run_rsa(store.core, None, "glove", n_permutations=0)
 
 
 @pytest.mark.slow
@@ -93,11 +93,11 @@ def test_one_vs_two_counts_misclassified_images_and_vectors_are_joinable(tmp_pat
     centres = {"hidden": np.abs(glove @ rng.normal(size=(50, 32)))}
     # images 5..9 are class 1; call two of them class 7 (wrong), and one image of class 2 class 40 (not a concept)
     wrong = {5: 7, 6: 7, 10: 40}
-    store = Store.open(tmp_path / "s", create=True)
+    store = embstore.open(tmp_path / "s", create=True)
     data = synthetic.populate(
         store, n_classes=n, per_class=5, layers={"hidden": 32}, centres=centres, noise=0.3, predicted=wrong
     )
-    report = run_rsa(store, None, "glove", groups=3, n_permutations=0)
+    report = run_rsa(store.core, None, "glove", groups=3, n_permutations=0)
     row = report.rows[0]
     assert row.n_1v2 == 2  # the image predicted as class 40 has no concept for its prediction
     # reference: the same test, written out from the paper for the two images
@@ -112,7 +112,9 @@ def test_one_vs_two_counts_misclassified_images_and_vectors_are_joinable(tmp_pat
         i_mis = [np.corrcoef(x[r], x[pos[correct[c]]])[0, 1] for c in members]
         passed += np.corrcoef(i_mis, w_true)[0, 1] > np.corrcoef(i_mis, w_pred)[0, 1]
     assert row.acc_1v2 == passed / 2
-    _, rows = run_sql(store, "SELECT count(*), count(DISTINCT label_index), any_value(len(vec)) FROM reference_vectors")
+    _, rows = run_sql(
+        store.core, "SELECT count(*), count(DISTINCT label_index), any_value(len(vec)) FROM reference_vectors"
+    )
     assert rows == [(n, n, 50)]
-    _, sims = run_sql(store, "SELECT round(wordnet_wup(616, 616), 6), round(wordnet_path(616, 488), 4)")
+    _, sims = run_sql(store.core, "SELECT round(wordnet_wup(616, 616), 6), round(wordnet_path(616, 488), 4)")
     assert sims == [(1.0, pytest.approx(0.1111, abs=1e-4))]

@@ -21,7 +21,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def _count(store, sql):
-    with store.read() as con:
+    with store.core.read() as con:
         return con.execute(sql).fetchall()
 
 
@@ -52,7 +52,7 @@ def test_a_store_made_by_release_0_1_0_is_converted_on_open(tmp_path):
     assert _count(store, "SELECT count(*), count(DISTINCT (layer, image_id)) FROM activations") == [(18, 18)]
     assert store.similar_classes("tench", k=2, method="classifier").rows
     # resuming onto the converted store stores nothing twice
-    with store.read() as con:
+    with store.core.read() as con:
         assert con.execute("SELECT count(*) FROM batch_images").fetchall() == [(9,)]
 
 
@@ -79,7 +79,7 @@ def test_int8_vectors_are_within_half_a_step_everywhere_and_smaller(tmp_path):
             steps = np.array([(ref[i].max() - ref[i].min()) / 255 for i in v.image_ids])
             assert np.all(err <= steps[:, None] / 2 * 1.001 + 1e-6)
         # plain SQL decodes to the very same FLOAT values the API returns
-        with store.read() as con:
+        with store.core.read() as con:
             rows = con.execute("SELECT image_id, vec FROM activations WHERE layer = 'conv'").fetchall()
         sql = {i: np.array(vec, np.float32) for i, vec in rows}
         assert all(np.array_equal(sql[i], api[r]) for r, i in enumerate(v.image_ids))
@@ -131,7 +131,7 @@ def test_readers_during_repeated_compaction_never_fail_or_double_count(tmp_path)
     try:
         while writer.poll() is None:
             try:
-                with store.read() as con:
+                with store.core.read() as con:
                     ((total, distinct),) = con.execute(
                         "SELECT count(*), count(DISTINCT image_id) FROM activations"
                     ).fetchall()
@@ -155,10 +155,10 @@ from embstore.store.table import ActivationTable, Part, new_batch_id
 from embstore.store.catalog import Catalog
 from embstore.testing import SPEC
 store = embstore.open(sys.argv[1])
-table = ActivationTable(store)
+table = ActivationTable(store.core)
 rounds = int(sys.argv[2])
 for r in range(rounds):
-    with store.writer_lock():
+    with store.core.writer_lock():
         for k in range(3):  # three small commits of new image ids, then a compaction
             ids = [f"p{os.getpid()}r{r:04d}k{k}i{i:03d}" for i in range(int(sys.argv[3]))]
             x = np.random.default_rng(r).random((len(ids), 8), dtype=np.float32)
@@ -190,7 +190,7 @@ def test_kill_9_at_random_points_of_commits_and_compaction_loses_and_doubles_not
         s.verify(repair=True)
         report = s.verify()
         assert report.ok, report
-        with s.read() as con:
+        with s.core.read() as con:
             total, distinct = con.execute("SELECT count(*), count(DISTINCT image_id) FROM activations").fetchall()[0]
             recorded = con.execute("SELECT count(*) FROM batch_images").fetchall()[0][0]
         assert total == distinct == recorded, (total, distinct, recorded)

@@ -154,7 +154,7 @@ def test_a_catalog_opens_in_the_duckdb_1_4_cli(tmp_path):
         'SELECT typeof(vec) AS t, count(*) AS n FROM "vectors/synthetic_net@seed0/conv" GROUP BY 1;\n'
     )
     done = subprocess.run(
-        [str(duckdb_cli), "-readonly", "-csv", str(store.catalog_path)], input=sql, capture_output=True, text=True
+        [str(duckdb_cli), "-readonly", "-csv", str(store.core.catalog_path)], input=sql, capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.splitlines() == [
@@ -173,7 +173,7 @@ def test_a_catalog_in_duckdb_2_format_is_rewritten_once_for_older_clients(tmp_pa
     before = store.sql("SELECT image_id, layer, vec FROM activations ORDER BY ALL").fetchall()
     store.close()
     # what an earlier embstore left: the same catalog in DuckDB 2.0's own storage format
-    catalog = store.catalog_path
+    catalog = store.core.catalog_path
     old = tmp_path / "old.duckdb"
     con = duckdb.connect()
     con.execute(f"SET file_search_path = '{store.path}'")

@@ -11,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from embstore.store.cache import cache_write, derived_path
 from embstore.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 
 @dataclass
@@ -55,7 +59,7 @@ class ClassStats:
         return t, df, valid
 
 
-def class_stats(store, model_key: str, layer: str, *, con=None) -> ClassStats:
+def class_stats(store: StoreCore, model_key: str, layer: str, *, con=None) -> ClassStats:
     """The (cached) per-class statistics of labelled images for `model_key`/`layer`."""
     if con is None:
         with store.read() as own:
@@ -132,7 +136,7 @@ class Labels:
         return np.where(self.ids[pos] == q, self.labels[pos], -1)
 
 
-def _compute(store, files, width: int, labels: Labels) -> ClassStats:
+def _compute(store: StoreCore, files, width: int, labels: Labels) -> ClassStats:
     """One streaming pass: per chunk of rows, per-class sums by sort + reduceat, merged pairwise (Chan)."""
     from embstore.store.table import ActivationTable
 

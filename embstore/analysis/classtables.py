@@ -7,11 +7,15 @@ from the one recorded with them, so they are never stale and never recomputed fo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from embstore.analysis.classstats import class_stats
 from embstore.store.duck import dict_rows
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 
 @dataclass
@@ -26,10 +30,10 @@ class Materialised:
     recomputed: bool
 
 
-def materialise(store, kind: str, model_key: str, layer: str) -> Materialised:
+def materialise(store: StoreCore, kind: str, model_key: str, layer: str) -> Materialised:
     """Write class_prototypes or class_tstats rows of `model_key`/`layer` if out of date.
 
-    >>> materialise(Store.open(), "tstats", "resnet50@IMAGENET1K_V2", "layer4.2").n_classes  # doctest: +SKIP
+    >>> materialise(StoreCore.open(), "tstats", "resnet50@IMAGENET1K_V2", "layer4.2").n_classes  # doctest: +SKIP
     """
     import pyarrow as pa
 

@@ -5,8 +5,12 @@ close in WordNet (Wu-Palmer similarity) yet rank the true class low."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from embstore.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 
 @dataclass
@@ -22,10 +26,10 @@ class FailureReport:
     n_failures: int
 
 
-def failure_analysis(store, model_key: str, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
+def failure_analysis(store: StoreCore, model_key: str, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
     """Errors of `model_key` on the store's labelled images, its worst and its 'close' failures.
 
-    >>> failure_analysis(Store.open(), "resnet50@IMAGENET1K_V2").close[0]["wup"]  # doctest: +SKIP
+    >>> failure_analysis(StoreCore.open(), "resnet50@IMAGENET1K_V2").close[0]["wup"]  # doctest: +SKIP
     """
     from embstore.labels.imagenet import classes
     from embstore.labels.wordnet import path_similarity, wup_similarity

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from embstore.errors import ManifestError, NotFoundError
 from embstore.ingest.images import content_id
 from embstore.store.catalog import Catalog
 from embstore.store.table import ActivationTable
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 ROLES = ("object", "related", "unrelated")
 
@@ -187,7 +191,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def triplet_matching(
-    store,
+    store: StoreCore,
     triplets: Triplets,
     *,
     model_keys: list[str],

@@ -4,6 +4,7 @@ reference space (seed 004), stored in table rsa_results in network order."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from embstore.errors import NotFoundError
 from embstore.labels import vectors
 from embstore.store.catalog import Catalog
 from embstore.store.table import ActivationTable
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 
 @dataclass
@@ -38,7 +42,7 @@ class RsaReport:
 
 
 def run_rsa(
-    store,
+    store: StoreCore,
     model: str | None,
     reference: str = "glove",
     *,
@@ -53,7 +57,7 @@ def run_rsa(
     Concepts: labelled classes with a reference vector and at least `groups` images; image j of
     each concept (by id) goes to group j, so every concept is in every group once.
 
-    >>> run_rsa(Store.open(), "vgg16", "glove").rows[-1].acc_2v2  # doctest: +SKIP
+    >>> run_rsa(StoreCore.open(), "vgg16", "glove").rows[-1].acc_2v2  # doctest: +SKIP
     """
     with store.read() as con:
         key = Catalog(con).resolve_model(model)

@@ -9,7 +9,7 @@ weight rows; needs no images).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -20,14 +20,18 @@ from embstore.ingest import classifier as classifier_weights
 from embstore.ingest.layers import HIDDEN
 from embstore.labels.imagenet import classes
 from embstore.results import Answer, Neighbour
+from embstore.spec import ModelKey
 from embstore.store.catalog import Catalog
 from embstore.store.memo import JSONABLE, Codec
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 METHODS = ("prototype", "tstat", "hidden", "classifier")
 
 
 def similar_classes(
-    store,
+    store: StoreCore,
     cls: str,
     *,
     k: int = 9,
@@ -38,7 +42,7 @@ def similar_classes(
     """The k classes nearest to `cls` under `method`; with no method, prototype when the class has
     labelled images in the store, else the classifier weights (the notes say which was used).
 
-    >>> similar_classes(Store.open(), "knot", k=9).rows[0].label  # doctest: +SKIP
+    >>> similar_classes(StoreCore.open(), "knot", k=9).rows[0].label  # doctest: +SKIP
     'chain'
     """
     if method is not None and method not in METHODS:
@@ -58,14 +62,14 @@ def similar_classes(
         need = "at least 2 labelled images" if method == "tstat" else "labelled images"
         raise NotFoundError(
             f"class {target.name} ({target.wnid}) has {n} image(s) for {model_key}; {method} needs {need}. "
-            f"Ingest some with `embstore ingest --model {model_key.split('@')[0]} --images DIR` (one folder per "
+            f"Ingest some with `embstore ingest --model {ModelKey.parse(model_key).name} --images DIR` (one folder per "
             "wnid or class name), or use method='classifier'"
         )
     if target.index not in space.row_of:
         raise NotFoundError(
             f"class {target.name} ({target.wnid}) has {space.counts.get(target.index, 0)} image(s) for {model_key}: "
             f"too few (or no variance) for {method}; ingest more with `embstore ingest --model "
-            f"{model_key.split('@')[0]} --images DIR`"
+            f"{ModelKey.parse(model_key).name} --images DIR`"
         )
     q = space.base[space.row_of[target.index]][None, :]
     scores, idx = space.index.search(q, min(k + 1, len(space.base_labels)))
@@ -83,7 +87,7 @@ def similar_classes(
     return Answer(f"{target.name} ({target.wnid})", model_key, space.used, method, out[:k], notes)
 
 
-def _space(store, model_key: str, layer: str | None, method: str) -> _ClassSpace:
+def _space(store: StoreCore, model_key: str, layer: str | None, method: str) -> _ClassSpace:
     return store.cached(
         ("classes", model_key, layer, method),
         lambda: _ClassSpace.build(store, model_key, layer, method),
@@ -91,7 +95,7 @@ def _space(store, model_key: str, layer: str | None, method: str) -> _ClassSpace
     )
 
 
-def _best_method(store, model_key: str, layer: str | None, target) -> tuple[str, str]:
+def _best_method(store: StoreCore, model_key: str, layer: str | None, target) -> tuple[str, str]:
     """prototype when `target` has a usable class mean for this model, else classifier; and why."""
     try:
         space = _space(store, model_key, layer, "prototype")
@@ -104,7 +108,7 @@ def _best_method(store, model_key: str, layer: str | None, target) -> tuple[str,
     return "classifier", f"{target.name} has no labelled images for {model_key}, so its final-layer weights are used"
 
 
-def _resolve_model(store, model: str | None) -> list:
+def _resolve_model(store: StoreCore, model: str | None) -> list:
     """[model key, note on the choice or None] (a list: the memo stores it as JSON)."""
     with store.read() as con:
         return list(Catalog(con).resolve_model_noted(model))
@@ -113,7 +117,7 @@ def _resolve_model(store, model: str | None) -> list:
 @dataclass
 class _ClassSpace:
     """One vector per class under one method, L2-normalised in a FAISS flat index: built once per
-    store state (see `Store.cached`), then each query is one search."""
+    store state (see `StoreCore.cached`), then each query is one search."""
 
     used: str  # the layer (or 'all', 'classifier') the vectors come from
     labels: np.ndarray  # every class with a vector
@@ -151,19 +155,19 @@ class _ClassSpace:
         )
 
     @classmethod
-    def build(cls, store, model_key: str, layer: str | None, method: str) -> _ClassSpace:
+    def build(cls, store: StoreCore, model_key: str, layer: str | None, method: str) -> _ClassSpace:
         with store.read() as con:
             return cls._build(store, con, model_key, layer, method)
 
     @classmethod
-    def _build(cls, store, con, model_key: str, layer: str | None, method: str) -> _ClassSpace:
+    def _build(cls, store: StoreCore, con, model_key: str, layer: str | None, method: str) -> _ClassSpace:
         counts = Catalog(con).class_image_counts(model_key)
         if method == "classifier":
             w = classifier_weights.load(store, model_key)
             if w is None:
                 raise NotFoundError(
                     f"no classifier weights stored for {model_key}; re-run `embstore ingest --model "
-                    f"{model_key.split('@')[0]}` once to record them"
+                    f"{ModelKey.parse(model_key).name}` once to record them"
                 )
             labels, vectors, used = np.arange(w.shape[0]), w, "classifier"
         else:
@@ -188,7 +192,7 @@ _ClassSpace.CODEC = Codec(_ClassSpace.record, _ClassSpace.from_record)
 
 
 # -- resolution -----------------------------------------------------------------------------
-def _class_vectors(store, con, model_key: str, layer: str, method: str) -> tuple[np.ndarray, np.ndarray]:
+def _class_vectors(store: StoreCore, con, model_key: str, layer: str, method: str) -> tuple[np.ndarray, np.ndarray]:
     """(labels, one vector per class) for prototype/tstat/hidden; 'all' concatenates conv layers."""
     if layer == "all":
         names = [n for n, _, kind in Catalog(con).layers_with_vectors(model_key) if kind == "conv"]
@@ -208,7 +212,7 @@ def _class_vectors(store, con, model_key: str, layer: str, method: str) -> tuple
     if labels is None or not len(labels):
         raise NotFoundError(
             f"no labelled images for {model_key}; ingest some with `embstore ingest --model "
-            f"{model_key.split('@')[0]} --images DIR` (one folder per wnid or class name, or a "
+            f"{ModelKey.parse(model_key).name} --images DIR` (one folder per wnid or class name, or a "
             "manifest with a label column), or use method='classifier'"
         )
     return labels, np.concatenate(parts, axis=1)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embstore.analysis.failures import FailureReport, failure_analysis
 from embstore.analysis.matching import LayerMatching, Triplets, read_triplets, triplet_matching, write_image_manifest
 from embstore.errors import EmbstoreError, NotFoundError, UsageError
 from embstore.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 
 @dataclass
@@ -20,7 +24,7 @@ class MatchingReport:
 
 
 def matching(
-    store,
+    store: StoreCore,
     manifest: str,
     *,
     models: list[str] | None = None,
@@ -32,7 +36,7 @@ def matching(
 ) -> MatchingReport:
     """Seed 000's matching measures for every requested model and layer (table 2 when several models).
 
-    >>> matching(Store.open(), "poporo.csv", models=["resnet50"]).layers[0].auc  # doctest: +SKIP
+    >>> matching(StoreCore.open(), "poporo.csv", models=["resnet50"]).layers[0].auc  # doctest: +SKIP
     """
     triplets = read_triplets(manifest)
     if ingest_missing:
@@ -52,13 +56,13 @@ def matching(
     return MatchingReport(triplets, results, top1)
 
 
-def failures(store, model: str | None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
+def failures(store: StoreCore, model: str | None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
     with store.read() as con:
         key = Catalog(con).resolve_model(model)
     return failure_analysis(store, key, limit=limit, close_at=close_at)
 
 
-def class_tables(store, kind: str, model: str | None, layers: list[str] | None, progress=None):
+def class_tables(store: StoreCore, kind: str, model: str | None, layers: list[str] | None, progress=None):
     """Materialise prototypes or t-statistics for the given (default: every stored) layer."""
     from embstore.analysis.classtables import materialise
 
@@ -76,7 +80,7 @@ def class_tables(store, kind: str, model: str | None, layers: list[str] | None, 
     return out
 
 
-def class_pair(store, model: str | None, layer: str, a: str, b: str):
+def class_pair(store: StoreCore, model: str | None, layer: str, a: str, b: str):
     """(t, df) per channel of class a against class b on one layer (Welch)."""
     from embstore.analysis.classstats import class_stats, pairwise_welch
     from embstore.labels.imagenet import classes

@@ -373,14 +373,14 @@ def watch(owner: str) -> None:
 def _close_abandoned_run(path: str, run_id: str) -> str:
     """Mark `run_id` interrupted (if it is still `running`) and say what happened, in one line."""
     from embstore.store.catalog import Catalog
-    from embstore.store.store import Store
+    from embstore.store.core import StoreCore
 
     said = (
         "the ingest process ended abruptly (it was killed, or a Ray system process died and Ray ended it); "
         "everything it committed is kept"
     )
     try:
-        store = Store.open(path, wait=30.0)
+        store = StoreCore.open(path, wait=30.0)
         with store.writer_lock(), store.write() as con:
             marked = Catalog(con).interrupt_run(run_id, "the ingest process ended abruptly (killed, or Ray ended it)")
     except EmbstoreError as exc:  # another writer took the store first: it marks the run itself

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embstore.errors import ImageDecodeError, InputPathError, ManifestError
-from embstore.ingest.spec import Preprocessing
 from embstore.labels.imagenet import classes
+from embstore.spec import Preprocessing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 MANIFEST_SUFFIXES = {".csv", ".parquet"}

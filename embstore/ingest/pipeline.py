@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embstore.errors import StoreError, UsageError
 from embstore.ingest import classifier, models, tuning
@@ -35,10 +35,13 @@ from embstore.ingest.devices import (
 from embstore.ingest.extraction import ForwardBatch, capture_mode
 from embstore.ingest.images import DEFAULT_MAX_PIXELS, Discovery, ImageSource, Preprocess, decode_item, discover
 from embstore.ingest.layersets import select
-from embstore.ingest.spec import Preprocessing
+from embstore.spec import Preprocessing
 from embstore.store.catalog import Catalog
 from embstore.store.encoding import check_dtype
 from embstore.store.table import ActivationTable, CompactReport, Part, new_batch_id
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 COMMIT_SECONDS = 5.0
 COMMIT_BYTES = 256 << 20
@@ -82,7 +85,7 @@ class IngestResult:
 
 
 def ingest(
-    store,
+    store: StoreCore,
     model,
     images: str | None,
     *,
@@ -107,12 +110,19 @@ def ingest(
     cpus: int | None = None,
     relabel: bool = False,
 ) -> IngestResult:
-    """Ingest `images` (folder, class tree or manifest) through `model` into `store`.
+    """Ingest `images` through `model` into `store` (what `embstore.Store.ingest` runs).
 
-    `model` is a model name (`embstore models`) or any `torch.nn.Module`; a module needs `name`
-    and `preprocessing`, and is recorded with the hash of its weights. `progress(done, total)`
-    is called after each batch. `dtype` int8 stores ~0.3 × the float32 bytes (per-vector scale and
-    offset); commits happen every `commit_seconds` or `commit_bytes` of vectors, whichever first.
+    `images`: a folder, a class-per-folder tree, or a CSV/Parquet manifest; None: every image
+    already in the store (the way to add a model to an image set). Resumable: what is stored is
+    skipped. `model` is a name from `embstore.list_models()` or any `torch.nn.Module`; a module
+    needs `name` and `preprocessing`, and is recorded with the hash of its weights. `layers`: named
+    sets (blocks, relu, act, conv, seed003, seed004, all), graph node names and Keras names
+    (ingest/layersets.py). `preprocessing` for a named model: a preset ("keras-caffe", "keras-tf",
+    "keras-torch", "squash"), a Preprocessing, or {field: value} changes to the model's own; the
+    model key then names it (`resnet50@IMAGENET1K_V1~keras-caffe`). `progress(done, total)` is
+    called after each batch. `dtype` int8 stores ~0.3 × the float32 bytes (per-vector scale and
+    offset; readers still get float32); commits happen every `commit_seconds` or `commit_bytes` of
+    vectors, whichever first; a completed run ends with a compaction unless `compact=False`.
     `amp` (fp16 | bf16) autocasts the forward pass and `channels_last` changes the memory layout
     (both recorded with the run; amp falls back to float32 off CUDA, with a note; channels-last is
     on by default on CPU, where it runs CNNs 1.2-2 × faster: devices.py). `workers` decode
@@ -125,7 +135,7 @@ def ingest(
     one with `cpus` CPUs): decode tasks feed a pool of model actors (one GPU each where there are
     GPUs) and this process, the catalog's single writer, commits what they return.
 
-    >>> ingest(Store.open("s", create=True), "efficientnet_lite0", "photos/")  # doctest: +SKIP
+    >>> ingest(StoreCore.open("s", create=True), "efficientnet_lite0", "photos/")  # doctest: +SKIP
     IngestResult(run_id='…', model_key='efficientnet_lite0@tf-lite0', status='completed', …)
     """
     if batch_size < 1:
@@ -286,7 +296,7 @@ def ingest(
     return result
 
 
-def _finish_run(store, run_id: str, status: str, message, config: dict, *, failing) -> None:
+def _finish_run(store: StoreCore, run_id: str, status: str, message, config: dict, *, failing) -> None:
     """Record the run's end. Where that fails too (a full disk), the error that stopped the run is the
     one told; after a run that went well, one line says what was kept. The run's row stays `running`
     either way, and the next writer marks it interrupted (everything committed stays)."""
@@ -348,7 +358,7 @@ def _unmatched_note(unmatched: dict[str, int]) -> str:
     )
 
 
-def _stored_images(store, limit: int | None) -> Discovery:
+def _stored_images(store: StoreCore, limit: int | None) -> Discovery:
     """Every image the store already holds (by path), for running another model over them."""
     if store.catalog_path.exists():
         with store.read() as con:
@@ -429,7 +439,7 @@ class _Run:
     commit_seconds: float = COMMIT_SECONDS
     commit_bytes: int = COMMIT_BYTES
 
-    def __init__(self, store, table: ActivationTable, spec, chosen, todo, result: IngestResult):
+    def __init__(self, store: StoreCore, table: ActivationTable, spec, chosen, todo, result: IngestResult):
         self.store, self.table, self.spec, self.chosen, self.todo = store, table, spec, chosen, todo
         self.result = result
         self.dtypes = {}

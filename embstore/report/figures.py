@@ -5,19 +5,22 @@ matching / AUC / top-1 error bars (fig 6) and cosine against human ratings (fig 
 strips (seed 003 figs 1–2, seed 000 figs 7–10, failure cases, predictions) are in `strips`. Every function
 returns a `matplotlib.figure.Figure`; `save` writes it as PNG and SVG.
 
->>> save(roc(Store.open()), "figs/roc")  # doctest: +SKIP
+>>> save(roc(StoreCore.open()), "figs/roc")  # doctest: +SKIP
 [PosixPath('figs/roc.png'), PosixPath('figs/roc.svg')]
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embstore.errors import NotFoundError, UsageError
 from embstore.report.canvas import CAPTION, DPI, FORMATS, new_figure, png_bytes, save  # noqa: F401 - re-exported
 from embstore.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 KINDS = ("rsa", "roc", "errors", "ratings", "similar", "cases", "failures", "predictions")
 RELATED, UNRELATED = "#d62728", "#1f77b4"  # red / blue, as in seed 000 figs 4-5
@@ -29,7 +32,7 @@ RSA_MEASURES = {
 }
 
 
-def draw(store, kind: str, **options):
+def draw(store: StoreCore, kind: str, **options):
     """The figure of `kind` (one of KINDS) with that kind's options."""
     from embstore.report import strips
 
@@ -50,7 +53,7 @@ def draw(store, kind: str, **options):
 
 # -- seed 004: similarity encoding by layer ----------------------------------------------------
 def rsa_by_layer(
-    store, *, models: list[str] | None = None, references: list[str] | None = None, measure: str = "acc_2v2"
+    store: StoreCore, *, models: list[str] | None = None, references: list[str] | None = None, measure: str = "acc_2v2"
 ):
     """One line per (model, reference space) across the model's layers; filled markers where the
     permutation p < 0.05. With several models the x axis is relative depth (0 = first stored layer)."""
@@ -113,7 +116,7 @@ def _matching(con, manifest, models, layer):
     return [MatchingTables(con).read(sha, k, layer) for k in keys]
 
 
-def roc(store, *, manifest: str | None = None, models: list[str] | None = None, layer: str | None = None):
+def roc(store: StoreCore, *, manifest: str | None = None, models: list[str] | None = None, layer: str | None = None):
     """ROC curves of 'related' called by cosine over every threshold, one per model, AUC in the legend."""
     from embstore.analysis.matching import roc_curve
 
@@ -142,7 +145,7 @@ def roc(store, *, manifest: str | None = None, models: list[str] | None = None, 
     return fig
 
 
-def errors(store, *, manifest: str | None = None, models: list[str] | None = None, layer: str | None = None):
+def errors(store: StoreCore, *, manifest: str | None = None, models: list[str] | None = None, layer: str | None = None):
     """Per model: ImageNet top-1 error (labelled images in the store), matching error with its bootstrap
     95 % interval, and AUC error = 1 − AUC (seed 000 fig 6)."""
     with store.read() as con:
@@ -177,7 +180,7 @@ def errors(store, *, manifest: str | None = None, models: list[str] | None = Non
     return fig
 
 
-def ratings(store, *, manifest: str | None = None, model: str | None = None, layer: str | None = None):
+def ratings(store: StoreCore, *, manifest: str | None = None, model: str | None = None, layer: str | None = None):
     """cosine(object, related) and cosine(object, unrelated) against the human ratings of those pairs:
     red related, blue unrelated; o where the triplet was matched correctly, x where not (seed 000 fig 4)."""
     with store.read() as con:

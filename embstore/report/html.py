@@ -5,7 +5,7 @@ analysis with its tables and figures (triplet matching, failures, class statisti
 classes, similarity encoding). Figures and thumbnails are embedded as PNG data URIs, the CSS
 inline: the file opens anywhere, offline. A figure that cannot be drawn says why in its place.
 
->>> build_report(Store.open(), "report.html").figures  # doctest: +SKIP
+>>> build_report(StoreCore.open(), "report.html").figures  # doctest: +SKIP
 ['matching-errors', 'matching-roc', ...]
 """
 
@@ -17,9 +17,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embstore.errors import EmbstoreError, UsageError
 from embstore.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 MAX_ROWS = 200  # rows shown per table; the count says how many there are
 MAX_MODELS = 4  # per-model figures of each kind; the report says when there are more
@@ -36,7 +40,7 @@ class Report:
 
 
 def build_report(
-    store,
+    store: StoreCore,
     out: str | Path,
     *,
     cls: str | None = None,
@@ -78,7 +82,7 @@ def build_report(
 
 
 class _Page:
-    def __init__(self, store, progress):
+    def __init__(self, store: StoreCore, progress):
         self.store = store
         self.progress = progress or (lambda message: None)
         self.sections: list[tuple[str, str, list[str]]] = []  # (title, anchor, html parts)

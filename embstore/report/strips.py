@@ -5,11 +5,15 @@ worst / luck cases of triplet matching (seed 000 figs 7–10) and the worst clas
 from __future__ import annotations
 
 import textwrap
+from typing import TYPE_CHECKING
 
 from embstore.errors import NotFoundError, UsageError
 from embstore.report.canvas import CAPTION, new_figure, title
 from embstore.report.thumbnails import Thumbnails
 from embstore.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 CASE_TITLES = {
     "best": "best: matched, largest margin",
@@ -20,7 +24,7 @@ CASE_TITLES = {
 
 
 def similar(
-    store,
+    store: StoreCore,
     *,
     cls: str,
     k: int = 9,
@@ -86,7 +90,7 @@ def similar(
 
 
 def cases(
-    store,
+    store: StoreCore,
     *,
     manifest: str | None = None,
     model: str | None = None,
@@ -134,7 +138,7 @@ def cases(
     return fig
 
 
-def failures(store, *, model: str | None = None, n: int = 10, per_row: int = 5):
+def failures(store: StoreCore, *, model: str | None = None, n: int = 10, per_row: int = 5):
     """The n worst top-1 failures (highest rank of the true class), each image with its true and
     predicted class, the rank and probability of the true class."""
     from embstore.analysis.tasks import failures as failure_report
@@ -166,7 +170,7 @@ def failures(store, *, model: str | None = None, n: int = 10, per_row: int = 5):
     )
 
 
-def predictions(store, *, model: str | None = None, n: int = 12, per_row: int = 6):
+def predictions(store: StoreCore, *, model: str | None = None, n: int = 12, per_row: int = 6):
     """n stored images (spread evenly by path) with the model's top-1 and top-2 classes, and the true
     class where the image is labelled."""
     from embstore.labels.imagenet import classes
@@ -191,7 +195,9 @@ def _or_dash(value, fmt: str = "") -> str:
     return "–" if value is None else format(value, fmt)
 
 
-def _gallery(store, tiles: list[tuple[str, str, str]], heading: str, per_row: int, cell: tuple[float, float]):
+def _gallery(
+    store: StoreCore, tiles: list[tuple[str, str, str]], heading: str, per_row: int, cell: tuple[float, float]
+):
     """(image_id, path, caption) tiles in rows of `per_row`, each `cell` inches."""
     thumbs = Thumbnails(store).get_many([(i, p) for i, p, _ in tiles])
     per_row = min(per_row, len(tiles))

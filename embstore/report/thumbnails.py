@@ -13,6 +13,10 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 SIZE = 160  # longest side, pixels
 QUALITY = 85
@@ -21,11 +25,11 @@ QUALITY = 85
 class Thumbnails:
     """The store's thumbnail cache.
 
-    >>> Thumbnails(Store.open()).get("3f2a…", "/data/cat.jpg")  # doctest: +SKIP
+    >>> Thumbnails(StoreCore.open()).get("3f2a…", "/data/cat.jpg")  # doctest: +SKIP
     <PIL.Image.Image image mode=RGB size=160x120>
     """
 
-    def __init__(self, store, *, size: int = SIZE):
+    def __init__(self, store: StoreCore, *, size: int = SIZE):
         self.root = Path(store.path) / "thumbnails"
         self.size = size
 

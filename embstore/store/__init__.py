@@ -1,5 +1,5 @@
-"""The store: a directory with a DuckDB catalog, Parquet activation files and derived files."""
+"""Storage: the catalog, the activations table, their files and the plumbing that opens them (`StoreCore`)."""
 
-from embstore.store.store import Store
+from embstore.store.core import StoreCore
 
-__all__ = ["Store"]
+__all__ = ["StoreCore"]

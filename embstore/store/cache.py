@@ -14,11 +14,17 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import astuple
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+from embstore.spec import ModelKey
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 
-def derived_path(store, model_key: str, layer: str, name: str) -> Path:
+def derived_path(store: StoreCore, model_key: str, layer: str, name: str) -> Path:
     """Where the derived file `name` of one model layer lives.
 
     >>> from types import SimpleNamespace
@@ -27,7 +33,7 @@ def derived_path(store, model_key: str, layer: str, name: str) -> Path:
     """
     from urllib.parse import quote
 
-    name_part, weights = model_key.split("@", 1)
+    name_part, weights = astuple(ModelKey.parse(model_key))
     q = lambda v: quote(v, safe="")  # noqa: E731 - '/' in a layer name must not make a folder
     return store.indexes_root / f"model={q(name_part)}/weights={q(weights)}/layer={q(layer)}" / name
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 
 from embstore.errors import StoreError
+from embstore.spec import ModelKey
 from embstore.store.duck import dict_rows
 
 # The one definition of classification error: over a model's labelled images, the share whose true
@@ -52,7 +53,7 @@ class Catalog:
 
     def model_preprocessing(self, model_key: str):
         """The Preprocessing a stored model's vectors were computed with, or None for an unknown key."""
-        from embstore.ingest.spec import Preprocessing
+        from embstore.spec import Preprocessing
 
         rows = self.con.execute(
             """SELECT resize, crop, mean, std, interpolation, resize_mode, color, scale FROM models
@@ -208,14 +209,14 @@ class Catalog:
             return keys[0] if len(keys) == 1 else self.latest_model(keys)
         if model in keys:
             return model
-        named = [k for k in keys if k.split("@")[0] == model]
+        named = [k for k in keys if ModelKey.parse(k).name == model]
         if len(named) == 1:
             return named[0]
         if named:
             raise UnknownModelError(f"{model} is stored with several weights ({', '.join(named)}); give one of them")
-        from embstore.ingest.models import available_models
+        from embstore.spec import available_models
 
-        name = model.split("@")[0]
+        name = ModelKey.parse(model).name
         if name in available_models() or name.startswith("timm:"):
             raise UnknownModelError(
                 f"model {model} was never ingested into this store (it holds {', '.join(keys)}); run "

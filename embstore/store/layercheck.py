@@ -12,9 +12,18 @@ Rows found right are marked as graph-node rows and never checked again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from typing import TYPE_CHECKING
 
+from embstore.spec import ModelKey
 from embstore.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from embstore.store.core import StoreCore
+
+    ModuleCalls = Callable[[tuple], dict[str, int] | None]
 
 
 @dataclass
@@ -24,8 +33,13 @@ class LegacyLayer:
     reason: str
 
 
-def check(store, table) -> tuple[list[LegacyLayer], list[tuple[str, str]], list[str]]:
-    """(wrong layers, layers found right, notes) among the rows recorded with module naming."""
+def check(
+    store: StoreCore, table, module_calls: ModuleCalls | None
+) -> tuple[list[LegacyLayer], list[tuple[str, str]], list[str]]:
+    """(wrong layers, layers found right, notes) among the rows recorded with module naming.
+    `module_calls(origin)` gives {module name: calls per forward pass} of a stored model's
+    architecture, or None where it cannot be rebuilt (ingest/models.py `stored_module_calls`; the
+    store does not build networks); without it, only the stored widths are checked."""
     with store.read() as con:
         cat = Catalog(con)
         rows = cat.module_named_layers()
@@ -41,7 +55,7 @@ def check(store, table) -> tuple[list[LegacyLayer], list[tuple[str, str]], list[
             wrong.append(LegacyLayer(model_key, layer, f"vectors are {width} wide, the catalog says {channels}"))
             continue
         if model_key not in architectures:
-            architectures[model_key] = _calls(origins[model_key])
+            architectures[model_key] = module_calls(origins[model_key]) if module_calls else None
         calls = architectures[model_key]
         if calls is None:
             unchecked.setdefault(model_key, []).append(layer)
@@ -60,13 +74,13 @@ def check(store, table) -> tuple[list[LegacyLayer], list[tuple[str, str]], list[
     return wrong, right, notes
 
 
-def repair(store, table, wrong: list[LegacyLayer], right: list[tuple[str, str]]) -> list[str]:
+def repair(store: StoreCore, table, wrong: list[LegacyLayer], right: list[tuple[str, str]]) -> list[str]:
     """Delete the vectors of `wrong` layers and forget them; mark `right` ones as graph-node rows."""
     from embstore.store.duck import sql_literal
 
     done = []
     for item in wrong:
-        name, weights = item.model_key.split("@", 1)
+        name, weights = astuple(ModelKey.parse(item.model_key))
         dt = table.delta()
         if dt is not None:
             where = f"model = {sql_literal(name)} AND weights = {sql_literal(weights)}"
@@ -87,7 +101,7 @@ def repair(store, table, wrong: list[LegacyLayer], right: list[tuple[str, str]])
     return done
 
 
-def _stored_width(store, table, model_key: str, layer: str) -> int | None:
+def _stored_width(store: StoreCore, table, model_key: str, layer: str) -> int | None:
     """The width of one stored vector of the layer (all vectors of a layer have one width), or None."""
     import pyarrow.compute as pc
 
@@ -102,20 +116,3 @@ def _stored_width(store, table, model_key: str, layer: str) -> int | None:
         width = max(pc.list_value_length(head.column(c))[0].as_py() or 0 for c in columns)
         return int(width) or None
     return None
-
-
-def _calls(origin) -> dict[str, int] | None:
-    """{module name: calls per forward pass} of the stored model's architecture, or None for one
-    the store cannot rebuild (a torch module, a name this installation does not know)."""
-    from embstore.errors import EmbstoreError
-    from embstore.ingest import models
-    from embstore.ingest.layers import module_call_counts
-
-    name, tag, _sha, _weights = origin
-    if tag.startswith("module-"):
-        return None
-    try:
-        net, spec, _ = models.load(name, "none")
-    except EmbstoreError:  # a name this installation does not know (a timm model without timm, …)
-        return None
-    return module_call_counts(net, spec.preprocessing.size)

@@ -11,11 +11,15 @@ runs again; the old files are deleted only after the commit.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from embstore.store.table import ActivationTable
 
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
-def convert_legacy(store) -> list[str]:
+
+def convert_legacy(store: StoreCore) -> list[str]:
     """Move the vectors of the legacy Parquet files into the Delta table. Call holding the writer lock."""
     import numpy as np
     import pyarrow as pa

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,9 +11,12 @@ from embstore.results import Vectors
 from embstore.store.catalog import Catalog
 from embstore.store.table import ActivationTable
 
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
+
 
 def layer_vectors(
-    store,
+    store: StoreCore,
     model: str | None,
     layer: str,
     *,

@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embstore.errors import UsageError
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 # statements a read-only `embstore sql` refuses before DuckDB sees them (they write files, attach
 # other databases or install code); every other statement is still confined by the sandbox
@@ -31,12 +35,12 @@ def sandbox(con, files: Sequence[str], allow: Sequence[Path] = ()) -> None:
 
 
 def run_sql(
-    store, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()
+    store: StoreCore, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()
 ) -> tuple[list[str], list[tuple]]:
     """(column names, rows) of `query`; read-only unless `write`; files only in the store and `allow`.
 
     >>> import embstore, tempfile
-    >>> run_sql(embstore.open(tempfile.mkdtemp(), create=True), "SELECT imagenet_name(616) AS name")
+    >>> run_sql(embstore.open(tempfile.mkdtemp(), create=True).core, "SELECT imagenet_name(616) AS name")
     (['name'], [('knot',)])
     """
     import duckdb

@@ -28,14 +28,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import numpy as np
 
 from embstore.errors import OutsideStoreError, StoreError, is_rust_panic
+from embstore.spec import ModelKey
 from embstore.store.catalog import Catalog
 from embstore.store.duck import quote_identifier, sql_literal
 from embstore.store.encoding import PARTITIONS, SQL_DECODE, decode, encode
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
 
 CHUNK_ROWS = 4096
 # a reader decodes a row group at once, with ~3 x its values in list levels and buffers: 1024 rows of
@@ -74,7 +79,7 @@ class CompactReport:
 class ActivationTable:
     """The Delta table of a store's vectors: commit, pin, reconcile, compact, read."""
 
-    def __init__(self, store):
+    def __init__(self, store: StoreCore):
         self.store = store
         self.location = store.location
 
@@ -162,7 +167,8 @@ class ActivationTable:
             )
         files = "[" + ", ".join(sql_literal(r) for r in rels) + "]"
         return (
-            f"SELECT image_id, model || '@' || weights AS model_key, model, weights, layer, {SQL_DECODE} AS vec "
+            f"SELECT image_id, {ModelKey.sql('model', 'weights')} AS model_key, model, weights, layer, "
+            f"{SQL_DECODE} AS vec "
             f"FROM read_parquet({files}, hive_partitioning = true, hive_types = {HIVE_TYPES}) WHERE {VIEW_MARK}"
         )
 
@@ -531,7 +537,7 @@ class ActivationTable:
         return pa.table(
             {
                 "rel_path": rels,
-                "model_key": [f"{m}@{w}" for m, w in zip(models, weights)],
+                "model_key": [str(ModelKey(m, w)) for m, w in zip(models, weights)],
                 "layer": adds.column("partition.layer").to_pylist(),
                 "n_rows": pa.array(rows, pa.int64()),
                 "n_bytes": adds.column("size_bytes").cast(pa.int64()),

@@ -14,12 +14,18 @@ call under the name of its first (store/layercheck.py) are listed, and repair re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
+from typing import TYPE_CHECKING
 
+from embstore.spec import ModelKey
 from embstore.store import layercheck
 from embstore.store.catalog import Catalog
 from embstore.store.locks import writer_running
 from embstore.store.table import ActivationTable
+
+if TYPE_CHECKING:
+    from embstore.store.core import StoreCore
+    from embstore.store.layercheck import ModuleCalls
 
 
 @dataclass
@@ -51,8 +57,9 @@ class VerifyReport:
         )
 
 
-def verify(store, *, repair: bool = False) -> VerifyReport:
-    """Check (and with `repair`, fix) the store; repair needs the writer lock held by the caller."""
+def verify(store: StoreCore, *, repair: bool = False, module_calls: ModuleCalls | None = None) -> VerifyReport:
+    """Check (and with `repair`, fix) the store; repair needs the writer lock held by the caller.
+    `module_calls`: how layers stored before they were graph nodes are checked (layercheck.py)."""
     table = ActivationTable(store)
     report = VerifyReport()
     if repair:
@@ -61,7 +68,7 @@ def verify(store, *, repair: bool = False) -> VerifyReport:
             store.restored = None
         report.repaired += table.reconcile()
     _check(store, table, report, holding_lock=repair)
-    wrong, right = _check_layers(store, table, report)
+    wrong, right = _check_layers(store, table, report, module_calls)
     if repair and (wrong or right):
         report.repaired += layercheck.repair(store, table, wrong, right)
         report.wrong_layers = []
@@ -76,20 +83,20 @@ def verify(store, *, repair: bool = False) -> VerifyReport:
         _repair(store, table, report)
         fresh = VerifyReport(repaired=report.repaired)
         _check(store, table, fresh, holding_lock=True)
-        _check_layers(store, table, fresh)
+        _check_layers(store, table, fresh, module_calls)
         return fresh
     return report
 
 
-def _check_layers(store, table: ActivationTable, report: VerifyReport):
+def _check_layers(store: StoreCore, table: ActivationTable, report: VerifyReport, module_calls):
     """Layers an earlier embstore stored under a name that now means another graph node (layercheck.py)."""
-    wrong, right, notes = layercheck.check(store, table)
+    wrong, right, notes = layercheck.check(store, table, module_calls)
     report.wrong_layers = [f"{w.model_key} {w.layer}: {w.reason}" for w in wrong]
     report.notes += notes
     return wrong, right
 
 
-def _check(store, table: ActivationTable, report: VerifyReport, *, holding_lock: bool = False) -> None:
+def _check(store: StoreCore, table: ActivationTable, report: VerifyReport, *, holding_lock: bool = False) -> None:
     """Fill `report`; `holding_lock`: the caller is the writer (repair), so no other one is running."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -141,7 +148,7 @@ def _check(store, table: ActivationTable, report: VerifyReport, *, holding_lock:
                 report.uncommitted_batches = -1  # unreadable newer files: repair reconciles
 
 
-def _repair_outside(store, table: ActivationTable, report: VerifyReport) -> None:
+def _repair_outside(store: StoreCore, table: ActivationTable, report: VerifyReport) -> None:
     """Drop catalog rows naming files outside the table by pinning again what the Delta log lists; the
     files themselves are never touched. Log entries that lead outside are left for a person to judge."""
     import os
@@ -169,7 +176,7 @@ def _repair_outside(store, table: ActivationTable, report: VerifyReport) -> None
     report.outside = sorted(in_log)
 
 
-def _repair(store, table: ActivationTable, report: VerifyReport) -> None:
+def _repair(store: StoreCore, table: ActivationTable, report: VerifyReport) -> None:
     import shutil
 
     for rel in report.corrupt:  # a copy in <store>/quarantine, then gone from the table's folder
@@ -188,7 +195,7 @@ def _repair(store, table: ActivationTable, report: VerifyReport) -> None:
             table.pin(con, dt)
     lost = _lost_images(store, table)
     for model_key, ids in lost.items():
-        name, weights = model_key.split("@", 1)
+        name, weights = astuple(ModelKey.parse(model_key))
         if dt is not None:
             from embstore.store.duck import sql_literal
 
@@ -209,7 +216,7 @@ def _repair(store, table: ActivationTable, report: VerifyReport) -> None:
         report.repaired.append(f"marked {report.interrupted_runs} unfinished run(s) interrupted")
 
 
-def _lost_images(store, table: ActivationTable) -> dict[str, set[str]]:
+def _lost_images(store: StoreCore, table: ActivationTable) -> dict[str, set[str]]:
     """{model_key: image ids recorded with a layer whose vector the pinned files no longer hold}."""
     with store.read() as con:
         cat = Catalog(con)

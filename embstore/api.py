@@ -1,0 +1,458 @@
+"""The public API: `Store`, the noun a notebook holds, and the module-level helpers `embstore` exports.
+
+Each verb of `Store` is one call into the module that owns its concept, with that function's
+defaults; the plumbing (connections, the writer lock, snapshots, paths) is `store.core`, a
+`StoreCore` (embstore/store/core.py) that every library function takes. This is the one module
+that imports every layer of the package (tests/test_architecture.py holds the others to theirs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from embstore.store.core import StoreCore
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from embstore.analysis.classtables import Materialised
+    from embstore.analysis.failures import FailureReport
+    from embstore.analysis.rsatables import RsaReport
+    from embstore.analysis.tasks import MatchingReport
+    from embstore.ingest.layers import LayerInfo, Layers
+    from embstore.ingest.pipeline import IngestResult
+    from embstore.report.html import Report
+    from embstore.results import Answer, Vectors
+    from embstore.spec import ModelSpec, Preprocessing
+    from embstore.store.table import CompactReport
+    from embstore.store.tablecheck import VerifyReport
+
+Progress = Callable[[int, int], None]
+
+
+class Store:
+    """An embstore store: open one with `embstore.open(path)`; use it as a context manager to close it."""
+
+    __slots__ = ("core",)
+
+    def __init__(self, core: StoreCore) -> None:
+        """The verbs of `core` (what `embstore.open` makes)."""
+        self.core = core  # the plumbing: connections, writer lock, snapshots, paths (embstore/store/core.py)
+
+    @property
+    def path(self) -> Path:
+        """The store's folder."""
+        return self.core.path
+
+    def close(self) -> None:
+        """Release the kept read-only connection (relations from `sql()` stop working)."""
+        self.core.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<embstore.Store {self.path}>"
+
+    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
+        """A DuckDB relation of `query` on a read-only connection with embstore's UDFs, kept until
+        `close()` (or the next write by this process): `store.sql("SELECT * FROM runs").df()`."""
+        return self.core.relation(query)
+
+    def ingest(
+        self,
+        images: str | Path | None = None,
+        *,
+        model: Any = "efficientnet_lite0",
+        weights: str = "DEFAULT",
+        layers: str | Sequence[str] = "blocks",
+        batch_size: int = 32,
+        device: str = "auto",
+        workers: int | None = None,
+        limit: int | None = None,
+        max_pixels: int = 100_000_000,
+        name: str | None = None,
+        preprocessing: Preprocessing | str | dict | None = None,
+        progress: Progress | None = None,
+        dtype: str = "float32",
+        commit_seconds: float = 5.0,
+        compact: bool = True,
+        amp: str = "off",
+        channels_last: bool | None = None,
+        engine: str = "local",
+        address: str | None = None,
+        cpus: int | None = None,
+        relabel: bool = False,
+    ) -> IngestResult:
+        """Run `model` over `images` (a folder, class-per-folder tree or CSV/Parquet manifest; default: the
+        images already in the store) and store each chosen layer's pooled vector; resumable. Every option
+        is documented once, in `help(embstore.ingest.pipeline.ingest)`."""
+        from embstore.ingest.pipeline import ingest
+
+        return ingest(
+            self.core,
+            model,
+            None if images is None else str(images),
+            weights=weights,
+            layers=layers if isinstance(layers, str) else list(layers),
+            batch_size=batch_size,
+            device=device,
+            workers=workers,
+            limit=limit,
+            max_pixels=max_pixels,
+            name=name,
+            preprocessing=preprocessing,
+            progress=progress,
+            dtype=dtype,
+            commit_seconds=commit_seconds,
+            compact=compact,
+            amp=amp,
+            channels_last=channels_last,
+            engine=engine,
+            address=address,
+            cpus=cpus,
+            relabel=relabel,
+        )
+
+    def vectors(
+        self,
+        model: str | None = None,
+        layer: str = "hidden",
+        *,
+        images: Sequence[str] | None = None,
+        labels: Sequence[int | str] | None = None,
+    ) -> Vectors:
+        """The stored vectors of one model layer (read when first used), optionally only some image ids
+        or classes (names, wnids or indices). See `embstore.Vectors` for the conversions."""
+        from embstore.store.reading import layer_vectors
+
+        return layer_vectors(self.core, model, layer, images=images, labels=labels)
+
+    def similar_classes(
+        self, cls: str, *, k: int = 9, model: str | None = None, layer: str | None = None, method: str | None = None
+    ) -> Answer:
+        """The k classes nearest to `cls` by `method`: prototype, tstat, hidden or classifier (seed 003);
+        by default the one the store can answer (as `embstore query similar`)."""
+        from embstore.analysis.similarity import similar_classes
+
+        return similar_classes(self.core, cls, k=k, model=model, layer=layer, method=method)
+
+    def nearest_images(
+        self, image: str | Path, *, k: int = 10, model: str | None = None, layer: str = "hidden", index: str = "auto"
+    ) -> Answer:
+        """The k stored images nearest to `image` (a stored id or prefix, a stored path, or any image file)."""
+        from embstore.search import nearest_images
+
+        return nearest_images(self.core, str(image), k=k, model=model, layer=layer, index=index)
+
+    def run_sql(
+        self, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()
+    ) -> tuple[list[str], list[tuple]]:
+        """(column names, rows) of `query`, read-only unless `write`, in a sandbox: DuckDB may open
+        only the store's data files and the folders in `allow` (what `embstore sql` runs)."""
+        from embstore.store.sql import run_sql
+
+        return run_sql(self.core, query, write=write, allow=allow)
+
+    def tables(self) -> list[tuple[str, str]]:
+        """(name, 'table' or 'view') of everything SQL can read in the catalog."""
+        from embstore.store.catalog import Catalog
+
+        with self.core.read() as con:
+            return Catalog(con).tables()
+
+    def status(self) -> dict[str, Any]:
+        """Counts of images, models, vectors, files, runs and errors, and per model its top-1/top-5 error."""
+        from embstore.store.catalog import Catalog
+
+        with self.core.read() as con:
+            return {"path": str(self.core.path), "activations": self.core.location.table_uri, **Catalog(con).summary()}
+
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Check that the catalog and the files agree; `repair` makes them agree, under the writer lock
+        (deleting what looks uncommitted while an ingest commits it would lose a batch in flight)."""
+        from embstore.ingest.models import stored_module_calls
+        from embstore.store.tablecheck import verify
+
+        if not repair:
+            return verify(self.core, module_calls=stored_module_calls)
+        with self.core.writer_lock():
+            return verify(self.core, repair=True, module_calls=stored_module_calls)
+
+    def compact(self, *, target_size_mb: float = 128, retain_hours: float = 1) -> CompactReport:
+        """Merge the activations table's small files into files of about `target_size_mb`, then delete
+        files that no pinned version has listed for `retain_hours` (readers of an older pin keep theirs)."""
+        from embstore.store.table import ActivationTable
+
+        with self.core.writer_lock():
+            return ActivationTable(self.core).compact(
+                target_size=int(target_size_mb * (1 << 20)), retain_hours=retain_hours
+            )
+
+    def match_triplets(
+        self,
+        manifest: str | Path,
+        *,
+        models: Sequence[str] | None = None,
+        layers: Sequence[str] | None = None,
+        ingest_missing: bool = False,
+        weights: str = "DEFAULT",
+        n_boot: int = 1000,
+        progress: Progress | None = None,
+    ) -> MatchingReport:
+        """Related/unrelated matching error, bootstrap CI and ROC AUC per model and layer (seed 000)."""
+        from embstore.analysis.tasks import matching
+
+        with self.core.writer_lock():  # stores its results (and with ingest_missing, vectors)
+            return matching(
+                self.core,
+                str(manifest),
+                models=list(models) if models else None,
+                layers=list(layers) if layers else None,
+                ingest_missing=ingest_missing,
+                weights=weights,
+                n_boot=n_boot,
+                progress=progress,
+            )
+
+    def failures(self, model: str | None = None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
+        """Top-1/top-5 error and the failures ranking the true class lowest (seed 000 table 1)."""
+        from embstore.analysis.tasks import failures
+
+        return failures(self.core, model, limit=limit, close_at=close_at)
+
+    def class_tables(
+        self,
+        kind: str,
+        model: str | None = None,
+        layers: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> list[Materialised]:
+        """Materialise `kind` = 'prototypes' or 'tstats' per layer as catalog tables (seed 003 §3);
+        `progress(1, layers)` after each layer."""
+        from embstore.analysis.tasks import class_tables
+
+        with self.core.writer_lock():
+            return class_tables(self.core, kind, model, list(layers) if layers else None, progress)
+
+    def class_pair(self, a: str, b: str, *, layer: str, model: str | None = None) -> tuple[Any, Any, Any]:
+        """(class a, class b, (t, df)) per channel: Welch's t of class a against class b on one layer."""
+        from embstore.analysis.tasks import class_pair
+
+        return class_pair(self.core, model, layer, a, b)
+
+    def rsa(
+        self,
+        model: str | None = None,
+        reference: str = "glove",
+        *,
+        groups: int = 5,
+        permutations: int = 1000,
+        seed: int = 0,
+        layers: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> RsaReport:
+        """2 vs 2 accuracy, permutation p, RSA r and 1 vs 2 accuracy per layer (seed 004), stored."""
+        from embstore.analysis.rsatables import run_rsa
+
+        with self.core.writer_lock():
+            return run_rsa(
+                self.core,
+                model,
+                reference,
+                groups=groups,
+                n_permutations=permutations,
+                seed=seed,
+                layers=list(layers) if layers else None,
+                progress=progress,
+            )
+
+    def figure(self, kind: str, **options: Any) -> Any:
+        """A matplotlib figure of `kind` (rsa, roc, errors, ratings, similar, cases, failures, predictions)."""
+        from embstore.report.figures import draw
+
+        return draw(self.core, kind, **options)
+
+    def report(
+        self,
+        out: str | Path = "report.html",
+        *,
+        cls: str | None = None,
+        manifest: str | None = None,
+        k: int = 9,
+        progress: Callable[[str], None] | None = None,
+    ) -> Report:
+        """Write one self-contained HTML report of the store and every computed analysis."""
+        from embstore.report.html import build_report
+
+        return build_report(self.core, out, cls=cls, manifest=manifest, k=k, progress=progress)
+
+
+def open(  # noqa: A001 - the API's verb
+    path: str | Path | None = None,
+    *,
+    create: bool = False,
+    keep_reader: bool = False,
+    defer_creation: bool = False,
+    activations: str | Path | None = None,
+    wait: float = 0.0,
+    on_wait: Callable[[str], None] | None = None,
+    restore_catalog: bool = False,
+) -> Store:
+    """Open the store at `path` (default: $EMBSTORE_HOME, else ~/.embstore), migrating it if needed.
+
+    `activations` (with `create`): a new store's table elsewhere, a folder or `s3://bucket/prefix`.
+    `keep_reader`: one read-only connection until `close()` (faster queries; no other writer meanwhile).
+    `defer_creation` (with `create`): the folder is made when first used (a failed call leaves nothing).
+    Writing calls take the writer lock: StoreBusyError names another holder, at once or after `wait` s
+    (`on_wait(holder)` is told). A damaged catalog raises CatalogDamagedError; `restore_catalog` swaps in
+    its last snapshot, and `store.verify(repair=True)` rolls the table back to what that snapshot recorded.
+
+    >>> import tempfile
+    >>> store = open(tempfile.mkdtemp(), create=True)
+    >>> store.status()["models"]
+    0
+    """
+    return Store(
+        StoreCore.open(
+            path,
+            create=create,
+            keep_reader=keep_reader,
+            defer_creation=defer_creation,
+            activations=activations,
+            wait=wait,
+            on_wait=on_wait,
+            restore_catalog=restore_catalog,
+        )
+    )
+
+
+def list_models() -> tuple[str, ...]:
+    """Every model name `Store.ingest(model=…)` accepts (timm models as `timm:NAME` too).
+
+    >>> "densenet121" in list_models()
+    True
+    """
+    from embstore.spec import available_models
+
+    return available_models()
+
+
+def describe_model(name: str, weights: str = "DEFAULT") -> ModelSpec:
+    """The weights tag and preprocessing `name` would be ingested with (builds no network).
+
+    >>> describe_model("resnet50").preprocessing.crop
+    224
+    """
+    from embstore.ingest.models import describe
+
+    return describe(name, weights)
+
+
+def model_weights(name: str) -> tuple:
+    """Every pretrained weights of `name` (name, published top-1/top-5, default), without importing torch.
+
+    >>> [w.name for w in model_weights("resnet50") if w.default]
+    ['IMAGENET1K_V2']
+    """
+    from embstore.ingest.models import weights_choices
+
+    return weights_choices(name)
+
+
+def model_layers(name: str) -> Layers:
+    """`name`'s layers, its graph nodes in forward order, measured by a real run of the network with
+    random weights (then cached for these versions of embstore, torch, torchvision and timm)."""
+    from embstore.ingest.layers import cached, discover, remember
+    from embstore.ingest.models import describe, load
+
+    size = describe(name, "none").preprocessing.size  # checks the name before torch is imported
+    layers = cached(name, size)
+    if layers is None:
+        net, spec, _ = load(name, "none")
+        layers = discover(net, name, size)
+        remember(name, size, layers)
+    return layers
+
+
+def preprocessing_changes(*, preset: str | None = None, **fields: Any) -> dict | None:
+    """{field: value} changes to a model's own preprocessing from text options (what the CLI's
+    --preprocessing, --crop none, --mean a,b,c give), or None when nothing changes.
+
+    >>> preprocessing_changes(preset="keras-caffe", interpolation="bilinear")
+    {'preset': 'keras-caffe', 'interpolation': 'bilinear'}
+    """
+    from embstore.errors import UsageError
+
+    out: dict = {"preset": preset} if preset else {}
+    for field, value in fields.items():
+        if value is None:
+            continue
+        if field == "crop" and isinstance(value, str):
+            if value.lower() == "none":
+                value = None
+            elif value.isdigit() and int(value) > 0:
+                value = int(value)
+            else:
+                raise UsageError(f"crop must be a number of pixels or none, not '{value}'")
+        elif field in ("mean", "std") and isinstance(value, str):
+            try:
+                value = tuple(float(v) for v in value.split(","))
+            except ValueError:
+                raise UsageError(f"{field} must be three numbers a,b,c, not '{value}'") from None
+            if len(value) != 3:
+                raise UsageError(f"{field} must be three numbers a,b,c, not '{','.join(map(str, value))}'")
+        out[field] = value
+    return out or None
+
+
+def layer_set(name: str, set_name: str, layers: list[LayerInfo] | None = None) -> list[LayerInfo]:
+    """The layers of one named set of `name` (blocks, relu, act, conv, seed003, seed004, all)."""
+    from embstore.ingest.layersets import SETS, members
+
+    if set_name not in SETS:
+        from embstore.errors import UsageError
+
+        raise UsageError(f"unknown layer set '{set_name}'; choose one of {', '.join(SETS)}")
+    return members(layers if layers is not None else model_layers(name), set_name, name)
+
+
+def layer_aliases(name: str, scheme: str = "keras") -> dict[str, str]:
+    """{Keras layer name: node name} of `name` (VGG, ResNet, Inception v3), as the papers name layers."""
+    from embstore.ingest.layersets import aliases
+
+    return aliases(model_layers(name), name, scheme)
+
+
+def sample_images() -> Path:
+    """The folder of real photos bundled with embstore (the demo's input).
+
+    >>> sorted(p.name for p in sample_images().iterdir())[:2]
+    ['astronaut.png', 'chelsea.png']
+    """
+    from embstore.resources import sample_images_dir
+
+    return sample_images_dir()
+
+
+def sample_data() -> Path:
+    """The bundled data: `samples/` (photos), `demo/photos.csv` (labels), `demo/triplets.csv` (triplets).
+
+    >>> (sample_data() / "demo" / "photos.csv").is_file()
+    True
+    """
+    from embstore.resources import data_dir
+
+    return data_dir()
+
+
+def save_figure(fig: Any, out: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Write a figure from `Store.figure()` as OUT.png, OUT.svg (and .pdf); returns the paths."""
+    from embstore.report.canvas import save
+
+    return save(fig, out, formats)
