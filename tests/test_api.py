@@ -1,5 +1,6 @@
 """The public Python API: what a notebook user sees after `import embstore`."""
 
+import json
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 
 import embstore
 
-from .conftest import ROOT, make_images
+from .conftest import ROOT, make_images, run_embstore
 
 
 @pytest.fixture
@@ -267,3 +268,21 @@ def test_each_stored_layer_has_a_typed_view_for_array_functions(synthetic):
     ).fetchall()[0][0]
     u, v = data["vectors"]["conv_a"][0].astype(np.float64), data["vectors"]["conv_a"][5].astype(np.float64)
     assert cos == pytest.approx(u @ v / np.linalg.norm(u) / np.linalg.norm(v), rel=1e-6)
+
+
+def test_similar_classes_from_python_picks_its_method_as_the_cli_does(tmp_path):
+    """No images of espresso: the default (no method) answers by the classifier, as `query similar`
+    does; with images (tench) it is the prototype. The façade once defaulted to prototype and raised."""
+    store = embstore.open(tmp_path / "s", create=True)
+    embstore.testing.populate(store, n_classes=4, per_class=3, layers={"conv_a": 8, "hidden": 6})
+    espresso = store.similar_classes("espresso", k=3)
+    assert espresso.method == "classifier" and len(espresso.rows) == 3
+    assert [r.label for r in espresso.rows] == [
+        r.label for r in store.similar_classes("espresso", k=3, method="classifier").rows
+    ]
+    with pytest.raises(embstore.NotFoundError):
+        store.similar_classes("espresso", k=3, method="prototype")
+    assert store.similar_classes("tench", k=2).method == "prototype"
+    cli = run_embstore("--store", store.path, "--json", "query", "similar", "espresso", "--k", "3")
+    assert cli.returncode == 0, cli.stderr
+    assert [r["name"] for r in json.loads(cli.stdout)["results"]] == [r.label for r in espresso.rows]
