@@ -63,6 +63,20 @@ def test_rsa_table_for_a_layer_that_encodes_the_word_vectors(tmp_path):
     _, rows = run_sql(store.core, "SELECT layer, acc_2v2, p_value, reference FROM rsa_results ORDER BY layer_order")
     assert [r[0] for r in rows] == ["noise", "encodes"] and rows[1][3] == "glove-6B-50d"
     assert rows[1][1] == pytest.approx(by_layer["encodes"].acc_2v2)
+    # the stored RSA r: scipy on the upper triangles of 1 - Pearson RDMs of GloVe and of the class
+    # prototypes (each concept's mean over its 5 group images), computed here without embstore
+    from scipy.stats import pearsonr, spearmanr
+
+    iu = np.triu_indices(n, 1)
+    ref_rdm = (1 - np.corrcoef(glove))[iu]
+    _, stored = run_sql(store.core, "SELECT layer, rsa_spearman, rsa_pearson FROM rsa_results ORDER BY layer_order")
+    for layer, s_rsa, p_rsa in stored:
+        xl = data["vectors"][layer].astype(np.float64)
+        protos = np.stack([np.mean([xl[np.nonzero(y == c)[0][g]] for g in range(5)], axis=0) for c in range(n)])
+        layer_rdm = (1 - np.corrcoef(protos))[iu]
+        assert s_rsa == pytest.approx(spearmanr(ref_rdm, layer_rdm).statistic, abs=1e-9), layer
+        assert p_rsa == pytest.approx(pearsonr(ref_rdm, layer_rdm).statistic, abs=1e-9), layer
+    assert stored[1][1] > 0.3 and abs(stored[0][1]) < 0.15, stored  # the encoding layer follows GloVe, noise not
     wn = run_rsa(store.core, None, "wordnet-wup", groups=5, n_permutations=0)
     assert all(r.p_value is None for r in wn.rows) and len(wn.concepts) == n
 

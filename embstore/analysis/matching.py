@@ -52,32 +52,13 @@ class LayerMatching:
 
 def read_triplets(path: str | Path) -> Triplets:
     """A CSV/Parquet manifest with columns object, related, unrelated [, rating_related, rating_unrelated]."""
-    import pyarrow as pa
+    from embstore.ingest.manifest import read_manifest
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise NotFoundError(f"triplet manifest {path} does not exist")
-    try:
-        if path.suffix.lower() == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        else:
-            import pyarrow.csv as pcsv
-
-            table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ManifestError(f"triplet manifest {path} cannot be read: {str(exc).splitlines()[0]}") from None
-    cols = {c.lower(): c for c in table.column_names}
-    missing = [r for r in ROLES if r not in cols]
-    if missing:
-        raise ManifestError(
-            f"triplet manifest {path} lacks column(s) {', '.join(missing)} (has: {', '.join(table.column_names)})"
-        )
-    rows = table.to_pylist()
-    if not rows:
-        raise ManifestError(f"triplet manifest {path} lists no triplets")
-    base = path.resolve().parent
+    m = read_manifest(path, "triplet manifest", required=ROLES, unique=ROLES, rows_are="triplets")
+    rows, cols, base = m.rows, m.columns, m.base
     out, ratings = [], []
     for n, row in enumerate(rows):
         trio = []

@@ -203,13 +203,20 @@ def similarity_encoding(
     return TwoVsTwo(observed, per_group, p, n_permutations, null)
 
 
-def rsa(reference: np.ndarray, layer: np.ndarray) -> tuple[float, float]:
-    """Classic RSA: (Spearman, Pearson) between the upper triangles of the two correlation-distance RDMs."""
+def rsa(
+    reference: np.ndarray | None, layer: np.ndarray, *, reference_matrix: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Classic RSA: (Spearman, Pearson) between the upper triangles of the two correlation-distance
+    RDMs; `reference_matrix` gives the reference's similarities directly (WordNet's, for one), and
+    `reference` is then not read."""
     from scipy.stats import pearsonr, spearmanr
 
-    k = reference.shape[0]
-    upper = np.triu_indices(k, 1)
-    a = 1 - correlation_matrix(reference)[upper]
+    if reference_matrix is None:
+        assert reference is not None, "give the reference's vectors or its similarity matrix"
+        reference_matrix = correlation_matrix(reference)
+    w = reference_matrix
+    upper = np.triu_indices(w.shape[0], 1)
+    a = 1 - w[upper]
     b = 1 - correlation_matrix(layer)[upper]
     return float(spearmanr(a, b).statistic), float(pearsonr(a, b).statistic)
 

@@ -106,7 +106,7 @@ def run_rsa(
         mats = [x[[pos[i] for i in gid]].astype(np.float64) for gid in group_ids]
         enc = rsa.similarity_encoding(ref_vectors, mats, n_permutations=n_permutations, seed=seed, reference_matrix=w)
         prototypes = np.mean(mats, axis=0)
-        s, p_rsa = _rsa_from(w, prototypes)
+        s, p_rsa = rsa.rsa(ref_vectors, prototypes, reference_matrix=w)
         acc12, n12 = _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos)
         rows.append(RsaRow(layer, order, enc.accuracy, enc.p_value, s, p_rsa, acc12, n12))
         if progress:
@@ -115,14 +115,6 @@ def run_rsa(
     with store.transaction() as con:
         RsaTables(con).store(report, seed, ref_vectors)
     return report
-
-
-def _rsa_from(w: np.ndarray, layer: np.ndarray) -> tuple[float, float]:
-    from scipy.stats import pearsonr, spearmanr
-
-    iu = np.triu_indices(len(w), 1)
-    a, b = 1 - w[iu], 1 - rsa.correlation_matrix(layer)[iu]
-    return float(spearmanr(a, b).statistic), float(pearsonr(a, b).statistic)
 
 
 def _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos):

@@ -137,42 +137,19 @@ def _from_folder(root: Path) -> tuple[list[ImageSource], int]:
 
 
 def _from_manifest(path: Path) -> list[ImageSource]:
-    import pyarrow as pa
+    from embstore.ingest.manifest import read_manifest
 
-    try:
-        if path.suffix.lower() == ".csv":
-            import pyarrow.csv as pcsv
-
-            table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
-        else:
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        first = str(exc).splitlines()[0]
-        raise ManifestError(f"manifest {path} cannot be read: {first}") from None
-    for name in ("path", "label"):
-        same = [c for c in table.column_names if c.lower() == name]
-        if len(same) > 1:
-            raise ManifestError(f"manifest {path} has {len(same)} columns named {name} ({', '.join(same)}): keep one")
-    cols = {c.lower(): c for c in table.column_names}
-    if "path" not in cols:
-        raise ManifestError(
-            f"manifest {path} has no 'path' column (columns: {', '.join(table.column_names) or 'none'})"
-        )
-    rows = table.to_pylist()
-    if not rows:
-        raise ManifestError(f"manifest {path} lists no images")
-    base = path.resolve().parent
-    label_col = cols.get("label")
+    m = read_manifest(path, "manifest", required=("path",), unique=("path", "label"), rows_are="images",
+                      lacking="has no 'path' column (columns: {has})")  # fmt: skip
+    path_col, label_col, base = m.columns["path"], m.column("label"), m.base
     out = []
-    for i, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 0):
-        raw = _decoded(row[cols["path"]])
+    for i, row in enumerate(m.rows, start=m.first_row):
+        raw = _decoded(row[path_col])
         if raw is None or not str(raw).strip():
             raise ManifestError(f"manifest {path} row {i} has an empty path")
         label = _decoded(row.get(label_col)) if label_col else None
         label = None if label is None else _shown(str(label))
-        extra = {k: _jsonable(_decoded(v)) for k, v in row.items() if k not in (cols["path"], label_col)}
+        extra = {k: _jsonable(_decoded(v)) for k, v in row.items() if k not in (path_col, label_col)}
         out.append(_manifest_entry(base, str(raw).strip(), label, extra))
     return out
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embstore.errors import EmbstoreError, UsageError
+from embstore.store.cache import atomic_write
 from embstore.store.catalog import Catalog
 
 if TYPE_CHECKING:
@@ -66,11 +67,8 @@ def build_report(
     page.failures_section(n_failures)
     page.classes_section(cls, k)
     page.rsa_section()
-    out.parent.mkdir(parents=True, exist_ok=True)
     text = page.render()
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    atomic_write(out, lambda f: f.write(text.encode()))
     return Report(
         out,
         len(text.encode()),

@@ -7,13 +7,12 @@ or vanished gets no thumbnail (figures draw a labelled placeholder) rather than 
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from embstore.store.cache import atomic_path
 
 if TYPE_CHECKING:
     from embstore.store.core import StoreCore
@@ -72,14 +71,10 @@ class Thumbnails:
         img.thumbnail((self.size, self.size))
         path = self.path(image_id)
         target: Path | io.BytesIO = path
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            img.save(tmp, "JPEG", quality=QUALITY)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                img.save(tmp, "JPEG", quality=QUALITY)
         except OSError:  # a read-only or full store: draw from memory, cache nothing
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=QUALITY)
             buf.seek(0)

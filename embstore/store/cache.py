@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -38,27 +38,43 @@ def derived_path(store: StoreCore, model_key: str, layer: str, name: str) -> Pat
     return store.indexes_root / f"model={q(name_part)}/weights={q(weights)}/layer={q(layer)}" / name
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path, *, tmp_name: str | None = None) -> Iterator[Path]:
+    """A temporary path beside `path` for the block to write; renamed onto `path` when the block
+    ends well, removed when it raises (the one way embstore replaces a file). `tmp_name` fixes the
+    temporary name (a writer that must find its own leftover); by default it is unique per process
+    and thread, and matches no reader's pattern.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "x.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("abc")
+    >>> target.read_text(), [p.name for p in target.parent.iterdir()]
+    ('abc', ['x.txt'])
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(tmp_name or f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Create `path` with `write(f)` on a temporary file, then rename it into place.
+    """Create `path` with `write(f)` on a temporary file (flushed to disk), then rename it into place.
 
     >>> import tempfile
     >>> target = Path(tempfile.mkdtemp()) / "sub" / "x.bin"
     >>> atomic_write(target, lambda f: f.write(b"abc")).read_bytes()
     b'abc'
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a name unique per process and thread, and not matching any reader's pattern
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

@@ -8,11 +8,10 @@ Measured: the DuckDB 1.4.4 and 1.5.6 CLIs open a STORAGE_VERSION 'v1.0.0' file w
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
+from embstore.store.cache import atomic_path
 from embstore.store.duck import sql_literal
 
 STORAGE_VERSION = "v1.0.0"
@@ -45,22 +44,20 @@ def convert(path: Path, search_path: Path) -> None:
     """
     import duckdb
 
-    new = path.with_name(f".{path.name}.{STORAGE_VERSION}.tmp")
-    new.unlink(missing_ok=True)
-    con = duckdb.connect()
-    try:
-        con.execute(f"SET file_search_path = {sql_literal(str(search_path))}")  # views bind while copied
-        con.execute(f"ATTACH {sql_literal(str(path))} AS old_catalog")
-        con.execute(f"ATTACH {sql_literal(str(new))} AS new_catalog (STORAGE_VERSION '{STORAGE_VERSION}')")
-        con.execute("COPY FROM DATABASE old_catalog TO new_catalog")
-        con.execute("DETACH new_catalog")
-        con.execute("DETACH old_catalog")
-    except BaseException:
-        new.unlink(missing_ok=True)
-        raise
-    finally:
-        con.close()
-    os.replace(new, path)
+    # a fixed name: what a killed conversion left is removed first (DuckDB would attach it as it is)
+    leftover = f".{path.name}.{STORAGE_VERSION}.tmp"
+    path.with_name(leftover).unlink(missing_ok=True)
+    with atomic_path(path, tmp_name=leftover) as new:
+        con = duckdb.connect()
+        try:
+            con.execute(f"SET file_search_path = {sql_literal(str(search_path))}")  # views bind while copied
+            con.execute(f"ATTACH {sql_literal(str(path))} AS old_catalog")
+            con.execute(f"ATTACH {sql_literal(str(new))} AS new_catalog (STORAGE_VERSION '{STORAGE_VERSION}')")
+            con.execute("COPY FROM DATABASE old_catalog TO new_catalog")
+            con.execute("DETACH new_catalog")
+            con.execute("DETACH old_catalog")
+        finally:
+            con.close()
 
 
 def publish_snapshot(con: Any, path: Path, snapshot: Path) -> bool:
@@ -80,14 +77,11 @@ def publish_snapshot(con: Any, path: Path, snapshot: Path) -> bool:
     wal = path.with_name(path.name + ".wal")
     if wal.exists() and wal.stat().st_size:
         return False
-    tmp = snapshot.with_name(f".{snapshot.name}.{os.getpid()}.tmp")
-    try:
-        import shutil
+    import shutil
 
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, snapshot)
+    try:
+        with atomic_path(snapshot) as tmp:
+            shutil.copyfile(path, tmp)
     except OSError:  # a full or read-only disk: the previous snapshot stays
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         return False
     return True

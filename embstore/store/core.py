@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from embstore.errors import CatalogDamagedError, StoreBusyError, StoreError, UsageError
 from embstore.store import catalogfile
+from embstore.store.cache import atomic_path
 from embstore.store.catalog import Catalog
 from embstore.store.duck import sql_literal, transaction
 from embstore.store.location import Location, normalise
@@ -149,9 +150,8 @@ class StoreCore:
             for damaged in (self.catalog_path, self.catalog_path.with_name(self.catalog_path.name + ".wal")):
                 if damaged.exists():
                     os.replace(damaged, self.quarantine_root / f"{damaged.name}.damaged-{stamp}")
-            tmp = self.catalog_path.with_name(f".{self.catalog_path.name}.restored.tmp")
-            shutil.copyfile(snapshot, tmp)
-            os.replace(tmp, self.catalog_path)
+            with atomic_path(self.catalog_path) as tmp:
+                shutil.copyfile(snapshot, tmp)
             taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.stat().st_mtime))
             self.restored = (
                 f"restored the damaged catalog from its snapshot of {taken} "
