@@ -45,7 +45,7 @@ from embstore.ingest import models, tuning
 from embstore.ingest.extraction import Extractor
 from embstore.ingest.images import Preprocess, read_rgb
 from embstore.ingest.layersets import select
-from embstore.ingest.pipeline import ingest
+from embstore.ingest.run import ingest
 from embstore.store.core import StoreCore
 
 

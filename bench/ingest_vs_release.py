@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNNER = """
 import json, sys, time
 from embstore.store.core import StoreCore
-from embstore.ingest.pipeline import ingest
+from embstore.ingest.run import ingest
 store, model, images, weights, batch, layers, limit = sys.argv[1:8]
 r = ingest(StoreCore.open(store, create=True), model, images, weights=weights, batch_size=int(batch), layers=layers,
            limit=int(limit) if limit != "0" else None)

@@ -5,10 +5,10 @@
     >>> store.similar_classes("knot", k=9).to_pandas()          # doctest: +SKIP
     >>> store.sql("SELECT * FROM runs").df()                    # doctest: +SKIP
 
-Also exported: what the verbs return (IngestResult, Vectors, Answer of Neighbour, VerifyReport,
-CompactReport, MatchingReport, FailureReport, Materialised, RsaReport, Report, ModelSpec, Preprocessing,
-WeightsChoice, Layers of LayerInfo) and EmbstoreError, base of every error (the others are in embstore.errors).
-`import embstore` loads neither torch, faiss nor matplotlib: the call that needs one imports it.
+Also exported: IngestOptions (how an ingest runs), what the verbs return (IngestResult, Vectors,
+Answer of Neighbour, VerifyReport, CompactReport, MatchingReport, FailureReport, Materialised,
+RsaReport, Report, ModelSpec, Preprocessing, WeightsChoice, Layers of LayerInfo) and EmbstoreError,
+base of every error (the others: embstore.errors). `import embstore` loads no torch, faiss, matplotlib.
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ from embstore.api import (
     preprocessing_changes as preprocessing_changes,
 )
 from embstore.errors import EmbstoreError as EmbstoreError
+from embstore.ingest.options import IngestOptions as IngestOptions
 from embstore.results import Answer as Answer
 from embstore.results import Neighbour as Neighbour
 from embstore.results import Vectors as Vectors
 
 # the types `Store`'s verbs return, each from the module that makes it (imported on first use)
 _RESULTS = {
-    "IngestResult": "embstore.ingest.pipeline",
+    "IngestResult": "embstore.ingest.run",
     "VerifyReport": "embstore.store.tablecheck",
     "CompactReport": "embstore.store.table",
     "MatchingReport": "embstore.analysis.tasks",

@@ -22,10 +22,11 @@ if TYPE_CHECKING:
     from embstore.analysis.rsatables import RsaReport
     from embstore.analysis.tasks import MatchingReport
     from embstore.ingest.layers import LayerInfo, Layers
-    from embstore.ingest.pipeline import IngestResult
+    from embstore.ingest.options import IngestOptions
+    from embstore.ingest.run import IngestResult
     from embstore.report.html import Report
     from embstore.results import Answer, Vectors
-    from embstore.spec import ModelSpec, Preprocessing
+    from embstore.spec import ModelSpec
     from embstore.store.table import CompactReport
     from embstore.store.tablecheck import VerifyReport
 
@@ -69,55 +70,16 @@ class Store:
         images: str | Path | None = None,
         *,
         model: Any = "efficientnet_lite0",
-        weights: str = "DEFAULT",
-        layers: str | Sequence[str] = "blocks",
-        batch_size: int = 32,
-        device: str = "auto",
-        workers: int | None = None,
-        limit: int | None = None,
-        max_pixels: int = 100_000_000,
-        name: str | None = None,
-        preprocessing: Preprocessing | str | dict | None = None,
+        options: IngestOptions | None = None,
         progress: Progress | None = None,
-        dtype: str = "float32",
-        commit_seconds: float = 5.0,
-        compact: bool = True,
-        amp: str = "off",
-        channels_last: bool | None = None,
-        engine: str = "local",
-        address: str | None = None,
-        cpus: int | None = None,
-        relabel: bool = False,
+        **changes: Any,
     ) -> IngestResult:
         """Run `model` over `images` (a folder, class-per-folder tree or CSV/Parquet manifest; default: the
-        images already in the store) and store each chosen layer's pooled vector; resumable. Every option
-        is documented once, in `help(embstore.ingest.pipeline.ingest)`."""
-        from embstore.ingest.pipeline import ingest
+        images already in the store) and store each chosen layer's pooled vector; resumable. How it runs:
+        `options` and any field of `embstore.IngestOptions` as a keyword (`weights="none"`, `layers=…`)."""
+        from embstore.ingest.run import ingest
 
-        return ingest(
-            self.core,
-            model,
-            None if images is None else str(images),
-            weights=weights,
-            layers=layers if isinstance(layers, str) else list(layers),
-            batch_size=batch_size,
-            device=device,
-            workers=workers,
-            limit=limit,
-            max_pixels=max_pixels,
-            name=name,
-            preprocessing=preprocessing,
-            progress=progress,
-            dtype=dtype,
-            commit_seconds=commit_seconds,
-            compact=compact,
-            amp=amp,
-            channels_last=channels_last,
-            engine=engine,
-            address=address,
-            cpus=cpus,
-            relabel=relabel,
-        )
+        return ingest(self.core, model, None if images is None else str(images), options, progress=progress, **changes)
 
     def vectors(
         self,

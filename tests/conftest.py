@@ -118,7 +118,7 @@ def figure_store(tmp_path_factory):
     class prototypes materialised and similarity encoding against GloVe."""
     from embstore.analysis.rsatables import run_rsa
     from embstore.analysis.tasks import class_tables, matching
-    from embstore.ingest.pipeline import ingest
+    from embstore.ingest.run import ingest
     from embstore.resources import sample_images_dir
 
     root = tmp_path_factory.mktemp("figure_store")

@@ -10,7 +10,7 @@ import embstore
 from embstore.analysis.matching import roc_auc
 from embstore.analysis.tasks import failures, matching
 from embstore.errors import EmbstoreError, ManifestError, NotFoundError, UsageError
-from embstore.ingest.pipeline import ingest
+from embstore.ingest.run import ingest
 from embstore.resources import migrations_dir
 from embstore.store.migrations import discover, migrate
 from embstore.store.sql import run_sql

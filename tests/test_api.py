@@ -286,3 +286,24 @@ def test_similar_classes_from_python_picks_its_method_as_the_cli_does(tmp_path):
     cli = run_embstore("--store", store.path, "--json", "query", "similar", "espresso", "--k", "3")
     assert cli.returncode == 0, cli.stderr
     assert [r["name"] for r in json.loads(cli.stdout)["results"]] == [r.label for r in espresso.rows]
+
+
+def test_ingest_options_are_one_typed_object_shared_with_the_cli(tmp_path):
+    """`IngestOptions` is what Store.ingest's keywords, the CLI's flags and the engines read: a
+    mistyped keyword is a UsageError naming the field, and every flag's default is the field's."""
+    import dataclasses
+    import inspect
+
+    from embstore_cli import app
+
+    make_images(tmp_path / "imgs", 2, size=32)
+    store = embstore.open(tmp_path / "s", create=True)
+    with pytest.raises(embstore.UsageError, match="unknown ingest option 'batchsize'. Did you mean: batch_size"):
+        store.ingest(tmp_path / "imgs", model="resnet18", weights="none", batchsize=8)
+    assert not (tmp_path / "s").exists() or store.status()["runs"] == 0  # refused before any work
+    assert embstore.IngestOptions(layers=["layer1.0", "layer2.0"]).layers == ("layer1.0", "layer2.0")
+    defaults = {f.name: f.default for f in dataclasses.fields(embstore.IngestOptions)}
+    flags = {n: p.default.default for n, p in inspect.signature(app.ingest).parameters.items() if n in defaults}
+    assert len(flags) >= 15 and all(flags[n] == defaults[n] for n in flags), {
+        n: (flags[n], defaults[n]) for n in flags if flags[n] != defaults[n]
+    }

@@ -208,7 +208,7 @@ def test_each_layer_imports_only_the_layers_below_it():
     ("module", "planted"),
     [
         ("store/catalog.py", "    from embstore.ingest.models import available_models\n"),
-        ("ingest/pipeline.py", "from embstore.analysis import similarity\n"),
+        ("ingest/run.py", "from embstore.analysis import similarity\n"),
         ("analysis/similarity.py", "    import embstore.report.figures\n"),
         ("search.py", "from embstore import api\n"),
         ("labels/imagenet.py", "from embstore.store.catalog import Catalog\n"),
@@ -234,12 +234,12 @@ def test_a_planted_upward_import_is_found(module, planted):
 def _pairs():
     """(façade verb, the function it calls, {façade parameter: that function's name for it})."""
     from embstore.analysis import rsatables, similarity, tasks
-    from embstore.ingest import pipeline
+    from embstore.ingest import run
     from embstore.report import html
     from embstore.store import sql, tablecheck
 
     return [
-        ("ingest", pipeline.ingest, {}),
+        ("ingest", run.ingest, {}),
         ("similar_classes", similarity.similar_classes, {}),
         ("nearest_images", embstore.search.nearest_images, {}),
         ("run_sql", sql.run_sql, {}),

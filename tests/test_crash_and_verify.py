@@ -7,7 +7,7 @@ import pytest
 
 import embstore
 from embstore.errors import CatalogDamagedError, StoreBusyError, StoreError
-from embstore.ingest.pipeline import ingest
+from embstore.ingest.run import ingest
 
 from .conftest import EMBSTORE, make_images
 

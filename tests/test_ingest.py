@@ -18,7 +18,7 @@ from embstore.errors import (
     UnknownModelError,
     WeightsUnavailableError,
 )
-from embstore.ingest.pipeline import ingest
+from embstore.ingest.run import ingest
 from embstore.store.table import ActivationTable
 
 from .conftest import make_images, writer_lock_held_elsewhere

@@ -79,7 +79,7 @@ def test_welch_t_one_vs_rest_agrees_with_scipy_to_1e9(syn):
 
 def test_classifier_method_needs_no_images(store, tmp_path):
     from embstore.ingest.models import load
-    from embstore.ingest.pipeline import ingest
+    from embstore.ingest.run import ingest
 
     from .conftest import make_images
 

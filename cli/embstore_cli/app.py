@@ -5,6 +5,8 @@ and an exit code, here in `main()` and nowhere else. Exit codes: 0 done; 1 the o
 problem or failed (`verify` on a damaged store); 2 a usage error (bad option value, unknown
 model/layer/class, missing path); 3 the store is busy (another writer); 130 interrupted (Ctrl-C;
 run the same command again to resume).
+Over ~450 lines: one Typer function per command (their options and help text are the CLI's
+interface, each a few lines), and nothing else; rendering is render.py's.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from embstore import EmbstoreError
+from embstore import EmbstoreError, IngestOptions
 from embstore_cli import render
 from embstore_cli._typer import typer
 
 ALLOW_HELP = "A folder SQL may read (with --write, also write); repeatable."
+INGEST = IngestOptions()  # the ingest flags' defaults are its fields' (each option is defined once, there)
 HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Store, search and analyse CNN activations.", context_settings=HELP
@@ -129,9 +132,9 @@ def ingest(
         "-i",
         help="Folder, class-per-folder tree, or CSV/Parquet manifest (default: the images already in the store).",
     ),
-    weights: str = typer.Option("DEFAULT", help="DEFAULT | a weights enum name | none | path to a state dict."),
+    weights: str = typer.Option(INGEST.weights, help="DEFAULT | a weights enum name | none | path to a state dict."),
     layers: str = typer.Option(
-        "blocks",
+        INGEST.layers,
         help="Sets (blocks, relu, act, conv, conv_raw, seed003, seed004, all), layer names and Keras names "
         "(mixed9, fc1), comma-separated (`embstore layers MODEL`).",
     ),
@@ -149,8 +152,8 @@ def ingest(
     mean: Optional[str] = typer.Option(None, help="Per-channel mean, a,b,c (in --scale's units)."),
     std: Optional[str] = typer.Option(None, help="Per-channel std, a,b,c (1,1,1: mean subtraction only)."),
     interpolation: Optional[str] = typer.Option(None, help="bilinear | bicubic | nearest."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    batch_size: int = typer.Option(INGEST.batch_size, "--batch-size", "-b", min=1),
+    device: str = typer.Option(INGEST.device, help="auto | cpu | cuda"),
     workers: Optional[int] = typer.Option(
         None,
         min=0,
@@ -158,26 +161,32 @@ def ingest(
         "up to 8 on CUDA; 0: a thread).",
     ),
     limit: Optional[int] = typer.Option(None, min=1, help="Ingest at most N images (sorted by path)."),
-    max_pixels: int = typer.Option(100_000_000, help="Refuse images with more pixels than this."),
+    max_pixels: int = typer.Option(INGEST.max_pixels, help="Refuse images with more pixels than this."),
     dtype: str = typer.Option(
-        "float32", help="float32 | int8 (per-vector scale and offset: ~0.3 × the bytes; readers get float32)."
+        INGEST.dtype, help="float32 | int8 (per-vector scale and offset: ~0.3 × the bytes; readers get float32)."
     ),
-    commit_seconds: float = typer.Option(5.0, min=0, help="Commit stored vectors every N seconds of work."),
-    compact: bool = typer.Option(True, "--compact/--no-compact", help="Compact the activations table at the end."),
-    amp: str = typer.Option("off", help="off | fp16 | bf16: autocast on CUDA (recorded with the run)."),
+    commit_seconds: float = typer.Option(
+        INGEST.commit_seconds, min=0, help="Commit stored vectors every N seconds of work."
+    ),
+    compact: bool = typer.Option(
+        INGEST.compact, "--compact/--no-compact", help="Compact the activations table at the end."
+    ),
+    amp: str = typer.Option(INGEST.amp, help="off | fp16 | bf16: autocast on CUDA (recorded with the run)."),
     channels_last: Optional[bool] = typer.Option(
         None,
         "--channels-last/--no-channels-last",
         help="Memory layout of the network (default: channels-last on CPU, 1.2-2 x faster for CNNs; off on CUDA).",
     ),
-    engine: str = typer.Option("local", help="local | ray (Ray Data: decode tasks and a pool of model actors)."),
+    engine: str = typer.Option(INGEST.engine, help="local | ray (Ray Data: decode tasks and a pool of model actors)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address for --engine ray (default: a local one)."),
     cpus: Optional[int] = typer.Option(None, min=1, help="CPUs of the local Ray cluster (default: all)."),
     activations: Optional[str] = typer.Option(
         None, help="Where a NEW store keeps its activations table: a folder or s3://bucket/prefix (gs://, az://)."
     ),
     relabel: bool = typer.Option(
-        False, "--relabel", help="Update stored images the input labels otherwise (old labels kept in label_history)."
+        INGEST.relabel,
+        "--relabel",
+        help="Update stored images the input labels otherwise (old labels kept in label_history).",
     ),
 ):
     """Run MODEL over IMAGES (default: every image already stored) and store each chosen layer's pooled activations.
@@ -190,30 +199,14 @@ def ingest(
         preset=preprocessing, resize_mode=resize_mode, resize=resize, crop=crop, color=color, scale=scale, mean=mean,
         std=std, interpolation=interpolation,
     )  # fmt: skip
+    options = embstore.IngestOptions(
+        weights=weights, layers=layers, preprocessing=pre, batch_size=batch_size, limit=limit, max_pixels=max_pixels,
+        device=device, workers=workers, amp=amp, channels_last=channels_last, dtype=dtype,
+        commit_seconds=commit_seconds, compact=compact, engine=engine, address=address, cpus=cpus, relabel=relabel,
+    )  # fmt: skip
     store = _store(ctx, create=True, activations=activations)
     with render.IngestProgress(ctx.obj) as bar:  # the ray engine shows Ray Data's own progress instead
-        result = store.ingest(
-            images,
-            model=model,
-            weights=weights,
-            layers=layers,
-            preprocessing=pre,
-            batch_size=batch_size,
-            device=device,
-            workers=workers,
-            limit=limit,
-            max_pixels=max_pixels,
-            progress=bar.update,
-            dtype=dtype,
-            commit_seconds=commit_seconds,
-            compact=compact,
-            amp=amp,
-            channels_last=channels_last,
-            engine=engine,
-            address=address,
-            cpus=cpus,
-            relabel=relabel,
-        )
+        result = store.ingest(images, model=model, options=options, progress=bar.update)
     render.ingest_summary(ctx.obj, result, store.path)
     if result.status == "failed":  # every image failed: the summary and the errors say which and why
         render.error("IngestError", f"all {result.n_errors} image(s) failed to load; nothing was stored", 1,

@@ -2,6 +2,7 @@
 
 Under --json every command prints one JSON object on stdout (shapes in the README) and errors print
 `{"error": {"type", "message", "exit_code"}}` on stderr.
+Over ~450 lines: one renderer per command's result, sharing the table-fitting helpers at the top.
 """
 
 from __future__ import annotations

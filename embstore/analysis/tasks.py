@@ -42,7 +42,7 @@ def matching(
     if ingest_missing:
         if not models or len(models) != 1:
             raise UsageError("ingest_missing needs exactly one model to ingest the manifest's images with")
-        from embstore.ingest.pipeline import ingest
+        from embstore.ingest.run import ingest
 
         with tempfile.TemporaryDirectory() as tmp:
             images = write_image_manifest(triplets, Path(tmp) / "images.csv")

@@ -103,7 +103,7 @@ def auto_workers(device_type: str) -> int:
     on CPU one per core that torch's threads leave free, where decoding overlaps the forward pass
     (in processes it does not contend for this one's interpreter lock: measured on 2 cores, torch
     on one, efficientnet_lite0 ingest 0.835 → 0.868 × a raw loop); none where torch uses every
-    core, as decoding then takes turns with the network (pipeline.py)."""
+    core, as decoding then takes turns with the network (ingest/local.py)."""
     if device_type == "cuda":
         return min(MAX_AUTO_WORKERS, max(1, (os.cpu_count() or 2) - 1))
     return min(MAX_AUTO_WORKERS, spare_cores())

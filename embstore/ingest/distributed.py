@@ -37,13 +37,17 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embstore.errors import EmbstoreError, EngineError, MissingDependencyError, UsageError
-from embstore.ingest.devices import channels_last_for, check_device
-from embstore.ingest.extraction import ForwardBatch
+from embstore.ingest.devices import GpuOptions, channels_last_for, check_amp, check_device, resolve_device
+from embstore.ingest.extraction import Decoded, Failed, ForwardBatch
+
+if TYPE_CHECKING:
+    from embstore.ingest.commit import Committer
+    from embstore.ingest.options import IngestOptions
 
 OWNER_ENV = "EMBSTORE_RAY_OWNER"
 READ_SHARE = 0.25  # of a node's CPUs: what its actors leave to the read tasks
@@ -53,8 +57,10 @@ THREADS_PER_ACTOR = 8  # a CPU node with more cores gets more actors rather than
 class RayEngine:
     """Runs one ingest's forward passes on Ray Data (see the module docstring)."""
 
-    def __init__(self, *, address: str | None, cpus: int | None, device: str):
+    def __init__(self, options: IngestOptions):
+        address, cpus, device = options.address, options.cpus, options.device
         check_device(device)
+        check_amp(options.amp)  # the actors decide what runs; this process only loads the model
         if cpus is not None and cpus < 1:
             raise UsageError(f"cpus must be at least 1, not {cpus} (`cpus=`)")
         address = address or os.environ.get("RAY_ADDRESS") or None
@@ -72,19 +78,27 @@ class RayEngine:
             raise MissingDependencyError(
                 "engine 'ray' needs Ray Data: pip install 'embstore[ray]' (or 'ray[data]')"
             ) from exc
-        self.address, self.cpus, self.device = address, cpus, device
+        self.options, self.address, self.cpus = options, address, cpus
+        self.gpu = GpuOptions(options.amp, options.channels_last)  # as asked: a plan decides (`_plan`)
+        self.device = resolve_device("cpu")  # where this process loads the network (to ship it)
         self.notes: list[str] = []
-        self.device_used = "cpu"
-        self.amp_used = "off"
-        self.channels_last_used: bool | None = None  # as asked until a plan decides
+        self.device_used = device
+        self.amp_used = options.amp
+        self.channels_last_used: bool | None = options.channels_last  # as asked until a plan decides
 
-    def execute(self, run, net, *, batch_size: int, max_pixels: int, gpu) -> None:
-        """Compute every image of `run.todo` on the cluster and hand each batch to `run.consume`."""
-        if not run.todo:
+    def described(self) -> dict:
+        """What runs (once executed: what ran), as the run records it."""
+        return {"device": self.device_used, "workers": 0, "amp": self.amp_used,
+                "channels_last": self.channels_last_used}  # fmt: skip
+
+    def execute(self, work: Committer, net, progress) -> None:
+        """Compute every image of `work.todo` on the cluster and hand each batch to `work.consume`
+        (Ray Data shows its own progress: `progress` is not called)."""
+        if not work.todo:
             return
-        with _cluster(self.address, self.cpus, run={"store": str(run.store.path), "run_id": run.result.run_id}):
-            plan = self._plan(gpu)
-            run.consume(self._batches(run, net, plan, batch_size, max_pixels), None)
+        with _cluster(self.address, self.cpus, run={"store": str(work.store.path), "run_id": work.result.run_id}):
+            plan = self._plan(self.gpu)
+            work.consume(self._batches(work, net, plan, self.options.batch_size, self.options.max_pixels), None)
 
     def _plan(self, gpu) -> dict:
         import ray
@@ -128,7 +142,7 @@ class RayEngine:
         names = [layer.name for layer in chosen]
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-                yield _forward_batch(out, names)
+                yield _forward_batch(out, names, run.todo)
         except EmbstoreError:
             raise
         except Exception as exc:  # RayError, and what a dead system process (GCS, dashboard agent) raises
@@ -257,15 +271,16 @@ class ForwardActor:
         return out
 
 
-def _forward_batch(out: dict, names: list[str]) -> ForwardBatch:
+def _forward_batch(out: dict, names: list[str], todo) -> ForwardBatch:
+    """A forward batch of the actors' output, each row joined to its source in `todo` (by "i")."""
     ok_mask = np.array([e == "" for e in out["error"]], bool)
     ok, bad = [], []
     for k in range(len(ok_mask)):
-        i = int(out["i"][k])
+        source = todo[int(out["i"][k])]
         if ok_mask[k]:
-            ok.append({"i": i, "image_id": str(out["image_id"][k]), "info": json.loads(out["info"][k])})
+            ok.append(Decoded(source, str(out["image_id"][k]), json.loads(out["info"][k])))
         else:
-            bad.append({"i": i, "error": str(out["error"][k])})
+            bad.append(Failed(source, str(out["error"][k])))
     vectors = {name: np.ascontiguousarray(out[f"v{k}"][ok_mask]) for k, name in enumerate(names)}
     logits = np.ascontiguousarray(out["logits"][ok_mask]) if "logits" in out else None
     return ForwardBatch(ok, bad, vectors, logits, load_s=0.0, forward_s=float(out["forward_s"].sum()))

@@ -12,15 +12,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from embstore.ingest.devices import autocast_dtype
+from embstore.ingest.images import ImageSource
 from embstore.ingest.layers import LayerInfo, find_classifier
 
 
 @dataclass
-class ForwardBatch:
-    """One forward batch's results, as ingest commits them (whichever engine computed them)."""
+class Decoded:
+    """An image an engine decoded: its source, content id and what decoding found (size, mode, …)."""
 
-    ok: list  # decoded images: {"i", "image_id", "info"}, aligned with the rows of each vector matrix
-    bad: list  # {"i", "error"}
+    source: ImageSource
+    image_id: str
+    info: dict
+
+
+@dataclass
+class Failed:
+    """An image that could not be decoded, and why."""
+
+    source: ImageSource
+    error: str
+
+
+@dataclass
+class ForwardBatch:
+    """One forward batch's results, as ingest commits them (whichever engine computed them). The
+    engine joins each result to its source once; nothing downstream looks a source up by index."""
+
+    ok: list[Decoded]  # aligned with the rows of each vector matrix
+    bad: list[Failed]
     vectors: dict  # layer -> (len(ok) × C) float32
     logits: Any  # (len(ok) × classes) float32, or None
     load_s: float

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embstore.errors import ImageDecodeError, InputPathError, ManifestError
+from embstore.ingest.options import DEFAULT_MAX_PIXELS
 from embstore.labels.imagenet import classes
 from embstore.spec import Preprocessing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 MANIFEST_SUFFIXES = {".csv", ".parquet"}
-DEFAULT_MAX_PIXELS = 100_000_000
 PATH_MAX = 4096  # bytes: Linux's limit on a path handed to the kernel (longer ones fail to open)
 MAX_FILE_BYTES = 512 << 20  # no image file is read past this (a 100 MP PNG is ~300 MB)
 MAX_ASPECT = 50  # longer side / shorter side: a 1×20000 sliver would resize to 256 × 5,120,000

@@ -2,7 +2,9 @@
 pinned files of the activations table, predictions, ingest errors), in one place, values always
 bound as parameters. The analyses' result tables are owned by their analysis modules (matching, classtables, rsatables).
 
-`Catalog` wraps one open DuckDB connection (from `Store.write()/read()/transaction()`).
+`Catalog` wraps one open DuckDB connection (from `StoreCore.write()/read()/transaction()`).
+Over ~450 lines by design: the catalog's SQL is owned by the one object that owns its tables
+(STYLE.md), so a schema change is read and made in one file.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ Measured: the DuckDB 1.4.4 and 1.5.6 CLIs open a STORAGE_VERSION 'v1.0.0' file w
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,35 @@ def publish_snapshot(con: Any, path: Path, snapshot: Path) -> bool:
     except OSError:  # a full or read-only disk: the previous snapshot stays
         return False
     return True
+
+
+def restore(catalog: Path, snapshot: Path, quarantine: Path) -> str:
+    """Replace the damaged `catalog` by `snapshot` (the damaged file and its WAL moved to
+    `quarantine`; the caller holds the writer lock); what was done, in one line."""
+    import shutil
+    import time
+
+    import duckdb
+
+    from embstore.errors import CatalogDamagedError
+
+    try:
+        with duckdb.connect(str(snapshot), read_only=True) as con:
+            con.execute("SELECT count(*) FROM batch_images").fetchall()
+    except duckdb.Error as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise CatalogDamagedError(
+            f"the catalog {catalog} is damaged and its snapshot {snapshot} cannot replace it: {first}"
+        ) from exc
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    quarantine.mkdir(parents=True, exist_ok=True)
+    for damaged in (catalog, catalog.with_name(catalog.name + ".wal")):
+        if damaged.exists():
+            os.replace(damaged, quarantine / f"{damaged.name}.damaged-{stamp}")
+    with atomic_path(catalog) as tmp:
+        shutil.copyfile(snapshot, tmp)
+    taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.stat().st_mtime))
+    return (
+        f"restored the damaged catalog from its snapshot of {taken} "
+        f"(the damaged file is in quarantine/{catalog.name}.damaged-{stamp})"
+    )

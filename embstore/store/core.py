@@ -12,7 +12,9 @@ leaves readers free between its batch commits.
 
 `StoreCore` is that plumbing alone (opening, migrations, paths, connections, the writer lock,
 snapshots, the memo); every library function takes one. The verbs a user calls are on the public
-`embstore.Store` (embstore/api.py), which wraps a core (`store.core`).
+`embstore.Store` (embstore/api.py), which wraps a core (`store.core`). About 500 lines: the
+connections, migrations, lock and snapshots act on one another (a write publishes the snapshot, a
+kept reader is released before a write, opening migrates under the lock), so they stay together.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from embstore.errors import CatalogDamagedError, StoreBusyError, StoreError, UsageError
 from embstore.store import catalogfile
-from embstore.store.cache import atomic_path
 from embstore.store.catalog import Catalog
 from embstore.store.duck import sql_literal, transaction
 from embstore.store.location import Location, normalise
@@ -128,35 +129,11 @@ class StoreCore:
 
     def _restore_catalog(self) -> None:
         """Replace a damaged catalog by snapshot.duckdb (the damaged file and its WAL go to quarantine/)."""
-        import shutil
-
-        import duckdb
-
         from embstore.store.locks import writer_lock
 
         # the bare lock: `writer_lock()` would publish a snapshot from the catalog on its way out
         with writer_lock(self.path, wait=self.wait, on_wait=self.on_wait):
-            snapshot = self.snapshot_path
-            try:
-                with duckdb.connect(str(snapshot), read_only=True) as con:
-                    con.execute("SELECT count(*) FROM batch_images").fetchall()
-            except duckdb.Error as exc:
-                first = " ".join(str(exc).split())[:200]
-                raise CatalogDamagedError(
-                    f"the catalog {self.catalog_path} is damaged and its snapshot {snapshot} cannot replace it: {first}"
-                ) from exc
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.quarantine_root.mkdir(parents=True, exist_ok=True)
-            for damaged in (self.catalog_path, self.catalog_path.with_name(self.catalog_path.name + ".wal")):
-                if damaged.exists():
-                    os.replace(damaged, self.quarantine_root / f"{damaged.name}.damaged-{stamp}")
-            with atomic_path(self.catalog_path) as tmp:
-                shutil.copyfile(snapshot, tmp)
-            taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.stat().st_mtime))
-            self.restored = (
-                f"restored the damaged catalog from its snapshot of {taken} "
-                f"(the damaged file is in quarantine/catalog.duckdb.damaged-{stamp})"
-            )
+            self.restored = catalogfile.restore(self.catalog_path, self.snapshot_path, self.quarantine_root)
 
     def _check_new_location(self) -> None:
         """A new store's remote table is reached before anything of the store is made."""

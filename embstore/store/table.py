@@ -16,6 +16,8 @@ unrecorded batch in later Delta versions: `reconcile()`, which every writer runs
 store's writer lock (ingest, compact, verify --repair), deletes them and pins the latest version.
 Nothing deletes a file a pinned version lists: compaction only tombstones, and `vacuum` removes
 tombstoned files after a retention (default 1 hour) that no reader of an older pin runs into.
+Over ~450 lines by design: the protocol (append, pin, reconcile, compact, vacuum) is one concept
+whose steps must be read together; verify's checks of it are apart (tablecheck.py).
 """
 
 from __future__ import annotations
