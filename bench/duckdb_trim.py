@@ -59,14 +59,14 @@ def main() -> None:
     import embstore
 
     store = embstore.open(tempfile.mkdtemp(prefix="embstore-trim-"), create=True)
-    path = store.catalog_path
+    path = store.core.catalog_path
 
     def churn(stop: threading.Event, how: str, every: float) -> None:
         while not stop.wait(every):
             if how == "connect":  # as Store._connect opened the catalog before store/attached.py
                 duckdb.connect(str(path), read_only=True, config={"threads": 1}).close()
             else:
-                with store.read() as con:
+                with store.core.read() as con:
                     con.execute("SELECT count(*) FROM runs").fetchall()
 
     def per_batch(setting: tuple[str, float] | None) -> float:

@@ -90,7 +90,7 @@ def main() -> None:
     for method in ("classifier", "prototype", "tstat", "hidden"):
         ms = per_call(lambda m=method: store.similar_classes("knot", k=9, method=m), 20) * 1e3
         print(f"  store.similar_classes('knot', k=9, method={method!r:12s}) {ms:7.2f} ms  ratio {ms / numpy_ms:6.1f}x")
-    store.keep_reader()  # as the CLI does: one read-only connection for the process
+    store.core.keep_reader()  # as the CLI does: one read-only connection for the process
     for method in ("classifier", "prototype"):
         ms = per_call(lambda m=method: store.similar_classes("knot", k=9, method=m), 20) * 1e3
         print(f"  same, with a kept reader ({method!r:12s})              {ms:7.2f} ms  ratio {ms / numpy_ms:6.1f}x")

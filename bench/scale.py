@@ -51,13 +51,13 @@ print(json.dumps({}))
 LAYOUT = """
 import sys, json, embstore
 store = embstore.open(sys.argv[1])
-with store.read() as con:
+with store.core.read() as con:
     rows = con.execute('''SELECT layer, count(*), sum(n_bytes) / sum(n_rows), max(n_bytes)
                           FROM table_files GROUP BY 1 ORDER BY 1''').fetchall()
     images = con.execute("SELECT count(*) FROM images").fetchall()[0][0]
 print(json.dumps({"files": {r[0]: r[1] for r in rows}, "bytes_per_vector": {r[0]: r[2] for r in rows},
                   "largest_file_mb": max(r[3] for r in rows) / 2**20,
-                  "catalog_bytes_per_image": (store.catalog_path.stat().st_size) / images}))
+                  "catalog_bytes_per_image": (store.core.catalog_path.stat().st_size) / images}))
 """
 
 SIMILAR = """
@@ -89,7 +89,7 @@ from embstore.analysis.classstats import class_stats
 from embstore.testing import SPEC
 store = embstore.open(sys.argv[1])
 t = time.perf_counter()
-class_stats(store, SPEC.key, "conv").welch_t()
+class_stats(store.core, SPEC.key, "conv").welch_t()
 print(json.dumps({"in_process_s": time.perf_counter() - t}))
 """
 
@@ -99,7 +99,7 @@ from embstore import search
 from embstore.testing import SPEC
 store = embstore.open(sys.argv[1])
 t = time.perf_counter()
-idx = search.image_index(store, SPEC.key, "conv", sys.argv[2])
+idx = search.image_index(store.core, SPEC.key, "conv", sys.argv[2])
 built = time.perf_counter() - t
 q = np.stack([idx.vector(r) for r in range(0, len(idx.ids), max(1, len(idx.ids) // 100))][:100])
 t = time.perf_counter()
