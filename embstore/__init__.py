@@ -6,9 +6,9 @@
     >>> store.sql("SELECT * FROM runs").df()                    # doctest: +SKIP
 
 Also exported: IngestOptions (how an ingest runs), what the verbs return (IngestResult, Vectors,
-Answer of Neighbour, VerifyReport, CompactReport, MatchingReport, FailureReport, Materialised,
-RsaReport, Report, ModelSpec, Preprocessing, WeightsChoice, Layers of LayerInfo) and EmbstoreError,
-base of every error (the others: embstore.errors). `import embstore` loads no torch, faiss, matplotlib.
+Answer of Neighbour, VerifyReport, CompactReport, MatchingReport, MatchingComparison, FailureReport,
+Materialised, RsaReport, Report, ModelSpec, Preprocessing, WeightsChoice, Layers of LayerInfo) and
+EmbstoreError, base of every error (the others: embstore.errors). `import embstore` loads no torch.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ _RESULTS = {
     "VerifyReport": "embstore.store.tablecheck",
     "CompactReport": "embstore.store.table",
     "MatchingReport": "embstore.analysis.tasks",
+    "MatchingComparison": "embstore.analysis.comparisons",
     "FailureReport": "embstore.analysis.failures",
     "RsaReport": "embstore.analysis.rsatables",
     "Materialised": "embstore.analysis.classtables",

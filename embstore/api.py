@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from embstore.analysis.classtables import Materialised
+    from embstore.analysis.comparisons import MatchingComparison
     from embstore.analysis.failures import FailureReport
     from embstore.analysis.rsatables import RsaReport
     from embstore.analysis.tasks import MatchingReport
@@ -89,8 +90,7 @@ class Store:
         images: Sequence[str] | None = None,
         labels: Sequence[int | str] | None = None,
     ) -> Vectors:
-        """The stored vectors of one model layer (read when first used), optionally only some image ids
-        or classes (names, wnids or indices). See `embstore.Vectors` for the conversions."""
+        """One model layer's stored vectors (read when first used), optionally of some image ids or classes."""
         from embstore.store.reading import layer_vectors
 
         return layer_vectors(self.core, model, layer, images=images, labels=labels)
@@ -115,8 +115,7 @@ class Store:
     def run_sql(
         self, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()
     ) -> tuple[list[str], list[tuple]]:
-        """(column names, rows) of `query`, read-only unless `write`, in a sandbox: DuckDB may open
-        only the store's data files and the folders in `allow` (what `embstore sql` runs)."""
+        """(columns, rows) of `query`, read-only unless `write`, confined to the store's files and `allow`."""
         from embstore.store.sql import run_sql
 
         return run_sql(self.core, query, write=write, allow=allow)
@@ -181,6 +180,15 @@ class Store:
                 n_boot=n_boot,
                 progress=progress,
             )
+
+    def compare_matching(
+        self, a: str, b: str, *, manifest: str | None = None, n_boot: int = 1000, seed: int = 0
+    ) -> MatchingComparison:
+        """`a` against `b` ("model[:layer]") on the same triplets: McNemar p, paired bootstrap of Δerror, ΔAUC."""
+        from embstore.analysis.comparisons import compare_matching
+
+        with self.core.writer_lock():
+            return compare_matching(self.core, a, b, manifest=manifest, n_boot=n_boot, seed=seed)
 
     def failures(self, model: str | None = None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
         """Top-1/top-5 error and the failures ranking the true class lowest (seed 000 table 1)."""

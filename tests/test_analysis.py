@@ -184,3 +184,38 @@ def test_matching_table_covers_every_stored_model(triplet_store):
     assert set(report.top1_error) == {"mobilenet_v3_small@none", "resnet18@none"}
     _, rows = run_sql(store.core, "SELECT count(*) FROM matching_summary WHERE layer = 'hidden'")
     assert rows == [(2,)]
+
+
+def test_two_layers_compared_on_the_same_triplets_from_the_cli(triplet_store):
+    """`analyze compare` reads both stored results, tests them pair by pair and stores the test; the
+    numbers are the statistics module's on the stored per-triplet cosines; a new result of either
+    side makes the stored test go (it would be out of date)."""
+    import json
+
+    from embstore.analysis.comparisons import compare_arrays
+
+    from .conftest import run_embstore
+
+    store, manifest, _ = triplet_store
+    matching(store.core, str(manifest), models=["resnet18"], ingest_missing=True, weights="none",
+             layers=["layer4.1", "hidden"])  # fmt: skip
+    res = run_embstore("--store", store.path, "--json", "analyze", "compare", "resnet18:layer4.1", "resnet18",
+                       "--n-boot", "200", "--seed", "3")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["a"] == ["resnet18@none", "layer4.1"] and got["b"] == ["resnet18@none", "hidden"]  # default: hidden
+    _, rows = run_sql(store.core, """SELECT layer, cos_related, cos_unrelated FROM matching_results
+                                     WHERE model_key = 'resnet18@none' ORDER BY layer, triplet""")  # fmt: skip
+    side = {layer: (np.array([r[1] for r in rows if r[0] == layer]), np.array([r[2] for r in rows if r[0] == layer]))
+            for layer in ("layer4.1", "hidden")}  # fmt: skip
+    (ra, ua), (rb, ub) = side["layer4.1"], side["hidden"]
+    want = compare_arrays(ra <= ua, rb <= ub, (ra, ua), (rb, ub), n_boot=200, seed=3)
+    for key in ("n_triplets", "error_a", "error_b", "a_only", "b_only", "mcnemar_p", "d_auc", "d_auc_p"):
+        assert got[key] == pytest.approx(want[key]), key
+    assert tuple(got["d_error_ci"]) == pytest.approx(want["d_error_ci"])
+    _, stored = run_sql(store.core, "SELECT layer_a, layer_b, n_boot, seed, mcnemar_p FROM matching_tests")
+    assert stored == [("layer4.1", "hidden", 200, 3, pytest.approx(want["mcnemar_p"]))]
+    bad = run_embstore("--store", store.path, "analyze", "compare", "resnet18:hidden", "resnet18:hidden")
+    assert bad.returncode == 2 and "with itself" in bad.stderr and bad.stderr.count("\n") == 1
+    matching(store.core, str(manifest), models=["resnet18"], layers=["hidden"])
+    assert run_sql(store.core, "SELECT count(*) FROM matching_tests")[1] == [(0,)]

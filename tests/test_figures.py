@@ -87,6 +87,28 @@ def test_rsa_lines_are_the_stored_accuracies_in_network_order(figure_store):
         figures.draw(store.core, "rsa", measure="accuracy")
 
 
+def test_1v2_markers_follow_the_1v2_p_not_the_2v2_p(figure_store, tmp_path):
+    """Filled markers of a 1 vs 2 curve are its own binomial p < 0.05 (they were the 2 vs 2 p's)."""
+    import shutil
+
+    store = embstore.open(shutil.copytree(figure_store[0].path, tmp_path / "copy"))  # the fixture stays as it is
+    with store.core.write() as con:
+        con.execute("""UPDATE rsa_results SET p_value = 0.001, acc_1v2 = coalesce(acc_1v2, 0.6),
+                       p_1v2 = CASE WHEN layer_order % 2 = 0 THEN 0.01 ELSE 0.5 END""")
+        rows = con.execute("SELECT layer, layer_order FROM rsa_results ORDER BY layer_order").fetchall()
+    want = [k for k, (_, order) in enumerate(rows) if order % 2 == 0]
+    assert 0 < len(want) < len(rows)
+
+    def filled_at(measure):
+        ax = figures.draw(store.core, "rsa", measure=measure).axes[0]
+        dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        full = [line for line in dots if line.get_markerfacecolor() != "white"]
+        return sorted(int(x) for line in full for x in line.get_xdata()), ax.get_legend().get_title().get_text()
+
+    assert filled_at("acc_1v2") == (want, "filled: binomial p < 0.05")
+    assert filled_at("acc_2v2") == (list(range(len(rows))), "filled: permutation p < 0.05")
+
+
 def test_roc_errors_and_ratings_show_the_stored_matching_numbers(figure_store):
     store, _, _ = figure_store
     _, rows = run_sql(

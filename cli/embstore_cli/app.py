@@ -425,6 +425,23 @@ def analyze_matching(
     render.matching(ctx.obj, report)
 
 
+@analyze_app.command("compare")
+def analyze_compare(
+    ctx: typer.Context,
+    a: str = typer.Argument(..., help="MODEL or MODEL:LAYER (default layer: hidden, else the deepest matched)."),
+    b: str = typer.Argument(..., help="The other MODEL or MODEL:LAYER."),
+    manifest: Optional[str] = typer.Option(None, help="Manifest file or sha prefix (default: the newest)."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap resamples of the triplets."),
+    seed: int = typer.Option(0, help="Seed of the resampling (recorded with the result)."),
+):
+    """Is A better at matching than B? McNemar's exact test and a paired bootstrap of Δerror and ΔAUC (seed 000).
+
+    Both must have matching results on the same triplets (`embstore analyze matching`).
+    Example: embstore analyze compare resnet152 resnet50:layer4 --manifest poporo.csv
+    """
+    render.comparison(ctx.obj, _store(ctx).compare_matching(a, b, manifest=manifest, n_boot=n_boot, seed=seed))
+
+
 @analyze_app.command("prototypes")
 def analyze_prototypes(
     ctx: typer.Context,

@@ -553,17 +553,38 @@ def matching(out: Output, report) -> None:
               "top1_error": report.top1_error})  # fmt: skip
         return
     t = Table(title=f"triplet matching — {len(report.triplets.paths)} triplets (seed 000 table 2)")
-    for c in ("model", "layer", "matching error", "95% CI", "AUC", "ImageNet top-1 err"):
+    for c in ("model", "layer", "matching error", "95% CI", "AUC", "AUC 95% CI", "ImageNet top-1 err"):
         t.add_column(c, overflow="fold")
     for r in report.layers:
         top1 = report.top1_error.get(r.model_key)
-        t.add_row(r.model_key, r.layer, f"{r.error:.3f}", f"{r.ci[0]:.3f}–{r.ci[1]:.3f}", f"{r.auc:.3f}", _num(top1))
+        t.add_row(r.model_key, r.layer, f"{r.error:.3f}", f"{r.ci[0]:.3f}–{r.ci[1]:.3f}", f"{r.auc:.3f}",
+                  f"{r.auc_ci[0]:.3f}–{r.auc_ci[1]:.3f}", _num(top1))  # fmt: skip
     console.print(t)
     if report.layers:
         last = report.layers[-1]
         console.print(f"cases for {last.model_key} / {last.layer} (triplet numbers; SQL: matching_results):")
         for name, idx in last.cases.items():
             console.print(f"  {name:9s} {idx[:5]}")
+
+
+def comparison(out: Output, c) -> None:
+    """Two matching results compared (analysis/comparisons.py)."""
+    if out.json:
+        emit(jsonable(c))
+        return
+    a, b = f"{c.a[0]}:{c.a[1]}", f"{c.b[0]}:{c.b[1]}"
+    t = Table(title=f"a = {a}  vs  b = {b} — {c.n_triplets} triplets (manifest {c.manifest_sha[:12]})")
+    for col in ("measure", "a", "b", "a − b", "95% CI of a − b", "p", "test"):
+        t.add_column(col, overflow="fold")
+    for r in c.rows():
+        t.add_row(r["measure"], f"{r['a']:.3f}", f"{r['b']:.3f}", f"{r['a - b']:+.3f}",
+                  f"{r['ci_low']:+.3f} – {r['ci_high']:+.3f}", _p(r["p"]), r["test"])  # fmt: skip
+    console.print(t)
+    console.print(f"paired bootstrap: {c.n_boot} resamples of the triplets, seed {c.seed} (SQL: matching_tests)")
+
+
+def _p(p: float) -> str:
+    return "nan" if p != p else (f"{p:.2g}" if p < 0.01 else f"{p:.3f}")
 
 
 def failures(out: Output, r) -> None:
@@ -611,18 +632,25 @@ def rsa(out: Output, r) -> None:
     if r.coverage and r.coverage.dropped:
         console.print("dropped (no vector): " + ", ".join(r.coverage.dropped_names()))
     t = Table(title="similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")
-    for c in ("layer", "2v2 acc", "p", "RSA spearman", "RSA pearson", "1v2 acc (n)"):
+    for c in ("layer", "2v2 acc", "p", "RSA spearman", "RSA pearson", "1v2 acc (n)", "1v2 p"):
         t.add_column(c, overflow="fold")
+    floor = 1 / (r.n_permutations + 1)
     for row in r.rows:
         t.add_row(
             row.layer,
             f"{row.acc_2v2:.3f}",
-            "-" if row.p_value is None else f"{row.p_value:.4f}",
+            "-" if row.p_value is None else (f"≤ {floor:.2g}" if row.p_value <= floor else f"{row.p_value:.4f}"),
             f"{row.rsa_spearman:.3f}",
             f"{row.rsa_pearson:.3f}",
             "-" if row.acc_1v2 is None else f"{row.acc_1v2:.3f} ({row.n_1v2})",
+            "-" if row.p_1v2 is None else _p(row.p_1v2),
         )
     console.print(t)
+    if r.n_permutations and any(row.p_value is not None and row.p_value <= floor for row in r.rows):
+        console.print(
+            f"≤ {floor:.2g}: no permutation of {r.n_permutations} reached the observed accuracy; the smallest p "
+            f"{r.n_permutations} permutations can give is 1/{r.n_permutations + 1} (more: --permutations)"
+        )
 
 
 def materialised(out: Output, results) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from embstore.analysis import stats
 from embstore.analysis.matchingtables import MatchingTables, StoredMatching  # noqa: F401 - re-exported
 from embstore.errors import ManifestError, NotFoundError
 from embstore.ingest.images import content_id
@@ -44,6 +45,9 @@ class LayerMatching:
     ci: tuple[float, float]
     auc: float
     cases: dict[str, list[int]] = field(default_factory=dict)  # best/worst/good_luck/bad_luck -> triplets
+    auc_ci: tuple[float, float] = (float("nan"), float("nan"))  # from the same resampled triplets as `ci`
+    n_boot: int = 0
+    seed: int = 0
 
     @property
     def matched(self) -> np.ndarray:
@@ -107,17 +111,19 @@ def match_layer(
     cr = np.array([cos(vectors[ids[o]], vectors[ids[r]]) for o, r, _ in triplets.paths])
     cu = np.array([cos(vectors[ids[o]], vectors[ids[u]]) for o, _, u in triplets.paths])
     wrong = (cr <= cu).astype(np.float64)  # a tie is not a match
-    rng = np.random.default_rng(seed)
-    boots = wrong[rng.integers(0, len(wrong), size=(n_boot, len(wrong)))].mean(axis=1)
+    idx = stats.resamples(len(wrong), n_boot, seed)  # triplets resampled: the same draw for error and AUC
     return LayerMatching(
         model_key,
         layer,
         cr,
         cu,
         float(wrong.mean()),
-        (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))),
+        stats.percentile_interval(wrong[idx].mean(axis=1)),
         roc_auc(np.r_[cr, cu], np.r_[np.ones(len(cr)), np.zeros(len(cu))]),
         cases(cr, cu),
+        stats.percentile_interval(stats.aucs_of_triplet_resamples(cr, cu, idx)),
+        n_boot,
+        seed,
     )
 
 

@@ -26,6 +26,12 @@ class StoredMatching:
     ratings: np.ndarray  # (N, 2) related, unrelated; NaN where absent
     ids: list[tuple[str, str, str]]  # (object, related, unrelated) image ids
     paths: dict[str, str]  # image id -> path
+    auc_ci: tuple[float, float] = (float("nan"), float("nan"))  # NULL for results computed before version 11
+
+    @property
+    def wrong(self) -> np.ndarray:
+        """Per triplet: the related image not matched (a tie is not a match)."""
+        return self.cos_related <= self.cos_unrelated
 
 
 class MatchingTables:
@@ -69,7 +75,7 @@ class MatchingTables:
         return dict_rows(
             self.con.execute(
                 """SELECT s.model_key, s.layer, s.n_triplets, s.error, s.error_ci_low, s.error_ci_high, s.auc,
-                      strftime(s.computed_at, '%Y-%m-%d %H:%M') AS computed
+                      s.auc_ci_low, s.auc_ci_high, strftime(s.computed_at, '%Y-%m-%d %H:%M') AS computed
                FROM matching_summary s LEFT JOIN layers l USING (model_key, layer)
                WHERE s.manifest_sha = ? ORDER BY s.model_key, l.ord NULLS LAST, s.layer""",
                 [manifest_sha],
@@ -110,8 +116,8 @@ class MatchingTables:
             raise UnknownLayerError(
                 f"no matching results of {model_key} at layer '{layer}'.{did_you_mean(layer, layers)}"
             )
-        error, lo, hi, auc = self.con.execute(
-            """SELECT error, error_ci_low, error_ci_high, auc FROM matching_summary
+        error, lo, hi, auc, auc_lo, auc_hi = self.con.execute(
+            """SELECT error, error_ci_low, error_ci_high, auc, auc_ci_low, auc_ci_high FROM matching_summary
                WHERE manifest_sha = ? AND model_key = ? AND layer = ?""",
             [manifest_sha, model_key, layer],
         ).fetchall()[0]
@@ -134,6 +140,7 @@ class MatchingTables:
             np.array([[r[5], r[6]] for r in rows], np.float64).reshape(-1, 2),
             ids,
             paths,
+            (float("nan") if auc_lo is None else auc_lo, float("nan") if auc_hi is None else auc_hi),
         )
 
     def replace(self, sha: str, paths: list, ratings: np.ndarray, ids: dict[str, str], results: list) -> None:
@@ -172,7 +179,31 @@ class MatchingTables:
             con.execute("INSERT INTO matching_results SELECT * FROM _m")
             con.unregister("_m")
             con.execute(
-                """INSERT INTO matching_summary (manifest_sha, model_key, layer, n_triplets, error,
-                           error_ci_low, error_ci_high, auc, computed_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [sha, r.model_key, r.layer, n, r.error, r.ci[0], r.ci[1], r.auc, fp],
+                """INSERT INTO matching_summary (manifest_sha, model_key, layer, n_triplets, error, error_ci_low,
+                           error_ci_high, auc, auc_ci_low, auc_ci_high, n_boot, seed, computed_from)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [sha, r.model_key, r.layer, n, r.error, r.ci[0], r.ci[1], r.auc, r.auc_ci[0], r.auc_ci[1], r.n_boot,
+                 r.seed, fp],
+            )  # fmt: skip
+            con.execute(  # a comparison involving this result is out of date now
+                """DELETE FROM matching_tests WHERE manifest_sha = ?
+                   AND ((model_a = ? AND layer_a = ?) OR (model_b = ? AND layer_b = ?))""",
+                [sha, r.model_key, r.layer, r.model_key, r.layer],
             )
+
+    def store_test(self, t) -> None:
+        """Record one comparison (analysis/comparisons.py), replacing an earlier one of the same pair."""
+        key = [t.manifest_sha, t.a[0], t.a[1], t.b[0], t.b[1]]
+        self.con.execute(
+            """DELETE FROM matching_tests WHERE manifest_sha = ? AND model_a = ? AND layer_a = ?
+               AND model_b = ? AND layer_b = ?""",
+            key,
+        )
+        self.con.execute(
+            """INSERT INTO matching_tests (manifest_sha, model_a, layer_a, model_b, layer_b, n_triplets, error_a,
+                   error_b, d_error, d_error_ci_low, d_error_ci_high, a_only, b_only, mcnemar_p, auc_a, auc_b, d_auc,
+                   d_auc_ci_low, d_auc_ci_high, d_auc_p, n_boot, seed)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [*key, t.n_triplets, t.error_a, t.error_b, t.d_error, *t.d_error_ci, t.a_only, t.b_only, t.mcnemar_p,
+             t.auc_a, t.auc_b, t.d_auc, *t.d_auc_ci, t.d_auc_p, t.n_boot, t.seed],
+        )  # fmt: skip

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embstore.analysis import rsa
+from embstore.analysis import rsa, stats
 from embstore.errors import NotFoundError
 from embstore.labels import vectors
 from embstore.store.catalog import Catalog
@@ -28,6 +28,7 @@ class RsaRow:
     rsa_pearson: float
     acc_1v2: float | None
     n_1v2: int
+    p_1v2: float | None = None  # exact one-sided binomial p of acc_1v2 against 0.5
 
 
 @dataclass
@@ -108,7 +109,8 @@ def run_rsa(
         prototypes = np.mean(mats, axis=0)
         s, p_rsa = rsa.rsa(ref_vectors, prototypes, reference_matrix=w)
         acc12, n12 = _one_vs_two(ref_vectors, concepts, correct_of, misclassified, x, pos)
-        rows.append(RsaRow(layer, order, enc.accuracy, enc.p_value, s, p_rsa, acc12, n12))
+        p12 = None if acc12 is None else stats.binomial_greater(round(acc12 * n12), n12)
+        rows.append(RsaRow(layer, order, enc.accuracy, enc.p_value, s, p_rsa, acc12, n12, p12))
         if progress:
             progress(1, len(wanted))
     report = RsaReport(key, ref_name, concepts, coverage, groups, n_permutations, rows)
@@ -149,6 +151,7 @@ STORED_COLUMNS = (
     "rsa_pearson",
     "acc_1v2",
     "n_1v2",
+    "p_1v2",
     "computed_at",
 )
 
@@ -189,8 +192,8 @@ class RsaTables:
             )
             con.execute(
                 """INSERT INTO rsa_results (model_key, layer, layer_order, reference, n_concepts, n_groups, acc_2v2,
-                       p_value, n_permutations, rsa_spearman, rsa_pearson, acc_1v2, n_1v2, seed)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       p_value, n_permutations, rsa_spearman, rsa_pearson, acc_1v2, n_1v2, p_1v2, seed)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
                     report.model_key,
                     r.layer,
@@ -205,6 +208,7 @@ class RsaTables:
                     r.rsa_pearson,
                     r.acc_1v2,
                     r.n_1v2,
+                    r.p_1v2,
                     seed,
                 ],
             )

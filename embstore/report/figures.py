@@ -30,6 +30,7 @@ RSA_MEASURES = {
     "rsa_spearman": "RSA (Spearman r)",
     "rsa_pearson": "RSA (Pearson r)",
 }
+TESTED_BY = {"acc_2v2": "p_value", "acc_1v2": "p_1v2"}  # each measure's own p (RSA r: none stored)
 
 
 def draw(store: StoreCore, kind: str, **options):
@@ -85,7 +86,8 @@ def rsa_by_layer(
         colour = f"C{i % 10}"
         label = ref if one_model else f"{model} · {ref}"
         ax.plot(x, y, "-", color=colour, label=label, linewidth=1.6)
-        sig = np.array([p["p_value"] is not None and p["p_value"] < 0.05 for p in pts])
+        tested = TESTED_BY.get(measure)
+        sig = np.array([tested is None or (p[tested] is not None and p[tested] < 0.05) for p in pts], bool)
         ax.plot(x[sig], y[sig], "o", color=colour, markersize=5)
         ax.plot(x[~sig], y[~sig], "o", markerfacecolor="white", color=colour, markersize=5)
     if one_model:
@@ -101,7 +103,10 @@ def rsa_by_layer(
         ax.set_ylim(min(0.3, lowest - 0.05), 1.02)
     ax.set_ylabel(RSA_MEASURES[measure])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=CAPTION - 1, loc="best", title="filled: p < 0.05", title_fontsize=CAPTION - 1)
+    title = {"p_value": "filled: permutation p < 0.05", "p_1v2": "filled: binomial p < 0.05"}.get(
+        TESTED_BY.get(measure, ""), "no test of this measure is stored"
+    )
+    ax.legend(fontsize=CAPTION - 1, loc="best", title=title, title_fontsize=CAPTION - 1)
     return fig
 
 
