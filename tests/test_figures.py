@@ -99,14 +99,24 @@ def test_1v2_markers_follow_the_1v2_p_not_the_2v2_p(figure_store, tmp_path):
     want = [k for k, (_, order) in enumerate(rows) if order % 2 == 0]
     assert 0 < len(want) < len(rows)
 
-    def filled_at(measure):
-        ax = figures.draw(store.core, "rsa", measure=measure).axes[0]
+    def filled_at(measure, correct="none"):  # the raw p's were edited: the stored corrections do not follow
+        ax = figures.draw(store.core, "rsa", measure=measure, correct=correct).axes[0]
         dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
         full = [line for line in dots if line.get_markerfacecolor() != "white"]
         return sorted(int(x) for line in full for x in line.get_xdata()), ax.get_legend().get_title().get_text()
 
-    assert filled_at("acc_1v2") == (want, "filled: binomial p < 0.05")
-    assert filled_at("acc_2v2") == (list(range(len(rows))), "filled: permutation p < 0.05")
+    assert filled_at("acc_1v2") == (want, "filled: binomial p < 0.05\n(uncorrected over the layers)")
+    assert filled_at("acc_2v2") == (
+        list(range(len(rows))),
+        "filled: permutation p < 0.05\n(uncorrected over the layers)",
+    )
+    # Holm over the curve's layers (adjusted on the fly for rows without stored corrections): 0.01 × the
+    # number of layers left is what the smallest p must stay under 0.05 with
+    with store.core.write() as con:
+        con.execute("UPDATE rsa_results SET p_1v2_holm = NULL, p_1v2_bh = NULL")
+    holm_ok = [k for k, (_, order) in enumerate(rows) if order % 2 == 0 and 0.01 * (len(rows) - want.index(k)) < 0.05]
+    assert filled_at("acc_1v2", "holm")[0] == holm_ok
+    assert filled_at("acc_1v2", "holm")[1].endswith("(Holm-adjusted over the layers)")
 
 
 def test_roc_errors_and_ratings_show_the_stored_matching_numbers(figure_store):

@@ -77,6 +77,15 @@ def test_rsa_table_for_a_layer_that_encodes_the_word_vectors(tmp_path):
         assert s_rsa == pytest.approx(spearmanr(ref_rdm, layer_rdm).statistic, abs=1e-9), layer
         assert p_rsa == pytest.approx(pearsonr(ref_rdm, layer_rdm).statistic, abs=1e-9), layer
     assert stored[1][1] > 0.3 and abs(stored[0][1]) < 0.15, stored  # the encoding layer follows GloVe, noise not
+    # p-values corrected across the run's layers, stored beside the raw ones
+    _, ps = run_sql(store.core, "SELECT p_value, p_holm, p_bh FROM rsa_results ORDER BY layer_order")
+    raw = [r[0] for r in ps]
+    low, high = sorted(raw)  # two layers: Holm doubles the smaller p, and the larger stays at least that
+    holm = {low: min(1, 2 * low), high: min(1, max(2 * low, high))}
+    assert [r[1] for r in ps] == pytest.approx([holm[p] for p in raw])
+    from scipy.stats import false_discovery_control
+
+    assert [r[2] for r in ps] == pytest.approx(list(false_discovery_control(raw)))
     wn = run_rsa(store.core, None, "wordnet-wup", groups=5, n_permutations=0)
     assert all(r.p_value is None for r in wn.rows) and len(wn.concepts) == n
 

@@ -124,3 +124,25 @@ def test_a_planted_difference_of_40_triplets_is_found():
 def test_permutation_floor_is_one_over_n_plus_one():
     assert stats.permutation_floor(1000) == pytest.approx(1 / 1001)
     assert stats.permutation_floor(999) >= 0.001  # 999 permutations cannot give the paper's p < 0.001
+
+
+def _holm_by_hand(ps):
+    """Holm's step-down as a textbook states it: the i-th smallest p times (m - i), made monotone."""
+    m, out, running = len(ps), [0.0] * len(ps), 0.0
+    for i, k in enumerate(sorted(range(m), key=lambda k: ps[k])):
+        running = max(running, min(1.0, (m - i) * ps[k]))
+        out[k] = running
+    return out
+
+
+def test_holm_and_benjamini_hochberg_equal_a_hand_loop_and_scipy():
+    rng = np.random.default_rng(8)
+    for _ in range(100):
+        ps = list(rng.uniform(0, 1, int(rng.integers(1, 40))) ** 3)  # many small ones
+        assert stats.adjusted(ps, "holm") == pytest.approx(_holm_by_hand(ps), abs=1e-12)
+        assert stats.adjusted(ps, "bh") == pytest.approx(list(sp.false_discovery_control(ps)), abs=1e-12)
+        assert stats.adjusted(ps, "none") == pytest.approx(ps)
+    # a layer without a test is left out of the family and stays untested
+    assert stats.adjusted([0.01, None, 0.04, float("nan")], "holm") == [pytest.approx(0.02), None, 0.04, None]
+    with pytest.raises(ValueError, match="choose one of holm, bh, none"):
+        stats.adjusted([0.1], "bonferroni")

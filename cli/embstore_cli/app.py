@@ -551,6 +551,9 @@ def plot_rsa(
     model: list[str] = _MODELS,
     reference: list[str] = typer.Option([], "--reference", "-r", help="Reference space(s), e.g. glove, wordnet-wup."),
     measure: str = typer.Option("acc_2v2", help="acc_2v2 | acc_1v2 | rsa_spearman | rsa_pearson"),
+    correct: str = typer.Option(
+        "holm", help="holm | bh | none: the correction of the layers' p-values the filled markers use."
+    ),
     out: Optional[Path] = _OUT,
     formats: str = _FORMATS,
 ):
@@ -558,7 +561,8 @@ def plot_rsa(
 
     Example: embstore plot rsa --model vgg16 --reference glove --out figs/vgg16-2v2
     """
-    _plot(ctx, "rsa", out, formats, models=model or None, references=reference or None, measure=measure)
+    _plot(ctx, "rsa", out, formats, models=model or None, references=reference or None, measure=measure,
+          correct=correct)  # fmt: skip
 
 
 @plot_app.command("roc")

@@ -29,6 +29,11 @@ class RsaRow:
     acc_1v2: float | None
     n_1v2: int
     p_1v2: float | None = None  # exact one-sided binomial p of acc_1v2 against 0.5
+    # adjusted across the layers of the run (stats.adjusted): Holm and Benjamini-Hochberg
+    p_holm: float | None = None
+    p_bh: float | None = None
+    p_1v2_holm: float | None = None
+    p_1v2_bh: float | None = None
 
 
 @dataclass
@@ -113,6 +118,11 @@ def run_rsa(
         rows.append(RsaRow(layer, order, enc.accuracy, enc.p_value, s, p_rsa, acc12, n12, p12))
         if progress:
             progress(1, len(wanted))
+    for raw, holm, bh in (("p_value", "p_holm", "p_bh"), ("p_1v2", "p_1v2_holm", "p_1v2_bh")):
+        ps = [getattr(r, raw) for r in rows]  # the family: every layer this run tests
+        for r, h, b in zip(rows, stats.adjusted(ps, "holm"), stats.adjusted(ps, "bh")):
+            setattr(r, holm, h)
+            setattr(r, bh, b)
     report = RsaReport(key, ref_name, concepts, coverage, groups, n_permutations, rows)
     with store.transaction() as con:
         RsaTables(con).store(report, seed, ref_vectors)
@@ -152,6 +162,10 @@ STORED_COLUMNS = (
     "acc_1v2",
     "n_1v2",
     "p_1v2",
+    "p_holm",
+    "p_bh",
+    "p_1v2_holm",
+    "p_1v2_bh",
     "computed_at",
 )
 
@@ -192,8 +206,9 @@ class RsaTables:
             )
             con.execute(
                 """INSERT INTO rsa_results (model_key, layer, layer_order, reference, n_concepts, n_groups, acc_2v2,
-                       p_value, n_permutations, rsa_spearman, rsa_pearson, acc_1v2, n_1v2, p_1v2, seed)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       p_value, n_permutations, rsa_spearman, rsa_pearson, acc_1v2, n_1v2, p_1v2, seed,
+                       p_holm, p_bh, p_1v2_holm, p_1v2_bh)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
                     report.model_key,
                     r.layer,
@@ -210,6 +225,10 @@ class RsaTables:
                     r.n_1v2,
                     r.p_1v2,
                     seed,
+                    r.p_holm,
+                    r.p_bh,
+                    r.p_1v2_holm,
+                    r.p_1v2_bh,
                 ],
             )
 

@@ -110,3 +110,39 @@ def bootstrap_p(deltas: np.ndarray) -> float:
 def permutation_floor(n_permutations: int) -> float:
     """The smallest p a permutation test of `n_permutations` can give, (0 + 1) / (n + 1)."""
     return 1.0 / (n_permutations + 1)
+
+
+CORRECTIONS = ("holm", "bh", "none")
+
+
+def adjusted(p_values, method: str) -> list[float | None]:
+    """`p_values` (None or NaN: no test) adjusted across the ones given: Holm's step-down ("holm",
+    family-wise error), Benjamini–Hochberg ("bh", false discovery rate) or as they are ("none").
+
+    >>> [round(p, 3) for p in adjusted([0.01, 0.04, 0.03], "holm")]
+    [0.03, 0.06, 0.06]
+    >>> [round(p, 3) for p in adjusted([0.01, 0.04, 0.03], "bh")]
+    [0.03, 0.04, 0.04]
+    """
+    if method not in CORRECTIONS:
+        from embstore.errors import UsageError
+
+        raise UsageError(f"unknown correction '{method}'; choose one of {', '.join(CORRECTIONS)}")
+    given = [k for k, p in enumerate(p_values) if p is not None and p == p]
+    out: list[float | None] = [None] * len(p_values)
+    if not given:
+        return out
+    p = np.array([p_values[k] for k in given], np.float64)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    ranked = p[order]
+    if method == "holm":
+        adj = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    elif method == "bh":
+        adj = np.minimum.accumulate(m / np.arange(m, 0, -1) * ranked[::-1])[::-1]
+    else:
+        adj = ranked
+    adj = np.minimum(adj, 1.0)
+    for pos, k in enumerate(order):
+        out[given[k]] = float(adj[pos])
+    return out

@@ -31,6 +31,11 @@ RSA_MEASURES = {
     "rsa_pearson": "RSA (Pearson r)",
 }
 TESTED_BY = {"acc_2v2": "p_value", "acc_1v2": "p_1v2"}  # each measure's own p (RSA r: none stored)
+ADJUSTED = {  # the stored column of each test's p under each correction
+    "p_value": {"holm": "p_holm", "bh": "p_bh", "none": "p_value"},
+    "p_1v2": {"holm": "p_1v2_holm", "bh": "p_1v2_bh", "none": "p_1v2"},
+}
+CORRECTION_NAMES = {"holm": "Holm-adjusted", "bh": "Benjamini-Hochberg-adjusted", "none": "uncorrected"}
 
 
 def draw(store: StoreCore, kind: str, **options):
@@ -54,14 +59,22 @@ def draw(store: StoreCore, kind: str, **options):
 
 # -- seed 004: similarity encoding by layer ----------------------------------------------------
 def rsa_by_layer(
-    store: StoreCore, *, models: list[str] | None = None, references: list[str] | None = None, measure: str = "acc_2v2"
+    store: StoreCore,
+    *,
+    models: list[str] | None = None,
+    references: list[str] | None = None,
+    measure: str = "acc_2v2",
+    correct: str = "holm",
 ):
     """One line per (model, reference space) across the model's layers; filled markers where the
-    permutation p < 0.05. With several models the x axis is relative depth (0 = first stored layer)."""
+    measure's own p, corrected across the curve's layers (`correct`: holm, bh or none), is < 0.05.
+    With several models the x axis is relative depth (0 = first stored layer)."""
+    from embstore.analysis import stats
     from embstore.analysis.rsatables import RsaTables
 
     if measure not in RSA_MEASURES:
         raise UsageError(f"unknown measure '{measure}'; choose one of {', '.join(RSA_MEASURES)}")
+    stats.adjusted([], correct)  # an unknown correction is refused before any read
     with store.read() as con:
         keys = [Catalog(con).resolve_model(m) for m in models] if models else None
         rows = RsaTables(con).results(keys, references)
@@ -87,7 +100,13 @@ def rsa_by_layer(
         label = ref if one_model else f"{model} · {ref}"
         ax.plot(x, y, "-", color=colour, label=label, linewidth=1.6)
         tested = TESTED_BY.get(measure)
-        sig = np.array([tested is None or (p[tested] is not None and p[tested] < 0.05) for p in pts], bool)
+        if tested is None:
+            sig = np.ones(len(pts), bool)
+        else:
+            ps = [p[ADJUSTED[tested][correct]] for p in pts]
+            if correct != "none" and all(q is None for q in ps):  # results stored before corrections were
+                ps = stats.adjusted([p[tested] for p in pts], correct)
+            sig = np.array([q is not None and q < 0.05 for q in ps], bool)
         ax.plot(x[sig], y[sig], "o", color=colour, markersize=5)
         ax.plot(x[~sig], y[~sig], "o", markerfacecolor="white", color=colour, markersize=5)
     if one_model:
@@ -106,6 +125,8 @@ def rsa_by_layer(
     title = {"p_value": "filled: permutation p < 0.05", "p_1v2": "filled: binomial p < 0.05"}.get(
         TESTED_BY.get(measure, ""), "no test of this measure is stored"
     )
+    if measure in TESTED_BY:
+        title += f"\n({CORRECTION_NAMES[correct]} over the layers)"
     ax.legend(fontsize=CAPTION - 1, loc="best", title=title, title_fontsize=CAPTION - 1)
     return fig
 
