@@ -115,6 +115,15 @@ def permutation_floor(n_permutations: int) -> float:
 CORRECTIONS = ("holm", "bh", "none")
 
 
+def check_correction(method: str) -> str:
+    """`method`, or a UsageError naming the corrections there are."""
+    if method not in CORRECTIONS:
+        from embstore.errors import UsageError
+
+        raise UsageError(f"unknown correction '{method}'; choose one of {', '.join(CORRECTIONS)}")
+    return method
+
+
 def adjusted(p_values, method: str) -> list[float | None]:
     """`p_values` (None or NaN: no test) adjusted across the ones given: Holm's step-down ("holm",
     family-wise error), Benjamini–Hochberg ("bh", false discovery rate) or as they are ("none").
@@ -124,10 +133,7 @@ def adjusted(p_values, method: str) -> list[float | None]:
     >>> [round(p, 3) for p in adjusted([0.01, 0.04, 0.03], "bh")]
     [0.03, 0.04, 0.04]
     """
-    if method not in CORRECTIONS:
-        from embstore.errors import UsageError
-
-        raise UsageError(f"unknown correction '{method}'; choose one of {', '.join(CORRECTIONS)}")
+    check_correction(method)
     given = [k for k, p in enumerate(p_values) if p is not None and p == p]
     out: list[float | None] = [None] * len(p_values)
     if not given:

@@ -110,11 +110,11 @@ class RayEngine:
             self.notes.append(f"autocast {gpu.amp} needs CUDA actors: running float32 on CPU")
         return plan
 
-    def _batches(self, run, net, plan: dict, batch_size: int, max_pixels: int):
+    def _batches(self, work: Committer, net, plan: dict, batch_size: int, max_pixels: int):
         import ray
 
-        spec, chosen = run.spec, run.chosen
-        items = [{"i": i, "path": str(img.path)} for i, img in enumerate(run.todo)]
+        spec, chosen = work.spec, work.chosen
+        items = [{"i": i, "path": str(img.path)} for i, img in enumerate(work.todo)]
         blocks = max(1, min(len(items) // batch_size + 1, 10_000))
         ds: Any = ray.data.from_items(items, override_num_blocks=blocks)  # Ray's stubs lag its API
         ds = ds.map_batches(
@@ -142,7 +142,7 @@ class RayEngine:
         names = [layer.name for layer in chosen]
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-                yield _forward_batch(out, names, run.todo)
+                yield _forward_batch(out, names, work.todo)
         except EmbstoreError:
             raise
         except Exception as exc:  # RayError, and what a dead system process (GCS, dashboard agent) raises

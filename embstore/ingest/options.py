@@ -89,13 +89,18 @@ class IngestOptions:
         return dataclasses.replace(options or cls(), **changes)
 
     def check(self) -> IngestOptions:
-        """These options, or a UsageError naming the first bad one (before any work is done)."""
+        """These options, or a UsageError naming the first bad one (before any work is done; no torch)."""
+        from embstore.ingest.devices import check_placement
+        from embstore.store.encoding import check_dtype
+
         if self.batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.engine not in ENGINES:
             raise UsageError(f"unknown engine '{self.engine}'; choose one of {', '.join(ENGINES)} (`engine=`)")
         if self.engine == "local" and (self.address is not None or self.cpus is not None):
-            raise UsageError("address and cpus are options of engine 'ray' (`engine='ray'`)")
+            raise UsageError("`address=` and `cpus=` are options of the ray engine; add `engine='ray'`")
+        check_dtype(self.dtype)
+        check_placement(self.device, self.amp, self.workers)
         return self
 
     def layer_request(self) -> str | list[str]:

@@ -24,13 +24,11 @@ from embstore.errors import StoreError, UsageError
 from embstore.ingest import classifier, models
 from embstore.ingest import layers as layers_mod
 from embstore.ingest.commit import Committer
-from embstore.ingest.devices import check_placement
 from embstore.ingest.extraction import capture_mode
 from embstore.ingest.images import Discovery, ImageSource, discover
 from embstore.ingest.layersets import select
 from embstore.ingest.options import IngestOptions
 from embstore.store.catalog import Catalog
-from embstore.store.encoding import check_dtype
 from embstore.store.table import ActivationTable, CompactReport
 
 if TYPE_CHECKING:
@@ -89,14 +87,12 @@ def ingest(
     >>> ingest(StoreCore.open("s", create=True), "efficientnet_lite0", "photos/")  # doctest: +SKIP
     IngestResult(run_id='…', model_key='efficientnet_lite0@tf-lite0', status='completed', …)
     """
+    # every argument is checked before torch is imported (seconds), the cheapest first
     opts = IngestOptions.of(options, **changes).check()
-    check_dtype(opts.dtype)
     if not isinstance(model, str) and opts.weights != "DEFAULT":
         raise UsageError(
             "weights= is for a model name; a torch module brings its own weights (recorded as module-<sha12>)"
         )
-    # every argument is checked before torch is imported (seconds), the cheapest first
-    check_placement(opts.device, opts.amp, opts.workers)
     if isinstance(model, str):
         models.check_name(model)
         # unknown weights, a missing weights file, a bad preprocessing field

@@ -74,7 +74,7 @@ def rsa_by_layer(
 
     if measure not in RSA_MEASURES:
         raise UsageError(f"unknown measure '{measure}'; choose one of {', '.join(RSA_MEASURES)}")
-    stats.adjusted([], correct)  # an unknown correction is refused before any read
+    stats.check_correction(correct)  # refused before any read
     with store.read() as con:
         keys = [Catalog(con).resolve_model(m) for m in models] if models else None
         rows = RsaTables(con).results(keys, references)
