@@ -5,10 +5,10 @@
     >>> store.similar_classes("knot", k=9).to_pandas()          # doctest: +SKIP
     >>> store.sql("SELECT * FROM runs").df()                    # doctest: +SKIP
 
-Also exported: IngestOptions (how an ingest runs), what the verbs return (IngestResult, Vectors,
-Answer of Neighbour, VerifyReport, CompactReport, MatchingReport, MatchingComparison, FailureReport,
-Materialised, RsaReport, Report, ModelSpec, Preprocessing, WeightsChoice, Layers of LayerInfo) and
-EmbstoreError, base of every error (the others: embstore.errors). `import embstore` loads no torch.
+Also exported: IngestOptions, what the verbs return (IngestResult, Vectors, Answer of Neighbour,
+VerifyReport, CompactReport, MatchingReport, MatchingComparison, FailureReport, Materialised, RsaReport,
+RsaComparison, Report, ModelSpec, Preprocessing, WeightsChoice, Layers of LayerInfo) and EmbstoreError,
+base of every error (the others: embstore.errors). `import embstore` loads no torch.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ _RESULTS = {
     "CompactReport": "embstore.store.table",
     "MatchingReport": "embstore.analysis.tasks",
     "MatchingComparison": "embstore.analysis.comparisons",
+    "RsaComparison": "embstore.analysis.comparisons",
     "FailureReport": "embstore.analysis.failures",
     "RsaReport": "embstore.analysis.rsatables",
     "Materialised": "embstore.analysis.classtables",

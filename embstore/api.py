@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from embstore.analysis.classtables import Materialised
-    from embstore.analysis.comparisons import MatchingComparison
+    from embstore.analysis.comparisons import MatchingComparison, RsaComparison
     from embstore.analysis.failures import FailureReport
     from embstore.analysis.rsatables import RsaReport
     from embstore.analysis.tasks import MatchingReport
@@ -62,8 +62,7 @@ class Store:
         return f"<embstore.Store {self.path}>"
 
     def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        """A DuckDB relation of `query` on a read-only connection with embstore's UDFs, kept until
-        `close()` (or the next write by this process): `store.sql("SELECT * FROM runs").df()`."""
+        """A DuckDB relation of `query` (read-only, with embstore's UDFs; kept until `close()`)."""
         return self.core.relation(query)
 
     def ingest(
@@ -135,8 +134,8 @@ class Store:
             return {"path": str(self.core.path), "activations": self.core.location.table_uri, **Catalog(con).summary()}
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
-        """Check that the catalog and the files agree; `repair` makes them agree, under the writer lock
-        (deleting what looks uncommitted while an ingest commits it would lose a batch in flight)."""
+        """Check that the catalog and the files agree; `repair` makes them agree (under the writer lock)."""
+        # the lock: deleting what looks uncommitted while an ingest commits it would lose a batch in flight
         from embstore.ingest.models import stored_module_calls
         from embstore.store.tablecheck import verify
 
@@ -225,9 +224,12 @@ class Store:
         permutations: int = 1000,
         seed: int = 0,
         layers: Sequence[str] | None = None,
+        n_boot: int = 1000,
+        scope_1v2: str = "all",
+        alpha: float = 0.05,
         progress: Progress | None = None,
     ) -> RsaReport:
-        """2 vs 2 accuracy, permutation p, RSA r and 1 vs 2 accuracy per layer (seed 004), stored."""
+        """2 vs 2 and 1 vs 2 accuracy, RSA, their p-values and concept-bootstrap CIs per layer (seed 004)."""
         from embstore.analysis.rsatables import run_rsa
 
         with self.core.writer_lock():
@@ -239,8 +241,18 @@ class Store:
                 n_permutations=permutations,
                 seed=seed,
                 layers=list(layers) if layers else None,
+                n_boot=n_boot,
+                scope_1v2=scope_1v2,
+                alpha=alpha,
                 progress=progress,
             )
+
+    def compare_rsa(self, a: str, b: str, *, reference: str = "glove") -> RsaComparison:
+        """`a` against `b` ("model[:layer]") on the same concepts: paired concept bootstrap per measure."""
+        from embstore.analysis.comparisons import compare_rsa
+
+        with self.core.writer_lock():
+            return compare_rsa(self.core, a, b, reference=reference)
 
     def figure(self, kind: str, **options: Any) -> Any:
         """A matplotlib figure of `kind` (rsa, roc, errors, ratings, similar, cases, failures, predictions)."""

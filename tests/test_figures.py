@@ -21,6 +21,7 @@ KIND_OPTIONS = {
     "rsa": {},
     "roc": {},
     "errors": {},
+    "cosines": {"models": ["efficientnet_lite0", "efficientnet_lite0"]},  # one model here: itself, r = 1
     "ratings": {},
     "similar": {"cls": "knot", "k": 5},
     "cases": {"n": 3},
@@ -81,6 +82,14 @@ def test_rsa_lines_are_the_stored_accuracies_in_network_order(figure_store):
     line = next(line for line in ax.get_lines() if line.get_label() == "glove-6B-50d")
     np.testing.assert_allclose(line.get_ydata(), [r[1] for r in rows])
     assert [t.get_text() for t in ax.get_xticklabels()] == [r[0] for r in rows]
+    # the band is the stored concept-bootstrap interval of each layer, and the legend says so
+    _, cis = run_sql(store.core, "SELECT acc_ci_low, acc_ci_high FROM rsa_results ORDER BY layer_order")
+    (band,) = [c for c in ax.collections if c.get_paths()]
+    vertices = band.get_paths()[0].vertices
+    for x, (low, high) in enumerate(cis):
+        at = vertices[np.isclose(vertices[:, 0], x), 1]
+        assert low < high and min(at) == pytest.approx(low) and max(at) == pytest.approx(high)
+    assert "band: 95 % CI, bootstrap of the concepts" in ax.get_legend().get_title().get_text()
     ones = figures.draw(store.core, "rsa", measure="acc_1v2").axes[0]
     assert ones.get_ylabel() == "1 vs 2 accuracy"
     with pytest.raises(EmbstoreError, match="choose one of"):
@@ -108,7 +117,7 @@ def test_1v2_markers_follow_the_1v2_p_not_the_2v2_p(figure_store, tmp_path):
     assert filled_at("acc_1v2") == (want, "filled: binomial p < 0.05\n(uncorrected over the layers)")
     assert filled_at("acc_2v2") == (
         list(range(len(rows))),
-        "filled: permutation p < 0.05\n(uncorrected over the layers)",
+        "filled: permutation p < 0.05\n(uncorrected over the layers)\nband: 95 % CI, bootstrap of the concepts",
     )
     # Holm over the curve's layers (adjusted on the fly for rows without stored corrections): 0.01 × the
     # number of layers left is what the smallest p must stay under 0.05 with
@@ -325,6 +334,18 @@ def test_several_models_share_one_figure(tmp_path, monkeypatch):
     bars = [c for c in figures.draw(store.core, "errors").axes[0].containers if isinstance(c, BarContainer)]
     assert [len(c.patches) for c in bars] == [2, 2, 2]
     assert [p.get_height() for p in bars[0].patches] == pytest.approx([3 / 40, 0.0])  # top-1 error per model
+    legend = figures.draw(store.core, "errors").axes[0].get_legend().get_title().get_text()
+    assert legend == "ρ with top-1 error needs >= 3 models with labelled images (2 here)"
+    # seed 000 fig 5a: one point per pair at (cosine of A, cosine of B), correlations in the labels
+    from scipy.stats import pearsonr
+
+    ax = figures.draw(store.core, "cosines", models=[other.key, synthetic.SPEC.key]).axes[0]
+    a, b = (matching_tables(store, m) for m in (other.key, synthetic.SPEC.key))
+    for coll, (x, y) in zip(ax.collections, ((a.cos_related, b.cos_related), (a.cos_unrelated, b.cos_unrelated))):
+        np.testing.assert_allclose(coll.get_offsets(), np.c_[x, y])
+        assert f"Pearson r {pearsonr(x, y).statistic:.2f}" in coll.get_label()
+    with pytest.raises(EmbstoreError, match="exactly two models"):
+        figures.draw(store.core, "cosines", models=[other.key])
     ax = figures.draw(store.core, "rsa").axes[0]
     lines = {line.get_label(): line for line in ax.get_lines() if "·" in line.get_label()}
     assert sorted(lines) == ["other_net@seed1 · glove-6B-50d", "synthetic_net@seed0 · glove-6B-50d"]
@@ -429,3 +450,11 @@ def test_similar_strip_says_once_which_classes_have_no_image_and_names_rows_once
     assert heads == ["hidden", "classifier"]  # not "hidden (hidden)"
     assert _texts_off_canvas(fig) == []
     assert min(_font_sizes(fig)) >= 8
+
+
+def matching_tables(store, model_key):
+    """The stored matching result of `model_key` on the newest manifest (as the figures read it)."""
+    from embstore.analysis.matchingtables import MatchingTables
+
+    with store.core.read() as con:
+        return MatchingTables(con).read(matching.resolve_manifest(con, None), model_key, None)

@@ -110,3 +110,120 @@ def test_one_vs_two_for_many_images_equals_the_per_image_loop():
     few = np.full_like(correct, np.nan)
     few[:4] = correct[:4] if not np.isnan(correct[:4]).any() else layer[:4]
     assert not one_vs_two_many(ref, few, images[:1], [0], [1]).any()  # 2 concepts left to compare: fails
+
+
+def test_kendall_tau_a_equals_a_brute_force_count_with_ties():
+    from embstore.analysis.rsa import kendall_tau_a
+
+    rng = np.random.default_rng(3)
+    for n, levels in ((2, 3), (7, 3), (40, 5), (60, 1000)):
+        x, y = rng.integers(0, levels, n).astype(float), rng.integers(0, levels, n).astype(float)
+        concordance = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i in range(n) for j in range(i + 1, n))
+        assert kendall_tau_a(x, y) == pytest.approx(concordance / (n * (n - 1) / 2), abs=1e-12), (n, levels)
+    assert kendall_tau_a(np.ones(5), np.arange(5.0)) == 0.0  # one side constant: no pair ordered
+
+
+def test_rsa_measures_on_each_concept_resample_equal_scipy_on_the_materialised_resample():
+    from scipy.stats import kendalltau
+
+    from embstore.analysis.rsa import concept_weights, kendall_tau_a, rsa_resampled
+
+    ref, layer = _spaces(9, seed=6)
+    w, i = correlation_matrix(ref), correlation_matrix(layer)
+    weights = concept_weights(9, 5, seed=2)
+    got = rsa_resampled(w, i, weights)
+    idx = np.random.default_rng(2).integers(0, 9, size=(5, 9))
+    assert (np.stack([np.bincount(r, minlength=9) for r in idx]) == weights).all()
+    for r, row in enumerate(idx):
+        pairs = [(p, q) for p in range(9) for q in range(p + 1, 9) if row[p] != row[q]]  # no copy with itself
+        a = np.array([1 - w[row[p], row[q]] for p, q in pairs])
+        b = np.array([1 - i[row[p], row[q]] for p, q in pairs])
+        assert got["spearman"][r] == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+        assert got["pearson"][r] == pytest.approx(pearsonr(a, b).statistic, abs=1e-12)
+        assert got["kendall_a"][r] == pytest.approx(kendall_tau_a(a, b), abs=1e-12)
+        assert abs(got["kendall_a"][r]) <= abs(kendalltau(a, b).statistic) + 1e-12  # ties shrink τ-a
+
+
+def test_concept_bootstrap_of_two_vs_two_equals_the_loop_on_resampled_concepts():
+    from embstore.analysis.rsa import _Plan, _resampled_accuracy, concept_weights
+
+    ref, layer = _spaces(11, noise=0.8, seed=7)
+    w, i = correlation_matrix(ref), correlation_matrix(layer)
+    idx = np.random.default_rng(4).integers(0, 11, size=(4, 11))
+    for row, m in zip(idx, concept_weights(11, 4, seed=4)):
+        passed = total = 0
+        for p in range(11):
+            for q in range(p + 1, 11):
+                if row[p] == row[q]:
+                    continue  # a concept is never tested against its own copy
+                keep = [r for r in range(11) if row[r] not in (row[p], row[q])]  # every copy of both left out
+                wr, ir = w[np.ix_(row, row)], i[np.ix_(row, row)]
+
+                def corr(x, y):
+                    return float(np.nan_to_num(np.corrcoef(x, y)[0, 1]))
+
+                wa, wb, ia, ib = wr[p, keep], wr[q, keep], ir[p, keep], ir[q, keep]
+                passed += (corr(wa, ia) + corr(wb, ib)) - (corr(wa, ib) + corr(wb, ia)) > 1e-10
+                total += 1
+        assert _Plan(w, weights=m).accuracy(i) == pytest.approx(passed / total, abs=1e-12)
+        assert _resampled_accuracy(w, [i], m) == pytest.approx(passed / total, abs=1e-6)  # float32, in place
+    ones = np.ones(11)
+    assert _Plan(w, weights=ones).accuracy(i) == pytest.approx(two_vs_two(w, i)[0], abs=1e-12)
+
+
+def test_one_vs_two_permutation_p_is_the_test_rerun_on_a_permuted_reference():
+    from embstore.analysis.rsa import image_correlations, one_vs_two_passed, one_vs_two_test
+
+    ref, layer = _spaces(20, noise=0.4, seed=8)
+    rng = np.random.default_rng(5)
+    correct = layer + 0.2 * rng.normal(size=layer.shape)
+    trues = rng.integers(0, 20, 30)
+    preds = (trues + rng.integers(1, 20, 30)) % 20
+    images = 0.7 * layer[trues] + 0.3 * layer[preds] + 0.3 * rng.normal(size=(30, layer.shape[1]))
+    w, corr = correlation_matrix(ref), image_correlations(correct, images)
+    got = one_vs_two_test(w, corr, trues, preds, n_permutations=49, seed=3)
+    passed = int(one_vs_two_passed(w, corr, trues, preds).sum())
+    perm_rng = np.random.default_rng(3)
+    null = []
+    for _ in range(49):
+        perm = perm_rng.permutation(20)
+        null.append(one_vs_two_passed(correlation_matrix(ref[perm]), corr, trues, preds).sum())
+    assert got.accuracy == passed / 30 and passed > 20
+    assert got.p_permutation == (1 + sum(v >= passed for v in null)) / 50
+    from scipy.stats import binomtest
+
+    assert got.p_binomial == pytest.approx(binomtest(passed, 30, 0.5, alternative="greater").pvalue, rel=1e-12)
+
+
+def test_two_vs_two_and_one_vs_two_permutation_nulls_are_calibrated():
+    """Unrelated spaces, 200 draws. The reported p (ties with the observed count against it) is never
+    anti-conservative; the permutation distribution itself is right: the randomised p that splits the
+    ties uniformly, (#{null > obs} + U·(#{null = obs} + 1)) / (n + 1), is uniform (KS p > 0.01). (With
+    8 concepts and 12 images both statistics are coarse, so the reported p alone is not uniform.)"""
+    from scipy.stats import kstest
+
+    from embstore.analysis.rsa import image_correlations, one_vs_two_test
+
+    rng = np.random.default_rng(11)
+    reported: dict[str, list] = {"2v2": [], "1v2": []}
+    randomised: dict[str, list] = {"2v2": [], "1v2": []}
+
+    def record(name, p, null, observed):
+        reported[name].append(p)
+        above, tied = (null > observed + 1e-12).sum(), (np.abs(null - observed) <= 1e-12).sum()
+        randomised[name].append((above + rng.uniform() * (tied + 1)) / (len(null) + 1))
+
+    for _ in range(200):
+        ref, layer = rng.normal(size=(8, 6)), rng.normal(size=(8, 10))
+        enc = similarity_encoding(ref, [layer], n_permutations=99, seed=int(rng.integers(1 << 30)))
+        record("2v2", enc.p_value, enc.null, enc.accuracy)
+        trues = rng.integers(0, 8, 12)
+        preds = (trues + rng.integers(1, 8, 12)) % 8
+        corr = image_correlations(layer, rng.normal(size=(12, 10)))
+        got = one_vs_two_test(correlation_matrix(ref), corr, trues, preds, n_permutations=99,
+                              seed=int(rng.integers(1 << 30)))  # fmt: skip
+        record("1v2", got.p_permutation, got.null, got.accuracy * got.n)
+    for name in reported:
+        assert kstest(randomised[name], "uniform").pvalue > 0.01, name
+        assert np.mean(np.array(reported[name]) <= 0.05) <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 200), name
+        assert np.mean(np.array(reported[name]) <= 0.5) > 0.3, name  # and not uselessly conservative

@@ -9,6 +9,7 @@ from scipy.stats import binomtest
 
 from embstore.analysis import stats
 from embstore.analysis.comparisons import compare_arrays
+from embstore.errors import UsageError
 
 
 def _brute_auc(pos, neg) -> float:
@@ -146,3 +147,39 @@ def test_holm_and_benjamini_hochberg_equal_a_hand_loop_and_scipy():
     assert stats.adjusted([0.01, None, 0.04, float("nan")], "holm") == [pytest.approx(0.02), None, 0.04, None]
     with pytest.raises(ValueError, match="choose one of holm, bh, none"):
         stats.adjusted([0.1], "bonferroni")
+
+
+def test_an_alpha_below_what_the_permutations_can_reach_is_one_line_naming_the_count():
+    assert stats.floor_warning(0.05, 1000) is None and stats.floor_warning(0.001, 1000) is None  # 1/1001 < 0.001
+    raw = stats.floor_warning(0.001, 999)
+    assert "1/1000" in raw and "--permutations 1000 or more" in raw and "\n" not in raw
+    holm = stats.floor_warning(0.05, 1000, family=60)  # Holm's smallest p over 60 layers: 60/1001
+    assert "60/1001" in holm and "--permutations 1200 or more" in holm
+    assert stats.floor_warning(0.05, 1200, family=60) is None
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        stats.floor_warning(1.5, 100)
+
+
+def test_spearman_across_models_and_its_interval_equal_scipy_and_a_hand_loop():
+    """Fig. 6's correlation: ρ is scipy's; the interval is the percentile interval of scipy's ρ on
+    the documented resamples of the models (degenerate resamples left out)."""
+    from types import SimpleNamespace
+
+    from embstore.analysis.comparisons import error_correlation
+
+    rng = np.random.default_rng(4)
+    top1 = rng.uniform(0.2, 0.4, 8)
+    err = 0.1 + 0.5 * top1 + rng.normal(0, 0.02, 8)
+    auc = 1 - (0.05 + 0.3 * top1 + rng.normal(0, 0.03, 8))
+    results = [SimpleNamespace(model_key=f"m{i}", error=e, auc=a) for i, (e, a) in enumerate(zip(err, auc))]
+    got = error_correlation(results, {f"m{i}": t for i, t in enumerate(top1)}, n_boot=300, seed=2)
+    assert got.rho_error == pytest.approx(sp.spearmanr(err, top1).statistic, abs=1e-12)
+    assert got.rho_auc == pytest.approx(sp.spearmanr(1 - auc, top1).statistic, abs=1e-12)
+    loop = []
+    for idx in np.random.default_rng(2).integers(0, 8, size=(300, 8)):
+        if len(set(err[idx])) > 1 and len(set(top1[idx])) > 1:
+            loop.append(sp.spearmanr(err[idx], top1[idx]).statistic)
+    assert got.ci_error == pytest.approx(tuple(np.percentile(loop, [2.5, 97.5])), abs=1e-12)
+    assert got.ci_error[0] <= got.rho_error <= got.ci_error[1] and "over 8 models" in got.legend()
+    two = error_correlation(results[:2], {"m0": 0.2, "m1": 0.3})
+    assert two.rho_error is None and "needs >= 3 models" in two.legend()

@@ -431,14 +431,25 @@ def analyze_compare(
     a: str = typer.Argument(..., help="MODEL or MODEL:LAYER (default layer: hidden, else the deepest matched)."),
     b: str = typer.Argument(..., help="The other MODEL or MODEL:LAYER."),
     manifest: Optional[str] = typer.Option(None, help="Manifest file or sha prefix (default: the newest)."),
+    vectors: Optional[str] = typer.Option(
+        None, help="Compare similarity-encoding results against this reference instead (glove, wordnet-wup, …)."
+    ),
     n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap resamples of the triplets."),
     seed: int = typer.Option(0, help="Seed of the resampling (recorded with the result)."),
 ):
-    """Is A better at matching than B? McNemar's exact test and a paired bootstrap of Δerror and ΔAUC (seed 000).
+    """Is A better than B? Matching (seed 000): McNemar's exact test, paired bootstrap of Δerror and ΔAUC;
+    with --vectors (seed 004): a paired concept bootstrap of Δ2v2 accuracy and ΔRSA.
 
-    Both must have matching results on the same triplets (`embstore analyze matching`).
+    Both must have results on the same triplets (`analyze matching`) or concepts (`analyze rsa`, whose
+    --n-boot and --seed then fix the resamples).
     Example: embstore analyze compare resnet152 resnet50:layer4 --manifest poporo.csv
+    Example: embstore analyze compare resnet50:layer3.5.relu_2 resnet50:layer4.0.relu --vectors glove
     """
+    if vectors is not None:
+        if manifest is not None:
+            raise typer.BadParameter("give --manifest (matching) or --vectors (similarity encoding), not both")
+        render.comparison(ctx.obj, _store(ctx).compare_rsa(a, b, reference=vectors))
+        return
     render.comparison(ctx.obj, _store(ctx).compare_matching(a, b, manifest=manifest, n_boot=n_boot, seed=seed))
 
 
@@ -488,9 +499,14 @@ def analyze_rsa(
     layer: list[str] = typer.Option([], "--layer", help="Layer(s); default: every stored layer."),
     groups: int = typer.Option(5, min=1, help="Image groups; each concept once per group."),
     permutations: int = typer.Option(1000, min=0, help="Permutations for the p-values."),
-    seed: int = typer.Option(0, help="Seed of the permutations."),
+    seed: int = typer.Option(0, help="Seed of the permutations and the concept resamples (recorded)."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples of the concepts (0: no CIs)."),
+    within_group: bool = typer.Option(
+        False, "--within-group", help="1 vs 2 within each group's images, as seed 004 (default: all images)."
+    ),
+    alpha: float = typer.Option(0.05, help="Significance level; warns when the permutations cannot reach it."),
 ):
-    """2 vs 2 accuracy, permutation p, RSA r and 1 vs 2 accuracy per layer (seed 004) into rsa_results.
+    """2 vs 2 and 1 vs 2 accuracy, RSA, p-values and concept-bootstrap CIs per layer (seed 004) into rsa_results.
 
     Example: embstore analyze rsa --model vgg16 --vectors glove --permutations 1000
     """
@@ -502,6 +518,9 @@ def analyze_rsa(
             permutations=permutations,
             seed=seed,
             layers=layer or None,
+            n_boot=n_boot,
+            scope_1v2="within-group" if within_group else "all",
+            alpha=alpha,
             progress=bar.update,
         )
     render.rsa(ctx.obj, report)
@@ -550,7 +569,7 @@ def plot_rsa(
     ctx: typer.Context,
     model: list[str] = _MODELS,
     reference: list[str] = typer.Option([], "--reference", "-r", help="Reference space(s), e.g. glove, wordnet-wup."),
-    measure: str = typer.Option("acc_2v2", help="acc_2v2 | acc_1v2 | rsa_spearman | rsa_pearson"),
+    measure: str = typer.Option("acc_2v2", help="acc_2v2 | acc_1v2 | rsa_spearman | rsa_pearson | rsa_kendall_a"),
     correct: str = typer.Option(
         "holm", help="holm | bh | none: the correction of the layers' p-values the filled markers use."
     ),
@@ -590,11 +609,27 @@ def plot_errors(
     out: Optional[Path] = _OUT,
     formats: str = _FORMATS,
 ):
-    """Matching error (95 % CI), AUC error and ImageNet top-1 error per model as bars (seed 000 fig 6).
+    """Matching error (95 % CI), AUC error and ImageNet top-1 error per model as bars, with their ρ (seed 000 fig 6).
 
     Example: embstore plot errors --out figs/errors --format png
     """
     _plot(ctx, "errors", out, formats, manifest=manifest, models=model or None, layer=layer)
+
+
+@plot_app.command("cosines")
+def plot_cosines(
+    ctx: typer.Context,
+    manifest: Optional[str] = _MANIFEST,
+    model: list[str] = typer.Option(..., "--model", "-m", help="The two models: --model A --model B."),
+    layer: Optional[str] = _LAYER,
+    out: Optional[Path] = _OUT,
+    formats: str = _FORMATS,
+):
+    """Per-pair cosines of model A against model B on the same triplets, with their correlation (seed 000 fig 5a).
+
+    Example: embstore plot cosines --model resnet50 --model densenet121 --out figs/cosines
+    """
+    _plot(ctx, "cosines", out, formats, manifest=manifest, models=model, layer=layer)
 
 
 @plot_app.command("ratings")

@@ -550,7 +550,7 @@ def matching(out: Output, report) -> None:
         emit({"triplets": len(report.triplets.paths), "manifest_sha": report.triplets.sha,
               "layers": [{k: v for k, v in jsonable(r).items() if k not in ("cos_related", "cos_unrelated", "matched")}
                          for r in report.layers],
-              "top1_error": report.top1_error})  # fmt: skip
+              "top1_error": report.top1_error, "correlation": jsonable(report.correlation)})  # fmt: skip
         return
     t = Table(title=f"triplet matching — {len(report.triplets.paths)} triplets (seed 000 table 2)")
     for c in ("model", "layer", "matching error", "95% CI", "AUC", "AUC 95% CI", "ImageNet top-1 err"):
@@ -560,6 +560,8 @@ def matching(out: Output, report) -> None:
         t.add_row(r.model_key, r.layer, f"{r.error:.3f}", f"{r.ci[0]:.3f}–{r.ci[1]:.3f}", f"{r.auc:.3f}",
                   f"{r.auc_ci[0]:.3f}–{r.auc_ci[1]:.3f}", _num(top1))  # fmt: skip
     console.print(t)
+    if report.correlation is not None:
+        console.print(report.correlation.legend().replace("\n", " "))
     if report.layers:
         last = report.layers[-1]
         console.print(f"cases for {last.model_key} / {last.layer} (triplet numbers; SQL: matching_results):")
@@ -573,14 +575,22 @@ def comparison(out: Output, c) -> None:
         emit(jsonable(c))
         return
     a, b = f"{c.a[0]}:{c.a[1]}", f"{c.b[0]}:{c.b[1]}"
-    t = Table(title=f"a = {a}  vs  b = {b} — {c.n_triplets} triplets (manifest {c.manifest_sha[:12]})")
+    rsa = hasattr(c, "reference")  # an RsaComparison (seed 004), else a MatchingComparison
+    on = (
+        f"{c.n_concepts} concepts, {c.reference}"
+        if rsa
+        else f"{c.n_triplets} triplets (manifest {c.manifest_sha[:12]})"
+    )
+    t = Table(title=f"a = {a}  vs  b = {b} — {on}")
     for col in ("measure", "a", "b", "a − b", "95% CI of a − b", "p", "test"):
         t.add_column(col, overflow="fold")
     for r in c.rows():
-        t.add_row(r["measure"], f"{r['a']:.3f}", f"{r['b']:.3f}", f"{r['a - b']:+.3f}",
-                  f"{r['ci_low']:+.3f} – {r['ci_high']:+.3f}", _p(r["p"]), r["test"])  # fmt: skip
+        ci = "-" if r["ci_low"] is None else f"{r['ci_low']:+.3f} – {r['ci_high']:+.3f}"
+        t.add_row(r.get("label", r["measure"]), f"{r['a']:.3f}", f"{r['b']:.3f}", f"{r['a - b']:+.3f}", ci,
+                  "-" if r["p"] is None else _p(r["p"]), r["test"])  # fmt: skip
     console.print(t)
-    console.print(f"paired bootstrap: {c.n_boot} resamples of the triplets, seed {c.seed} (SQL: matching_tests)")
+    unit, table = ("concepts (stored by `analyze rsa`)", "rsa_tests") if rsa else ("triplets", "matching_tests")
+    console.print(f"paired bootstrap: {c.n_boot} resamples of the {unit}, seed {c.seed} (SQL: {table})")
 
 
 def _p(p: float) -> str:
@@ -616,7 +626,14 @@ def failures(out: Output, r) -> None:
         console.print(t)
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr (under --json too: stdout stays one JSON object)."""
+    sys.stderr.write(f"embstore: warning: {message}\n")
+
+
 def rsa(out: Output, r) -> None:
+    for w in r.warnings:
+        warn(w)
     if out.json:
         payload = jsonable(r)
         payload["coverage"] = r.coverage.summary() if r.coverage else None
@@ -632,20 +649,34 @@ def rsa(out: Output, r) -> None:
     if r.coverage and r.coverage.dropped:
         console.print("dropped (no vector): " + ", ".join(r.coverage.dropped_names()))
     t = Table(title="similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")
-    for c in ("layer", "2v2 acc", "p", "RSA spearman", "RSA pearson", "1v2 acc (n)", "1v2 p"):
+    for c in ("layer", "2v2 acc ± SD", "95% CI", "p", "p Holm", "RSA ρ (95% CI)", "τ-a", "1v2 acc (n)",
+              "1v2 p binom / perm"):  # fmt: skip
         t.add_column(c, overflow="fold")
     floor = 1 / (r.n_permutations + 1)
+
+    def perm(p):
+        return "-" if p is None else (f"≤ {floor:.2g}" if p <= floor else f"{p:.4f}")
+
+    def ci(pair):
+        return "-" if pair is None else f"{pair[0]:.3f} – {pair[1]:.3f}"
+
     for row in r.rows:
+        sd = "" if row.acc_sd is None else f" ± {row.acc_sd:.3f}"
         t.add_row(
             row.layer,
-            f"{row.acc_2v2:.3f}",
-            "-" if row.p_value is None else (f"≤ {floor:.2g}" if row.p_value <= floor else f"{row.p_value:.4f}"),
-            f"{row.rsa_spearman:.3f}",
-            f"{row.rsa_pearson:.3f}",
+            f"{row.acc_2v2:.3f}{sd}",
+            ci(row.acc_ci),
+            perm(row.p_value),
+            "-" if row.p_holm is None else _p(row.p_holm),
+            f"{row.rsa_spearman:.3f}" + ("" if row.rsa_spearman_ci is None else f" ({ci(row.rsa_spearman_ci)})"),
+            "-" if row.rsa_kendall_a is None else f"{row.rsa_kendall_a:.3f}",
             "-" if row.acc_1v2 is None else f"{row.acc_1v2:.3f} ({row.n_1v2})",
-            "-" if row.p_1v2 is None else _p(row.p_1v2),
+            "-" if row.p_1v2 is None else f"{_p(row.p_1v2)} / {perm(row.p_1v2_perm)}",
         )
     console.print(t)
+    if r.n_boot:
+        console.print(f"95% CIs: {r.n_boot} bootstrap resamples of the concepts, seed {r.seed}; 1 vs 2 over "
+                      f"{'each group' if r.scope_1v2 == 'within-group' else 'all labelled images'}")  # fmt: skip
     if r.n_permutations and any(row.p_value is not None and row.p_value <= floor for row in r.rows):
         console.print(
             f"≤ {floor:.2g}: no permutation of {r.n_permutations} reached the observed accuracy; the smallest p "

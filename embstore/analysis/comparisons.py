@@ -1,10 +1,22 @@
-"""Seed 000's comparisons, tested: is one (model, layer) better at matching than another?
+"""The papers' comparisons, tested: is one (model, layer) better than another on the same data?
 
+Seed 000 (matching):
 "ResNet-200 matches best" rests on one or two points of matching error over 400 triplets. Two stored
 matching results on the same triplets (`embstore analyze matching`) are compared pair by pair:
 McNemar's exact test on the triplets one matches and the other misses, and a paired bootstrap of
 the differences in error and in ROC AUC (the same resampled triplets for both sides, so what the
 two share cancels). The result is stored in `matching_tests` with its resample count and seed.
+
+Across models (seed 000 fig. 6, "matching performances show a significant correlation with the
+ImageNet performances"): Spearman's ρ of matching error, and of AUC error, against top-1 error,
+with a bootstrap interval over the models (`error_correlation`).
+
+Seed 004 (similarity encoding): "accuracy drops between activation layers 16 and 17", "Inception
+peaks at mixed9". Two results against one reference on the same concepts are compared by the paired
+concept bootstrap: `analyze rsa` stored each measure on every resample of the concepts, and equal
+concept lists with equal seed and count mean the same resamples, so the difference of the two
+arrays is the bootstrap distribution of the difference (what the two layers share cancels). Stored
+in `rsa_tests`, one row per measure.
 """
 
 from __future__ import annotations
@@ -128,3 +140,107 @@ def _model_layer(con, name: str) -> tuple[str, str | None]:
     prefix = "timm:" if name.startswith("timm:") else ""  # a timm model's name holds a colon itself
     model, _, layer = name[len(prefix) :].partition(":")
     return Catalog(con).resolve_model(prefix + model), layer or None
+
+
+@dataclass
+class RsaComparison:
+    """a against b against one reference on the same concepts; differences are a minus b."""
+
+    reference: str
+    a: tuple[str, str]  # (model key, layer)
+    b: tuple[str, str]
+    n_concepts: int
+    concepts_sha: str
+    measures: list[dict]  # one per measure: measure, a, b, a - b, ci_low, ci_high, p
+    n_boot: int
+    seed: int
+    method: str = "paired concept bootstrap"
+
+    def rows(self) -> list[dict]:
+        """The comparison as rows (2 vs 2 accuracy, RSA Spearman, Pearson, Kendall τ-a), for tables and --json."""
+        return [{**m, "test": f"{self.method} ({self.n_boot} resamples)"} for m in self.measures]
+
+
+RSA_COMPARED = {"acc_2v2": "2 vs 2 accuracy", "rsa_spearman": "RSA Spearman", "rsa_pearson": "RSA Pearson",
+                "rsa_kendall_a": "RSA Kendall τ-a"}  # fmt: skip
+
+
+def compare_rsa(store: StoreCore, a: str, b: str, *, reference: str = "glove") -> RsaComparison:
+    """Compare two stored similarity-encoding results, each `model` or `model:layer` (default layer:
+    the deepest with results), against `reference` (a prefix: glove finds glove-6B-50d)."""
+    from embstore.analysis.rsatables import RsaTables
+
+    with store.read() as con:
+        tables = RsaTables(con)
+        x, y = (tables.read(*_model_layer(con, name), reference) for name in (a, b))
+    if (x["model_key"], x["layer"]) == (y["model_key"], y["layer"]):
+        raise UsageError(f"compare two different results, not {x['model_key']}:{x['layer']} with itself")
+    names = [f"{r['model_key']}:{r['layer']}" for r in (x, y)]
+    if x["reference"] != y["reference"]:
+        raise UsageError(f"{names[0]} and {names[1]} were computed against different references "
+                         f"({x['reference']}, {y['reference']}); pass --vectors with the full name")  # fmt: skip
+    if x["concepts_sha"] is None or y["concepts_sha"] is None or not x["resamples"] or not y["resamples"]:
+        raise NotFoundError(f"{names[0] if not x['resamples'] else names[1]} has no concept resamples (computed "
+                            "before this version, or with --n-boot 0); run `embstore analyze rsa` again")  # fmt: skip
+    same = (x["concepts_sha"], x["n_boot"], x["seed"]) == (y["concepts_sha"], y["n_boot"], y["seed"])
+    if not same:
+        raise NotFoundError(
+            f"{names[0]} and {names[1]} rest on different concept resamples (concepts {x['n_concepts']} vs "
+            f"{y['n_concepts']}, n_boot {x['n_boot']} vs {y['n_boot']}, seed {x['seed']} vs {y['seed']}); run "
+            "`embstore analyze rsa` for both with the same --groups, --n-boot and --seed"
+        )
+    measures = []
+    for measure, label in RSA_COMPARED.items():
+        stored = {"acc_2v2": "acc_2v2"}.get(measure, measure)
+        va, vb = x[stored], y[stored]
+        if va is None or vb is None:
+            continue
+        deltas = x["resamples"][measure] - y["resamples"][measure]
+        known = not np.isnan(deltas).all()
+        low, high = stats.percentile_interval(deltas) if known else (None, None)
+        p = stats.bootstrap_p(deltas) if known else None
+        measures.append({"measure": measure, "label": label, "a": float(va), "b": float(vb), "a - b": float(va - vb),
+                         "ci_low": low, "ci_high": high, "p": p})  # fmt: skip
+    result = RsaComparison(x["reference"], (x["model_key"], x["layer"]), (y["model_key"], y["layer"]),
+                           x["n_concepts"], x["concepts_sha"], measures, x["n_boot"], x["seed"])  # fmt: skip
+    with store.transaction() as con:
+        RsaTables(con).store_test(result)
+    return result
+
+
+@dataclass
+class ErrorCorrelation:
+    """Spearman's ρ across models of matching error (and of AUC error, 1 − AUC) against top-1 error."""
+
+    models: list[str]  # those with a top-1 error (labelled images in the store)
+    rho_error: float | None
+    ci_error: tuple[float, float] | None
+    rho_auc: float | None
+    ci_auc: tuple[float, float] | None
+    n_boot: int
+    seed: int
+
+    def legend(self) -> str:
+        """One line for a figure, e.g. 'Spearman ρ with top-1 error over 5 models: matching 0.90 [0.30, 1.00]…'."""
+        if self.rho_error is None:
+            return f"ρ with top-1 error needs >= {MIN_MODELS} models with labelled images ({len(self.models)} here)"
+        ci_e, ci_a = self.ci_error or (np.nan, np.nan), self.ci_auc or (np.nan, np.nan)
+        return (f"Spearman ρ with top-1 error over {len(self.models)} models (95 % CI over models):\n"
+                f"matching error {self.rho_error:.2f} [{ci_e[0]:.2f}, {ci_e[1]:.2f}], "
+                f"AUC error {self.rho_auc:.2f} [{ci_a[0]:.2f}, {ci_a[1]:.2f}]")  # fmt: skip
+
+
+MIN_MODELS = 3  # a rank correlation of two models is ±1 whatever they are
+
+
+def error_correlation(results, top1: dict[str, float | None], *, n_boot: int = 1000, seed: int = 0) -> ErrorCorrelation:
+    """Fig. 6's claim as a number: ρ(matching error, top-1 error) and ρ(1 − AUC, top-1 error) across
+    `results` (one matching result per model: .model_key, .error, .auc), bootstrapping the models."""
+    have = [r for r in results if top1.get(r.model_key) is not None]
+    models = [r.model_key for r in have]
+    if len(have) < MIN_MODELS:
+        return ErrorCorrelation(models, None, None, None, None, n_boot, seed)
+    t1 = [top1[r.model_key] for r in have]
+    rho_e, ci_e = stats.spearman_with_interval([r.error for r in have], t1, n_boot=n_boot, seed=seed)
+    rho_a, ci_a = stats.spearman_with_interval([1 - r.auc for r in have], t1, n_boot=n_boot, seed=seed)
+    return ErrorCorrelation(models, rho_e, ci_e, rho_a, ci_a, n_boot, seed)

@@ -207,3 +207,14 @@ class MatchingTables:
             [*key, t.n_triplets, t.error_a, t.error_b, t.d_error, *t.d_error_ci, t.a_only, t.b_only, t.mcnemar_p,
              t.auc_a, t.auc_b, t.d_auc, *t.d_auc_ci, t.d_auc_p, t.n_boot, t.seed],
         )  # fmt: skip
+
+    def tests(self) -> list[dict]:
+        """Every stored comparison (matching_tests) as dicts, newest first."""
+        cur = self.con.execute(
+            """SELECT model_a, layer_a, model_b, layer_b, n_triplets, error_a, error_b, d_error, d_error_ci_low,
+                      d_error_ci_high, a_only, b_only, mcnemar_p, auc_a, auc_b, d_auc, d_auc_ci_low, d_auc_ci_high,
+                      d_auc_p, n_boot, seed, left(manifest_sha, 12) AS manifest
+               FROM matching_tests ORDER BY computed_at DESC, model_a, layer_a"""
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]

@@ -9,7 +9,7 @@ costs one k×k matrix product instead of k² small correlations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,30 +47,62 @@ class _Plan:
     r = (n·Sxy − Sx·Sy) / sqrt((n·Sxx − Sx²)(n·Syy − Sy²)). Sx, Sxx depend on W only; because I
     is symmetric, the image-side sums of the matched correlation are the transposes of those of
     the mismatched one, so one permutation costs one matrix product and a few k×k operations.
+
+    `weights` m (a bootstrap resample's multiplicity of each concept; default all 1) make every
+    sum a weighted one: concept c counts m_c times as a column, pair (a, b) is m_a·m_b tests, and
+    a pair leaves out every copy of a and of b (n = Σm − m_a − m_b). That is the test re-run on
+    the resampled concept list, where a concept is never paired with its own copy, in one pass.
     """
 
-    def __init__(self, w: np.ndarray, dtype=np.float64):
+    def __init__(self, w: np.ndarray, dtype=np.float64, weights: np.ndarray | None = None):
         self.dtype = dtype
         self.w = np.asarray(w, dtype)
-        self.n = self.w.shape[0] - 2
+        k = self.w.shape[0]
+        m = np.ones(k, dtype) if weights is None else np.asarray(weights, dtype)
+        self.m = m
+        self.weighted = weights is not None
+        self.n = (m.sum() - m[:, None] - m[None, :]) if weights is not None else dtype(k - 2)
         self.dw = np.diag(self.w).copy()
-        self.sx = self.w.sum(1)[:, None] - self.dw[:, None] - self.w
-        sxx = (self.w * self.w).sum(1)[:, None] - (self.dw**2)[:, None] - self.w**2
+        if weights is None:  # plain sums (float32 rounds them as the null's test expects)
+            self.sx = self.w.sum(1)[:, None] - self.dw[:, None] - self.w
+            sxx = (self.w * self.w).sum(1)[:, None] - (self.dw**2)[:, None] - self.w**2
+        else:
+            self.sx = (self.w @ m)[:, None] - (m * self.dw)[:, None] - m[None, :] * self.w
+            sxx = ((self.w * self.w) @ m)[:, None] - (m * self.dw**2)[:, None] - m[None, :] * self.w**2
         self.dx = self.n * sxx - self.sx**2
 
-    def passed(self, i: np.ndarray) -> np.ndarray:
+    def sums(self, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Eq. 1, Eq. 2) of seed 004 for every pair: the matched correlations' sum
+        r(w_a, i_a) + r(w_b, i_b) and the mismatched one's r(w_a, i_b) + r(w_b, i_a)."""
         i = np.asarray(i, self.dtype)
-        n, w, dw, sx = self.n, self.w, self.dw, self.sx
+        n, w, dw, sx, m = self.n, self.w, self.dw, self.sx, self.m
         di = np.diag(i).copy()
-        g = w @ i  # = W Iᵀ, I being symmetric
-        sy = i.sum(1)[None, :] - i - di[None, :]  # row b of I without columns a, b
-        dy = n * ((i * i).sum(1)[None, :] - i * i - (di**2)[None, :]) - sy**2
-        cross_num = n * (g - dw[:, None] * i - w * di[None, :]) - sx * sy
-        same_num = n * (np.diag(g)[:, None] - (dw * di)[:, None] - w * i) - sx * sy.T
+        if self.weighted:
+            g = (w * m[None, :]) @ i  # = W diag(m) Iᵀ, I being symmetric
+            sy = (i @ m)[None, :] - (m * di)[None, :] - m[:, None] * i  # row b of I without (copies of) a, b
+            dy = n * ((i * i) @ m - m * di**2)[None, :] - n * (m[:, None] * i * i) - sy**2
+            cross_num = n * (g - (m * dw)[:, None] * i - m[None, :] * w * di[None, :]) - sx * sy
+            same_num = n * (((w * i) @ m)[:, None] - (m * dw * di)[:, None] - m[None, :] * w * i) - sx * sy.T
+        else:  # the same with m = 1, as plain sums
+            g = w @ i
+            sy = i.sum(1)[None, :] - i - di[None, :]
+            dy = n * ((i * i).sum(1)[None, :] - i * i - (di**2)[None, :]) - sy**2
+            cross_num = n * (g - dw[:, None] * i - w * di[None, :]) - sx * sy
+            same_num = n * (np.diag(g)[:, None] - (dw * di)[:, None] - w * i) - sx * sy.T
         with np.errstate(invalid="ignore", divide="ignore"):
             cross = np.nan_to_num(cross_num / np.sqrt(self.dx * dy))
             same = np.nan_to_num(same_num / np.sqrt(self.dx * dy.T))
-        return (same + same.T) - (cross + cross.T) > TIE
+        return same + same.T, cross + cross.T
+
+    def passed(self, i: np.ndarray) -> np.ndarray:
+        eq1, eq2 = self.sums(i)
+        return eq1 - eq2 > TIE
+
+    def accuracy(self, i: np.ndarray) -> float:
+        """The share of tests passed, pair (a, b) counted m_a·m_b times (a < b)."""
+        m = self.m
+        tests = np.triu(m[:, None] * m[None, :], 1)
+        return float((tests * self.passed(i)).sum() / tests.sum())
 
 
 class _NullPlan:
@@ -168,6 +200,9 @@ class TwoVsTwo:
     p_value: float | None
     n_permutations: int
     null: np.ndarray  # permutation accuracies
+    eq1: float = float("nan")  # Eq. 1 (matched correlations' sum), mean over pairs and groups
+    eq2: float = float("nan")  # Eq. 2 (mismatched), likewise; Eq. 1 > Eq. 2 is a passed test
+    boot: np.ndarray = field(default_factory=lambda: np.zeros(0))  # accuracy on each concept resample
 
 
 def similarity_encoding(
@@ -177,9 +212,11 @@ def similarity_encoding(
     n_permutations: int = 1000,
     seed: int = 0,
     reference_matrix: np.ndarray | None = None,
+    n_boot: int = 0,
 ) -> TwoVsTwo:
     """2 vs 2 accuracy of a layer against a reference space, averaged over image groups, with a
-    permutation test that permutes the concept rows of the layer and re-runs everything.
+    permutation test that permutes the concept rows of the layer and re-runs everything, and
+    (`n_boot` > 0) the accuracy re-run on each bootstrap resample of the concepts (`concept_weights`).
 
     `reference`: concepts × p (or give `reference_matrix`, a concepts × concepts similarity such as
     WordNet's); `groups`: one concepts × q matrix per group of images (seed 004 §3: each concept
@@ -192,15 +229,90 @@ def similarity_encoding(
     else:
         raise ValueError("similarity_encoding needs reference vectors or a reference_matrix")
     mats = [correlation_matrix(g) for g in groups]
-    per_group = [two_vs_two(w, m)[0] for m in mats]
+    k = w.shape[0]
+    if k < 4:
+        raise ValueError("the 2 vs 2 test needs at least 4 concepts")
+    plan = _Plan(w)
+    upper = np.triu(np.ones((k, k), bool), 1)
+    per_group, eq1, eq2 = [], [], []
+    for m in mats:
+        e1, e2 = plan.sums(m)
+        per_group.append(float((e1 - e2 > TIE)[upper].mean()))
+        eq1.append(float(e1[upper].mean()))
+        eq2.append(float(e2[upper].mean()))
     observed = float(np.mean(per_group))
     rng = np.random.default_rng(seed)
     # The null runs in float32 (half the memory traffic): a rounding can only flip a pair whose
     # margin is below ~1e-5, which moves no null distribution; the observed value stays float64.
     null_plan = _NullPlan(w, mats)
-    null = np.array([null_plan.accuracy(rng.permutation(w.shape[0])) for _ in range(n_permutations)])
+    null = np.array([null_plan.accuracy(rng.permutation(k)) for _ in range(n_permutations)])
     p = (1 + int((null >= observed).sum())) / (1 + n_permutations) if n_permutations else None
-    return TwoVsTwo(observed, per_group, p, n_permutations, null)
+    boot = np.array([_resampled_accuracy(w, mats, m) for m in concept_weights(k, n_boot, seed)])
+    return TwoVsTwo(observed, per_group, p, n_permutations, null, float(np.mean(eq1)), float(np.mean(eq2)), boot)
+
+
+def concept_weights(k: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot × k) multiplicity of each concept in each bootstrap resample of the k concepts
+    (`stats.resamples`): the same (k, n_boot, seed) gives the same resamples to every layer and
+    model, which is what makes two curves' resampled accuracies a paired comparison."""
+    from embstore.analysis import stats
+
+    idx = stats.resamples(k, n_boot, seed)
+    return np.stack([np.bincount(row, minlength=k) for row in idx]) if n_boot else np.zeros((0, k), np.int64)
+
+
+def _resampled_accuracy(w: np.ndarray, mats: list[np.ndarray], weights: np.ndarray) -> float:
+    """The 2 vs 2 accuracy (mean over groups) re-run on one concept resample, in float32 like the null
+    (`_Plan` with weights, its formulas written in place on the concepts drawn)."""
+    f = np.float32
+    # a concept drawn 0 times (~37 % of them) is neither a column nor in a pair: drop it first
+    present = np.flatnonzero(np.asarray(weights) > 0)
+    w = np.take(np.take(np.asarray(w, f), present, axis=0), present, axis=1)
+    m = np.asarray(weights, f)[present]
+    dw = np.diag(w).copy()
+    n = m.sum() - m[:, None] - m[None, :]
+    mw = m[None, :] * w
+    sx = mw.copy()
+    np.subtract((w @ m - m * dw)[:, None], sx, out=sx)
+    dx = mw * w
+    np.subtract(((w * w) @ m - m * dw**2)[:, None], dx, out=dx)
+    dx *= n
+    dx -= sx * sx
+    rdx = _rsqrt(dx)
+    tests = np.triu(m[:, None] * m[None, :], 1)
+    total = tests.sum()
+    accuracies = []
+    for mat in mats:
+        i = np.take(np.take(np.asarray(mat, f), present, axis=0), present, axis=1)
+        di = np.diag(i).copy()
+        mi = m[:, None] * i  # m_a I_ab
+        sy = (i @ m - m * di)[None, :] - mi
+        dy = mi * i
+        np.subtract(((i * i) @ m - m * di**2)[None, :], dy, out=dy)
+        dy *= n
+        dy -= sy * sy
+        rdy = _rsqrt(dy)
+        cross = mw @ i  # = W diag(m) Iᵀ: the masked sums of r(w_a, i_b) follow
+        cross -= (m * dw)[:, None] * i
+        cross -= mw * di[None, :]
+        cross *= n
+        cross -= sx * sy
+        cross *= rdx
+        cross *= rdy
+        same = mw * i
+        np.subtract((((w * i) @ m) - m * dw * di)[:, None], same, out=same)
+        same *= n
+        same -= sx * sy.T
+        same *= rdx
+        same *= rdy.T
+        same -= cross
+        margin = same + same.T
+        accuracies.append(float((tests * (margin > TIE)).sum() / total))
+    return float(np.mean(accuracies))
+
+
+RSA_MEASURES = ("spearman", "pearson", "kendall_a")
+KENDALL_BOOT_MAX = 300  # concepts up to which Kendall's τ-a gets its bootstrap interval (O(B n² log n))
 
 
 def rsa(
@@ -209,16 +321,108 @@ def rsa(
     """Classic RSA: (Spearman, Pearson) between the upper triangles of the two correlation-distance
     RDMs; `reference_matrix` gives the reference's similarities directly (WordNet's, for one), and
     `reference` is then not read."""
-    from scipy.stats import pearsonr, spearmanr
-
     if reference_matrix is None:
         assert reference is not None, "give the reference's vectors or its similarity matrix"
         reference_matrix = correlation_matrix(reference)
-    w = reference_matrix
+    out = rsa_measures(reference_matrix, correlation_matrix(layer), kendall=False)
+    return out["spearman"], out["pearson"]
+
+
+def _rdm_entries(w: np.ndarray, layer_corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     upper = np.triu_indices(w.shape[0], 1)
-    a = 1 - w[upper]
-    b = 1 - correlation_matrix(layer)[upper]
-    return float(spearmanr(a, b).statistic), float(pearsonr(a, b).statistic)
+    return 1 - np.asarray(w, np.float64)[upper], 1 - np.asarray(layer_corr, np.float64)[upper]
+
+
+def rsa_measures(w: np.ndarray, layer_corr: np.ndarray, *, kendall: bool = True) -> dict[str, float]:
+    """Spearman ρ, Pearson r and Kendall's τ-a between the RDMs' upper triangles (1 − similarity).
+
+    τ-a (rsatoolbox's choice for RDMs with tied entries, such as WordNet's) counts ties as neither
+    concordant nor discordant over all n(n − 1)/2 pairs; scipy gives τ-b, rescaled here by its
+    tie-corrected denominator (`kendall_tau_a`)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    a, b = _rdm_entries(w, layer_corr)
+    out = {"spearman": float(spearmanr(a, b).statistic), "pearson": float(pearsonr(a, b).statistic)}
+    out["kendall_a"] = kendall_tau_a(a, b) if kendall else float("nan")
+    return out
+
+
+def kendall_tau_a(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's τ-a = (concordant − discordant) / (n(n − 1)/2), in O(n log n) through scipy's τ-b:
+    τ-b = (C − D) / sqrt((n0 − tx)(n0 − ty)), tx and ty the pairs tied in x and in y."""
+    from scipy.stats import kendalltau
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n = len(x)
+    n0 = n * (n - 1) / 2
+    if n0 == 0:
+        return float("nan")
+
+    def tied(v):
+        counts = np.unique(v, return_counts=True)[1].astype(np.float64)
+        return float((counts * (counts - 1) / 2).sum())
+
+    denom = (n0 - tied(x)) * (n0 - tied(y))
+    if denom == 0:
+        return 0.0  # one side constant: no pair is concordant or discordant
+    return float(kendalltau(x, y).statistic * np.sqrt(denom) / n0)
+
+
+def rsa_resampled(w: np.ndarray, layer_corr: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Each RSA measure on each concept resample (`weights`, B × k multiplicities), the RDMs rebuilt
+    from the resampled concepts with a concept's copies never paired with each other: entry (a, b)
+    counts m_a·m_b times. Spearman and Pearson are weighted sums over the k(k − 1)/2 entries (ranks
+    of tied copies averaged, as scipy ranks the materialised resample); τ-a runs scipy on the
+    materialised resample, up to KENDALL_BOOT_MAX concepts (NaN beyond)."""
+    a, b = _rdm_entries(w, layer_corr)
+    k = w.shape[0]
+    upper = np.triu_indices(k, 1)
+    ra, rb = _RankPlan(a), _RankPlan(b)
+    # everything in a's sorted order: b's ranks come back through one gather, not two scatters
+    a_sorted, b_in_a = a[ra.order], b[ra.order]
+    moments = {"xx": a_sorted * a_sorted, "yy": b_in_a * b_in_a, "xy": a_sorted * b_in_a}
+    b_to_a = np.argsort(rb.order)[ra.order]
+    out = {name: np.full(len(weights), np.nan) for name in RSA_MEASURES}
+    for r, m in enumerate(np.asarray(weights, np.float64)):
+        omega = m[upper[0]] * m[upper[1]]
+        omega_a = omega[ra.order]
+        out["pearson"][r] = _weighted_pearson(a_sorted, b_in_a, omega_a, **moments)
+        rank_b = rb.sorted_ranks(omega[rb.order])[b_to_a]
+        out["spearman"][r] = _weighted_pearson(ra.sorted_ranks(omega_a), rank_b, omega_a)
+        if k <= KENDALL_BOOT_MAX:
+            reps = omega.astype(np.int64)
+            out["kendall_a"][r] = kendall_tau_a(np.repeat(a, reps), np.repeat(b, reps))
+    return out
+
+
+class _RankPlan:
+    """The sort of one RDM's entries, done once, so that a resample's average ranks (each entry
+    repeated `omega` times) cost a cumulative sum, in sorted order."""
+
+    def __init__(self, v: np.ndarray):
+        self.order = np.argsort(v, kind="stable")
+        s = v[self.order]
+        new = np.r_[True, s[1:] != s[:-1]]
+        self.ties = not new.all()
+        self.starts = np.flatnonzero(new)
+        self.group = np.cumsum(new) - 1
+
+    def sorted_ranks(self, omega_sorted: np.ndarray) -> np.ndarray:
+        """Average ranks of the entries in sorted order, given their weights in sorted order."""
+        gw = np.add.reduceat(omega_sorted, self.starts) if self.ties else omega_sorted
+        rank_of_group = np.cumsum(gw) - gw + (gw + 1) / 2
+        return rank_of_group[self.group] if self.ties else rank_of_group
+
+
+def _weighted_pearson(x: np.ndarray, y: np.ndarray, omega: np.ndarray, xx=None, yy=None, xy=None) -> float:
+    """Pearson r of x and y with weights omega, from weighted moments (five dot products; `xx`,
+    `yy`, `xy` are x², y², x·y when the caller has them)."""
+    total = omega.sum()
+    sx, sy = omega @ x, omega @ y
+    sxx = omega @ (x * x if xx is None else xx) - sx * sx / total
+    syy = omega @ (y * y if yy is None else yy) - sy * sy / total
+    sxy = omega @ (x * y if xy is None else xy) - sx * sy / total
+    return float(sxy / np.sqrt(sxx * syy)) if sxx > 0 and syy > 0 else float("nan")
 
 
 def one_vs_two_many(reference: np.ndarray, correct: np.ndarray, images: np.ndarray, true, predicted) -> np.ndarray:
@@ -227,20 +431,79 @@ def one_vs_two_many(reference: np.ndarray, correct: np.ndarray, images: np.ndarr
     `reference` (k × d) and `correct` (k × C) are aligned by concept; a row of `correct` that is
     NaN marks a concept without a correctly classified image (left out, like the true and the
     predicted concept of each image). An image with fewer than 3 concepts to compare fails.
-    The image-to-correct-image correlations are one matrix product instead of k corrcoef calls each.
     """
     w = _unit_rows(reference) @ _unit_rows(reference).T
+    return one_vs_two_passed(w, image_correlations(correct, images), np.asarray(true), np.asarray(predicted))
+
+
+def image_correlations(correct: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """(images × k) Pearson correlation of each image's vector with each concept's correctly
+    classified image (`correct`, k × C, NaN rows: none), one matrix product."""
     has = np.asarray(~np.isnan(np.asarray(correct, np.float64)).any(axis=1))
     corr = np.full((len(images), len(has)), np.nan)
     corr[:, has] = _unit_rows(images) @ _unit_rows(np.asarray(correct)[has]).T
-    passed = np.zeros(len(images), bool)
-    for j, (t, p) in enumerate(zip(true, predicted)):
-        keep = has.copy()
-        keep[[t, p]] = False
-        if keep.sum() >= 3:
-            a = corr[j, keep]
-            passed[j] = _pearson(a, w[t, keep]) > _pearson(a, w[p, keep])
-    return passed
+    return corr
+
+
+def one_vs_two_passed(w: np.ndarray, corr: np.ndarray, true: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """passed[j]: image j's correlations to the correctly classified images (`corr` row j, NaN: no
+    such image) follow its true concept's reference similarities (row true[j] of `w`) more than its
+    predicted concept's, both concepts left out; fewer than 3 concepts left fails. Vectorised over
+    images as masked, centred sums."""
+    n_img, k = corr.shape
+    cols = np.arange(k)[None, :]
+    mask = ~np.isnan(corr) & (cols != true[:, None]) & (cols != predicted[:, None])
+    count = mask.sum(axis=1)
+    x = _masked_centred(corr, mask, count)
+    r_true = _masked_pearson(x, _masked_centred(w[true], mask, count))
+    r_pred = _masked_pearson(x, _masked_centred(w[predicted], mask, count))
+    with np.errstate(invalid="ignore"):
+        return (count >= 3) & (r_true > r_pred)
+
+
+def _masked_centred(v: np.ndarray, mask: np.ndarray, count: np.ndarray) -> np.ndarray:
+    v = np.where(mask, v, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = v.sum(axis=1) / count
+    return np.where(mask, v - mean[:, None], 0.0)
+
+
+def _masked_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (x * y).sum(axis=1) / np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+
+
+@dataclass
+class OneVsTwo:
+    accuracy: float | None  # share of misclassified images passed; None when none qualifies
+    n: int
+    p_binomial: float | None  # exact one-sided binomial p against 0.5
+    p_permutation: float | None  # (1 + #{null ≥ observed}) / (1 + n_permutations)
+    n_permutations: int
+    null: np.ndarray = field(default_factory=lambda: np.zeros(0))  # passes under each permutation
+
+
+def one_vs_two_test(
+    w: np.ndarray, corr: np.ndarray, true, predicted, *, n_permutations: int = 1000, seed: int = 0
+) -> OneVsTwo:
+    """The 1 vs 2 accuracy with two p-values: the exact binomial of its passes against chance (each
+    image an independent coin under the null) and a permutation p that permutes the reference's
+    concepts (rows and columns of `w`) and re-runs the test, as seed 004 tests its 2 vs 2."""
+    from embstore.analysis import stats
+
+    true, predicted = np.asarray(true, np.int64), np.asarray(predicted, np.int64)
+    n = len(true)
+    if n == 0:
+        return OneVsTwo(None, 0, None, None, n_permutations)
+    w = np.asarray(w, np.float64)
+    passed = int(one_vs_two_passed(w, corr, true, predicted).sum())
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(n_permutations):
+        perm = rng.permutation(w.shape[0])
+        null.append(one_vs_two_passed(w[np.ix_(perm, perm)], corr, true, predicted).sum())
+    p_perm = (1 + int((np.array(null) >= passed).sum())) / (1 + n_permutations) if n_permutations else None
+    return OneVsTwo(passed / n, n, stats.binomial_greater(passed, n), p_perm, n_permutations, np.array(null))
 
 
 def _unit_rows(x) -> np.ndarray:

@@ -68,6 +68,21 @@ def aucs_of_triplet_resamples(positive: np.ndarray, negative: np.ndarray, idx: n
     return ((counts @ wins) * counts).sum(axis=1) / (n * n)
 
 
+def spearman_with_interval(x, y, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Spearman's ρ of paired values and its percentile bootstrap interval over the pairs (each
+    resample ranked on its own; a resample with a constant side has no ρ and is left out)."""
+    from scipy.stats import rankdata
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    idx = np.vstack([np.arange(len(x))[None, :], resamples(len(x), n_boot, seed)])
+    rx, ry = rankdata(x[idx], axis=1), rankdata(y[idx], axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (rx * ry).sum(axis=1) / np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    return float(rho[0]), percentile_interval(rho[1:])
+
+
 def binomial_two_sided(k: int, n: int) -> float:
     """Exact two-sided p of k successes in n trials against p = 1/2 (the smaller tail, doubled).
 
@@ -110,6 +125,37 @@ def bootstrap_p(deltas: np.ndarray) -> float:
 def permutation_floor(n_permutations: int) -> float:
     """The smallest p a permutation test of `n_permutations` can give, (0 + 1) / (n + 1)."""
     return 1.0 / (n_permutations + 1)
+
+
+def floor_warning(alpha: float, n_permutations: int, family: int = 1) -> str | None:
+    """One line when `n_permutations` cannot give a p below `alpha` (raw, or after Holm's correction
+    over `family` tests, whose smallest adjusted p is family / (n + 1)), naming the count needed.
+
+    >>> floor_warning(0.0005, 1000)[:61]
+    'α = 0.0005 is below the smallest p 1000 permutations can give'
+    """
+    from math import floor
+
+    if not 0 < alpha < 1:
+        from embstore.errors import UsageError
+
+        raise UsageError(f"alpha must lie between 0 and 1, not {alpha}")
+    raw = floor(1 / alpha + 1e-9)  # the fewest permutations n with 1 / (n + 1) < alpha
+    holm = floor(family / alpha + 1e-9)
+    if n_permutations < raw:
+        return (
+            f"α = {alpha:g} is below the smallest p {n_permutations} permutations can give "
+            f"(1/{n_permutations + 1} ≈ {permutation_floor(n_permutations):.2g}), so no permutation p can fall "
+            f"below it: use --permutations {raw} or more"
+            + (f" ({holm} for Holm over {family} layers)" if family > 1 else "")
+        )
+    if family > 1 and n_permutations < holm:
+        return (
+            f"α = {alpha:g} is below the smallest Holm-adjusted p over {family} layers that {n_permutations} "
+            f"permutations can give ({family}/{n_permutations + 1} ≈ {family / (n_permutations + 1):.2g}): "
+            f"use --permutations {holm} or more"
+        )
+    return None
 
 
 CORRECTIONS = ("holm", "bh", "none")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from embstore.analysis.comparisons import ErrorCorrelation, error_correlation
 from embstore.analysis.failures import FailureReport, failure_analysis
 from embstore.analysis.matching import LayerMatching, Triplets, read_triplets, triplet_matching, write_image_manifest
 from embstore.errors import EmbstoreError, NotFoundError, UsageError
@@ -21,6 +22,8 @@ class MatchingReport:
     triplets: Triplets
     layers: list[LayerMatching]
     top1_error: dict[str, float | None]
+    # fig. 6 across models (their hidden layer, else the deepest matched): None with one model
+    correlation: ErrorCorrelation | None = None
 
 
 def matching(
@@ -53,7 +56,14 @@ def matching(
     if not keys:
         raise NotFoundError(f"store {store.path} holds no vectors yet; run `embstore ingest` first")
     results = triplet_matching(store, triplets, model_keys=keys, layers=layers, n_boot=n_boot, progress=progress)
-    return MatchingReport(triplets, results, top1)
+    correlation = None
+    if len(keys) > 1:
+        per_model: dict[str, LayerMatching] = {}
+        for r in results:  # network order: the last one seen is the deepest
+            if per_model.get(r.model_key) is None or per_model[r.model_key].layer != "hidden":
+                per_model[r.model_key] = r
+        correlation = error_correlation(list(per_model.values()), top1, n_boot=n_boot)
+    return MatchingReport(triplets, results, top1, correlation)
 
 
 def failures(store: StoreCore, model: str | None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:

@@ -1,7 +1,8 @@
 """The seeds' figures, drawn from what the store holds (matplotlib, no pyplot state).
 
-Charts live here: 2 vs 2 accuracy by layer (seed 004 figs 1–3), ROC curves (seed 000 fig 5),
-matching / AUC / top-1 error bars (fig 6) and cosine against human ratings (fig 4). Image
+Charts live here: 2 vs 2 accuracy by layer (seed 004 figs 1–3), ROC curves (seed 000 fig 5b-c),
+two models' per-pair cosines (fig 5a), matching / AUC / top-1 error bars (fig 6) and cosine
+against human ratings (fig 4). Image
 strips (seed 003 figs 1–2, seed 000 figs 7–10, failure cases, predictions) are in `strips`. Every function
 returns a `matplotlib.figure.Figure`; `save` writes it as PNG and SVG.
 
@@ -22,18 +23,25 @@ from embstore.store.catalog import Catalog
 if TYPE_CHECKING:
     from embstore.store.core import StoreCore
 
-KINDS = ("rsa", "roc", "errors", "ratings", "similar", "cases", "failures", "predictions")
+KINDS = ("rsa", "roc", "errors", "cosines", "ratings", "similar", "cases", "failures", "predictions")
 RELATED, UNRELATED = "#d62728", "#1f77b4"  # red / blue, as in seed 000 figs 4-5
 RSA_MEASURES = {
     "acc_2v2": "2 vs 2 accuracy",
     "acc_1v2": "1 vs 2 accuracy",
     "rsa_spearman": "RSA (Spearman r)",
     "rsa_pearson": "RSA (Pearson r)",
+    "rsa_kendall_a": "RSA (Kendall τ-a)",
 }
 TESTED_BY = {"acc_2v2": "p_value", "acc_1v2": "p_1v2"}  # each measure's own p (RSA r: none stored)
 ADJUSTED = {  # the stored column of each test's p under each correction
     "p_value": {"holm": "p_holm", "bh": "p_bh", "none": "p_value"},
     "p_1v2": {"holm": "p_1v2_holm", "bh": "p_1v2_bh", "none": "p_1v2"},
+}
+BANDS = {  # the stored interval of each measure (concept bootstrap)
+    "acc_2v2": ("acc_ci_low", "acc_ci_high"),
+    "rsa_spearman": ("rsa_spearman_ci_low", "rsa_spearman_ci_high"),
+    "rsa_pearson": ("rsa_pearson_ci_low", "rsa_pearson_ci_high"),
+    "rsa_kendall_a": ("rsa_kendall_ci_low", "rsa_kendall_ci_high"),
 }
 CORRECTION_NAMES = {"holm": "Holm-adjusted", "bh": "Benjamini-Hochberg-adjusted", "none": "uncorrected"}
 
@@ -46,6 +54,7 @@ def draw(store: StoreCore, kind: str, **options):
         "rsa": rsa_by_layer,
         "roc": roc,
         "errors": errors,
+        "cosines": cosines,
         "ratings": ratings,
         "similar": strips.similar,
         "cases": strips.cases,
@@ -66,9 +75,10 @@ def rsa_by_layer(
     measure: str = "acc_2v2",
     correct: str = "holm",
 ):
-    """One line per (model, reference space) across the model's layers; filled markers where the
-    measure's own p, corrected across the curve's layers (`correct`: holm, bh or none), is < 0.05.
-    With several models the x axis is relative depth (0 = first stored layer)."""
+    """One line per (model, reference space) across the model's layers, its 95 % concept-bootstrap
+    interval as a band where stored; filled markers where the measure's own p, corrected across the
+    curve's layers (`correct`: holm, bh or none), is < 0.05. With several models the x axis is
+    relative depth (0 = first stored layer)."""
     from embstore.analysis import stats
     from embstore.analysis.rsatables import RsaTables
 
@@ -84,6 +94,7 @@ def rsa_by_layer(
     for r in rows:
         lines.setdefault((r["model_key"], r["reference"]), []).append(r)
     one_model = len({m for m, _ in lines}) == 1
+    banded = False
     names = [n for _, n in sorted({(r["layer_order"], r["layer"]) for r in rows})]
     fig = new_figure(max(6.0, min(14.0, 2.5 + 0.32 * len(names))) if one_model else 7.5, 4.6)
     ax = fig.add_subplot()
@@ -99,6 +110,11 @@ def rsa_by_layer(
         colour = f"C{i % 10}"
         label = ref if one_model else f"{model} · {ref}"
         ax.plot(x, y, "-", color=colour, label=label, linewidth=1.6)
+        band = BANDS.get(measure)
+        if band and any(p[band[0]] is not None for p in pts):
+            low, high = (np.array([np.nan if p[c] is None else p[c] for p in pts], np.float64) for c in band)
+            ax.fill_between(x, low, high, color=colour, alpha=0.15, linewidth=0)
+            banded = True
         tested = TESTED_BY.get(measure)
         if tested is None:
             sig = np.ones(len(pts), bool)
@@ -118,7 +134,8 @@ def rsa_by_layer(
         ax.set_title(f"{RSA_MEASURES[measure]} by layer")
     if measure.startswith("acc"):
         ax.axhline(0.5, color="0.5", linestyle=":", linewidth=1, label="chance")
-        lowest = min((p[measure] for p in rows if p[measure] is not None), default=0.5)  # 0.0 is a value
+        shown = [p[c] for p in rows for c in (measure, *BANDS.get(measure, ())) if p[c] is not None]
+        lowest = min(shown, default=0.5)  # 0.0 is a value
         ax.set_ylim(min(0.3, lowest - 0.05), 1.02)
     ax.set_ylabel(RSA_MEASURES[measure])
     ax.grid(alpha=0.3)
@@ -127,6 +144,8 @@ def rsa_by_layer(
     )
     if measure in TESTED_BY:
         title += f"\n({CORRECTION_NAMES[correct]} over the layers)"
+    if banded:
+        title += "\nband: 95 % CI, bootstrap of the concepts"
     ax.legend(fontsize=CAPTION - 1, loc="best", title=title, title_fontsize=CAPTION - 1)
     return fig
 
@@ -173,7 +192,10 @@ def roc(store: StoreCore, *, manifest: str | None = None, models: list[str] | No
 
 def errors(store: StoreCore, *, manifest: str | None = None, models: list[str] | None = None, layer: str | None = None):
     """Per model: ImageNet top-1 error (labelled images in the store), matching error with its bootstrap
-    95 % interval, and AUC error = 1 − AUC (seed 000 fig 6)."""
+    95 % interval, and AUC error = 1 − AUC (seed 000 fig 6); the legend gives Spearman's ρ of the two
+    matching errors against top-1 error across the models, with a bootstrap interval over models."""
+    from embstore.analysis.comparisons import error_correlation
+
     with store.read() as con:
         results = _matching(con, manifest, models, layer)
         top1 = {r.model_key: Catalog(con).top1_error(r.model_key) for r in results}
@@ -197,12 +219,43 @@ def errors(store: StoreCore, *, manifest: str | None = None, models: list[str] |
     ax.axhline(0.5, color="0.5", linestyle=":", linewidth=1)
     ax.set(
         xlim=(-0.6, len(x) - 0.4),
-        ylim=(0, 1.08),
+        ylim=(0, 1.4),  # room for the legend and its ρ above the bars
         ylabel="error rate",
         title="Matching, AUC and classification error by model",
     )
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=CAPTION - 1, loc="upper right")
+    ax.legend(fontsize=CAPTION - 1, loc="upper right", title=error_correlation(results, top1).legend(),
+              title_fontsize=CAPTION - 1)  # fmt: skip
+    return fig
+
+
+def cosines(store: StoreCore, *, manifest: str | None = None, models: list[str] | None = None,
+            layer: str | None = None):  # fmt: skip
+    """Per-pair cosines of one model against another's on the same triplets, related pairs red and
+    unrelated blue, with their Pearson r (seed 000 fig 5a: "almost in linear relationship")."""
+    from scipy.stats import pearsonr
+
+    if not models or len(models) != 2:
+        raise UsageError("the cosines figure compares exactly two models: give --model A --model B")
+    with store.read() as con:
+        a, b = _matching(con, manifest, models, layer)
+    if a.ids != b.ids:
+        raise NotFoundError(f"{a.model_key} and {b.model_key} were matched on different images of the manifest; "
+                            "run `embstore analyze matching` again for both")  # fmt: skip
+    fig = new_figure(5.6, 5.4)
+    ax = fig.add_subplot()
+    both = pearsonr(np.r_[a.cos_related, a.cos_unrelated], np.r_[b.cos_related, b.cos_unrelated]).statistic
+    for x, y, colour, name in ((a.cos_related, b.cos_related, RELATED, "related"),
+                               (a.cos_unrelated, b.cos_unrelated, UNRELATED, "unrelated")):  # fmt: skip
+        r = pearsonr(x, y).statistic if len(x) > 2 else float("nan")
+        ax.scatter(x, y, s=14, color=colour, alpha=0.7, linewidths=0, label=f"{name} pairs (Pearson r {r:.2f})")
+    low = min(a.cos_related.min(), a.cos_unrelated.min(), b.cos_related.min(), b.cos_unrelated.min())
+    high = max(a.cos_related.max(), a.cos_unrelated.max(), b.cos_related.max(), b.cos_unrelated.max())
+    ax.plot([low, high], [low, high], ":", color="0.5", linewidth=1)
+    ax.set(xlabel=f"cosine, {a.model_key} · {a.layer}", ylabel=f"cosine, {b.model_key} · {b.layer}",
+           title=f"Per-pair cosines, {len(a.ids)} triplets: all pairs r = {both:.2f}")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=CAPTION - 1, loc="upper left")
     return fig
 
 

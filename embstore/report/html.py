@@ -2,8 +2,9 @@
 
 Sections: the store's contents, models, layers, runs and ingest errors, then each computed
 analysis with its tables and figures (triplet matching, failures, class statistics and similar
-classes, similarity encoding). Figures and thumbnails are embedded as PNG data URIs, the CSS
-inline: the file opens anywhere, offline. A figure that cannot be drawn says why in its place.
+classes, similarity encoding), then the stored comparisons between results with their tests.
+Figures and thumbnails are embedded as PNG data URIs, the CSS inline: the file opens anywhere,
+offline. A figure that cannot be drawn says why in its place.
 
 >>> build_report(StoreCore.open(), "report.html").figures  # doctest: +SKIP
 ['matching-errors', 'matching-roc', ...]
@@ -67,6 +68,7 @@ def build_report(
     page.failures_section(n_failures)
     page.classes_section(cls, k)
     page.rsa_section()
+    page.comparisons_section()
     text = page.render()
     atomic_write(out, lambda f: f.write(text.encode()))
     return Report(
@@ -272,9 +274,26 @@ class _Page:
                     "rsa-1v2", "rsa", "1 vs 2 accuracy on misclassified images (seed 004 fig. 4)", measure="acc_1v2"
                 )
             )
-        shown = [{k: v for k, v in r.items() if k != "computed_at"} for r in rows]
+        shown = [{k: v for k, v in r.items() if k not in ("computed_at", "concepts_sha")} for r in rows]
         parts.append(_table(shown, len(shown)))
         self._section("Similarity encoding", parts)
+
+    def comparisons_section(self) -> None:
+        """The stored tests between two results: matching (seed 000) and similarity encoding (seed 004)."""
+        from embstore.analysis.matchingtables import MatchingTables
+        from embstore.analysis.rsatables import RsaTables
+
+        with self.store.read() as con:
+            matching, rsa = MatchingTables(con).tests(), RsaTables(con).tests()
+        parts = [
+            "<h3>Matching: McNemar's exact test and a paired bootstrap of the triplets (a − b)</h3>",
+            _table(matching[:MAX_ROWS], len(matching), empty="No matching comparison yet; run "
+                   "`embstore analyze compare MODEL_A[:LAYER] MODEL_B[:LAYER]`."),
+            "<h3>Similarity encoding: paired bootstrap of the concepts (a − b)</h3>",
+            _table(rsa[:MAX_ROWS], len(rsa), empty="No similarity-encoding comparison yet; run "
+                   "`embstore analyze compare MODEL:LAYER MODEL:LAYER --vectors glove`."),
+        ]  # fmt: skip
+        self._section("Comparisons", parts)
 
     # -- pieces ------------------------------------------------------------------------------
     def _figure(self, name: str, kind: str, caption: str, **options) -> str:
