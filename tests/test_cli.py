@@ -141,6 +141,12 @@ def test_analyze_and_sql_commands_render(tmp_path, capsys):
         out = capsys.readouterr()
         assert e.value.code == 0, (args, out.err)
         assert expect in out.out, (args, out.out[-400:])
+    with pytest.raises(SystemExit) as e:  # an alpha 20 permutations cannot reach: one warning line, still run
+        main(base + ["analyze", "rsa", "--permutations", "20", "--groups", "3", "--alpha", "0.01", "--n-boot", "100"])
+    out = capsys.readouterr()
+    assert e.value.code == 0 and "95% CIs: 100 bootstrap resamples of the concepts" in out.out
+    assert out.err.count("embstore: warning: α = 0.01 is below the smallest p 20 permutations can give") == 1
+    assert "--permutations 100 or more" in out.err and sum("warning" in line for line in out.err.splitlines()) == 1
     with pytest.raises(SystemExit) as e:
         main(base + ["sql", "SELECT label_index FROM class_prototypes WHERE layer = 'hidden' ORDER BY 1", "--csv"])
     lines = capsys.readouterr().out.split()
