@@ -88,20 +88,28 @@ class Store:
         *,
         images: Sequence[str] | None = None,
         labels: Sequence[int | str] | None = None,
+        label_set: str | None = None,
     ) -> Vectors:
         """One model layer's stored vectors (read when first used), optionally of some image ids or classes."""
         from embstore.store.reading import layer_vectors
 
-        return layer_vectors(self.core, model, layer, images=images, labels=labels)
+        return layer_vectors(self.core, model, layer, images=images, labels=labels, label_set=label_set)
 
     def similar_classes(
-        self, cls: str, *, k: int = 9, model: str | None = None, layer: str | None = None, method: str | None = None
+        self,
+        cls: str,
+        *,
+        k: int = 9,
+        model: str | None = None,
+        layer: str | None = None,
+        method: str | None = None,
+        label_set: str | None = None,
     ) -> Answer:
-        """The k classes nearest to `cls` by `method`: prototype, tstat, hidden or classifier (seed 003);
-        by default the one the store can answer (as `embstore query similar`)."""
+        """The k classes of `label_set` nearest to `cls` by `method`: prototype, tstat, hidden or
+        classifier (seed 003); by default the one the store can answer (as `embstore query similar`)."""
         from embstore.analysis.similarity import similar_classes
 
-        return similar_classes(self.core, cls, k=k, model=model, layer=layer, method=method)
+        return similar_classes(self.core, cls, k=k, model=model, layer=layer, method=method, label_set=label_set)
 
     def nearest_images(
         self, image: str | Path, *, k: int = 10, model: str | None = None, layer: str = "hidden", index: str = "auto"
@@ -201,19 +209,21 @@ class Store:
         model: str | None = None,
         layers: Sequence[str] | None = None,
         progress: Progress | None = None,
+        label_set: str | None = None,
     ) -> list[Materialised]:
-        """Materialise `kind` = 'prototypes' or 'tstats' per layer as catalog tables (seed 003 §3);
-        `progress(1, layers)` after each layer."""
+        """Materialise `kind` = 'prototypes' or 'tstats' per layer as catalog tables (seed 003 §3)."""
         from embstore.analysis.tasks import class_tables
 
         with self.core.writer_lock():
-            return class_tables(self.core, kind, model, list(layers) if layers else None, progress)
+            return class_tables(self.core, kind, model, list(layers) if layers else None, progress, label_set)
 
-    def class_pair(self, a: str, b: str, *, layer: str, model: str | None = None) -> tuple[Any, Any, Any]:
+    def class_pair(
+        self, a: str, b: str, *, layer: str, model: str | None = None, label_set: str | None = None
+    ) -> tuple[Any, Any, Any]:
         """(class a, class b, (t, df)) per channel: Welch's t of class a against class b on one layer."""
         from embstore.analysis.tasks import class_pair
 
-        return class_pair(self.core, model, layer, a, b)
+        return class_pair(self.core, model, layer, a, b, label_set)
 
     def rsa(
         self,

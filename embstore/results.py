@@ -59,8 +59,8 @@ class Answer:
 class Vectors:
     """The stored vectors of one model layer, read on first use, one row per image.
 
-    `image_ids` and `labels` are aligned with the rows of `.numpy()`; labels are ImageNet class
-    indices (-1 for unlabelled images).
+    `image_ids` and `labels` are aligned with the rows of `.numpy()`; labels are class indices in
+    the label set read (ImageNet's by default; -1 for images it does not label).
 
     >>> import embstore, tempfile
     >>> store = embstore.open(tempfile.mkdtemp(), create=True)

@@ -47,6 +47,8 @@ def populate(
     keep_vectors: bool = True,
     compact: bool = True,
     progress=None,
+    label_names: list[str] | None = None,
+    label_set: str = "synthetic",
 ) -> dict:
     """Write n_classes × per_class labelled images with vectors for each layer {name: channels}.
 
@@ -56,6 +58,10 @@ def populate(
     as ingest would record them, so thumbnails and figures can use them. Vectors are drawn and
     committed `batch` images at a time (memory bounded by the batch; `keep_vectors=False` for
     benchmarks that build millions), stored as `dtype`, and the table compacted at the end.
+
+    `label_names` (one per class, e.g. THINGS' "aardvark", "abacus", …) label the images in label set
+    `label_set` (made or extended, indices in the given order; `n_classes` is then their number) in
+    place of the first n ImageNet classes; predictions then rank no true class (the head is ImageNet's).
 
     `store` is a public `embstore.Store` or its core.
     A layer named `hidden` also gets classifier weights (1000 × channels: the class centres for the
@@ -70,6 +76,7 @@ def populate(
 
     store = store.core if isinstance(store, Store) else store
     layers = layers or {"conv_a": 16, "conv_b": 32, "hidden": 24}
+    n_classes = len(label_names) if label_names is not None else n_classes
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(n_classes), per_class)
     ids = [f"{seed:04d}{i:016d}" for i in range(len(labels))]
@@ -101,6 +108,12 @@ def populate(
                 spec.key, [LayerInfo(n, o, d, *kind(n), True) for o, (n, d) in enumerate(layers.items())], dtype
             )
             cat.start_run(run_id, spec.key, {"synthetic": True}, len(ids))
+            if label_names is not None:
+                known = cat.label_names(label_set)
+                cat.add_labels(label_set, [(len(known) + k, n, None, None) for k, n in enumerate(label_names)
+                                           if n not in known])  # fmt: skip
+                offset = {n: i for i, n in enumerate(cat.label_names(label_set))}
+                names_index = np.array([offset[n] for n in label_names])
         for seq, start in enumerate(range(0, len(ids), batch)):
             rows = range(start, min(start + batch, len(ids)))
             sl = slice(start, rows.stop)
@@ -117,7 +130,11 @@ def populate(
             top1 = [int((predicted or {}).get(r, labels[r])) for r in rows]
 
             def record(cat: Catalog, sl=sl, rows=rows, top1=top1) -> None:
-                cat.insert_images(_image_rows(ids[sl], where[sl], labels[sl]))
+                if label_names is None:
+                    cat.insert_images(_image_rows(ids[sl], where[sl], labels[sl]))
+                else:
+                    cat.insert_images(_image_rows(ids[sl], where[sl], names_index[labels[sl]], label_set, label_names,
+                                                  labels[sl]))  # fmt: skip
                 cat.insert_predictions(
                     pa.table(
                         {
@@ -125,8 +142,14 @@ def populate(
                             "image_id": ids[sl],
                             "top5_index": [[t, int(labels[r]), 997, 998, 999] for t, r in zip(top1, rows)],
                             "top5_prob": [[0.5, 0.1, 0.1, 0.1, 0.1]] * len(rows),
-                            "true_rank": [1 if t == labels[r] else 2 for t, r in zip(top1, rows)],
-                            "true_prob": [0.5 if t == labels[r] else 0.1 for t, r in zip(top1, rows)],
+                            "true_rank": pa.array(
+                                [None if label_names else 1 if t == labels[r] else 2 for t, r in zip(top1, rows)],
+                                pa.int32(),
+                            ),  # fmt: skip
+                            "true_prob": pa.array(
+                                [None if label_names else 0.5 if t == labels[r] else 0.1 for t, r in zip(top1, rows)],
+                                pa.float32(),
+                            ),  # fmt: skip
                             "run_id": [run_id] * len(rows),
                         }
                     )
@@ -151,7 +174,9 @@ def populate(
     return {"ids": ids, "labels": labels, "vectors": vectors, "classifier": weights}
 
 
-def _image_rows(ids, where, labels):
+def _image_rows(ids, where, labels, label_set="imagenet1k", names=None, rows=None):
+    """Image rows labelled `labels` of `label_set` (imagenet1k: label_raw is the index; otherwise the
+    name of `names` at each of `rows`)."""
     import pyarrow as pa
 
     n = len(ids)
@@ -164,10 +189,11 @@ def _image_rows(ids, where, labels):
             "width": [1] * n,
             "height": [1] * n,
             "mode": ["RGB"] * n,
-            "label_raw": [str(int(c)) for c in labels],
-            "label_wnid": [None] * n,
+            "label_raw": [str(int(c)) for c in labels] if names is None else [names[int(r)] for r in rows],
+            "label_set": [label_set] * n,
+            "label_wnid": pa.array([None] * n, pa.string()),
             "label_index": pa.array(labels, pa.int32()),
-            "label_name": [None] * n,
+            "label_name": pa.array([None] * n, pa.string()) if names is None else [names[int(r)] for r in rows],
             "source": ["synthetic"] * n,
             "extra": [None] * n,
         }

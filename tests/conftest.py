@@ -124,12 +124,13 @@ def figure_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("figure_store")
     rng = np.random.default_rng(0)
     pictures = [blob_picture(root / "imgs" / name / f"{j}.png", rng) for name in FIGURE_CLASSES for j in range(5)]
+    (root / "samples").mkdir()
     for sample in sorted(sample_images_dir().iterdir()):
-        (root / "imgs" / "samples").mkdir(exist_ok=True)
-        (root / "imgs" / "samples" / sample.name).write_bytes(sample.read_bytes())
-    (root / "imgs" / "samples" / "broken.jpg").write_text("not a picture")  # one ingest error for the report
+        (root / "samples" / sample.name).write_bytes(sample.read_bytes())
+    (root / "samples" / "broken.jpg").write_text("not a picture")  # one ingest error for the report
     store = embstore.open(root / "store", create=True)
     ingest(store.core, "efficientnet_lite0", str(root / "imgs"))
+    ingest(store.core, "efficientnet_lite0", str(root / "samples"))  # unlabelled: no class folders
     rows = ["object,related,unrelated,rating_related,rating_unrelated"]
     for _ in range(8):
         o, r, u = (pictures[i] for i in rng.choice(len(pictures), 3, replace=False))

@@ -220,11 +220,10 @@ def test_a_planted_upward_import_is_found(module, planted):
     source = path.read_text(encoding="utf-8")
     assert violations(path, source) == []
     tree = ast.parse(source)
-    last_def = max(n.lineno for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
+    last_def = max((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))), key=lambda n: n.lineno)
     lines = source.splitlines(keepends=True)
-    if planted.startswith(" "):  # lazy: inside the body of the module's last function or class
-        body_line = next(k for k in range(last_def, len(lines)) if lines[k].startswith("    "))
-        lines.insert(body_line, planted)
+    if planted.startswith(" "):  # lazy: first in the body of the module's last function or class
+        lines.insert(last_def.body[0].lineno - 1, planted)
     else:
         lines.insert(0, planted)
     found = violations(path, "".join(lines))

@@ -13,6 +13,7 @@ import pytest
 
 import embstore
 from embstore import testing as synthetic
+from embstore.store.sql import run_sql
 
 from .conftest import EMBSTORE, make_images, run_embstore
 
@@ -75,19 +76,27 @@ def test_the_layer_cache_is_the_measured_description_and_survives_damage(tmp_pat
     assert embstore.model_layers("resnet18") == fresh
 
 
-def test_a_mistyped_class_folder_is_counted_with_the_nearest_class_names(tmp_path):
+def test_a_mistyped_class_folder_is_one_line_with_the_nearest_names_and_a_label_set_takes_them_all(tmp_path):
+    """A tree mixing ImageNet classes with a name that is none (a typo, or another vocabulary) stores
+    nothing and says which folder, with the nearest class names; `--labels NAME` files every folder
+    under a label set of its own instead."""
     for folder, n in (("kont", 2), ("knot", 1)):
         make_images(tmp_path / "imgs" / folder, n, seed=len(folder) + n)
-    done = run_embstore("--store", tmp_path / "s", "ingest", "-m", "resnet18", "--weights", "none", "--layers",
-                        "layer4", "--images", tmp_path / "imgs")  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    text = " ".join(done.stdout.split())
-    assert "labels naming no class │ 1 (2 images stored unlabelled" in text
-    assert "'kont' (2 images). Did you mean: knot" in text
+    args = ["--store", tmp_path / "s", "ingest", "-m", "resnet18", "--weights", "none", "--layers", "layer4",
+            "--images", tmp_path / "imgs"]  # fmt: skip
+    done = run_embstore(*args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "'kont' (2 images). Did you mean: knot" in done.stderr and "--labels NAME" in done.stderr
+    assert not (tmp_path / "s" / "catalog.duckdb").exists() or run_sql(
+        embstore.open(tmp_path / "s").core, "SELECT count(*) FROM images"
+    )[1] == [(0,)]
     r = embstore.open(tmp_path / "t", create=True).ingest(tmp_path / "imgs", model="resnet18", weights="none",
-                                                          layers="layer4")  # fmt: skip
-    assert r.unmatched_labels == {"kont": 2}
-    assert any(note.startswith("1 label(s) name no ImageNet class, so 2 image(s)") for note in r.notes)
+                                                          layers="layer4", label_set="mine")  # fmt: skip
+    assert (r.label_set, r.new_labels, r.n_done) == ("mine", 2, 3)
+    _, rows = run_sql(embstore.open(tmp_path / "t").core, """SELECT i.label_raw, i.label_index, l.name, p.true_rank
+        FROM images i JOIN labels l USING (label_set, label_index) JOIN predictions p USING (image_id)
+        WHERE i.label_set = 'mine' ORDER BY 1""")  # fmt: skip
+    assert rows == [("knot", 0, "knot", None), ("kont", 1, "kont", None), ("kont", 1, "kont", None)]
 
 
 def test_help_lists_global_options_suggests_them_and_never_cuts_summaries():

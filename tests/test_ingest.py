@@ -44,13 +44,13 @@ def _count(store, sql, params=None):
 def test_class_tree_ingest_stores_every_default_layer_once_with_labels(store, tmp_path):
     make_images(tmp_path / "imgs" / "n01440764", 3, seed=1)  # wnid folder: tench
     make_images(tmp_path / "imgs" / "knot", 2, seed=2)  # class-name folder
-    make_images(tmp_path / "imgs" / "not_a_class", 1, seed=3)
     r = ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", batch_size=4)
-    assert (r.status, r.n_images, r.n_done, r.n_errors) == ("completed", 6, 6, 0)
-    assert r.layers == RESNET18_DEFAULT
+    assert (r.status, r.n_images, r.n_done, r.n_errors) == ("completed", 5, 5, 0)
+    assert r.layers == RESNET18_DEFAULT and (r.label_set, r.new_labels) == ("imagenet1k", 0)
     with store.core.read() as con:
         labels = dict(con.execute("SELECT label_raw, any_value(label_name) FROM images GROUP BY 1").fetchall())
-        assert labels == {"n01440764": "tench", "knot": "knot", "not_a_class": None}
+        assert labels == {"n01440764": "tench", "knot": "knot"}
+        assert con.execute("SELECT DISTINCT label_set FROM images").fetchall() == [("imagenet1k",)]
         per_layer = con.execute(
             "SELECT layer, count(*), count(DISTINCT image_id), any_value(len(vec)) FROM activations GROUP BY layer"
         ).fetchall()
@@ -59,7 +59,7 @@ def test_class_tree_ingest_stores_every_default_layer_once_with_labels(store, tm
             "SELECT true_rank FROM predictions p JOIN images i USING (image_id) WHERE label_name = 'tench'"
         ).fetchall()
     assert {row[0] for row in per_layer} == set(RESNET18_DEFAULT)
-    assert all(n == 6 and d == 6 and dim == chans[layer] for layer, n, d, dim in per_layer)
+    assert all(n == 5 and d == 5 and dim == chans[layer] for layer, n, d, dim in per_layer)
     assert all(1 <= rank[0] <= 1000 for rank in ranks) and len(ranks) == 3
 
 

@@ -51,6 +51,14 @@ def test_a_store_made_by_release_0_1_0_is_converted_on_open(tmp_path):
     assert store.verify().ok
     assert _count(store, "SELECT count(*), count(DISTINCT (layer, image_id)) FROM activations") == [(18, 18)]
     assert store.similar_classes("tench", k=2, method="classifier").rows
+    # its labels are imagenet1k's (migration 14), and the class statistics are numpy's on the old vectors
+    assert _count(store, "SELECT label_set, count(*) FROM images GROUP BY 1") == [("imagenet1k", 9)]
+    (proto,) = store.class_tables("prototypes", layers=["conv_a"])
+    label_of = dict(_count(store, "SELECT image_id, label_index FROM images"))
+    for c, mean in _count(store, "SELECT label_index, mean FROM class_prototypes ORDER BY 1"):
+        rows = [v for (lay, i), v in before.items() if lay == "conv_a" and label_of[i] == c]
+        np.testing.assert_allclose(mean, np.mean(rows, axis=0), rtol=1e-6)
+    assert (proto.label_set, proto.n_classes, proto.n_images) == ("imagenet1k", 3, 9)
     # resuming onto the converted store stores nothing twice
     with store.core.read() as con:
         assert con.execute("SELECT count(*) FROM batch_images").fetchall() == [(9,)]

@@ -111,7 +111,7 @@ def test_every_line_of_the_readme_using_it_section_runs(home, tmp_path):
     photos = tmp_path / "photos"
     rng = np.random.default_rng(1)
     labelled = [blob_picture(photos / cls / f"{j}.png", rng) for cls in CLASSES for j in range(3)]
-    make_images(photos / "unlabelled", 2)
+    make_images(photos, 2)  # unlabelled: at the tree's root, beside the class folders
     (photos / "cat.jpg").write_bytes((embstore.sample_images() / "chelsea.png").read_bytes())
     manifest = tmp_path / "triplets.csv"
     manifest.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in labelled))

@@ -74,6 +74,9 @@ def _globals(
 
 
 _CSV = typer.Option(False, "--csv", help="Print CSV.")
+_LABELS = typer.Option(
+    None, "--labels", help="Label set (default: imagenet1k when it labels images, else the store's only one)."
+)
 _TSV = typer.Option(False, "--tsv", help="Print tab-separated values.")
 _NL = typer.Option(False, "--nl", help="Print JSON lines: one object per row.")
 
@@ -188,6 +191,12 @@ def ingest(
         "--relabel",
         help="Update stored images the input labels otherwise (old labels kept in label_history).",
     ),
+    label_set: Optional[str] = typer.Option(
+        None,
+        "--labels",
+        help="Label set of the input's labels: imagenet1k, or a NAME made or extended (THINGS, your own); "
+        "default: imagenet1k if every label is an ImageNet class, else a set named after IMAGES.",
+    ),
 ):
     """Run MODEL over IMAGES (default: every image already stored) and store each chosen layer's pooled activations.
 
@@ -203,6 +212,7 @@ def ingest(
         weights=weights, layers=layers, preprocessing=pre, batch_size=batch_size, limit=limit, max_pixels=max_pixels,
         device=device, workers=workers, amp=amp, channels_last=channels_last, dtype=dtype,
         commit_seconds=commit_seconds, compact=compact, engine=engine, address=address, cpus=cpus, relabel=relabel,
+        label_set=label_set,
     )  # fmt: skip
     store = _store(ctx, create=True, activations=activations)
     with render.IngestProgress(ctx.obj) as bar:  # the ray engine shows Ray Data's own progress instead
@@ -322,6 +332,7 @@ def query_similar(
         help="prototype | tstat | hidden | classifier (default: prototype if CLASS has labelled images, "
         "else classifier)",
     ),
+    label_set: Optional[str] = _LABELS,
     as_csv: bool = _CSV,
     as_tsv: bool = _TSV,
     as_nl: bool = _NL,
@@ -329,9 +340,12 @@ def query_similar(
     """The K classes most similar to CLASS (seed 003 methods).
 
     Example: embstore query similar knot --k 9 --method tstat
+    Example: embstore query similar aardvark --labels things --method prototype
     """
     fmt = _format(ctx, csv=as_csv, tsv=as_tsv, nl=as_nl)
-    answer = _store(ctx, reader=True).similar_classes(cls, k=k, model=model, layer=layer, method=method)
+    answer = _store(ctx, reader=True).similar_classes(
+        cls, k=k, model=model, layer=layer, method=method, label_set=label_set
+    )
     render.answer(ctx.obj, answer, fmt=fmt, kind="classes")
 
 
@@ -458,13 +472,14 @@ def analyze_prototypes(
     ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
     layer: list[str] = typer.Option([], "--layer", help="Layer(s); default: every stored layer."),
+    label_set: Optional[str] = _LABELS,
 ):
     """Class prototypes (mean vectors) per layer into table class_prototypes (seed 003 §3.1).
 
     Example: embstore analyze prototypes --model densenet121 --layer hidden
     """
     with render.IngestProgress(ctx.obj, "prototypes", "layer") as bar:
-        results = _store(ctx).class_tables("prototypes", model, layer or None, progress=bar.update)
+        results = _store(ctx).class_tables("prototypes", model, layer or None, progress=bar.update, label_set=label_set)
     render.materialised(ctx.obj, results)
 
 
@@ -474,6 +489,7 @@ def analyze_tstats(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name or name@weights."),
     layer: list[str] = typer.Option([], "--layer", help="Layer(s); default: every stored layer."),
     pair: Optional[str] = typer.Option(None, help="'CLASS_A,CLASS_B': class A against class B on one --layer."),
+    label_set: Optional[str] = _LABELS,
 ):
     """One-vs-rest Welch t per class and channel into table class_tstats (seed 003 §3.2).
 
@@ -483,11 +499,13 @@ def analyze_tstats(
         if len(layer) != 1 or pair.count(",") != 1:
             raise typer.BadParameter("--pair A,B needs exactly one --layer")
         first, second = pair.split(",")
-        a, b, (t, df) = _store(ctx, reader=True).class_pair(first, second, layer=layer[0], model=model)
+        a, b, (t, df) = _store(ctx, reader=True).class_pair(
+            first, second, layer=layer[0], model=model, label_set=label_set
+        )
         render.pair(ctx.obj, a, b, layer[0], t, df)
         return
     with render.IngestProgress(ctx.obj, "t-statistics", "layer") as bar:
-        results = _store(ctx).class_tables("tstats", model, layer or None, progress=bar.update)
+        results = _store(ctx).class_tables("tstats", model, layer or None, progress=bar.update, label_set=label_set)
     render.materialised(ctx.obj, results)
 
 
@@ -656,6 +674,7 @@ def plot_similar(
     model: Optional[str] = _MODEL,
     layer: Optional[str] = typer.Option(None, help="A stored layer, or 'all' conv layers (prototype/tstat)."),
     method: list[str] = typer.Option([], "--method", help="Rows: prototype, tstat, hidden, classifier (default: all)."),
+    label_set: Optional[str] = _LABELS,
     out: Optional[Path] = _OUT,
     formats: str = _FORMATS,
 ):
@@ -664,7 +683,7 @@ def plot_similar(
     Example: embstore plot similar knot --k 9 --method tstat --method hidden
     """
     methods = tuple(method) or ("prototype", "tstat", "hidden", "classifier")
-    _plot(ctx, "similar", out, formats, cls=cls, k=k, model=model, layer=layer, methods=methods)
+    _plot(ctx, "similar", out, formats, cls=cls, k=k, model=model, layer=layer, methods=methods, label_set=label_set)
 
 
 @plot_app.command("cases")

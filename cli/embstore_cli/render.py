@@ -179,18 +179,7 @@ def ingest_summary(out: Output, r, store_path) -> None:
         ("already stored (skipped)", str(r.n_skipped)),
         ("duplicate content", str(r.n_duplicates)),
         ("errors", str(r.n_errors)),
-        *(
-            [
-                (
-                    "labels naming no class",
-                    f"{len(r.unmatched_labels)} "
-                    f"({_plural(sum(r.unmatched_labels.values()), 'image')} stored unlabelled: "
-                    "see the note)",
-                )
-            ]
-            if r.unmatched_labels
-            else []
-        ),  # fmt: skip
+        *([("label set", f"{r.label_set} ({r.new_labels} new label(s))")] if r.label_set else []),
         ("non-image files ignored", str(r.n_ignored)),
         *([("relabelled", str(r.n_relabelled))] if r.n_relabelled else []),
         *(
@@ -373,6 +362,8 @@ def status(out: Output, s: dict) -> None:
     t.add_column()
     for k in ("images", "labelled", "models", "vectors", "files", "runs", "errors"):
         t.add_row(k, str(s[k]))
+    if set(s.get("label_sets", {})) - {"imagenet1k"}:  # named only where a vocabulary besides ImageNet's is in use
+        t.add_row("label sets", ", ".join(f"{name} ({n})" for name, n in s["label_sets"].items()))
     console.print(t)
     if s["per_model"]:
         m = Table(title="models")
@@ -689,10 +680,10 @@ def materialised(out: Output, results) -> None:
         emit({"tables": [jsonable(r) for r in results]})
         return
     t = Table(title=f"{results[0].table if results else 'nothing'} — query it with `embstore sql`")
-    for c in ("model", "layer", "classes", "images", "channels", "left out (<2 images)", "state"):
+    for c in ("model", "layer", "label set", "classes", "images", "channels", "left out (<2 images)", "state"):
         t.add_column(c, overflow="fold")
     for r in results:
-        t.add_row(r.model_key, r.layer, str(r.n_classes), str(r.n_images), str(r.channels), str(r.skipped),
+        t.add_row(r.model_key, r.layer, r.label_set, str(r.n_classes), str(r.n_images), str(r.channels), str(r.skipped),
                   "recomputed" if r.recomputed else "up to date")  # fmt: skip
     console.print(t)
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class ClassStats:
-    labels: np.ndarray  # (K,) ImageNet indices of the classes present
+    labels: np.ndarray  # (K,) indices (within the label set) of the classes present
     n: np.ndarray  # (K,) images per class
     mean: np.ndarray  # (K, C) float64
     m2: np.ndarray  # (K, C) float64: sum of squared deviations from the class mean
@@ -59,23 +59,28 @@ class ClassStats:
         return t, df, valid
 
 
-def class_stats(store: StoreCore, model_key: str, layer: str, *, con=None) -> ClassStats:
-    """The (cached) per-class statistics of labelled images for `model_key`/`layer`."""
+def class_stats(store: StoreCore, model_key: str, layer: str, *, con=None, label_set: str = "imagenet1k") -> ClassStats:
+    """The (cached) per-class statistics of the images labelled in `label_set` for `model_key`/`layer`
+    (one-vs-rest statistics compare a class with the other images of its set only)."""
     if con is None:
         with store.read() as own:
-            return class_stats(store, model_key, layer, con=own)
+            return class_stats(store, model_key, layer, con=own, label_set=label_set)
     cat = Catalog(con)
     files = [rel for rel, _ in cat.layer_files(model_key, layer)]
     # labels can change without new files (a relabelled image), so they enter the fingerprint too
+    digest = cat.labels_digest(model_key, layer, label_set)
     fingerprint = hashlib.sha256(
-        json.dumps([cat.layer_fingerprint(model_key, layer), cat.labels_digest(model_key, layer)]).encode()
+        json.dumps(
+            [cat.layer_fingerprint(model_key, layer), digest] + ([label_set] * (label_set != "imagenet1k"))
+        ).encode()
     ).hexdigest()
-    cache = derived_path(store, model_key, layer, "classstats.npz")
+    name = "classstats.npz" if label_set == "imagenet1k" else f"classstats.{label_set}.npz"
+    cache = derived_path(store, model_key, layer, name)
     if cache.exists():
         with np.load(cache) as z:
             if str(z["fingerprint"]) == fingerprint:
                 return ClassStats(z["labels"], z["n"], z["mean"], z["m2"], fingerprint)
-    labels = Labels(*cat.labelled_vector_arrays(model_key, layer))
+    labels = Labels(*cat.labelled_vector_arrays(model_key, layer, label_set))
     stats = _compute(store, files, cat.layer_width(model_key, layer), labels)
     stats.fingerprint = fingerprint
     cache_write(  # a read-only or full store keeps them in memory only
@@ -127,6 +132,7 @@ class Labels:
         keys = np.asarray(ids, dtype="S")
         order = np.argsort(keys, kind="stable")
         self.ids, self.labels = keys[order], np.asarray(labels, dtype=np.int64)[order]
+        self.size = int(self.labels.max()) + 1 if len(self.labels) else 0  # classes 0 .. size - 1
 
     def __call__(self, ids) -> np.ndarray:
         if not len(self.ids):
@@ -157,8 +163,9 @@ def _compute(store: StoreCore, files, width: int, labels: Labels) -> ClassStats:
         cmean = np.add.reduceat(xs, starts, axis=0) / cn[:, None]
         xs -= np.repeat(cmean, cn, axis=0)
         cm2 = np.add.reduceat(xs * xs, starts, axis=0)
-        if n is None or mean is None or m2 is None:
-            n, mean, m2 = np.zeros(1000, np.int64), np.zeros((1000, x.shape[1])), np.zeros((1000, x.shape[1]))
+        if n is None or mean is None or m2 is None:  # dense over the set's indices (ImageNet: 1000)
+            size = labels.size
+            n, mean, m2 = np.zeros(size, np.int64), np.zeros((size, x.shape[1])), np.zeros((size, x.shape[1]))
         n_old = n[cls].astype(np.float64)
         tot = n_old + cn
         delta = cmean - mean[cls]

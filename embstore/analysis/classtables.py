@@ -23,6 +23,7 @@ class Materialised:
     table: str
     model_key: str
     layer: str
+    label_set: str
     n_classes: int
     n_images: int
     channels: int
@@ -30,18 +31,18 @@ class Materialised:
     recomputed: bool
 
 
-def materialise(store: StoreCore, kind: str, model_key: str, layer: str) -> Materialised:
-    """Write class_prototypes or class_tstats rows of `model_key`/`layer` if out of date.
+def materialise(store: StoreCore, kind: str, model_key: str, layer: str, label_set: str = "imagenet1k") -> Materialised:
+    """Write class_prototypes or class_tstats rows of `model_key`/`layer`/`label_set` if out of date.
 
     >>> materialise(StoreCore.open(), "tstats", "resnet50@IMAGENET1K_V2", "layer4.2").n_classes  # doctest: +SKIP
     """
     import pyarrow as pa
 
     table = {"prototypes": "class_prototypes", "tstats": "class_tstats"}[kind]
-    stats = class_stats(store, model_key, layer)
+    stats = class_stats(store, model_key, layer, label_set=label_set)
     channels = stats.mean.shape[1] if stats.mean.size else 0
     with store.read() as con:
-        recorded = ClassTables(con).computed_from(table, model_key, layer)
+        recorded = ClassTables(con).computed_from(table, model_key, layer, label_set)
     keep = np.ones(len(stats.labels), bool)
     if kind == "tstats":
         t, df, keep = stats.welch_t()
@@ -50,6 +51,7 @@ def materialise(store: StoreCore, kind: str, model_key: str, layer: str) -> Mate
         rows = {
             "model_key": [model_key] * int(keep.sum()),
             "layer": [layer] * int(keep.sum()),
+            "label_set": [label_set] * int(keep.sum()),
             "label_index": stats.labels[keep].astype(np.int32),
             "n": stats.n[keep].astype(np.int32),
         }
@@ -61,9 +63,17 @@ def materialise(store: StoreCore, kind: str, model_key: str, layer: str) -> Mate
         rows["computed_from"] = [stats.fingerprint] * int(keep.sum())
         arrow = pa.table(rows)
         with store.transaction() as con:
-            ClassTables(con).replace(table, model_key, layer, arrow)
+            ClassTables(con).replace(table, model_key, layer, label_set, arrow)
     return Materialised(
-        table, model_key, layer, int(keep.sum()), int(stats.n[keep].sum()), channels, int((~keep).sum()), fresh
+        table,
+        model_key,
+        layer,
+        label_set,
+        int(keep.sum()),
+        int(stats.n[keep].sum()),
+        channels,
+        int((~keep).sum()),
+        fresh,
     )
 
 
@@ -75,20 +85,23 @@ class ClassTables:
     def __init__(self, con) -> None:
         self.con = con
 
-    def computed_from(self, table: str, model_key: str, layer: str) -> list[str]:
-        """The fingerprints the stored rows of (model, layer) were computed from (one when current)."""
+    def computed_from(self, table: str, model_key: str, layer: str, label_set: str) -> list[str]:
+        """The fingerprints the stored rows of (model, layer, set) were computed from (one when current)."""
         return [
             r[0]
             for r in self.con.execute(
-                f"SELECT DISTINCT computed_from FROM {self._table(table)} WHERE model_key = ? AND layer = ?",
-                [model_key, layer],
+                f"""SELECT DISTINCT computed_from FROM {self._table(table)}
+                    WHERE model_key = ? AND layer = ? AND label_set = ?""",
+                [model_key, layer, label_set],
             ).fetchall()
         ]
 
-    def replace(self, table: str, model_key: str, layer: str, rows) -> None:
-        """Replace the rows of (model, layer) with the Arrow table `rows`; call in a transaction."""
+    def replace(self, table: str, model_key: str, layer: str, label_set: str, rows) -> None:
+        """Replace the rows of (model, layer, set) with the Arrow table `rows`; call in a transaction."""
         table = self._table(table)
-        self.con.execute(f"DELETE FROM {table} WHERE model_key = ? AND layer = ?", [model_key, layer])
+        self.con.execute(
+            f"DELETE FROM {table} WHERE model_key = ? AND layer = ? AND label_set = ?", [model_key, layer, label_set]
+        )
         self.con.register("_rows", rows)
         try:
             cols = ", ".join(rows.column_names)
@@ -100,13 +113,14 @@ class ClassTables:
         """What is materialised: one row per (table, model, layer) with classes, images and when."""
         return dict_rows(
             self.con.execute(
-                """SELECT 'class_prototypes' AS "table", model_key, layer, count(*) AS classes, sum(n) AS images,
-                      strftime(max(computed_at), '%Y-%m-%d %H:%M') AS computed
-               FROM class_prototypes GROUP BY model_key, layer
+                """SELECT 'class_prototypes' AS "table", model_key, layer, label_set, count(*) AS classes,
+                      sum(n) AS images, strftime(max(computed_at), '%Y-%m-%d %H:%M') AS computed
+               FROM class_prototypes GROUP BY model_key, layer, label_set
                UNION ALL
-               SELECT 'class_tstats', model_key, layer, count(*), sum(n), strftime(max(computed_at), '%Y-%m-%d %H:%M')
-               FROM class_tstats GROUP BY model_key, layer
-               ORDER BY 1, 2, 3"""
+               SELECT 'class_tstats', model_key, layer, label_set, count(*), sum(n),
+                      strftime(max(computed_at), '%Y-%m-%d %H:%M')
+               FROM class_tstats GROUP BY model_key, layer, label_set
+               ORDER BY 1, 2, 3, 4"""
             )
         )
 

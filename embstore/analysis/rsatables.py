@@ -106,6 +106,7 @@ def run_rsa(
         key = Catalog(con).resolve_model(model)
         labelled = Catalog(con).labelled_predictions(key)
         stored = [(layer, order) for layer, order, _ in Catalog(con).layers_with_vectors(key)]
+        other_sets = [s for s in Catalog(con).labelled_sets() if s != "imagenet1k"]
     by_class: dict[int, list[str]] = {}
     for image_id, label, _ in labelled:
         by_class.setdefault(label, []).append(image_id)
@@ -123,7 +124,9 @@ def run_rsa(
         raise NotFoundError(
             f"{key} has {len(concepts)} concept(s) with a reference vector and >= {groups} labelled images; the "
             "2 vs 2 test needs at least 4. Ingest more labelled images or lower `groups=`"
-        )
+            + (f" (similarity encoding reads imagenet1k labels only so far, not {', '.join(other_sets)}'s)"
+               if other_sets else "")
+        )  # fmt: skip
     wanted = [(l, o) for l, o in stored if not layers or l in layers]
     if layers and len(wanted) != len(layers):
         raise NotFoundError(f"layer(s) {sorted(set(layers) - {l for l, _ in wanted})} not stored for {key}")

@@ -72,9 +72,18 @@ def failures(store: StoreCore, model: str | None, *, limit: int = 20, close_at: 
     return failure_analysis(store, key, limit=limit, close_at=close_at)
 
 
-def class_tables(store: StoreCore, kind: str, model: str | None, layers: list[str] | None, progress=None):
-    """Materialise prototypes or t-statistics for the given (default: every stored) layer."""
+def class_tables(
+    store: StoreCore,
+    kind: str,
+    model: str | None,
+    layers: list[str] | None,
+    progress=None,
+    label_set: str | None = None,
+):
+    """Materialise prototypes or t-statistics for the given (default: every stored) layer, on one label
+    set (default: analysis/labelsets.py)."""
     from embstore.analysis.classtables import materialise
+    from embstore.analysis.labelsets import choose_set
 
     with store.read() as con:
         cat = Catalog(con)
@@ -82,25 +91,28 @@ def class_tables(store: StoreCore, kind: str, model: str | None, layers: list[st
         stored = [layer for layer, _, _ in cat.layers_with_vectors(key)]
         for layer in layers or []:
             cat.require_layer(key, layer)
+        chosen = choose_set(con, label_set)
     out = []
     for layer in layers or stored:
-        out.append(materialise(store, kind, key, layer))
+        out.append(materialise(store, kind, key, layer, chosen))
         if progress:
             progress(1, len(layers or stored))
     return out
 
 
-def class_pair(store: StoreCore, model: str | None, layer: str, a: str, b: str):
-    """(t, df) per channel of class a against class b on one layer (Welch)."""
+def class_pair(store: StoreCore, model: str | None, layer: str, a: str, b: str, label_set: str | None = None):
+    """(class a, class b, (t, df) per channel) of class a against class b on one layer (Welch), both
+    of one label set (default: analysis/labelsets.py)."""
     from embstore.analysis.classstats import class_stats, pairwise_welch
-    from embstore.labels.imagenet import classes
+    from embstore.analysis.labelsets import LabelNames, choose_set
 
-    ca, cb = classes().resolve(a), classes().resolve(b)
     with store.read() as con:
         key = Catalog(con).resolve_model(model)
-    stats = class_stats(store, key, layer)
+        names = LabelNames.of(con, choose_set(con, label_set))
+    ca, cb = names.resolve(a), names.resolve(b)
+    stats = class_stats(store, key, layer, label_set=names.label_set)
     counts = {int(c): int(n) for c, n in zip(stats.labels, stats.n)}
-    short = [f"{c.name} ({c.wnid}) has {counts.get(c.index, 0)}" for c in (ca, cb) if counts.get(c.index, 0) < 2]
+    short = [f"{c} has {counts.get(c.index, 0)}" for c in (ca, cb) if counts.get(c.index, 0) < 2]
     if short:
         raise EmbstoreError(
             f"{' and '.join(short)} labelled image(s) for {key} / {layer}; a pair's Welch t needs at least 2 per class"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from embstore.errors import StoreError
 from embstore.ingest import tuning
 from embstore.ingest.extraction import Decoded, ForwardBatch
+from embstore.ingest.labelling import IMAGENET, LabelPlan
 from embstore.store.catalog import Catalog
 from embstore.store.table import ActivationTable, Part, new_batch_id
 
@@ -33,13 +34,22 @@ class Committer:
     """
 
     def __init__(
-        self, store: StoreCore, table: ActivationTable, spec, chosen, todo, result: IngestResult, options: IngestOptions
+        self,
+        store: StoreCore,
+        table: ActivationTable,
+        spec,
+        chosen,
+        todo,
+        result: IngestResult,
+        options: IngestOptions,
+        labels: LabelPlan,
     ):
         self.store, self.table, self.spec, self.chosen, self.todo = store, table, spec, chosen, todo
+        self.labels = labels  # label_raw -> label set and index (ingest/labelling.py)
         self.result = result
         self.dtypes = {layer.name: options.dtype for layer in chosen}
         self.commit_seconds, self.commit_bytes = options.commit_seconds, options.commit_bytes
-        self.seen: dict[str, int | None] = {}  # image ids stored by this run -> their label index
+        self.seen: dict[str, tuple | None] = {}  # image ids stored by this run -> their (label set, index)
         self.gathered: list[ForwardBatch] = []
         self.gathered_bytes = 0
         self.last_commit = time.perf_counter()
@@ -126,15 +136,16 @@ class Committer:
         new_images, duplicates = [], 0
         for row, d in enumerate(ok):
             iid = d.image_id
-            given = d.source.label()["label_index"]
+            f = self.labels.fields(d.source.label_raw)
+            label: tuple | None = None if f["label_index"] is None else (f["label_set"], f["label_index"])
             known = self.seen.get(iid, labels.get(iid))
-            if given is not None and known is not None and given != known:  # the same bytes, another label
-                self.result.content_label_conflicts.append((d.source.path, given, known))
+            if label is not None and known is not None and label != known:  # the same bytes, another label
+                self.result.content_label_conflicts.append((d.source.path, label, known))
             missing = tuple(layer.name for layer in self.chosen if layer.name not in stored.get(iid, set()))
             if iid in self.seen or not missing:
                 duplicates += 1
             else:
-                self.seen[iid] = given
+                self.seen[iid] = label
                 new_images.append(row)
                 groups.setdefault(missing, []).append(row)
         parts = [
@@ -144,10 +155,10 @@ class Committer:
 
         def record(cat: Catalog) -> None:
             if ok:
-                cat.insert_images(_image_rows(ok))
+                cat.insert_images(_image_rows(ok, self.labels))
                 cat.forget_errors([d.source.path for d in ok])  # it loads now
             if new_images and logits is not None:
-                cat.insert_predictions(_prediction_rows(ok, new_images, logits, spec, run_id, labels))
+                cat.insert_predictions(_prediction_rows(ok, new_images, logits, spec, run_id, labels, self.labels))
             cat.insert_errors(run_id, errors)
             cat.add_run_counts(
                 run_id,
@@ -194,7 +205,7 @@ def _wait(pending, progress, total) -> None:
         progress(n, total)
 
 
-def _image_rows(ok: list[Decoded]):
+def _image_rows(ok: list[Decoded], plan: LabelPlan):
     import pyarrow as pa
 
     rows = []
@@ -210,7 +221,7 @@ def _image_rows(ok: list[Decoded]):
                 "height": info["height"],
                 "mode": info["mode"],
                 "label_raw": src.label_raw,
-                **src.label(),
+                **plan.fields(src.label_raw),
                 "source": src.source,
                 "extra": json.dumps(src.extra) if src.extra else None,
             }
@@ -225,6 +236,7 @@ def _image_rows(ok: list[Decoded]):
             ("height", pa.int32()),
             ("mode", pa.string()),
             ("label_raw", pa.string()),
+            ("label_set", pa.string()),
             ("label_wnid", pa.string()),
             ("label_index", pa.int32()),
             ("label_name", pa.string()),
@@ -235,9 +247,10 @@ def _image_rows(ok: list[Decoded]):
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _prediction_rows(ok: list[Decoded], rows, logits, spec, run_id, stored_labels: dict[str, int]):
+def _prediction_rows(ok: list[Decoded], rows, logits, spec, run_id, stored_labels: dict[str, tuple], plan: LabelPlan):
     """Top-5 and the true class's rank/probability of each new row; the true class is the stored
-    image's label where the store has one (a folder without labels does not unlabel it), else the input's."""
+    image's label where the store has one (a folder without labels does not unlabel it), else the
+    input's — where it is an ImageNet class (the head's classes) and the head has 1000 outputs."""
     import numpy as np
     import pyarrow as pa
 
@@ -257,7 +270,11 @@ def _prediction_rows(ok: list[Decoded], rows, logits, spec, run_id, stored_label
     }
     for k, r in enumerate(rows):
         iid = ok[r].image_id
-        label = stored_labels.get(iid, ok[r].source.label()["label_index"]) if spec.num_classes == 1000 else None
+        if iid in stored_labels:
+            label = stored_labels[iid][1] if stored_labels[iid][0] == IMAGENET else None
+        else:
+            label = plan.imagenet_index(ok[r].source.label_raw)
+        label = label if spec.num_classes == 1000 else None
         out["model_key"].append(spec.key)
         out["image_id"].append(iid)
         out["top5_index"].append(top5[k].tolist())

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from embstore.errors import ImageDecodeError, InputPathError, ManifestError
 from embstore.ingest.options import DEFAULT_MAX_PIXELS
-from embstore.labels.imagenet import classes
 from embstore.spec import Preprocessing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -37,13 +36,6 @@ class ImageSource:
     extra: dict = field(default_factory=dict)
     problem: str | None = None  # why it cannot be ingested at all (recorded in ingest_errors, never dropped)
 
-    def label(self) -> dict:
-        """label_wnid / label_index / label_name when label_raw names an ImageNet class."""
-        cls = classes().lookup(self.label_raw) if self.label_raw else None
-        if cls is None:
-            return {"label_wnid": None, "label_index": None, "label_name": None}
-        return {"label_wnid": cls.wnid, "label_index": cls.index, "label_name": cls.name}
-
 
 @dataclass
 class Discovery:
@@ -55,15 +47,6 @@ class Discovery:
         """(path, reason) of what cannot be ingested at all: a name that is not UTF-8, a folder that
         cannot be read, a manifest path with a NUL byte or a symbolic link loop."""
         return [(i.path, i.problem) for i in self.images if i.problem]
-
-    def unmatched_labels(self) -> dict[str, int]:
-        """{label: images} of the labels (class folders, manifest labels) that name no ImageNet class
-        (or several): those images are stored unlabelled, their label kept as label_raw."""
-        out: dict[str, int] = {}
-        for img in self.images:
-            if img.label_raw is not None and classes().lookup(img.label_raw) is None:
-                out[img.label_raw] = out.get(img.label_raw, 0) + 1
-        return out
 
 
 def discover(path: str | Path, *, limit: int | None = None) -> Discovery:

@@ -49,6 +49,9 @@ class IngestOptions:
         default a local one of `cpus` CPUs; this process stays the single writer).
     relabel: stored images the input labels otherwise get the new label (the old one kept in
         `label_history`); without it they are reported in `result.notes` and left as they are.
+    label_set: the label set the input's labels belong to: None (ImageNet classes -> imagenet1k; labels
+        that name none -> a set named after the input; a mix -> an error), "imagenet1k", or any
+        NAME (THINGS, ecoset, your own categories), made or extended (ingest/labelling.py).
     """
 
     weights: str = "DEFAULT"
@@ -70,6 +73,7 @@ class IngestOptions:
     address: str | None = None
     cpus: int | None = None
     relabel: bool = False
+    label_set: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.layers, str):  # a list given: kept as a tuple (the options are frozen)
@@ -101,6 +105,10 @@ class IngestOptions:
             raise UsageError("`address=` and `cpus=` are options of the ray engine; add `engine='ray'`")
         check_dtype(self.dtype)
         check_placement(self.device, self.amp, self.workers)
+        if self.label_set is not None:
+            from embstore.ingest.labelling import check_set_name
+
+            check_set_name(self.label_set)
         return self
 
     def layer_request(self) -> str | list[str]:

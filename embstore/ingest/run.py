@@ -26,6 +26,7 @@ from embstore.ingest import layers as layers_mod
 from embstore.ingest.commit import Committer
 from embstore.ingest.extraction import capture_mode
 from embstore.ingest.images import Discovery, ImageSource, discover
+from embstore.ingest.labelling import IMAGENET, LabelPlan, default_set_name, plan_labels
 from embstore.ingest.layersets import select
 from embstore.ingest.options import IngestOptions
 from embstore.store.catalog import Catalog
@@ -51,9 +52,11 @@ class IngestResult:
     n_ignored: int = 0
     n_relabelled: int = 0  # stored images given the input's new label (relabel=True)
     n_label_conflicts: int = 0  # stored images whose input names another label, left as they were
-    unmatched_labels: dict[str, int] = field(default_factory=dict)  # labels naming no class -> images
-    # (path, its label, the label the same bytes have) for files whose content is stored under another label
-    content_label_conflicts: list[tuple[str, int, int]] = field(default_factory=list)
+    label_set: str | None = None  # where the input's labels went (ingest/labelling.py); None: no labels
+    new_labels: int = 0  # labels this run added to label_set
+    # (path, its label, the label the same bytes have), each (label set, index), for files whose content
+    # is stored under another label
+    content_label_conflicts: list[tuple[str, tuple, tuple]] = field(default_factory=list)
     seconds: float = 0.0
     load_s: float = 0.0
     forward_s: float = 0.0
@@ -99,6 +102,8 @@ def ingest(
         described = models.describe(model, opts.weights).with_preprocessing(opts.preprocessing)
     found = discover(images, limit=opts.limit) if images is not None else _stored_images(store, opts.limit)
     problems = found.problems()  # recorded as errors of the run, never dropped
+    with_labels = images is not None  # the store's own images keep the labels they have
+    plan = _label_plan(store, found, opts, images) if with_labels else LabelPlan(None)
     usable = [i for i in found.images if not i.problem]
     layers = opts.layer_request()
     if isinstance(model, str) and (known := layers_mod.cached(model, described.preprocessing.size)) is not None:
@@ -131,10 +136,7 @@ def ingest(
         device=engine.described()["device"],
         dtype=opts.dtype,
         notes=list(engine.notes) + ([provenance] if provenance else []),
-        unmatched_labels=found.unmatched_labels(),
     )
-    if result.unmatched_labels:
-        result.notes.append(_unmatched_note(result.unmatched_labels))
     if found.conflicts:
         path, kept, dropped = found.conflicts[0]
         result.notes.append(
@@ -174,10 +176,17 @@ def ingest(
             cat.check_layer_identity(spec.key, chosen)
             cat.upsert_layers(spec.key, chosen, opts.dtype)
             todo, skipped = _pending(cat, spec.key, names, usable)
+            if with_labels:  # planned again under the lock: the indices of new labels are this writer's
+                plan = _label_plan(store, found, opts, images, cat)
+                if plan.label_set is not None and plan.label_set != IMAGENET:
+                    cat.add_labels(plan.label_set, plan.new)
+                result.label_set, result.new_labels = plan.label_set, len(plan.new)
+                result.notes += plan.notes
             cat.start_run(run_id, spec.key, config, len(found.images))
             cat.add_run_counts(run_id, n_skipped=len(skipped), n_errors=len(problems))
             cat.insert_errors(run_id, problems)
-            _labels_given(cat, usable, run_id, opts.relabel, result)
+            if with_labels:
+                _labels_given(cat, usable, run_id, opts.relabel, result, plan)
         result.n_errors, result.errors = len(problems), list(problems)
         if stale:
             result.recovered.append(f"marked {stale} unfinished earlier run(s) interrupted")
@@ -185,7 +194,7 @@ def ingest(
         started = time.perf_counter()
         message = None
         try:
-            work = Committer(store, table, spec, chosen, todo, result, opts)
+            work = Committer(store, table, spec, chosen, todo, result, opts, plan)
             engine.execute(work, net, progress)
             described = engine.described()  # what ran, now that it has run
             config.update(described)
@@ -235,19 +244,20 @@ def _finish_run(store: StoreCore, run_id: str, status: str, message, config: dic
             ) from exc
 
 
-def _labels_given(cat: Catalog, images: list[ImageSource], run_id: str, relabel: bool, result) -> None:
+def _labels_given(cat: Catalog, images: list[ImageSource], run_id: str, relabel: bool, result, plan: LabelPlan) -> None:
     """Stored images the input labels otherwise: relabelled (history kept) or reported, never dropped."""
     import pyarrow as pa
 
-    given = pa.table({"path": [i.path for i in images if i.label_raw is not None],
-                      "label_raw": [i.label_raw for i in images if i.label_raw is not None]})  # fmt: skip
+    labelled = [i for i in images if i.label_raw is not None]
+    given = pa.table({"path": [i.path for i in labelled], "label_raw": [i.label_raw for i in labelled],
+                      "label_set": pa.array([plan.label_set] * len(labelled), pa.string())})  # fmt: skip
     changes = cat.label_changes(given) if given.num_rows else []
     if not changes:
         return
     first = changes[0]
     example = f"e.g. {first[1]}: {first[2]!r} → {first[3]!r}"
     if relabel:
-        rows = [{"image_id": c[0], "label_raw": c[3], **ImageSource(c[1], c[3], "").label()} for c in changes]
+        rows = [{"image_id": c[0], "label_raw": c[3], **plan.fields(c[3])} for c in changes]
         result.n_relabelled = cat.relabel(pa.Table.from_pylist(rows), run_id)
         result.notes.append(f"relabelled {len(changes)} stored image(s) ({example}); old labels kept in label_history")
     else:
@@ -258,29 +268,42 @@ def _labels_given(cat: Catalog, images: list[ImageSource], run_id: str, relabel:
         )
 
 
-def _content_conflict_note(conflicts: list[tuple[str, int, int]]) -> str:
+def _content_conflict_note(conflicts: list[tuple[str, tuple, tuple]]) -> str:
     from embstore.labels.imagenet import classes
+
+    def text(label: tuple) -> str:
+        label_set, index = label
+        return classes()[index].name if label_set == IMAGENET else f"label {index} of set {label_set}"
 
     path, given, known = conflicts[0]
     return (
         f"{len(conflicts)} file(s) hold the same bytes as an image stored under another label; an image has "
-        f"one label, so the first one stays (e.g. {path}: {classes()[given].name}, stored as "
-        f"{classes()[known].name})"
+        f"one label, so the first one stays (e.g. {path}: {text(given)}, stored as {text(known)})"
     )
 
 
-def _unmatched_note(unmatched: dict[str, int]) -> str:
-    """'2 labels name no ImageNet class …' with the nearest class names of the most common ones."""
-    from embstore.labels.imagenet import classes
-
-    worst = sorted(unmatched.items(), key=lambda kv: (-kv[1], kv[0]))
-    shown = "; ".join(f"'{label}' ({n} image{'s' if n != 1 else ''}).{classes().nearest(label, 3)}".rstrip(".")
-                      for label, n in worst[:5])  # fmt: skip
-    more = f"; and {len(worst) - 5} more" if len(worst) > 5 else ""
-    return (
-        f"{len(worst)} label(s) name no ImageNet class, so {sum(unmatched.values())} image(s) are stored "
-        f"unlabelled (the label kept as label_raw): {shown}{more}"
-    )
+def _label_plan(
+    store: StoreCore, found: Discovery, opts: IngestOptions, images, cat: Catalog | None = None
+) -> LabelPlan:
+    """The label set and indices of the input's labels (ingest/labelling.py), against the store's sets."""
+    counts: dict[str, int] = {}
+    details: dict[str, tuple[str | None, str | None]] = {}
+    for img in found.images:
+        if img.label_raw is None or img.problem:
+            continue
+        counts[img.label_raw] = counts.get(img.label_raw, 0) + 1
+        ident, category = img.extra.get("label_id"), img.extra.get("category")
+        details.setdefault(
+            img.label_raw, (None if ident is None else str(ident), None if category is None else str(category))
+        )
+    if cat is not None:
+        known = cat.custom_label_names()
+    elif counts and store.catalog_path.exists():
+        with store.read() as con:
+            known = Catalog(con).custom_label_names()
+    else:
+        known = {}
+    return plan_labels(counts, opts.label_set, known, default_set_name(images), details)
 
 
 def _stored_images(store: StoreCore, limit: int | None) -> Discovery:

@@ -31,27 +31,33 @@ def similar(
     model: str | None = None,
     layer: str | None = None,
     methods: tuple[str, ...] = ("prototype", "tstat", "hidden", "classifier"),
+    label_set: str | None = None,
 ):
-    """One row per method: the query class, then its k nearest classes, each with one example image
-    from the store (a correctly classified one where there is one) and the cosine."""
+    """One row per method: the query class, then its k nearest classes of its label set, each with
+    one example image from the store (a correctly classified one where there is one) and the cosine."""
+    from embstore.analysis.labelsets import IMAGENET, find_class
     from embstore.analysis.similarity import METHODS, similar_classes
-    from embstore.labels.imagenet import classes
 
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise UsageError(f"unknown method '{bad[0] if bad else ''}'; choose from {', '.join(METHODS)}")
-    target = classes().resolve(cls)
+    with store.read() as con:
+        _, target = find_class(con, cls, label_set)
     answers, failed = [], []
     for method in methods:
+        if method == "classifier" and target.label_set != IMAGENET:
+            failed.append((method, f"the classifier ranks ImageNet classes, not label set {target.label_set}'s"))
+            continue
         try:
-            answers.append(similar_classes(store, cls, k=k, model=model, layer=layer, method=method))
+            answers.append(similar_classes(store, cls, k=k, model=model, layer=layer, method=method,
+                                           label_set=target.label_set))  # fmt: skip
         except NotFoundError as exc:  # e.g. no classifier weights, or too few images for t-statistics
             failed.append((method, str(exc)))
     if not answers:
         raise NotFoundError(f"no method could rank classes near {target.name}: {failed[0][1]}")
     wanted = {target.index} | {row.detail["index"] for a in answers for row in a.rows}
     with store.read() as con:
-        examples = Catalog(con).example_images(sorted(wanted), answers[0].model_key)
+        examples = Catalog(con).example_images(sorted(wanted), answers[0].model_key, target.label_set)
     thumbs = Thumbnails(store).get_many(list(examples.values()))
     picture = {c: thumbs.get(image_id) for c, (image_id, _) in examples.items()}
     shown = {target.index} | {row.detail["index"] for a in answers for row in a.rows}
@@ -185,7 +191,12 @@ def predictions(store: StoreCore, *, model: str | None = None, n: int = 12, per_
     tiles = []
     for r in rows:
         (a, b), (pa, pb) = r["top5_index"][:2], r["top5_prob"][:2]
-        truth = "" if r["label_index"] is None else f"\ntrue: {short(r['label_index'])} (rank {r['true_rank']})"
+        if r["label_index"] is None:
+            truth = ""
+        elif r["label_set"] == "imagenet1k":
+            truth = f"\ntrue: {short(r['label_index'])} (rank {r['true_rank']})"
+        else:  # another vocabulary: its name, which the ImageNet head does not rank
+            truth = f"\n{r['label_set']}: {_wrap(r['label_name'], 20).splitlines()[0]}"
         tiles.append((r["image_id"], r["path"], f"{short(a)} {pa:.2f}\n{short(b)} {pb:.2f}{truth}"))
     return _gallery(store, tiles, f"Stored images and predictions · {key}", per_row, (2.2, 2.6))
 

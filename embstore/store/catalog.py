@@ -23,7 +23,7 @@ ERROR_RATES = """SELECT model_key, count(*) AS labelled, 1 - avg(top1_correct::I
                  FROM labelled_predictions GROUP BY model_key"""
 
 _LABELLED_VECTORS = """FROM batch_images x JOIN vector_batches b USING (batch_id) JOIN images i USING (image_id)
-                       WHERE x.model_key = ? AND list_contains(b.layers, ?) AND i.label_index IS NOT NULL"""
+                       WHERE x.model_key = ? AND list_contains(b.layers, ?) AND i.label_set = ?"""
 # (model_key, image_id, layer) of every stored vector, from the batches (one row per batch, not per vector)
 _STORED = """SELECT x.image_id, unnest(b.layers) AS layer FROM batch_images x JOIN vector_batches b USING (batch_id)
              WHERE x.model_key = ?"""
@@ -284,20 +284,22 @@ class Catalog:
 
     def label_changes(self, given) -> list[tuple[str, str, str | None, str]]:
         """[(image_id, path, stored label_raw, given label_raw)] of stored images whose input names
-        another label; `given` is an Arrow table (path, label_raw) of labelled inputs."""
+        another label, or the same one in another label set; `given` is an Arrow table (path,
+        label_raw, label_set) of labelled inputs."""
         self.con.register("_given", given)
         try:
             return self.con.execute(
                 """SELECT i.image_id, i.path, i.label_raw, g.label_raw FROM images i JOIN _given g ON i.path = g.path
-                   WHERE g.label_raw IS NOT NULL AND i.label_raw IS DISTINCT FROM g.label_raw ORDER BY i.path"""
+                   WHERE g.label_raw IS NOT NULL AND (i.label_raw IS DISTINCT FROM g.label_raw
+                         OR i.label_set IS DISTINCT FROM g.label_set) ORDER BY i.path"""
             ).fetchall()
         finally:
             self.con.unregister("_given")
 
     def relabel(self, changes, run_id: str) -> int:
-        """Give images their new labels (an Arrow table image_id, label_raw, label_wnid, label_index,
-        label_name), keep the old ones in label_history, and re-rank their predictions: the new
-        class's place in each stored top-5, else NULL (above 5). Returns the images changed."""
+        """Give images their new labels (an Arrow table image_id, label_raw, label_set, label_wnid,
+        label_index, label_name), keep the old ones in label_history, and re-rank their predictions: the
+        new class's place in each stored top-5, else NULL (above 5, or not an ImageNet class)."""
         self.con.register("_new", changes)
         try:
             self.con.execute(
@@ -306,14 +308,16 @@ class Catalog:
                 [run_id],
             )
             self.con.execute(
-                """UPDATE images SET label_raw = n.label_raw, label_wnid = n.label_wnid,
+                """UPDATE images SET label_raw = n.label_raw, label_set = n.label_set, label_wnid = n.label_wnid,
                           label_index = n.label_index, label_name = n.label_name
                    FROM _new n WHERE images.image_id = n.image_id"""
             )
             self.con.execute(
                 """UPDATE predictions SET
-                          true_rank = list_position(predictions.top5_index, n.label_index),
-                          true_prob = predictions.top5_prob[list_position(predictions.top5_index, n.label_index)]
+                          true_rank = CASE WHEN n.label_set = 'imagenet1k'
+                                           THEN list_position(predictions.top5_index, n.label_index) END,
+                          true_prob = CASE WHEN n.label_set = 'imagenet1k' THEN predictions.top5_prob[
+                                           list_position(predictions.top5_index, n.label_index)] END
                    FROM _new n WHERE predictions.image_id = n.image_id"""
             )
         finally:
@@ -338,34 +342,36 @@ class Catalog:
             out.setdefault(image_id, set()).add(layer)
         return out
 
-    def example_images(self, label_indexes: list[int], model_key: str | None = None) -> dict[int, tuple[str, str]]:
-        """{label_index: (image_id, path)}: one labelled image per class, preferring one that `model_key`
-        classified correctly (then by id, so the choice is stable)."""
+    def example_images(
+        self, label_indexes: list[int], model_key: str | None = None, label_set: str = "imagenet1k"
+    ) -> dict[int, tuple[str, str]]:
+        """{label_index: (image_id, path)}: one labelled image per class of `label_set`, preferring one
+        that `model_key` classified correctly (then by id, so the choice is stable)."""
         rows = self.con.execute(
             """SELECT i.label_index, arg_min(i.image_id, (coalesce(p.true_rank, 1 << 30), i.image_id)),
                       arg_min(i.path, (coalesce(p.true_rank, 1 << 30), i.image_id))
                FROM images i LEFT JOIN predictions p ON p.image_id = i.image_id AND p.model_key = ?
-               WHERE list_contains(?, i.label_index) GROUP BY i.label_index""",
-            [model_key, [int(c) for c in label_indexes]],
+               WHERE i.label_set = ? AND list_contains(?, i.label_index) GROUP BY i.label_index""",
+            [model_key, label_set, [int(c) for c in label_indexes]],
         ).fetchall()
         return {c: (i, p) for c, i, p in rows}
 
-    def largest_classes(self, limit: int = 1) -> list[tuple[int, int]]:
-        """[(label_index, images)] of the classes with the most labelled images."""
+    def largest_classes(self, limit: int = 1, label_set: str = "imagenet1k") -> list[tuple[int, int]]:
+        """[(label_index, images)] of the classes of `label_set` with the most labelled images."""
         return self.con.execute(
-            """SELECT label_index, count(*) AS n FROM images WHERE label_index IS NOT NULL
+            """SELECT label_index, count(*) AS n FROM images WHERE label_set = ?
                                    GROUP BY label_index ORDER BY n DESC, label_index LIMIT ?""",
-            [limit],
+            [label_set, limit],
         ).fetchall()
 
     def sample_predictions(self, model_key: str, n: int) -> list[dict]:
         """n images of `model_key` spread evenly over the store (by path), with their top-5 and label."""
         return self._dicts(
             """WITH ranked AS (
-                   SELECT i.image_id, i.path, i.label_index, p.top5_index, p.top5_prob, p.true_rank,
-                          row_number() OVER (ORDER BY i.path) AS r, count(*) OVER () AS total
+                   SELECT i.image_id, i.path, i.label_set, i.label_index, i.label_name, p.top5_index, p.top5_prob,
+                          p.true_rank, row_number() OVER (ORDER BY i.path) AS r, count(*) OVER () AS total
                    FROM predictions p JOIN images i USING (image_id) WHERE p.model_key = ?)
-               SELECT image_id, path, label_index, top5_index, top5_prob, true_rank FROM ranked
+               SELECT image_id, path, label_set, label_index, label_name, top5_index, top5_prob, true_rank FROM ranked
                WHERE (r - 1) % greatest(total // ?, 1) = 0 ORDER BY path LIMIT ?""",
             [model_key, n, n],
         )
@@ -395,27 +401,97 @@ class Catalog:
             [model_key],
         ).fetchall()
 
-    def class_image_counts(self, model_key: str) -> dict[int, int]:
-        """{class index: labelled images with predictions by `model_key`}."""
+    def class_image_counts(self, model_key: str, label_set: str = "imagenet1k") -> dict[int, int]:
+        """{class index: images of `label_set` with predictions by `model_key`}."""
         return dict(
             self.con.execute(
                 """SELECT i.label_index, count(*) FROM predictions p JOIN images i USING (image_id)
-               WHERE p.model_key = ? AND i.label_index IS NOT NULL GROUP BY 1""",
-                [model_key],
+               WHERE p.model_key = ? AND i.label_set = ? GROUP BY 1""",
+                [model_key, label_set],
             ).fetchall()
         )
 
-    def labelled_vector_arrays(self, model_key: str, layer: str):
-        """(image ids, class indices) as numpy arrays: of the labelled images with a vector of `model_key`/`layer`."""
-        got = self.con.execute(f"SELECT x.image_id, i.label_index {_LABELLED_VECTORS}", [model_key, layer]).fetchnumpy()
+    def labelled_vector_arrays(self, model_key: str, layer: str, label_set: str = "imagenet1k"):
+        """(image ids, class indices) as numpy arrays: of the images labelled in `label_set` with a vector
+        of `model_key`/`layer`."""
+        got = self.con.execute(
+            f"SELECT x.image_id, i.label_index {_LABELLED_VECTORS}", [model_key, layer, label_set]
+        ).fetchnumpy()
         return got["image_id"], got["label_index"]
 
-    def labels_digest(self, model_key: str, layer: str) -> list[str]:
-        """An order-independent digest of (image, label) of a layer's labelled vectors, computed in SQL."""
+    def labels_digest(self, model_key: str, layer: str, label_set: str = "imagenet1k") -> list[str]:
+        """An order-independent digest of (image, label) of a layer's vectors labelled in `label_set`."""
         row = self.con.execute(
-            f"SELECT count(*), bit_xor(hash(x.image_id, i.label_index)) {_LABELLED_VECTORS}", [model_key, layer]
+            f"SELECT count(*), bit_xor(hash(x.image_id, i.label_index)) {_LABELLED_VECTORS}",
+            [model_key, layer, label_set],
         ).fetchall()[0]
         return [str(v) for v in row]
+
+    # -- label sets (tables label_sets, labels) ------------------------------------------------
+    def label_sets(self) -> list[dict]:
+        """Every label set: its name, kind, labels, and labelled images, by name."""
+        return self._dicts(
+            """SELECT s.label_set, s.kind, (SELECT count(*) FROM labels l WHERE l.label_set = s.label_set) AS labels,
+                      (SELECT count(*) FROM images i WHERE i.label_set = s.label_set) AS images
+               FROM label_sets s ORDER BY s.label_set"""
+        )
+
+    def label_names(self, label_set: str) -> list[str]:
+        """The names of `label_set` in index order ([] for an unknown set)."""
+        return [r[0] for r in self.con.execute(
+            "SELECT name FROM labels WHERE label_set = ? ORDER BY label_index", [label_set]).fetchall()]  # fmt: skip
+
+    def label_ids(self, label_set: str) -> dict[int, str]:
+        """{index: id} of the labels of `label_set` that have an id (a THINGS unique id, a synset)."""
+        return dict(self.con.execute(
+            "SELECT label_index, label_id FROM labels WHERE label_set = ? AND label_id IS NOT NULL", [label_set]
+        ).fetchall())  # fmt: skip
+
+    def custom_label_names(self) -> dict[str, list[str]]:
+        """{label set: names in index order} of every set but imagenet1k."""
+        out: dict[str, list[str]] = {}
+        for label_set, name in self.con.execute(
+            "SELECT label_set, name FROM labels WHERE label_set <> 'imagenet1k' ORDER BY label_set, label_index"
+        ).fetchall():
+            out.setdefault(label_set, []).append(name)
+        return out
+
+    def add_labels(self, label_set: str, rows: list[tuple[int, str, str | None, str | None]]) -> None:
+        """Make `label_set` (kind names) if new and add its new labels (index, name, id, category)."""
+        self.con.execute("INSERT INTO label_sets (label_set, kind) VALUES (?, 'names') ON CONFLICT DO NOTHING",
+                         [label_set])  # fmt: skip
+        if rows:
+            self.con.executemany(
+                "INSERT INTO labels (label_set, label_index, name, label_id, category) VALUES (?, ?, ?, ?, ?)",
+                [[label_set, *r] for r in rows],
+            )
+
+    def choose_label_set(self, label_set: str | None) -> str:
+        """`label_set` if the store knows it; else imagenet1k when it labels images here (or nothing is
+        labelled), else the only other set that does (several: a NotFoundError naming them)."""
+        from embstore.errors import NotFoundError, did_you_mean
+
+        if label_set is not None:
+            known = [s["label_set"] for s in self.label_sets()]
+            if label_set not in known:
+                hint = did_you_mean(label_set, known)
+                raise NotFoundError(f"no label set '{label_set}' in this store; it has {', '.join(known)}.{hint}")
+            return label_set
+        used = self.labelled_sets()
+        if not used or used[0] == "imagenet1k":
+            return "imagenet1k"
+        if len(used) > 1:
+            raise NotFoundError(
+                f"this store's images are labelled in several label sets ({', '.join(used)}); choose one with --labels"
+            )
+        return used[0]
+
+    def labelled_sets(self) -> list[str]:
+        """The label sets that label at least one image, imagenet1k first."""
+        rows = self.con.execute(
+            "SELECT DISTINCT label_set FROM images WHERE label_set IS NOT NULL ORDER BY label_set <> 'imagenet1k', 1"
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def images_with_vectors(self, model_key: str, image_ids: list[str]) -> set[str]:
         """Those of `image_ids` that have at least one stored vector of `model_key`."""
@@ -481,6 +557,7 @@ class Catalog:
             "runs": one("SELECT count(*) FROM runs"),
             "errors": one("SELECT count(*) FROM ingest_errors"),
         }
+        out["label_sets"] = {s["label_set"]: s["images"] for s in self.label_sets() if s["images"]}
         out["per_model"] = [
             (m["model_key"], m["layers"], m["images"], m["top1_error"], m["top5_error"]) for m in self.models_overview()
         ]
@@ -490,15 +567,16 @@ class Catalog:
         """(path, raw label, source, extra JSON) of every stored image, by path."""
         return self.con.execute("SELECT path, label_raw, source, extra FROM images ORDER BY path").fetchall()
 
-    def image_labels(self, image_ids: list[str]) -> dict[str, int]:
-        """{image_id: class index} of those of `image_ids` that are labelled."""
-        return dict(
-            self.con.execute(
-                """SELECT image_id, label_index FROM images
-                                        WHERE list_contains(?, image_id) AND label_index IS NOT NULL""",
+    def image_labels(self, image_ids: list[str]) -> dict[str, tuple[str, int]]:
+        """{image_id: (label set, class index)} of those of `image_ids` that are labelled."""
+        return {
+            i: (s, c)
+            for i, s, c in self.con.execute(
+                """SELECT image_id, label_set, label_index FROM images
+                   WHERE list_contains(?, image_id) AND label_index IS NOT NULL""",
                 [list(image_ids)],
             ).fetchall()
-        )
+        }
 
     def image_paths(self, image_ids: list[str]) -> dict[str, str]:
         return dict(
@@ -512,9 +590,9 @@ class Catalog:
         try:
             self.con.execute(
                 """INSERT INTO images (image_id, path, file_size, file_mtime, width, height, mode, label_raw,
-                                       label_wnid, label_index, label_name, source, extra)
+                                       label_set, label_wnid, label_index, label_name, source, extra)
                    SELECT image_id, path, file_size, file_mtime, width, height, mode, label_raw,
-                          label_wnid, label_index, label_name, source, extra::JSON FROM _images
+                          label_set, label_wnid, label_index, label_name, source, extra::JSON FROM _images
                    ON CONFLICT DO NOTHING"""
             )
         finally:
