@@ -237,9 +237,13 @@ class Store:
         n_boot: int = 1000,
         scope_1v2: str = "all",
         alpha: float = 0.05,
+        label_set: str | None = None,
+        concepts: Sequence[str] | str | Path | None = None,
+        intersect: Sequence[str] | None = None,
         progress: Progress | None = None,
     ) -> RsaReport:
-        """2 vs 2 and 1 vs 2 accuracy, RSA, their p-values and concept-bootstrap CIs per layer (seed 004)."""
+        """2 vs 2, 1 vs 2, RSA, p-values and CIs per layer (seed 004) on concepts of `label_set`: those
+        `reference` covers, exactly `concepts` (names/ids or a file), or those all of `intersect` have."""
         from embstore.analysis.rsatables import run_rsa
 
         with self.core.writer_lock():
@@ -254,15 +258,18 @@ class Store:
                 n_boot=n_boot,
                 scope_1v2=scope_1v2,
                 alpha=alpha,
+                label_set=label_set,
+                concepts=concepts if concepts is None or isinstance(concepts, (str, Path)) else list(concepts),
+                intersect=list(intersect) if intersect else None,
                 progress=progress,
             )
 
-    def compare_rsa(self, a: str, b: str, *, reference: str = "glove") -> RsaComparison:
+    def compare_rsa(self, a: str, b: str, *, reference: str = "glove", label_set: str | None = None) -> RsaComparison:
         """`a` against `b` ("model[:layer]") on the same concepts: paired concept bootstrap per measure."""
         from embstore.analysis.comparisons import compare_rsa
 
         with self.core.writer_lock():
-            return compare_rsa(self.core, a, b, reference=reference)
+            return compare_rsa(self.core, a, b, reference=reference, label_set=label_set)
 
     def figure(self, kind: str, **options: Any) -> Any:
         """A matplotlib figure of `kind` (rsa, roc, errors, ratings, similar, cases, failures, predictions)."""

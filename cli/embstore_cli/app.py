@@ -450,6 +450,7 @@ def analyze_compare(
     ),
     n_boot: int = typer.Option(1000, "--n-boot", min=100, help="Bootstrap resamples of the triplets."),
     seed: int = typer.Option(0, help="Seed of the resampling (recorded with the result)."),
+    label_set: Optional[str] = _LABELS,
 ):
     """Is A better than B? Matching (seed 000): McNemar's exact test, paired bootstrap of Δerror and ΔAUC;
     with --vectors (seed 004): a paired concept bootstrap of Δ2v2 accuracy and ΔRSA.
@@ -462,7 +463,7 @@ def analyze_compare(
     if vectors is not None:
         if manifest is not None:
             raise typer.BadParameter("give --manifest (matching) or --vectors (similarity encoding), not both")
-        render.comparison(ctx.obj, _store(ctx).compare_rsa(a, b, reference=vectors))
+        render.comparison(ctx.obj, _store(ctx).compare_rsa(a, b, reference=vectors, label_set=label_set))
         return
     render.comparison(ctx.obj, _store(ctx).compare_matching(a, b, manifest=manifest, n_boot=n_boot, seed=seed))
 
@@ -523,10 +524,20 @@ def analyze_rsa(
         False, "--within-group", help="1 vs 2 within each group's images, as seed 004 (default: all images)."
     ),
     alpha: float = typer.Option(0.05, help="Significance level; warns when the permutations cannot reach it."),
+    label_set: Optional[str] = _LABELS,
+    concepts: Optional[Path] = typer.Option(
+        None, "--concepts", help="File of the concepts to use, one name or id a line (every one must be usable)."
+    ),
+    intersect: Optional[str] = typer.Option(
+        None, help="Comma-separated references and concept files: use the concepts all of them have."
+    ),
 ):
     """2 vs 2 and 1 vs 2 accuracy, RSA, p-values and concept-bootstrap CIs per layer (seed 004) into rsa_results.
 
+    Concepts: the label set's classes with >= --groups images that the reference covers, or one fixed
+    set (--concepts, --intersect), recorded with each result (table concept_sets).
     Example: embstore analyze rsa --model vgg16 --vectors glove --permutations 1000
+    Example: embstore analyze rsa --vectors wordnet-wup --intersect glove,wordnet-wup
     """
     with render.IngestProgress(ctx.obj, "2 vs 2", "layer") as bar:
         report = _store(ctx).rsa(
@@ -539,6 +550,9 @@ def analyze_rsa(
             n_boot=n_boot,
             scope_1v2="within-group" if within_group else "all",
             alpha=alpha,
+            label_set=label_set,
+            concepts=concepts,
+            intersect=[x.strip() for x in intersect.split(",") if x.strip()] if intersect else None,
             progress=bar.update,
         )
     render.rsa(ctx.obj, report)
@@ -591,15 +605,21 @@ def plot_rsa(
     correct: str = typer.Option(
         "holm", help="holm | bh | none: the correction of the layers' p-values the filled markers use."
     ),
+    label_set: list[str] = typer.Option([], "--labels", help="Label set(s); default: every one with results."),
+    mixed_concepts: bool = typer.Option(
+        False, "--mixed-concepts", help="Overlay curves on different concept sets (each line names its set)."
+    ),
     out: Optional[Path] = _OUT,
     formats: str = _FORMATS,
 ):
-    """2 vs 2 accuracy by layer, one line per model and reference space (seed 004 figs 1–3).
+    """2 vs 2 accuracy by layer, one line per model, reference space and label set (seed 004 figs 1–3).
 
+    Curves on different concept sets are refused unless --mixed-concepts (fix one set with analyze rsa
+    --intersect or --concepts).
     Example: embstore plot rsa --model vgg16 --reference glove --out figs/vgg16-2v2
     """
     _plot(ctx, "rsa", out, formats, models=model or None, references=reference or None, measure=measure,
-          correct=correct)  # fmt: skip
+          correct=correct, label_sets=label_set or None, mixed_concepts=mixed_concepts)  # fmt: skip
 
 
 @plot_app.command("roc")

@@ -634,9 +634,15 @@ def rsa(out: Output, r) -> None:
     line += f"{r.n_permutations} permutations"
     if r.coverage:
         c = r.coverage.summary()
-        line += (f"; class names found by name {c['name']}, by synonym {c['synonym']}, by hypernym {c['hypernym']}, "
-                 f"dropped {c['dropped']}")  # fmt: skip
+        if "wnid" in c:
+            line += f"; classes with a WordNet synset {c['wnid']}, dropped {c['dropped']}"
+        else:
+            line += (f"; class names found by name {c['name']}, by synonym {c['synonym']}, by hypernym "
+                     f"{c['hypernym']}, dropped {c['dropped']}")  # fmt: skip
     console.print(line)
+    if r.concept_set is not None:
+        console.print(f"concept set {r.concept_set.sha[:12]} of label set {r.label_set}: {len(r.concepts)} concepts, "
+                      f"{r.concept_set.source} (table concept_sets)")  # fmt: skip
     if r.coverage and r.coverage.dropped:
         console.print("dropped (no vector): " + ", ".join(r.coverage.dropped_names()))
     t = Table(title="similarity encoding by layer (table rsa_results); chance 2v2 = 0.5")

@@ -155,6 +155,7 @@ class RsaComparison:
     n_boot: int
     seed: int
     method: str = "paired concept bootstrap"
+    label_set: str = "imagenet1k"
 
     def rows(self) -> list[dict]:
         """The comparison as rows (2 vs 2 accuracy, RSA Spearman, Pearson, Kendall τ-a), for tables and --json."""
@@ -165,14 +166,19 @@ RSA_COMPARED = {"acc_2v2": "2 vs 2 accuracy", "rsa_spearman": "RSA Spearman", "r
                 "rsa_kendall_a": "RSA Kendall τ-a"}  # fmt: skip
 
 
-def compare_rsa(store: StoreCore, a: str, b: str, *, reference: str = "glove") -> RsaComparison:
+def compare_rsa(
+    store: StoreCore, a: str, b: str, *, reference: str = "glove", label_set: str | None = None
+) -> RsaComparison:
     """Compare two stored similarity-encoding results, each `model` or `model:layer` (default layer:
-    the deepest with results), against `reference` (a prefix: glove finds glove-6B-50d)."""
+    the deepest with results), against `reference` (a prefix: glove finds glove-6B-50d), on one label
+    set's concepts (default: Catalog.choose_label_set)."""
     from embstore.analysis.rsatables import RsaTables
+    from embstore.store.catalog import Catalog
 
     with store.read() as con:
         tables = RsaTables(con)
-        x, y = (tables.read(*_model_layer(con, name), reference) for name in (a, b))
+        label_set = Catalog(con).choose_label_set(label_set)
+        x, y = (tables.read(*_model_layer(con, name), reference, label_set) for name in (a, b))
     if (x["model_key"], x["layer"]) == (y["model_key"], y["layer"]):
         raise UsageError(f"compare two different results, not {x['model_key']}:{x['layer']} with itself")
     names = [f"{r['model_key']}:{r['layer']}" for r in (x, y)]
@@ -202,7 +208,8 @@ def compare_rsa(store: StoreCore, a: str, b: str, *, reference: str = "glove") -
         measures.append({"measure": measure, "label": label, "a": float(va), "b": float(vb), "a - b": float(va - vb),
                          "ci_low": low, "ci_high": high, "p": p})  # fmt: skip
     result = RsaComparison(x["reference"], (x["model_key"], x["layer"]), (y["model_key"], y["layer"]),
-                           x["n_concepts"], x["concepts_sha"], measures, x["n_boot"], x["seed"])  # fmt: skip
+                           x["n_concepts"], x["concepts_sha"], measures, x["n_boot"], x["seed"],
+                           label_set=label_set)  # fmt: skip
     with store.transaction() as con:
         RsaTables(con).store_test(result)
     return result

@@ -3,7 +3,7 @@
 Every label-keyed analysis (class statistics, similar classes, ...) runs on one label set: the
 one asked for, else `imagenet1k` when it labels images in the store, else the store's only other
 set (several: one line naming them). A class is named within its set: imagenet1k by index, wnid,
-name or synonym (as ever); any other set by its exact name, or its index.
+name or synonym (as ever); any other set by its exact name, its id, or its index.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from embstore.errors import UnknownClassError, did_you_mean
 from embstore.labels.imagenet import classes
+from embstore.labels.vectors import Term, imagenet_terms
 from embstore.store.catalog import Catalog
 
 IMAGENET = "imagenet1k"
@@ -78,6 +79,18 @@ class LabelNames:
             return ClassRef(IMAGENET, c.index, c.name, c.wnid)
         return ClassRef(self.label_set, index, self.names[index], self._ids.get(index))
 
+    def terms(self, indices) -> list[Term]:
+        """The classes `indices` as reference spaces look them up: by name; with WordNet synonyms and a
+        wnid where the class is ImageNet's or its id is an ImageNet class's wnid."""
+        if self.label_set == IMAGENET:
+            return imagenet_terms(indices)
+        out = []
+        for i in indices:
+            ident = self._ids.get(int(i))
+            c = classes().lookup(ident) if ident and ident.startswith("n") and ident[1:].isdigit() else None
+            out.append(Term(int(i), self.names[int(i)], tuple(c.synonyms) if c else (), c.wnid if c else None))
+        return out
+
     def resolve(self, cls: str) -> ClassRef:
         """The class `cls` names in this set, or an UnknownClassError with the nearest names."""
         if self.label_set == IMAGENET:
@@ -88,6 +101,9 @@ class LabelNames:
         folded = [n for n in self.names if n.casefold() == text.casefold()]
         if len(folded) == 1:
             return self.ref(self.names.index(folded[0]))
+        by_id = [i for i, v in self._ids.items() if v == text]
+        if len(by_id) == 1:
+            return self.ref(by_id[0])
         if text.isdigit() and int(text) < len(self.names):
             return self.ref(int(text))
         raise UnknownClassError(f"no class '{cls}' in label set {self.label_set}.{did_you_mean(text, self.names)}")

@@ -1,14 +1,18 @@
 """`embstore analyze rsa`: similarity encoding of every stored layer of a model against a
-reference space (seed 004), stored in table rsa_results in network order."""
+reference space (seed 004) on one label set's concepts (analysis.concepts), stored in table
+rsa_results in network order."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from embstore.analysis import concepts as concept_sets
 from embstore.analysis import rsa, stats
+from embstore.analysis.labelsets import IMAGENET, LabelNames
 from embstore.errors import NotFoundError, UsageError
 from embstore.labels import vectors
 from embstore.store.catalog import Catalog
@@ -61,6 +65,8 @@ class RsaReport:
     concepts_sha: str = ""
     scope_1v2: str = "all"
     warnings: list[str] = field(default_factory=list)
+    label_set: str = IMAGENET
+    concept_set: concept_sets.ConceptSet | None = None
 
 
 SCOPES_1V2 = ("all", "within-group")
@@ -85,13 +91,18 @@ def run_rsa(
     n_boot: int = 1000,
     scope_1v2: str = "all",
     alpha: float = 0.05,
+    label_set: str | None = None,
+    concepts: list[str] | str | Path | None = None,
+    intersect: list[str] | None = None,
     progress=None,
 ) -> RsaReport:
     """2 vs 2 accuracy with permutation p and concept-bootstrap interval, RSA (Spearman, Pearson,
     Kendall τ-a) with intervals, and the 1 vs 2 test with binomial and permutation p, per layer.
 
-    Concepts: labelled classes with a reference vector and at least `groups` images; image j of
-    each concept (by id) goes to group j, so every concept is in every group once. The 1 vs 2 test
+    Concepts: classes of `label_set` (default: Catalog.choose_label_set) with at least `groups`
+    images, those the reference covers, or a fixed set (`concepts`, `intersect`: analysis.concepts);
+    image j of each concept (by id) goes to group j, so every concept is in every group once. The
+    1 vs 2 test needs the model's predictions in the set's classes, so runs on imagenet1k only. The 1 vs 2 test
     (`scope_1v2`): "all" misclassified images against the first correctly classified image of each
     concept, or "within-group" (seed 004 §3.3: one group's misclassified images against that
     group's correctly classified ones). `alpha` only checks that the permutations can reach it.
@@ -102,45 +113,52 @@ def run_rsa(
         raise UsageError(f"unknown 1 vs 2 scope {scope_1v2!r}; choose one of {', '.join(SCOPES_1V2)}")
     if n_boot and n_boot < 100:
         raise UsageError(f"n_boot must be 0 (no intervals) or at least 100 for a 95 % interval, not {n_boot}")
+    ref = vectors.Reference(reference)
     with store.read() as con:
-        key = Catalog(con).resolve_model(model)
-        labelled = Catalog(con).labelled_predictions(key)
-        stored = [(layer, order) for layer, order, _ in Catalog(con).layers_with_vectors(key)]
-        other_sets = [s for s in Catalog(con).labelled_sets() if s != "imagenet1k"]
+        cat = Catalog(con)
+        key = cat.resolve_model(model)
+        label_set = cat.choose_label_set(label_set)
+        names = LabelNames.of(con, label_set)
+        labelled: list[tuple[str, int, int | None]]
+        if label_set == IMAGENET:
+            labelled = list(cat.labelled_predictions(key))
+        else:  # no prediction in the set's classes: the models' heads are ImageNet's
+            labelled = [(i, c, None) for i, c in cat.labelled_images(key, label_set)]
+        stored = [(layer, order) for layer, order, _ in cat.layers_with_vectors(key)]
     by_class: dict[int, list[str]] = {}
     for image_id, label, _ in labelled:
         by_class.setdefault(label, []).append(image_id)
     enough = sorted(c for c, ids in by_class.items() if len(ids) >= groups)
-    coverage, ref_vectors, ref_matrix = None, None, None
-    if reference in vectors.WORDNET_SPACES:
-        concepts = enough
-        ref_matrix = vectors.wordnet_matrix(reference, concepts)
-        ref_name = reference
-    else:
-        space = vectors.open_space(reference)
-        concepts, ref_vectors, coverage = vectors.class_vectors(space, enough)
-        ref_name = space.name
-    if len(concepts) < 4:
+    chosen = concept_sets.choose(names, enough, ref, concepts=concepts, intersect=intersect)
+    concepts_ = list(chosen.indices)
+    if len(concepts_) < 4:
         raise NotFoundError(
-            f"{key} has {len(concepts)} concept(s) with a reference vector and >= {groups} labelled images; the "
-            "2 vs 2 test needs at least 4. Ingest more labelled images or lower `groups=`"
-            + (f" (similarity encoding reads imagenet1k labels only so far, not {', '.join(other_sets)}'s)"
-               if other_sets else "")
-        )  # fmt: skip
+            f"{key} has {len(concepts_)} concept(s) in label set {label_set} with >= {groups} labelled images "
+            f"({chosen.source}); the 2 vs 2 test needs at least 4. Ingest more labelled images or lower `groups=`"
+        )
     wanted = [(l, o) for l, o in stored if not layers or l in layers]
     if layers and len(wanted) != len(layers):
         raise NotFoundError(f"layer(s) {sorted(set(layers) - {l for l, _ in wanted})} not stored for {key}")
-    group_ids = [[by_class[c][g] for c in concepts] for g in range(groups)]
-    scopes = _one_vs_two_scopes(labelled, concepts, group_ids, scope_1v2)
+    group_ids = [[by_class[c][g] for c in concepts_] for g in range(groups)]
+    warnings = []
+    if label_set == IMAGENET:
+        scopes = _one_vs_two_scopes(labelled, concepts_, group_ids, scope_1v2)
+    else:
+        scopes = []
+        warnings.append(f"no 1 vs 2 test on label set {label_set}: it needs the model's predicted class among "
+                        "the set's classes, and the models' heads are ImageNet's")  # fmt: skip
     table = ActivationTable(store)
     needed = {i for gid in group_ids for i in gid} | {i for sc in scopes for i in sc.images()}
     rows = []
-    if ref_matrix is not None:
-        w = ref_matrix
-    else:  # the reference's similarities, once for every layer
-        assert ref_vectors is not None  # a word-vector space gave them
+    terms = names.terms(concepts_)  # the reference's similarities, once for every layer
+    if ref.space is None:
+        w, ref_vectors = vectors.wordnet_matrix(ref.spec, [str(t.wnid) for t in terms]), None
+    else:
+        got = ref.cover(terms).vectors
+        ref_vectors = np.stack([got[t.index] for t in terms])
         w = rsa.correlation_matrix(ref_vectors)
-    weights = rsa.concept_weights(len(concepts), n_boot, seed)
+    coverage = ref.cover(names.terms(enough))
+    weights = rsa.concept_weights(len(concepts_), n_boot, seed)
     if progress:
         progress(0, len(wanted))
     for layer, order in wanted:
@@ -176,14 +194,14 @@ def run_rsa(
             setattr(r, holm, h)
             setattr(r, bh, b)
     report = RsaReport(
-        key, ref_name, concepts, coverage, groups, n_permutations, rows, n_boot, seed,
-        concepts_fingerprint(ref_name, concepts), scope_1v2,
+        key, ref.name, concepts_, coverage, groups, n_permutations, rows, n_boot, seed,
+        concepts_fingerprint(ref.name, concepts_), scope_1v2, warnings, label_set, chosen,
     )  # fmt: skip
     floor = stats.floor_warning(alpha, n_permutations, len(rows)) if n_permutations else None
     if floor:
         report.warnings.append(floor)
     with store.transaction() as con:
-        RsaTables(con).store(report, seed, ref_vectors)
+        RsaTables(con).store(report, seed, ref.space is not None)
     return report
 
 
@@ -248,6 +266,9 @@ STORED_COLUMNS = (
     "layer",
     "layer_order",
     "reference",
+    "label_set",
+    "concept_set",
+    "concept_source",
     "n_concepts",
     "n_groups",
     "acc_2v2",
@@ -286,40 +307,63 @@ RESAMPLED = ("acc_2v2", "rsa_spearman", "rsa_pearson", "rsa_kendall_a")  # rsa_r
 
 
 class RsaTables:
-    """The similarity-encoding tables (rsa_results, rsa_resamples, rsa_tests, reference_vectors): every
-    statement on them."""
+    """The similarity-encoding tables (rsa_results, rsa_resamples, rsa_tests, reference_vectors,
+    concept_sets): every statement on them."""
 
     def __init__(self, con) -> None:
         self.con = con
 
-    def store(self, report: RsaReport, seed: int, ref_vectors=None) -> None:
-        """Replace the rows of `report`'s layers (and its reference vectors); call in a transaction."""
+    def store(self, report: RsaReport, seed: int, word_space: bool = False) -> None:
+        """Replace the rows of `report`'s layers, record its concept set and (`word_space`) the reference's
+        coverage of the label set's candidate concepts; call in a transaction."""
         import pyarrow as pa
 
         con = self.con
-        if ref_vectors is not None and report.coverage is not None:
+        cs = report.concept_set
+        if cs is not None:
             con.execute(
-                "DELETE FROM reference_vectors WHERE reference = ? AND list_contains(?, label_index)",
-                [report.reference, report.concepts],
+                """INSERT OR IGNORE INTO concept_sets (concept_set, label_set, n, label_indices, names)
+                   VALUES (?, ?, ?, ?, ?)""",
+                [cs.sha, cs.label_set, len(cs.indices), list(cs.indices), list(cs.names)],
+            )
+        if word_space and report.coverage is not None:
+            cov = report.coverage
+            looked_up = sorted(cov.names)
+            con.execute(
+                "DELETE FROM reference_vectors WHERE reference = ? AND label_set = ? AND list_contains(?, label_index)",
+                [report.reference, report.label_set, looked_up],
             )
             con.register(
                 "_refs",
                 pa.table(
                     {
-                        "reference": [report.reference] * len(report.concepts),
-                        "label_index": report.concepts,
-                        "how": [report.coverage.kept[c] for c in report.concepts],
-                        "vec": [v.tolist() for v in ref_vectors],
-                    }
+                        "reference": [report.reference] * len(looked_up),
+                        "label_set": [report.label_set] * len(looked_up),
+                        "label_index": looked_up,
+                        "how": [cov.kept.get(c, "missing") for c in looked_up],
+                        "vec": [cov.vectors[c].tolist() if c in cov.vectors else None for c in looked_up],
+                    },
+                    schema=pa.schema(
+                        [
+                            ("reference", pa.string()),
+                            ("label_set", pa.string()),
+                            ("label_index", pa.int32()),
+                            ("how", pa.string()),
+                            ("vec", pa.list_(pa.float64())),
+                        ]
+                    ),  # fmt: skip
                 ),
             )
-            con.execute("INSERT INTO reference_vectors SELECT reference, label_index, how, vec FROM _refs")
+            con.execute("INSERT INTO reference_vectors BY NAME SELECT * FROM _refs")
             con.unregister("_refs")
         for r in report.rows:
-            self._delete(report.model_key, r.layer, report.reference)
+            self._delete(report.model_key, r.layer, report.reference, report.label_set)
             values = {
                 "model_key": report.model_key, "layer": r.layer, "layer_order": r.order,
-                "reference": report.reference, "n_concepts": len(report.concepts), "n_groups": report.n_groups,
+                "reference": report.reference, "label_set": report.label_set,
+                "concept_set": cs.sha if cs is not None else None,
+                "concept_source": cs.source if cs is not None else None,
+                "n_concepts": len(report.concepts), "n_groups": report.n_groups,
                 "acc_2v2": r.acc_2v2, "acc_groups": r.acc_groups, "acc_sd": r.acc_sd,
                 "eq1_mean": r.eq1_mean, "eq2_mean": r.eq2_mean, "p_value": r.p_value,
                 "n_permutations": report.n_permutations, "rsa_spearman": r.rsa_spearman,
@@ -338,36 +382,38 @@ class RsaTables:
             if report.n_boot:
                 arrays = [r._resamples[k].tolist() for k in ("acc_2v2", "spearman", "pearson", "kendall_a")]
                 con.execute(
-                    f"INSERT INTO rsa_resamples (model_key, layer, reference, {', '.join(RESAMPLED)}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [report.model_key, r.layer, report.reference, *arrays],
+                    f"INSERT INTO rsa_resamples (model_key, layer, reference, label_set, {', '.join(RESAMPLED)}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [report.model_key, r.layer, report.reference, report.label_set, *arrays],
                 )
 
-    def _delete(self, model_key: str, layer: str, reference: str) -> None:
+    def _delete(self, model_key: str, layer: str, reference: str, label_set: str) -> None:
         """Remove one result, its resamples and every comparison made with it (now stale)."""
         for table in ("rsa_results", "rsa_resamples"):
             self.con.execute(
-                f"DELETE FROM {table} WHERE model_key = ? AND layer = ? AND reference = ?",
-                [model_key, layer, reference],
+                f"DELETE FROM {table} WHERE model_key = ? AND layer = ? AND reference = ? AND label_set = ?",
+                [model_key, layer, reference, label_set],
             )
         self.con.execute(
-            """DELETE FROM rsa_tests WHERE reference = ? AND ((model_a = ? AND layer_a = ?)
+            """DELETE FROM rsa_tests WHERE reference = ? AND label_set = ? AND ((model_a = ? AND layer_a = ?)
                OR (model_b = ? AND layer_b = ?))""",
-            [reference, model_key, layer, model_key, layer],
+            [reference, label_set, model_key, layer, model_key, layer],
         )
 
-    def read(self, model_key: str, layer: str | None, reference: str) -> dict:
+    def read(self, model_key: str, layer: str | None, reference: str, label_set: str = IMAGENET) -> dict:
         """One stored result with its resampled arrays (key `resamples`); `layer` None: the deepest."""
-        rows = [r for r in self.results([model_key], [reference]) if layer is None or r["layer"] == layer]
+        rows = [r for r in self.results([model_key], [reference], [label_set]) if layer is None or r["layer"] == layer]
         if not rows:
+            where = "" if label_set == IMAGENET else f" on label set {label_set}"
             raise NotFoundError(
                 f"no similarity-encoding result for {model_key}{':' + layer if layer else ''} against "
-                f"{reference}; run `embstore analyze rsa --model {model_key} --vectors {reference}`"
+                f"{reference}{where}; run `embstore analyze rsa --model {model_key} --vectors {reference}`"
             )
         row = rows[-1]
         got = self.con.execute(
-            f"SELECT {', '.join(RESAMPLED)} FROM rsa_resamples WHERE model_key = ? AND layer = ? AND reference = ?",
-            [row["model_key"], row["layer"], row["reference"]],
+            f"""SELECT {", ".join(RESAMPLED)} FROM rsa_resamples
+                WHERE model_key = ? AND layer = ? AND reference = ? AND label_set = ?""",
+            [row["model_key"], row["layer"], row["reference"], row["label_set"]],
         ).fetchall()
         row["resamples"] = dict(zip(RESAMPLED, (np.asarray(v, np.float64) for v in got[0]))) if got else {}
         return row
@@ -376,37 +422,41 @@ class RsaTables:
         """Replace the rows of comparison `t` (an RsaComparison); call in a transaction."""
         for m in t.measures:
             self.con.execute(
-                """DELETE FROM rsa_tests WHERE reference = ? AND model_a = ? AND layer_a = ? AND model_b = ?
-                   AND layer_b = ? AND measure = ?""",
-                [t.reference, *t.a, *t.b, m["measure"]],
+                """DELETE FROM rsa_tests WHERE reference = ? AND label_set = ? AND model_a = ? AND layer_a = ?
+                   AND model_b = ? AND layer_b = ? AND measure = ?""",
+                [t.reference, t.label_set, *t.a, *t.b, m["measure"]],
             )
             self.con.execute(
-                """INSERT INTO rsa_tests (reference, model_a, layer_a, model_b, layer_b, measure, n_concepts,
-                       concepts_sha, value_a, value_b, delta, ci_low, ci_high, p_value, method, n_boot, seed)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [t.reference, *t.a, *t.b, m["measure"], t.n_concepts, t.concepts_sha, m["a"], m["b"], m["a - b"],
-                 m["ci_low"], m["ci_high"], m["p"], t.method, t.n_boot, t.seed],
+                """INSERT INTO rsa_tests (reference, label_set, model_a, layer_a, model_b, layer_b, measure,
+                       n_concepts, concepts_sha, value_a, value_b, delta, ci_low, ci_high, p_value, method, n_boot,
+                       seed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [t.reference, t.label_set, *t.a, *t.b, m["measure"], t.n_concepts, t.concepts_sha, m["a"], m["b"],
+                 m["a - b"], m["ci_low"], m["ci_high"], m["p"], t.method, t.n_boot, t.seed],
             )  # fmt: skip
 
     def tests(self) -> list[dict]:
         """Every stored comparison (rsa_tests) as dicts, newest first, a measure a row."""
         cur = self.con.execute(
-            """SELECT reference, model_a, layer_a, model_b, layer_b, measure, n_concepts, value_a, value_b, delta,
+            """SELECT reference, label_set, model_a, layer_a, model_b, layer_b, measure, n_concepts, value_a, value_b,
+                      delta,
                       ci_low, ci_high, p_value, method, n_boot, seed
                FROM rsa_tests ORDER BY computed_at DESC, model_a, layer_a, model_b, layer_b, measure"""
         )
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
-    def results(self, models: list[str] | None = None, references: list[str] | None = None) -> list[dict]:
-        """Rows of rsa_results as dicts, by model, reference and network order; `references` match by prefix
-        (`glove` finds glove-6B-50d)."""
+    def results(
+        self, models: list[str] | None = None, references: list[str] | None = None, label_sets: list[str] | None = None
+    ) -> list[dict]:
+        """Rows of rsa_results as dicts, by model, reference, label set and network order; `references` match
+        by prefix (`glove` finds glove-6B-50d)."""
         rows = [
             dict(zip(STORED_COLUMNS, r))
             for r in self.con.execute(
                 f"""SELECT {", ".join(STORED_COLUMNS)} FROM rsa_results
-                WHERE ? IS NULL OR list_contains(?, model_key) ORDER BY model_key, reference, layer_order""",
-                [models, models],
+                WHERE (? IS NULL OR list_contains(?, model_key)) AND (? IS NULL OR list_contains(?, label_set))
+                ORDER BY model_key, reference, label_set, layer_order""",
+                [models, models, label_sets, label_sets],
             ).fetchall()
         ]
         if references:
@@ -420,3 +470,12 @@ class RsaTables:
                 )
             rows = [r for r in rows if r["reference"] in chosen]
         return rows
+
+    def concept_set(self, sha: str) -> dict | None:
+        """One recorded concept set (label_set, n, label_indices, names), or None."""
+        cur = self.con.execute(
+            "SELECT concept_set, label_set, n, label_indices, names FROM concept_sets WHERE concept_set = ?",
+            [sha],
+        )
+        got = cur.fetchall()
+        return dict(zip([d[0] for d in cur.description], got[0])) if got else None

@@ -1,9 +1,11 @@
 """Reference spaces for class names: word vectors (the offline GloVe 6B 50d package, or any GloVe /
 word2vec text or word2vec binary file) and WordNet 3.0 similarity.
 
-Class vectors: the torchvision name, else a WordNet synonym, else the nearest hypernym's name;
-a multi-word name is the mean of its words' vectors and needs every word. The coverage report
-says which classes were kept, by which name, and which were dropped.
+Concept vectors are looked up by the label's text (issue 34: any label set): the name, else a
+WordNet synonym, else the nearest hypernym's name (synonyms and hypernyms where the label is an
+ImageNet class or its id one of their wnids); a multi-word name is the mean of its words' vectors
+and needs every word. WordNet similarity needs the label's wnid. The coverage says which concepts
+were kept, by which name, and which were dropped.
 """
 
 from __future__ import annotations
@@ -38,19 +40,79 @@ class WordSpace:
         return self.matrix[rows].astype(np.float64).mean(axis=0)
 
 
+@dataclass(frozen=True)
+class Term:
+    """A concept as a reference space sees it: its label index, name, WordNet synonyms and wnid."""
+
+    index: int
+    name: str
+    synonyms: tuple[str, ...] = ()
+    wnid: str | None = None
+
+
 @dataclass
 class Coverage:
-    kept: dict[int, str] = field(default_factory=dict)  # class index -> how: name | synonym:… | hypernym:…
+    kept: dict[int, str] = field(default_factory=dict)  # label index -> how: name | synonym:… | hypernym:… | wnid
     dropped: list[int] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # label index -> name, of every term looked up
+    vectors: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # word spaces: the kept vectors
 
     def dropped_names(self) -> list[str]:
-        return [classes()[i].name for i in self.dropped]
+        return [self.names[i] for i in self.dropped]
 
     def summary(self) -> dict[str, int]:
-        out = {"name": 0, "synonym": 0, "hypernym": 0}
+        out = {"wnid": 0} if any(h == "wnid" for h in self.kept.values()) else {"name": 0, "synonym": 0, "hypernym": 0}
         for how in self.kept.values():
             out[how.split(":")[0]] += 1
         return {**out, "dropped": len(self.dropped)}
+
+
+class Reference:
+    """One reference space of similarity encoding: word vectors / sentence embeddings of the concepts'
+    names, or WordNet similarity of their wnids. `cover` is computed once per set of terms."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.space = None if spec in WORDNET_SPACES else open_space(spec)
+        self.name = spec if self.space is None else self.space.name
+        self._seen: dict[Term, tuple[str | None, np.ndarray | None]] = {}  # term -> (how, vector)
+
+    def cover(self, terms: list[Term]) -> Coverage:
+        """Which of `terms` this space has, how (and their vectors); each term looked up once."""
+        todo = [t for t in dict.fromkeys(terms) if t not in self._seen]
+        if self.space is None:
+            from embstore.labels.wordnet import known
+
+            for t in todo:
+                self._seen[t] = ("wnid" if t.wnid and known(t.wnid) else None, None)
+        elif todo:
+            found = term_vectors(self.space, todo)
+            for t in todo:
+                self._seen[t] = (found.kept.get(t.index), found.vectors.get(t.index))
+        cov = Coverage(names={t.index: t.name for t in terms})
+        for t in terms:
+            how, vec = self._seen[t]
+            if how is None:
+                cov.dropped.append(t.index)
+            else:
+                cov.kept[t.index] = how
+                if vec is not None:
+                    cov.vectors[t.index] = vec
+        return cov
+
+
+def looks_like_vectors(path: Path) -> bool:
+    """Whether a file is a word-vector file (.bin/.vec, a "N D" header, or a word and numbers a line)."""
+    if path.suffix in (".bin", ".vec"):
+        return True
+    with path.open(encoding="utf-8", errors="replace") as f:
+        first = f.readline().split()
+    if len(first) == 2 and all(t.isdigit() for t in first):
+        return True
+    try:
+        return len(first) > 2 and all(np.isfinite(float(t)) for t in first[1:])
+    except ValueError:
+        return False
 
 
 class SentenceSpace:
@@ -99,40 +161,42 @@ def open_space(spec: str):
     return _read_binary(path) if path.suffix == ".bin" else _read_text(path)
 
 
+def imagenet_terms(indices) -> list[Term]:
+    table = classes()
+    return [Term(int(i), table[int(i)].name, tuple(table[int(i)].synonyms), table[int(i)].wnid) for i in indices]
+
+
 def class_vectors(space: WordSpace, indices) -> tuple[list[int], np.ndarray, Coverage]:
     """(kept class indices, their vectors, coverage) for ImageNet class `indices`."""
-    table = classes()
-    cov = Coverage()
-    kept, rows = [], []
+    cov = term_vectors(space, imagenet_terms(indices))
+    kept = list(cov.kept)
+    return kept, (np.stack([cov.vectors[i] for i in kept]) if kept else np.zeros((0, 0))), cov
+
+
+def term_vectors(space, terms: list[Term]) -> Coverage:
+    """Each term's vector by its name, else a synonym, else a hypernym's name (nearest first)."""
+    cov = Coverage(names={t.index: t.name for t in terms})
     if hasattr(space, "prepare"):  # embed every name in one batch
-        space.prepare([table[int(i)].name for i in indices])
-    for idx in indices:
-        c = table[int(idx)]
-        found = None
+        space.prepare([t.name for t in terms])
+    for t in terms:
+        hypernyms = _hypernym_names(t.wnid) if t.wnid else []
         for how, text in (
-            [("name", c.name)]
-            + [(f"synonym:{s}", s) for s in c.synonyms]
-            + [(f"hypernym:{h}", h) for h in _hypernym_names(c.wnid)]
+            [("name", t.name)] + [(f"synonym:{s}", s) for s in t.synonyms] + [(f"hypernym:{h}", h) for h in hypernyms]
         ):
             vec = space.phrase(text)
             if vec is not None:
-                found = (how if how == "name" else how, vec)
+                cov.kept[t.index], cov.vectors[t.index] = how, vec
                 break
-        if found is None:
-            cov.dropped.append(int(idx))
-            continue
-        cov.kept[int(idx)] = found[0]
-        kept.append(int(idx))
-        rows.append(found[1])
-    return kept, (np.stack(rows) if rows else np.zeros((0, 0))), cov
+        else:
+            cov.dropped.append(t.index)
+    return cov
 
 
-def wordnet_matrix(kind: str, indices) -> np.ndarray:
-    """Pairwise WordNet similarity ('wordnet-wup' or 'wordnet-path') between ImageNet classes."""
+def wordnet_matrix(kind: str, wnids: list[str]) -> np.ndarray:
+    """Pairwise WordNet similarity ('wordnet-wup' or 'wordnet-path') between concepts' wnids."""
     from embstore.labels.wordnet import path_similarity, wup_similarity
 
     fn = wup_similarity if kind == "wordnet-wup" else path_similarity
-    wnids = [classes()[int(i)].wnid for i in indices]
     k = len(wnids)
     out = np.eye(k)
     for a in range(k):

@@ -78,3 +78,8 @@ def _prefix_distances(node: str, *classes: str) -> dict[str, int]:
                 for hops, up in enumerate(reversed(prefix)):
                     out[up] = min(out.get(up, hops), hops)
     return out
+
+
+def known(wnid: str) -> bool:
+    """Whether `wnid` is one of the synsets whose hypernym paths are bundled (the ImageNet classes')."""
+    return wnid in _paths()

@@ -74,11 +74,15 @@ def rsa_by_layer(
     references: list[str] | None = None,
     measure: str = "acc_2v2",
     correct: str = "holm",
+    label_sets: list[str] | None = None,
+    mixed_concepts: bool = False,
 ):
-    """One line per (model, reference space) across the model's layers, its 95 % concept-bootstrap
-    interval as a band where stored; filled markers where the measure's own p, corrected across the
-    curve's layers (`correct`: holm, bh or none), is < 0.05. With several models the x axis is
-    relative depth (0 = first stored layer)."""
+    """One line per (model, reference space, label set) across the model's layers, its 95 %
+    concept-bootstrap interval as a band where stored; filled markers where the measure's own p,
+    corrected across the curve's layers (`correct`: holm, bh or none), is < 0.05. With several models
+    the x axis is relative depth (0 = first stored layer). Curves on different concept sets are
+    refused unless `mixed_concepts` (then each line's label names its set's size and fingerprint);
+    a result stored before concept sets were recorded counts as a set of its own."""
     from embstore.analysis import stats
     from embstore.analysis.rsatables import RsaTables
 
@@ -87,18 +91,26 @@ def rsa_by_layer(
     stats.check_correction(correct)  # refused before any read
     with store.read() as con:
         keys = [Catalog(con).resolve_model(m) for m in models] if models else None
-        rows = RsaTables(con).results(keys, references)
+        rows = RsaTables(con).results(keys, references, label_sets)
     if not rows:
         raise NotFoundError("no similarity-encoding results to plot; run `embstore analyze rsa` first")
-    lines: dict[tuple[str, str], list[dict]] = {}
+    lines: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
-        lines.setdefault((r["model_key"], r["reference"]), []).append(r)
-    one_model = len({m for m, _ in lines}) == 1
+        lines.setdefault((r["model_key"], r["reference"], r["label_set"]), []).append(r)
+    sets = {line: _concept_key(pts) for line, pts in lines.items()}
+    if len(set(sets.values())) > 1 and not mixed_concepts:
+        listed = "; ".join(f"{m} · {ref}: {k}" for (m, ref, _), k in sorted(sets.items())[:4])
+        raise UsageError(
+            f"these curves rest on different concept sets ({listed}); fix one set with `analyze rsa --intersect "
+            "REF,REF` or `--concepts FILE`, or pass --mixed-concepts to overlay them anyway"
+        )
+    one_model = len({m for m, _, _ in lines}) == 1
+    one_set = len({s for _, _, s in lines}) == 1
     banded = False
     names = [n for _, n in sorted({(r["layer_order"], r["layer"]) for r in rows})]
     fig = new_figure(max(6.0, min(14.0, 2.5 + 0.32 * len(names))) if one_model else 7.5, 4.6)
     ax = fig.add_subplot()
-    for i, ((model, ref), pts) in enumerate(sorted(lines.items())):
+    for i, ((model, ref, label_set), pts) in enumerate(sorted(lines.items())):
         y = np.array([np.nan if p[measure] is None else p[measure] for p in pts], np.float64)
         x = (
             np.array([names.index(p["layer"]) for p in pts])
@@ -109,6 +121,8 @@ def rsa_by_layer(
         )
         colour = f"C{i % 10}"
         label = ref if one_model else f"{model} · {ref}"
+        label += "" if one_set else f" · {label_set}"
+        label += f" · {sets[(model, ref, label_set)]}" if len(set(sets.values())) > 1 else ""
         ax.plot(x, y, "-", color=colour, label=label, linewidth=1.6)
         band = BANDS.get(measure)
         if band and any(p[band[0]] is not None for p in pts):
@@ -296,3 +310,14 @@ def ratings(store: StoreCore, *, manifest: str | None = None, model: str | None 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=CAPTION - 1, loc="best")
     return fig
+
+
+def _concept_key(pts: list[dict]) -> str:
+    """A curve's concept set in words: its size and fingerprint ("unrecorded" before version 15)."""
+    got = {(p["concept_set"], p["n_concepts"]) for p in pts}
+    if None in {c for c, _ in got}:
+        return f"{pts[0]['n_concepts']} concepts, unrecorded ({pts[0]['model_key']}, {pts[0]['reference']})"
+    if len(got) > 1:  # layers computed by runs on different sets
+        return "layers on " + " and ".join(f"{n} concepts {sha[:8]}" for sha, n in sorted(got))
+    sha, n = got.pop()
+    return f"{n} concepts {sha[:8]}"

@@ -267,14 +267,22 @@ class _Page:
                 [_hint("No similarity encoding yet", "embstore analyze rsa --model NAME --vectors glove")],
             )
             return
-        parts = [self._figure("rsa-2v2", "rsa", "2 vs 2 accuracy by layer (seed 004 figs. 1–3)")]
+        mixed = len({(r["concept_set"], r["n_concepts"]) for r in rows}) > 1
+        note = "; the curves rest on different concept sets, each line names its set" if mixed else ""
+        parts = [self._figure("rsa-2v2", "rsa", f"2 vs 2 accuracy by layer (seed 004 figs. 1–3){note}",
+                              mixed_concepts=True)]  # fmt: skip
         if any(r["acc_1v2"] is not None for r in rows):
             parts.append(
                 self._figure(
-                    "rsa-1v2", "rsa", "1 vs 2 accuracy on misclassified images (seed 004 fig. 4)", measure="acc_1v2"
-                )
+                    "rsa-1v2",
+                    "rsa",
+                    f"1 vs 2 accuracy on misclassified images (seed 004 fig. 4){note}",
+                    measure="acc_1v2",
+                    mixed_concepts=True,
+                )  # fmt: skip
             )
-        shown = [{k: v for k, v in r.items() if k not in ("computed_at", "concepts_sha")} for r in rows]
+        shown = [{k: (v[:8] if k == "concept_set" and v else v) for k, v in r.items()
+                  if k not in ("computed_at", "concepts_sha")} for r in rows]  # fmt: skip
         parts.append(_table(shown, len(shown)))
         self._section("Similarity encoding", parts)
 

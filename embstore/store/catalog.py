@@ -392,6 +392,16 @@ class Catalog:
             [model_key],
         ).fetchall()
 
+    def labelled_images(self, model_key: str, label_set: str) -> list[tuple[str, int]]:
+        """[(image_id, class index)] of the images labelled in `label_set` with vectors of `model_key`,
+        by class then id."""
+        return self.con.execute(
+            """SELECT i.image_id, i.label_index FROM images i WHERE i.label_set = ? AND EXISTS
+                   (SELECT 1 FROM batch_images b WHERE b.model_key = ? AND b.image_id = i.image_id)
+               ORDER BY i.label_index, i.image_id""",
+            [label_set, model_key],
+        ).fetchall()
+
     def misclassified(self, model_key: str) -> list[tuple]:
         """(image_id, path, true, predicted, predicted prob, true rank, true prob) of top-1 failures, worst first."""
         return self.con.execute(
