@@ -403,7 +403,8 @@ def answer(out: Output, a, *, fmt: str, kind: str) -> None:
             for n in a.rows
         ]  # fmt: skip
     else:
-        columns = ("images", "wnid")
+        # imagenet1k's classes carry a wnid; another label set's its own id (a THINGS unique id), if any
+        columns = ("images", "wnid" if not a.rows or any("wnid" in n.detail for n in a.rows) else "id")
         rows = [{"rank": n.rank, "name": n.label, "score": n.score, **{c: n.detail.get(c) for c in columns}}
                 for n in a.rows]  # fmt: skip
     if fmt in ("csv", "tsv"):
