@@ -69,10 +69,9 @@ def class_stats(store: StoreCore, model_key: str, layer: str, *, con=None, label
     files = [rel for rel, _ in cat.layer_files(model_key, layer)]
     # labels can change without new files (a relabelled image), so they enter the fingerprint too
     digest = cat.labels_digest(model_key, layer, label_set)
+    named = [] if label_set == "imagenet1k" else [label_set]  # imagenet1k's caches from before label sets stay valid
     fingerprint = hashlib.sha256(
-        json.dumps(
-            [cat.layer_fingerprint(model_key, layer), digest] + ([label_set] * (label_set != "imagenet1k"))
-        ).encode()
+        json.dumps([cat.layer_fingerprint(model_key, layer), digest, *named]).encode()
     ).hexdigest()
     name = "classstats.npz" if label_set == "imagenet1k" else f"classstats.{label_set}.npz"
     cache = derived_path(store, model_key, layer, name)

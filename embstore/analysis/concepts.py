@@ -71,7 +71,7 @@ def resolve(label_names, wanted: list[str], where: str) -> list[int]:
 
 def is_reference(item: str) -> bool:
     """Whether an --intersect item is a reference space rather than a concept file."""
-    if item in ("glove", "minilm", *vectors.WORDNET_SPACES):
+    if item in vectors.PACKAGED_SPACES + vectors.WORDNET_SPACES:
         return True
     path = Path(item).expanduser()
     return path.is_dir() or (path.is_file() and vectors.looks_like_vectors(path))
@@ -92,9 +92,11 @@ def choose(
     terms = {t.index: t for t in label_names.terms(candidates)}
     covered = set(reference.cover(list(terms.values())).kept)
     if concepts is not None:
-        where = f"concept file {Path(concepts).name}" if isinstance(concepts, (str, Path)) else "the concept list"
-        wanted = resolve(label_names, read_list(concepts) if isinstance(concepts, (str, Path)) else list(concepts),
-                         where)  # fmt: skip
+        if isinstance(concepts, (str, Path)):
+            where, listed = f"concept file {Path(concepts).name}", read_list(concepts)
+        else:
+            where, listed = "the concept list", list(concepts)
+        wanted = resolve(label_names, listed, where)
         few = [label_names.name(i) for i in wanted if i not in terms]
         if few:
             raise NotFoundError(f"{len(few)} concept(s) of {where} have too few labelled images of this model: "

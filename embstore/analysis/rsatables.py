@@ -102,8 +102,8 @@ def run_rsa(
     Concepts: classes of `label_set` (default: Catalog.choose_label_set) with at least `groups`
     images, those the reference covers, or a fixed set (`concepts`, `intersect`: analysis.concepts);
     image j of each concept (by id) goes to group j, so every concept is in every group once. The
-    1 vs 2 test needs the model's predictions in the set's classes, so runs on imagenet1k only. The 1 vs 2 test
-    (`scope_1v2`): "all" misclassified images against the first correctly classified image of each
+    1 vs 2 test needs the model's predictions among the set's classes, so runs on imagenet1k only;
+    its scope (`scope_1v2`): "all" misclassified images against the first correctly classified image of each
     concept, or "within-group" (seed 004 §3.3: one group's misclassified images against that
     group's correctly classified ones). `alpha` only checks that the permutations can reach it.
 
@@ -150,14 +150,11 @@ def run_rsa(
     table = ActivationTable(store)
     needed = {i for gid in group_ids for i in gid} | {i for sc in scopes for i in sc.images()}
     rows = []
-    terms = names.terms(concepts_)  # the reference's similarities, once for every layer
-    if ref.space is None:
-        w, ref_vectors = vectors.wordnet_matrix(ref.spec, [str(t.wnid) for t in terms]), None
+    coverage = ref.cover(names.terms(enough))  # the concepts are among these candidates
+    if ref.space is None:  # the reference's similarities, once for every layer
+        w = vectors.wordnet_matrix(ref.spec, [str(t.wnid) for t in names.terms(concepts_)])
     else:
-        got = ref.cover(terms).vectors
-        ref_vectors = np.stack([got[t.index] for t in terms])
-        w = rsa.correlation_matrix(ref_vectors)
-    coverage = ref.cover(names.terms(enough))
+        w = rsa.correlation_matrix(np.stack([coverage.vectors[c] for c in concepts_]))
     weights = rsa.concept_weights(len(concepts_), n_boot, seed)
     if progress:
         progress(0, len(wanted))
@@ -351,7 +348,7 @@ class RsaTables:
                             ("how", pa.string()),
                             ("vec", pa.list_(pa.float64())),
                         ]
-                    ),  # fmt: skip
+                    ),
                 ),
             )
             con.execute("INSERT INTO reference_vectors BY NAME SELECT * FROM _refs")

@@ -23,6 +23,7 @@ from embstore.resources import data_dir
 
 _SPLIT = re.compile(r"[\s\-_/']+")
 WORDNET_SPACES = ("wordnet-wup", "wordnet-path")
+PACKAGED_SPACES = ("glove", "minilm")  # open_space's names for the offline packages
 
 
 @dataclass
@@ -155,7 +156,7 @@ def open_space(spec: str):
         return SentenceSpace(path)
     if not path.is_file():
         raise NotFoundError(
-            f"word vectors '{spec}' not found; use glove, minilm, {', '.join(WORDNET_SPACES)}, "
+            f"word vectors '{spec}' not found; use {', '.join(PACKAGED_SPACES + WORDNET_SPACES)}, "
             "a sentence-transformers folder or a GloVe/word2vec file"
         )
     return _read_binary(path) if path.suffix == ".bin" else _read_text(path)
