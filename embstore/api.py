@@ -197,11 +197,13 @@ class Store:
         with self.core.writer_lock():
             return compare_matching(self.core, a, b, manifest=manifest, n_boot=n_boot, seed=seed)
 
-    def failures(self, model: str | None = None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
+    def failures(
+        self, model: str | None = None, *, label_set: str | None = None, limit: int = 20, close_at: float = 0.8
+    ) -> FailureReport:
         """Top-1/top-5 error and the failures ranking the true class lowest (seed 000 table 1)."""
         from embstore.analysis.tasks import failures
 
-        return failures(self.core, model, limit=limit, close_at=close_at)
+        return failures(self.core, model, label_set=label_set, limit=limit, close_at=close_at)
 
     def class_tables(
         self,

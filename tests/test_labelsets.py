@@ -150,3 +150,80 @@ def test_a_things_tree_ingests_into_a_label_set_named_after_it_and_extends_it(tm
     assert [r["name"] for r in json.loads(got.stdout)["results"]] == [names[c] for c in order]
     bad = run_embstore("--store", tmp_path / "s", *ingest, "--images", tmp_path / "more", "--labels", "Things!")
     assert bad.returncode == 2 and "label set name 'Things!' is not usable" in bad.stderr
+
+
+def test_failures_on_a_set_whose_ids_name_synsets_equal_an_independent_forward_pass(tmp_path):
+    """Labels of another set map to the ImageNet classes their WordNet ids name (a class, or every class
+    under a hypernym): top-1/top-5 error, the true class's rank (its best-ranked class) and probability
+    (their sum) equal a forward pass of the same network; a label without an id is not scored; a
+    relabel into a mapped label re-ranks from the stored top-5; a set with no mapped label is refused."""
+    import torch
+    from PIL import Image
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    from embstore.labels import wordnet
+    from embstore.labels.imagenet import classes
+
+    for label, seed in (("pet", 41), ("fish", 42), ("thing", 43)):
+        make_images(tmp_path / "img" / label, 3, seed=seed)
+    ids = {"pet": "dog.n.01", "fish": "n01440764", "thing": ""}  # a hypernym of 118 classes, tench, none
+    rows = [f"{p},{p.parent.name},{ids[p.parent.name]}" for p in sorted((tmp_path / "img").rglob("*.png"))]
+    (tmp_path / "m.csv").write_text("path,label,label_id\n" + "\n".join(rows) + "\n")
+    store = embstore.open(tmp_path / "s", create=True)
+    run = dict(model="resnet18", weights="none", layers="layer1.0")
+    done = store.ingest(tmp_path / "m.csv", label_set="lab", **run)
+    assert any("2 of the 3 new label(s) name WordNet synsets" in n for n in done.notes)
+    dogs = wordnet.classes_under("n02084071")
+    assert len(dogs) == 118 and all("n02084071" in wordnet.hypernym_distances(classes()[c].wnid) for c in dogs)
+    torch.manual_seed(0)
+    net = resnet18(weights=None).eval()
+    prep = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    want = {}
+    with torch.no_grad():
+        for line in rows:
+            path, label, _ = line.split(",")
+            if label != "thing":
+                p = torch.softmax(net(prep(Image.open(path).convert("RGB"))[None]).double(), 1)[0]
+                cls = dogs if label == "pet" else [0]
+                want[path] = (int((p > p[cls].max()).sum()) + 1, float(p[cls].sum()), int(p.argmax()))
+    got = run_embstore("--store", tmp_path / "s", "--json", "analyze", "failures", "--labels", "lab", "--k", "50")
+    assert got.returncode == 0, got.stderr
+    report = json.loads(got.stdout)
+    assert report["label_set"] == "lab" and report["n_labelled"] == 6
+    assert report["top1_error"] == pytest.approx(np.mean([r > 1 for r, _, _ in want.values()]))
+    assert report["top5_error"] == pytest.approx(np.mean([r > 5 for r, _, _ in want.values()]))
+    failed = {p for p, (r, _, _) in want.items() if r > 1}
+    assert {f["path"] for f in report["failures"]} == failed and failed  # random weights: some fail
+    for f in report["failures"]:
+        rank, prob, top = want[f["path"]]
+        assert (f["true_rank"], f["predicted"]) == (rank, classes()[top].name)
+        assert f["true_prob"] == pytest.approx(prob, rel=1e-4)
+        synset = "n02084071" if f["true"] == "pet" else "n01440764"
+        assert f["wup"] == wordnet.wup_similarity(synset, classes()[top].wnid)
+    # a stored image relabelled into a mapped label: its rank from the stored top-5
+    moved = next(line.split(",")[0] for line in rows if ",thing," in line)
+    moved_rows = [line.replace(",thing,", ",fish,") if line.startswith(moved + ",") else line for line in rows]
+    (tmp_path / "m.csv").write_text("path,label,label_id\n" + "\n".join(moved_rows) + "\n")
+    assert store.ingest(tmp_path / "m.csv", label_set="lab", relabel=True, **run).n_relabelled == 1
+    _, (row,) = run_sql(store.core, f"""SELECT p.top5_index, p.top5_prob, p.true_rank,
+        p.true_prob FROM predictions p JOIN images i USING (image_id) WHERE i.path = '{moved}'""")  # fmt: skip
+    top5, probs, rank, prob = row
+    assert (rank, prob) == ((top5.index(0) + 1, probs[top5.index(0)]) if 0 in top5 else (None, None))
+    assert store.failures(label_set="lab").n_labelled == 7
+    # a set of names only: nothing to score, said in one line
+    make_images(tmp_path / "names" / "aardvark", 1, seed=44)
+    store.ingest(tmp_path / "names", label_set="names", **run)
+    with pytest.raises(EmbstoreError, match="no label of set names maps to the models' ImageNet classes"):
+        store.failures(label_set="names")
+
+
+def test_the_report_draws_class_sections_for_each_label_set(mixed, tmp_path):
+    """The report's similar-classes figures: one per label set (its largest class), the set named."""
+    from embstore.report.html import build_report
+
+    store, _, _ = mixed
+    report = build_report(store.core, tmp_path / "r.html")
+    key = synthetic.SPEC.key
+    assert {f"similar-{key}", f"similar-{key}-things"} <= set(report.figures), report.skipped
+    text = (tmp_path / "r.html").read_text()
+    assert "of label set things" in text and f"failures-{key}-things" not in text  # names only: no errors

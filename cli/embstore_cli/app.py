@@ -567,12 +567,17 @@ def analyze_failures(
     close: float = typer.Option(
         0.8, min=0.0, max=1.0, help="WordNet Wu-Palmer similarity that makes a failure 'close'."
     ),
+    label_set: Optional[str] = _LABELS,
 ):
     """Top-1/top-5 error on labelled images and the failures ranking the true class lowest (seed 000 table 1).
 
+    On another label set, its labels whose ids name WordNet synsets of ImageNet classes (or of their
+    hypernyms) are scored: right when the top-1 class is one the label stands for.
+
     Example: embstore analyze failures --model densenet121 --k 10
     """
-    render.failures(ctx.obj, _store(ctx, reader=True).failures(model, limit=_count(k, limit), close_at=close))
+    found = _store(ctx, reader=True).failures(model, label_set=label_set, limit=_count(k, limit), close_at=close)
+    render.failures(ctx.obj, found)
 
 
 # -- figures and the report ---------------------------------------------------------------------
@@ -743,12 +748,13 @@ def plot_failures(
     n: Optional[int] = typer.Option(None, "--n", min=1, hidden=True),
     out: Optional[Path] = _OUT,
     formats: str = _FORMATS,
+    label_set: Optional[str] = _LABELS,
 ):
     """The worst classification failures with their images, true and predicted class (seed 000 table 1).
 
     Example: embstore plot failures --model densenet121 --k 15
     """
-    _plot(ctx, "failures", out, formats, model=model, n=_count(k, n))
+    _plot(ctx, "failures", out, formats, model=model, n=_count(k, n), label_set=label_set)
 
 
 @plot_app.command("predictions")

@@ -594,7 +594,9 @@ def failures(out: Output, r) -> None:
         emit(jsonable(r))
         return
     console.print(
-        f"{r.model_key}: {r.n_labelled} labelled images, top-1 error {_num(r.top1_error)}, "
+        f"{r.model_key}: {r.n_labelled} labelled images"
+        + ("" if r.label_set == "imagenet1k" else f" of label set {r.label_set}")
+        + f", top-1 error {_num(r.top1_error)}, "
         f"top-5 error {_num(r.top5_error)}, median rank of the true class {_num(r.median_true_rank)}; "
         f"{r.n_failures} top-1 failures"
     )
@@ -613,7 +615,7 @@ def failures(out: Output, r) -> None:
                 f"{f['predicted_prob']:.3f}",
                 _num(f["true_rank"]),  # NULL: relabelled, the new class beyond the stored top-5
                 _num(f["true_prob"], ".4f"),
-                f"{f['wup']:.2f}",
+                _num(f["wup"], ".2f"),  # no synset: no WordNet similarity
             )
         console.print(t)
 

@@ -81,15 +81,23 @@ class LabelNames:
 
     def terms(self, indices) -> list[Term]:
         """The classes `indices` as reference spaces look them up: by name; with WordNet synonyms and a
-        wnid where the class is ImageNet's or its id is an ImageNet class's wnid."""
+        wnid where the class is ImageNet's or its id names a WordNet noun synset (a wnid or an NLTK
+        name such as aardvark.n.01: labels/wordnet.py)."""
         if self.label_set == IMAGENET:
             return imagenet_terms(indices)
         out = []
         for i in indices:
-            ident = self._ids.get(int(i))
-            c = classes().lookup(ident) if ident and ident.startswith("n") and ident[1:].isdigit() else None
-            out.append(Term(int(i), self.names[int(i)], tuple(c.synonyms) if c else (), c.wnid if c else None))
+            name, synset = self.names[int(i)], self.synset(int(i))
+            out.append(Term(int(i), name, tuple(s for s in _lemmas(synset) if s != name), synset))
         return out
+
+    def synset(self, index: int) -> str | None:
+        """The wnid of the WordNet synset class `index` names by its id (None: no id, or not a synset)."""
+        from embstore.labels.wordnet import wnid
+
+        if self.label_set == IMAGENET:
+            return classes()[index].wnid
+        return wnid(self._ids.get(index))
 
     def resolve(self, cls: str) -> ClassRef:
         """The class `cls` names in this set, or an UnknownClassError with the nearest names."""
@@ -110,3 +118,14 @@ class LabelNames:
 
     def __len__(self) -> int:
         return 1000 if self.label_set == IMAGENET else len(self.names)
+
+
+def _lemmas(synset: str | None) -> list[str]:
+    if synset is None:
+        return []
+    c = classes().lookup(synset)
+    if c is not None:
+        return list(c.synonyms)
+    from embstore.labels.wordnet import lemmas
+
+    return lemmas(synset)

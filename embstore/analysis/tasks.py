@@ -66,10 +66,13 @@ def matching(
     return MatchingReport(triplets, results, top1, correlation)
 
 
-def failures(store: StoreCore, model: str | None, *, limit: int = 20, close_at: float = 0.8) -> FailureReport:
+def failures(
+    store: StoreCore, model: str | None, *, label_set: str | None = None, limit: int = 20, close_at: float = 0.8
+) -> FailureReport:
     with store.read() as con:
         key = Catalog(con).resolve_model(model)
-    return failure_analysis(store, key, limit=limit, close_at=close_at)
+        chosen = Catalog(con).choose_label_set(label_set)
+    return failure_analysis(store, key, label_set=chosen, limit=limit, close_at=close_at)
 
 
 def class_tables(

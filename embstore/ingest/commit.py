@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from embstore.errors import StoreError
 from embstore.ingest import tuning
 from embstore.ingest.extraction import Decoded, ForwardBatch
-from embstore.ingest.labelling import IMAGENET, LabelPlan
+from embstore.ingest.labelling import LabelPlan
 from embstore.store.catalog import Catalog
 from embstore.store.table import ActivationTable, Part, new_batch_id
 
@@ -250,7 +250,7 @@ def _image_rows(ok: list[Decoded], plan: LabelPlan):
 def _prediction_rows(ok: list[Decoded], rows, logits, spec, run_id, stored_labels: dict[str, tuple], plan: LabelPlan):
     """Top-5 and the true class's rank/probability of each new row; the true class is the stored
     image's label where the store has one (a folder without labels does not unlabel it), else the
-    input's — where it is an ImageNet class (the head's classes) and the head has 1000 outputs."""
+    input's — where it is or maps to ImageNet classes (the head's) and the head has 1000 outputs."""
     import numpy as np
     import pyarrow as pa
 
@@ -270,16 +270,16 @@ def _prediction_rows(ok: list[Decoded], rows, logits, spec, run_id, stored_label
     }
     for k, r in enumerate(rows):
         iid = ok[r].image_id
-        if iid in stored_labels:
-            label = stored_labels[iid][1] if stored_labels[iid][0] == IMAGENET else None
-        else:
-            label = plan.imagenet_index(ok[r].source.label_raw)
-        label = label if spec.num_classes == 1000 else None
+        f = plan.fields(ok[r].source.label_raw)
+        label = stored_labels.get(iid) or (None if f["label_index"] is None else (f["label_set"], f["label_index"]))
+        # the ImageNet class(es) the label stands for: rank of the best-ranked one, their summed probability
+        target = plan.imagenet_classes(label) if spec.num_classes == 1000 else []
+        best = prob[k, target].max() if target else None
         out["model_key"].append(spec.key)
         out["image_id"].append(iid)
         out["top5_index"].append(top5[k].tolist())
         out["top5_prob"].append(prob[k, top5[k]].astype(np.float32).tolist())
-        out["true_rank"].append(None if label is None else int((prob[k] > prob[k, label]).sum()) + 1)
-        out["true_prob"].append(None if label is None else float(prob[k, label]))
+        out["true_rank"].append(None if best is None else int((prob[k] > best).sum()) + 1)
+        out["true_prob"].append(None if best is None else float(prob[k, target].sum()))
         out["run_id"].append(run_id)
     return pa.table(out)

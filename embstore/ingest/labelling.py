@@ -20,6 +20,7 @@ from pathlib import Path
 
 from embstore.errors import UsageError
 from embstore.labels.imagenet import classes
+from embstore.labels.wordnet import classes_under, wnid
 
 IMAGENET = "imagenet1k"
 _SET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -34,6 +35,9 @@ class LabelPlan:
     names: dict[str, str] = field(default_factory=dict)
     wnids: dict[str, str] = field(default_factory=dict)
     new: list[tuple[int, str, str | None, str | None]] = field(default_factory=list)  # (index, name, id, category)
+    new_classes: dict[int, list[int]] = field(default_factory=dict)  # new label -> the ImageNet classes it maps to
+    # (label set, index) -> ImageNet classes, of every mapped label of the store (set by the run, under its lock)
+    class_map: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def fields(self, label_raw: str | None) -> dict:
@@ -47,9 +51,18 @@ class LabelPlan:
             "label_name": self.names[label_raw],
         }
 
-    def imagenet_index(self, label_raw: str | None) -> int | None:
-        """The ImageNet class index of `label_raw`, where this plan files it under imagenet1k."""
-        return self.index.get(label_raw) if label_raw is not None and self.label_set == IMAGENET else None
+    def imagenet_classes(self, label: tuple[str, int] | None) -> list[int]:
+        """The ImageNet classes a (label set, index) stands for: itself in imagenet1k, those a label of
+        another set maps to (migration 0016), else none."""
+        if label is None:
+            return []
+        if label[0] == IMAGENET:
+            return [label[1]]
+        return (
+            self.new_classes.get(label[1], [])
+            if label[0] == self.label_set and label[1] in self.new_classes
+            else self.class_map.get(label, [])
+        )
 
 
 def check_set_name(name: str) -> str:
@@ -113,6 +126,10 @@ def plan_labels(
             index[label] = len(index)
             label_id, category = (details or {}).get(label, (None, None))
             plan.new.append((index[label], label, label_id, category))
+            # only the bundled synsets (ImageNet's classes and their hypernyms) can map
+            mapped = classes_under(synset) if (synset := wnid(label_id, required=False)) else []
+            if mapped:
+                plan.new_classes[index[label]] = mapped
         plan.index[label], plan.names[label] = index[label], label
     if requested is None:
         plan.notes.append(
@@ -121,6 +138,11 @@ def plan_labels(
         )
     elif plan.new:
         plan.notes.append(f"label set '{name}': {len(plan.new)} new label(s), {len(existing)} known before")
+    if plan.new_classes:
+        plan.notes.append(
+            f"{len(plan.new_classes)} of the {len(plan.new)} new label(s) name WordNet synsets of ImageNet classes "
+            "(their label_id), so the models' errors and failures are measured on their images"
+        )
     return plan
 
 

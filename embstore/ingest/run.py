@@ -179,9 +179,10 @@ def ingest(
             if with_labels:  # planned again under the lock: the indices of new labels are this writer's
                 plan = _label_plan(store, found, opts, images, cat)
                 if plan.label_set is not None and plan.label_set != IMAGENET:
-                    cat.add_labels(plan.label_set, plan.new)
+                    cat.add_labels(plan.label_set, plan.new, plan.new_classes)
                 result.label_set, result.new_labels = plan.label_set, len(plan.new)
                 result.notes += plan.notes
+            plan.class_map = cat.label_class_map()  # stored images keep their labels: any set's may be ranked
             cat.start_run(run_id, spec.key, config, len(found.images))
             cat.add_run_counts(run_id, n_skipped=len(skipped), n_errors=len(problems))
             cat.insert_errors(run_id, problems)

@@ -3,9 +3,9 @@ word2vec text or word2vec binary file) and WordNet 3.0 similarity.
 
 Concept vectors are looked up by the label's text (issue 34: any label set): the name, else a
 WordNet synonym, else the nearest hypernym's name (synonyms and hypernyms where the label is an
-ImageNet class or its id one of their wnids); a multi-word name is the mean of its words' vectors
-and needs every word. WordNet similarity needs the label's wnid. The coverage says which concepts
-were kept, by which name, and which were dropped.
+ImageNet class or its id names a WordNet noun synset: labels/wordnet.py); a multi-word name is
+the mean of its words' vectors and needs every word. WordNet similarity needs the label's synset.
+The coverage says which concepts were kept, by which name, and which were dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 
 from embstore.errors import MissingDependencyError, NotFoundError
 from embstore.labels.imagenet import classes
-from embstore.resources import data_dir
 
 _SPLIT = re.compile(r"[\s\-_/']+")
 WORDNET_SPACES = ("wordnet-wup", "wordnet-path")
@@ -209,17 +208,10 @@ def wordnet_matrix(kind: str, wnids: list[str]) -> np.ndarray:
 @functools.cache
 def _hypernym_names(wnid: str) -> list[str]:
     """Lemmas of the hypernyms of `wnid`, nearest first (ties: the order WordNet lists them)."""
-    from embstore.labels.wordnet import hypernym_distances
+    from embstore.labels.wordnet import hypernym_distances, lemmas
 
     dist = hypernym_distances(wnid)
-    lemmas = _ancestor_lemmas()
-    return [l for node in sorted((n for n in dist if n != wnid), key=lambda n: dist[n]) for l in lemmas.get(node, [])]
-
-
-@functools.cache
-def _ancestor_lemmas() -> dict[str, list[str]]:
-    lines = (data_dir() / "wordnet_ancestors.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    return {w: ls.split("|") for w, ls in (line.split("\t") for line in lines)}
+    return [l for node in sorted((n for n in dist if n != wnid), key=lambda n: dist[n]) for l in lemmas(node)]
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from embstore.analysis.labelsets import IMAGENET
 from embstore.errors import EmbstoreError, UsageError
 from embstore.store.cache import atomic_write
 from embstore.store.catalog import Catalog
@@ -58,15 +59,17 @@ def build_report(
     out = Path(out).expanduser()
     if out.is_dir():
         raise UsageError(f"out={out} is a folder; give a file name such as {out / 'report.html'}")
+    target = None
     if cls is not None:
-        from embstore.labels.imagenet import classes
+        from embstore.analysis.labelsets import find_class
 
-        cls = classes().resolve(cls).name  # an unknown class is an error, not a missing figure
+        with store.read() as con:
+            target = find_class(con, cls, None)[1]  # an unknown class is an error, not a missing figure
     page = _Page(store, progress)
     page.store_section()
     page.matching_section(manifest, n_cases)
     page.failures_section(n_failures)
-    page.classes_section(cls, k)
+    page.classes_section(target, k)
     page.rsa_section()
     page.comparisons_section()
     text = page.render()
@@ -200,36 +203,41 @@ class _Page:
         self._section("Triplet matching", parts)
 
     def failures_section(self, n) -> None:
-        models = [m["model_key"] for m in self.models if m["labelled"]]
+        with self.store.read() as con:
+            cat = Catalog(con)
+            scored = [(s, sorted(cat.error_rates(s))) for s in cat.labelled_sets()]  # imagenet1k first
+        scored = [(s, models) for s, models in scored if models]
         parts = (
             []
-            if models
+            if scored
             else [
                 _hint(
                     "No predictions on labelled images", "embstore ingest --model NAME --images DIR_WITH_CLASS_FOLDERS"
                 )
             ]
         )
-        for model in _first(models):
-            parts.append(
-                self._figure(
-                    f"failures-{model}",
-                    "failures",
-                    f"Worst classification failures · {model} (seed 000 table 1)",
-                    model=model,
-                    n=n,
-                )
-            )
-        self._section("Classification failures", parts + _more(models, "plot failures --model NAME"))
+        for label_set, models in scored:
+            of = "" if label_set == IMAGENET else f" · label set {label_set}"
+            caption = f"Worst classification failures · {{model}}{of} (seed 000 table 1)"
+            parts += self._per_model("failures", label_set, models, caption, "plot failures --model NAME", n=n)
+        self._section("Classification failures", parts)
 
-    def classes_section(self, cls, k) -> None:
+    def classes_section(self, target, k) -> None:
         from embstore.analysis.classtables import ClassTables
-        from embstore.labels.imagenet import classes
+        from embstore.analysis.labelsets import LabelNames
 
         with self.store.read() as con:
+            cat = Catalog(con)
             overview = ClassTables(con).overview()
-            largest = Catalog(con).largest_classes(1)
-        models = [m["model_key"] for m in self.models if m["labelled"]]
+            # per label set: the class asked for (on its own set), else the set's largest class
+            picks = []
+            for label_set in [target.label_set] if target else cat.labelled_sets():
+                largest = cat.largest_classes(1, label_set)
+                if target is None and not largest:
+                    continue
+                name = target.name if target else LabelNames.of(con, label_set).name(largest[0][0])
+                models = cat.models_with_labelled_vectors(label_set)
+                picks.append((label_set, name, models))
         parts = [
             _table(
                 overview,
@@ -238,22 +246,13 @@ class _Page:
                 "(`embstore analyze prototypes` / `tstats`); a similar-classes figure computes what it needs.",
             )
         ]
-        if cls is None and largest:
-            cls = classes()[largest[0][0]].name
-        if cls is None or not models:
+        if not any(models for _, _, models in picks):
             parts.append(_hint("No labelled images to rank classes with", "embstore ingest --model NAME --images DIR"))
-        for model in _first(models) if cls is not None else []:
-            parts.append(
-                self._figure(
-                    f"similar-{model}",
-                    "similar",
-                    f"Classes nearest to {cls} · {model} (seed 003 figs. 1–2)",
-                    cls=cls,
-                    model=model,
-                    k=k,
-                )
-            )
-        parts += _more(models, f"plot similar '{cls}' --model NAME")
+        for label_set, name, models in picks:
+            of = "" if label_set == IMAGENET else f" of label set {label_set}"
+            caption = f"Classes nearest to {name}{of} · {{model}} (seed 003 figs. 1–2)"
+            command = f"plot similar '{name}' --model NAME"
+            parts += self._per_model("similar", label_set, models, caption, command, cls=name, k=k)
         self._section("Class statistics and similar classes", parts)
 
     def rsa_section(self) -> None:
@@ -304,6 +303,18 @@ class _Page:
         self._section("Comparisons", parts)
 
     # -- pieces ------------------------------------------------------------------------------
+    def _per_model(self, kind: str, label_set: str, models: list[str], caption: str, command: str, **options):
+        """A `kind` figure of `label_set` for each of the first models (`caption` with a {model} field),
+        and how to draw the others."""
+        suffix = "" if label_set == IMAGENET else f"-{label_set}"
+        figures = [
+            self._figure(
+                f"{kind}-{m}{suffix}", kind, caption.replace("{model}", m), model=m, label_set=label_set, **options
+            )
+            for m in _first(models)
+        ]
+        return figures + _more(models, command + ("" if label_set == IMAGENET else f" --labels {label_set}"))
+
     def _figure(self, name: str, kind: str, caption: str, **options) -> str:
         from embstore.report.canvas import png_bytes
         from embstore.report.figures import draw

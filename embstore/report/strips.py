@@ -144,12 +144,14 @@ def cases(
     return fig
 
 
-def failures(store: StoreCore, *, model: str | None = None, n: int = 10, per_row: int = 5):
+def failures(
+    store: StoreCore, *, model: str | None = None, n: int = 10, per_row: int = 5, label_set: str | None = None
+):
     """The n worst top-1 failures (highest rank of the true class), each image with its true and
     predicted class, the rank and probability of the true class."""
     from embstore.analysis.tasks import failures as failure_report
 
-    report = failure_report(store, model, limit=n)
+    report = failure_report(store, model, label_set=label_set, limit=n)
     if report.n_labelled == 0:
         raise NotFoundError(
             f"{report.model_key} has no predictions on labelled images; ingest a labelled folder "
@@ -170,7 +172,8 @@ def failures(store: StoreCore, *, model: str | None = None, n: int = 10, per_row
         store,
         tiles,
         f"Worst failures · {report.model_key} · top-1 error {report.top1_error:.1%}, "
-        f"top-5 error {report.top5_error:.1%} on {report.n_labelled} labelled images",
+        f"top-5 error {report.top5_error:.1%} on {report.n_labelled} labelled images"
+        + ("" if report.label_set == "imagenet1k" else f" of {report.label_set}"),
         per_row,
         (2.5, 2.8),
     )

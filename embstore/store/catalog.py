@@ -16,11 +16,12 @@ from embstore.errors import StoreError
 from embstore.spec import ModelKey
 from embstore.store.duck import dict_rows
 
-# The one definition of classification error: over a model's labelled images, the share whose true
+# The one definition of classification error: over a model's labelled images of one label set
+# (imagenet1k, or a set whose labels map to ImageNet classes: migration 0016), the share whose true
 # class is not ranked first (top-1) or not among the first five (top-5). Used by status, report, failures.
-ERROR_RATES = """SELECT model_key, count(*) AS labelled, 1 - avg(top1_correct::INT) AS top1_error,
+ERROR_RATES = """SELECT model_key, label_set, count(*) AS labelled, 1 - avg(top1_correct::INT) AS top1_error,
                         1 - avg(top5_correct::INT) AS top5_error, median(true_rank) AS median_true_rank
-                 FROM labelled_predictions GROUP BY model_key"""
+                 FROM labelled_predictions GROUP BY model_key, label_set"""
 
 _LABELLED_VECTORS = """FROM batch_images x JOIN vector_batches b USING (batch_id) JOIN images i USING (image_id)
                        WHERE x.model_key = ? AND list_contains(b.layers, ?) AND i.label_set = ?"""
@@ -299,7 +300,9 @@ class Catalog:
     def relabel(self, changes, run_id: str) -> int:
         """Give images their new labels (an Arrow table image_id, label_raw, label_set, label_wnid,
         label_index, label_name), keep the old ones in label_history, and re-rank their predictions: the
-        new class's place in each stored top-5, else NULL (above 5, or not an ImageNet class)."""
+        best place of the new label's ImageNet class(es) in each stored top-5, else NULL (above 5, or no
+        ImageNet class); the true class's probability where it is one class within the top-5, else NULL
+        (only the top-5 is kept)."""
         self.con.register("_new", changes)
         try:
             self.con.execute(
@@ -312,13 +315,19 @@ class Catalog:
                           label_index = n.label_index, label_name = n.label_name
                    FROM _new n WHERE images.image_id = n.image_id"""
             )
+            # the classes each new label stands for: its own (imagenet1k) or those it maps to
             self.con.execute(
-                """UPDATE predictions SET
-                          true_rank = CASE WHEN n.label_set = 'imagenet1k'
-                                           THEN list_position(predictions.top5_index, n.label_index) END,
-                          true_prob = CASE WHEN n.label_set = 'imagenet1k' THEN predictions.top5_prob[
-                                           list_position(predictions.top5_index, n.label_index)] END
-                   FROM _new n WHERE predictions.image_id = n.image_id"""
+                """UPDATE predictions SET true_rank = r.rank, true_prob = r.prob FROM (
+                       SELECT p.model_key, p.image_id, min(list_position(p.top5_index, c.cls)) AS rank,
+                              CASE WHEN count(c.cls) = 1 THEN
+                                   any_value(p.top5_prob[list_position(p.top5_index, c.cls)]) END AS prob
+                       FROM predictions p JOIN _new n USING (image_id)
+                       LEFT JOIN (SELECT n.image_id, n.label_index AS cls FROM _new n WHERE n.label_set = 'imagenet1k'
+                                  UNION ALL
+                                  SELECT n.image_id, m.class_index FROM _new n JOIN label_classes m
+                                  ON m.label_set = n.label_set AND m.label_index = n.label_index) c USING (image_id)
+                       GROUP BY ALL) r
+                   WHERE predictions.model_key = r.model_key AND predictions.image_id = r.image_id"""
             )
         finally:
             self.con.unregister("_new")
@@ -376,19 +385,21 @@ class Catalog:
             [model_key, n, n],
         )
 
-    def error_rates(self) -> dict[str, dict]:
-        """{model_key: {labelled, top1_error, top5_error, median_true_rank}} of models with labelled images."""
-        return {row.pop("model_key"): row for row in self._dicts(ERROR_RATES)}
+    def error_rates(self, label_set: str = "imagenet1k") -> dict[str, dict]:
+        """{model_key: {labelled, top1_error, top5_error, median_true_rank}} of models with labelled
+        images of `label_set` (its images whose labels are or map to ImageNet classes)."""
+        rows = self._dicts(f"SELECT * FROM ({ERROR_RATES}) WHERE label_set = $s", {"s": label_set})
+        return {row.pop("model_key"): {k: v for k, v in row.items() if k != "label_set"} for row in rows}
 
     def top1_error(self, model_key: str) -> float | None:
         """Top-1 error of `model_key` on the store's labelled images (None without any)."""
         return self.error_rates().get(model_key, {}).get("top1_error")
 
     def labelled_predictions(self, model_key: str) -> list[tuple[str, int, int]]:
-        """[(image_id, true class, predicted class)] of `model_key`'s labelled images, by class then id."""
+        """[(image_id, true class, predicted class)] of `model_key`'s imagenet1k images, by class then id."""
         return self.con.execute(
-            """SELECT image_id, label_index, predicted_index FROM labelled_predictions WHERE model_key = ?
-               ORDER BY label_index, image_id""",
+            """SELECT image_id, label_index, predicted_index FROM labelled_predictions
+               WHERE model_key = ? AND label_set = 'imagenet1k' ORDER BY label_index, image_id""",
             [model_key],
         ).fetchall()
 
@@ -402,14 +413,21 @@ class Catalog:
             [label_set, model_key],
         ).fetchall()
 
-    def misclassified(self, model_key: str) -> list[tuple]:
-        """(image_id, path, true, predicted, predicted prob, true rank, true prob) of top-1 failures, worst first."""
+    def misclassified(self, model_key: str, label_set: str = "imagenet1k") -> list[tuple]:
+        """(image_id, path, true, predicted, predicted prob, true rank, true prob) of top-1 failures on
+        `label_set`'s images, worst first (true: the label's index in its set)."""
         return self.con.execute(
             """SELECT image_id, path, label_index, predicted_index, top5_prob[1], true_rank, true_prob
-               FROM labelled_predictions WHERE model_key = ? AND NOT top1_correct
-               ORDER BY true_rank DESC, image_id""",
-            [model_key],
+               FROM labelled_predictions WHERE model_key = ? AND label_set = ? AND NOT top1_correct
+               ORDER BY true_rank DESC NULLS FIRST, image_id""",
+            [model_key, label_set],
         ).fetchall()
+
+    def models_with_labelled_vectors(self, label_set: str) -> list[str]:
+        """The models with vectors of images labelled in `label_set`, by key."""
+        return [r[0] for r in self.con.execute(
+            """SELECT DISTINCT x.model_key FROM batch_images x JOIN images i USING (image_id)
+               WHERE i.label_set = ? ORDER BY 1""", [label_set]).fetchall()]  # fmt: skip
 
     def class_image_counts(self, model_key: str, label_set: str = "imagenet1k") -> dict[int, int]:
         """{class index: images of `label_set` with predictions by `model_key`}."""
@@ -466,8 +484,14 @@ class Catalog:
             out.setdefault(label_set, []).append(name)
         return out
 
-    def add_labels(self, label_set: str, rows: list[tuple[int, str, str | None, str | None]]) -> None:
-        """Make `label_set` (kind names) if new and add its new labels (index, name, id, category)."""
+    def add_labels(
+        self,
+        label_set: str,
+        rows: list[tuple[int, str, str | None, str | None]],
+        classes: dict[int, list[int]] | None = None,
+    ) -> None:
+        """Make `label_set` (kind names) if new and add its new labels (index, name, id, category), with
+        the ImageNet classes each stands for (`classes`: label index -> class indices, where it maps)."""
         self.con.execute("INSERT INTO label_sets (label_set, kind) VALUES (?, 'names') ON CONFLICT DO NOTHING",
                          [label_set])  # fmt: skip
         if rows:
@@ -475,6 +499,26 @@ class Catalog:
                 "INSERT INTO labels (label_set, label_index, name, label_id, category) VALUES (?, ?, ?, ?, ?)",
                 [[label_set, *r] for r in rows],
             )
+        mapped = [[label_set, i, c] for i, cs in (classes or {}).items() for c in cs]
+        if mapped:
+            self.con.executemany("INSERT INTO label_classes VALUES (?, ?, ?) ON CONFLICT DO NOTHING", mapped)
+
+    def label_class_map(self) -> dict[tuple[str, int], list[int]]:
+        """{(label set, label index): ImageNet class indices} of every label of another set that maps."""
+        out: dict[tuple[str, int], list[int]] = {}
+        for s, i, c in self.con.execute(
+            "SELECT label_set, label_index, class_index FROM label_classes ORDER BY ALL"
+        ).fetchall():
+            out.setdefault((s, i), []).append(c)
+        return out
+
+    def mapped_labels(self, label_set: str) -> tuple[int, int]:
+        """(labels of `label_set` that map to ImageNet classes, its labels)."""
+        return self.con.execute(
+            """SELECT (SELECT count(DISTINCT label_index) FROM label_classes WHERE label_set = $s),
+                      (SELECT count(*) FROM labels WHERE label_set = $s)""",
+            {"s": label_set},
+        ).fetchall()[0]
 
     def choose_label_set(self, label_set: str | None) -> str:
         """`label_set` if the store knows it; else imagenet1k when it labels images here (or nothing is
@@ -782,9 +826,9 @@ class Catalog:
                       e.labelled, e.top1_error, e.top5_error
                FROM models m
                LEFT JOIN (SELECT model_key, count(*) AS images FROM predictions GROUP BY model_key) p USING (model_key)
-               LEFT JOIN ("""
+               LEFT JOIN (SELECT * FROM ("""
             + ERROR_RATES
-            + """) e USING (model_key)
+            + """) WHERE label_set = 'imagenet1k') e USING (model_key)
                LEFT JOIN (SELECT model_key, sum(n_rows) AS vectors FROM table_files GROUP BY model_key) v
                       USING (model_key)
                ORDER BY m.model_key"""
