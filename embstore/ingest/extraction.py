@@ -70,6 +70,13 @@ def reduce(tensor, layer: LayerInfo):
 
     if tensor.device.type == "cpu" or layer.reduction not in ("gap_relu", "token_mean"):
         tensor = tensor.float()
+    if layer.reduction == "max_relu":  # max of the ReLU map = ReLU of the max
+        return tensor.amax(dim=(1, 2) if layer.channels_last else (2, 3)).clamp_min_(0)
+    if layer.reduction.startswith("grid_relu:"):
+        k = int(layer.reduction.split(":")[1].split("x")[0])
+        nchw = tensor.permute(0, 3, 1, 2) if layer.channels_last else tensor
+        cells = torch.nn.functional.adaptive_avg_pool2d(torch.relu(nchw), (k, k))
+        return cells.reshape(tensor.shape[0], -1).contiguous()  # channel-major: c·K² + i·K + j
     if layer.reduction == "gap_relu":
         dims = (1, 2) if layer.channels_last else (2, 3)
         if tensor.device.type == "cpu" and tensor.dim() == 4 and tensor[0].numel() >= PER_IMAGE_ELEMENTS:
@@ -197,9 +204,9 @@ class Extractor:
             self._graph = GraphCapture(traced, {l.name: l for l in layers if l.node and l.op != "hidden"}, reduce)
             self._out = self._graph.out
         modules = dict(model.named_modules())
-        per_module: dict[str, dict[int, LayerInfo]] = {}
+        per_module: dict[str, dict[int, list[LayerInfo]]] = {}  # a call's map may be reduced several ways
         for layer in hooked:
-            per_module.setdefault(layer.module, {})[layer.call] = layer
+            per_module.setdefault(layer.module, {}).setdefault(layer.call, []).append(layer)
         for module, calls in per_module.items():
             self._handles.append(modules[module].register_forward_hook(self._hook(module, calls)))
         for layer in layers:
@@ -211,19 +218,20 @@ class Extractor:
                 else:
                     self._handles.append(found[1].register_forward_pre_hook(self._pre_hook(layer)))
 
-    def _hook(self, module: str, calls: dict[int, LayerInfo]):
-        if set(calls) == {0} and calls[0].calls == 1:  # the common case: one call, no counting
+    def _hook(self, module: str, calls: dict[int, list[LayerInfo]]):
+        if set(calls) == {0} and calls[0][0].calls == 1:  # the common case: one call, no counting
 
             def once(_module, _inputs, output):
-                self._out[calls[0].name] = reduce(output, calls[0])
+                for layer in calls[0]:
+                    self._out[layer.name] = reduce(output, layer)
 
             return once
 
         def per_call(_module, _inputs, output):
             k = self._calls.get(module, 0)
             self._calls[module] = k + 1
-            if k in calls:
-                self._out[calls[k].name] = reduce(output, calls[k])
+            for layer in calls.get(k, ()):
+                self._out[layer.name] = reduce(output, layer)
 
         return per_call
 

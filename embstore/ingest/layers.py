@@ -69,7 +69,7 @@ class LayerInfo:
     ord: int
     channels: int
     kind: str  # conv | fc | tokens | hidden
-    reduction: str  # gap_relu | identity | token_mean
+    reduction: str  # gap_relu | identity | token_mean | max_relu | grid_relu:KxK (layersets.reduce_as)
     default: bool
     channels_last: bool = False
     module: str = ""  # the module called, or (op "function") the module whose forward runs the op

@@ -15,6 +15,12 @@ papers use (`mixed9`, `block1_conv1`, `fc1`, `activation_16`), resolved to graph
 |          | activation (= relu, 49 for resnet50), Inception v3 the 11 Mixed blocks                 |
 | all      | every node                                                                             |
 
+Reductions beyond the global average (issue 35): `NAME~max` (the channel's spatial maximum, of the
+ReLU map like every map) and `NAME~gridKxK` (the ReLU map averaged over a K×K grid of cells,
+flattened channel-major: C·K·K values, cell (i, j) of channel c at c·K² + i·K + j) are layers of
+their own beside `NAME`, stored under that name with `layers.reduction` max_relu / grid_relu:KxK;
+`NAME` may be a node, an alias or a set (`blocks~max`). Only 4-D maps reduce so.
+
 `hidden` (the classifier's input) is always kept. Keras aliases (`aliases(…, "keras")`): VGG
 `blockN_convM`, `blockN_pool`, `flatten`, `fc1`, `fc2`; ResNet `activation_K` numbered from 1 in
 forward order as Keras 2.0-2.2 named them, the paper's era (`tf_keras` numbers `activation`,
@@ -23,11 +29,16 @@ forward order as Keras 2.0-2.2 named them, the paper's era (`tf_keras` numbers `
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from embstore.errors import UnknownLayerError, UsageError, did_you_mean
 from embstore.ingest.layers import HIDDEN, LayerInfo, Layers
 
 SETS = ("blocks", "default", "relu", "act", "conv", "conv_raw", "seed003", "seed004", "all")
 ALIAS_SCHEMES = ("keras", "tf_keras")
+REDUCED = "~"  # NAME~max, NAME~grid2x2: another reduction of NAME's map
+_GRID = re.compile(r"^grid([1-9]\d?)x\1$")
 _RESNETS = ("resnet", "resnext", "wide_resnet")
 
 
@@ -45,16 +56,53 @@ def select(layers: list[LayerInfo], request: str | list[str] | None, model_name:
     by_name = {l.name: l for l in layers}
     keras = {**aliases(layers, model_name, "tf_keras"), **aliases(layers, model_name, "keras")}
     wanted = {HIDDEN}
+    reduced: dict[str, list[str]] = {}  # base layer -> its other reductions asked for
     for n in names:
-        if n in SETS:
-            wanted |= {l.name for l in members(layers, n, model_name)}
-        elif n in by_name:
-            wanted.add(n)
-        elif n in keras:
-            wanted.add(keras[n])
+        base, _, how = n.partition(REDUCED)
+        if base in SETS:
+            found = [l.name for l in members(layers, base, model_name)]
+        elif base in by_name:
+            found = [base]
+        elif base in keras:
+            found = [keras[base]]
         else:
-            raise UnknownLayerError(_unknown(layers, n, model_name, [*by_name, *keras, *SETS]))
-    return [l for l in layers if l.name in wanted]
+            raise UnknownLayerError(_unknown(layers, base, model_name, [*by_name, *keras, *SETS]))
+        if not how:
+            wanted |= set(found)
+            continue
+        for name in found:
+            reduced.setdefault(name, []).append(how)
+    out = []
+    for l in layers:
+        if l.name in wanted:
+            out.append(l)
+        out += [reduce_as(l, how, model_name) for how in dict.fromkeys(reduced.get(l.name, []))]
+    return out
+
+
+def reduce_as(layer: LayerInfo, how: str, model_name: str) -> LayerInfo:
+    """`layer`'s map reduced another way (`max`, `gridKxK`), as a layer of its own named NAME~how."""
+    grid = _GRID.match(how)
+    if how != "max" and grid is None:
+        raise UsageError(
+            f"unknown reduction '{how}' in {layer.name}{REDUCED}{how}; use {layer.name}{REDUCED}max or "
+            f"{layer.name}{REDUCED}grid2x2 (any KxK, K <= 99)"
+        )
+    if layer.kind != "conv" or len(layer.size) != 2:
+        raise UsageError(
+            f"layer {layer.name} of {model_name} is no spatial map ({layer.kind}); only conv maps reduce by "
+            f"{how} — its vector is already the whole output"
+        )
+    k = int(grid.group(1)) if grid else 1
+    if grid and k > min(layer.size):
+        raise UsageError(f"{layer.name} of {model_name} is {layer.size[0]}x{layer.size[1]}: a {how} needs K <= that")
+    return dataclasses.replace(
+        layer,
+        name=f"{layer.name}{REDUCED}{how}",
+        channels=layer.channels * k * k,
+        reduction="max_relu" if how == "max" else f"grid_relu:{k}x{k}",
+        default=False,
+    )
 
 
 def members(layers: list[LayerInfo], set_name: str, model_name: str) -> list[LayerInfo]:

@@ -1,0 +1,119 @@
+"""Reductions beyond the global average (issue 35): NAME~max and NAME~gridKxK, each a layer of its
+own, equal to float64 numpy references on the same maps (adaptive grid cells as torch defines them:
+rows floor(i·H/K) to ceil((i+1)·H/K))."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import embstore
+from embstore.errors import EmbstoreError
+from embstore.ingest.extraction import reduce
+from embstore.ingest.layers import LayerInfo
+from embstore.ingest.run import ingest
+from embstore.store.sql import run_sql
+from embstore.store.table import ActivationTable
+
+from .conftest import make_images
+
+
+def _max(a):
+    return np.maximum(a, 0).max(axis=(2, 3))
+
+
+def _grid(a, k):
+    """(B, C·K·K) channel-major, each cell the mean of its rows and columns of the ReLU map."""
+    b, c, h, w = a.shape
+    r = np.maximum(a, 0)
+    out = np.empty((b, c, k, k))
+    for i in range(k):
+        for j in range(k):
+            rows = slice(i * h // k, math.ceil((i + 1) * h / k))
+            cols = slice(j * w // k, math.ceil((j + 1) * w / k))
+            out[:, :, i, j] = r[:, :, rows, cols].mean(axis=(2, 3))
+    return out.reshape(b, -1)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nchw_channels_last_memory", "nhwc"])
+def test_max_and_grid_equal_numpy_on_any_layout_and_uneven_maps(layout):
+    t = torch.randn(3, 6, 7, 9, generator=torch.Generator().manual_seed(5))
+    ref = t.numpy().astype(np.float64)
+    if layout == "nchw_channels_last_memory":
+        t = t.contiguous(memory_format=torch.channels_last)
+    if layout == "nhwc":
+        t = t.permute(0, 2, 3, 1).contiguous()
+    last = layout == "nhwc"
+    got_max = reduce(t, LayerInfo("x~max", 0, 6, "conv", "max_relu", False, channels_last=last))
+    np.testing.assert_allclose(got_max.numpy(), _max(ref), rtol=1e-6, atol=1e-7)
+    for k in (1, 2, 3):
+        got = reduce(t, LayerInfo(f"x~grid{k}x{k}", 0, 6 * k * k, "conv", f"grid_relu:{k}x{k}", False,
+                                  channels_last=last))  # fmt: skip
+        np.testing.assert_allclose(got.numpy(), _grid(ref, k), rtol=1e-6, atol=1e-7)
+    assert np.allclose(_grid(ref, 1), np.maximum(ref, 0).mean(axis=(2, 3)))  # a 1x1 grid is the GAP
+
+
+def test_reduced_layers_are_stored_beside_their_map_and_equal_a_feature_extractor(tmp_path):
+    """resnet18: a block (hooks), a second call of a module (per-call hooks) and a functional node
+    (the traced graph) reduced by max and grids, against torchvision's create_feature_extractor."""
+    from torchvision.models import ResNet18_Weights, resnet18
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    make_images(tmp_path / "imgs", 3, size=240, seed=7)
+    store = embstore.open(tmp_path / "s", create=True)
+    asked = {"layer3": None, "layer3~max": ("layer3", "max"), "layer3~grid2x2": ("layer3", 2),
+             "layer1.0.relu_1~max": ("layer1.0.relu_1", "max"), "layer4.1~grid3x3": ("layer4.1", 3)}  # fmt: skip
+    ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers=",".join(asked))
+    torch.manual_seed(0)
+    net = resnet18(weights=None).eval()
+    for m in net.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    fx = create_feature_extractor(net, ["layer3", "layer1.0.relu_1", "layer4.1"])
+    prep = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    with store.core.read() as con:
+        path_of = dict(con.execute("SELECT image_id, path FROM images").fetchall())
+    table = ActivationTable(store.core)
+    for name, how in asked.items():
+        ids, stored = table.read_layer("resnet18@none", name)
+        with torch.no_grad():
+            out = fx(torch.stack([prep(Image.open(path_of[i]).convert("RGB")) for i in ids]))
+        if how is None:
+            want = np.maximum(out["layer3"].double().numpy(), 0).mean(axis=(2, 3))
+        else:
+            a = out[how[0]].double().numpy()
+            want = _max(a) if how[1] == "max" else _grid(a, how[1])
+        np.testing.assert_allclose(stored, want, rtol=1e-4, atol=1e-5, err_msg=name)
+    _, rows = run_sql(store.core, "SELECT layer, channels, reduction FROM layers WHERE layer LIKE '%~%' ORDER BY 1")
+    assert rows == [("layer1.0.relu_1~max", 64, "max_relu"), ("layer3~grid2x2", 1024, "grid_relu:2x2"),
+                    ("layer3~max", 256, "max_relu"), ("layer4.1~grid3x3", 4608, "grid_relu:3x3")]  # fmt: skip
+
+
+def test_a_functional_node_reduced_by_the_traced_graph_and_bad_reductions_refused(tmp_path):
+    from torchvision.models import resnet18
+
+    from embstore.ingest.extraction import Extractor
+    from embstore.ingest.layers import discover
+    from embstore.ingest.layersets import select
+
+    net = resnet18(weights=None).eval()
+    layers = discover(net, "resnet18", 64)
+    chosen = select(layers, "layer2.0.add,layer2.0.add~max,layer2.0.add~grid2x2", "resnet18")
+    ex = Extractor(net, chosen)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    got, _ = ex(x)
+    ex.close()
+    assert ex.capture == "fx"
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    with torch.no_grad():
+        a = create_feature_extractor(net, ["layer2.0.add"])(x)["layer2.0.add"].double().numpy()
+    np.testing.assert_allclose(got["layer2.0.add~max"], _max(a), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["layer2.0.add~grid2x2"], _grid(a, 2), rtol=1e-5, atol=1e-6)
+    for bad, says in (("hidden~max", "no spatial map"), ("layer4~grid9x9", "needs K <="),
+                      ("layer3~mean", "unknown reduction 'mean'"), ("layer3~grid2x3", "unknown reduction"),
+                      ("nolayer~max", "no layer 'nolayer'")):  # fmt: skip
+        with pytest.raises(EmbstoreError, match=says):
+            select(layers, bad, "resnet18")
