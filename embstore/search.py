@@ -355,7 +355,7 @@ def embed_file(con, path: str, model_key: str, layer: str) -> np.ndarray:
             f"the weights available now for {model_key} differ from the stored ones; "
             "cannot embed a new image consistently"
         )
-    chosen = select(layers_mod.discover(net, name, pre.size), [layer], name)
+    chosen = select(layers_mod.discover(net, name, pre.size), [layer], name, pre.size)
     _, rgb, _ = read_rgb(path, min_side=pre.resize)  # decoded exactly as ingest does
     ex = Extractor(net, chosen)
     try:

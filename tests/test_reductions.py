@@ -117,3 +117,56 @@ def test_a_functional_node_reduced_by_the_traced_graph_and_bad_reductions_refuse
                       ("nolayer~max", "no layer 'nolayer'")):  # fmt: skip
         with pytest.raises(EmbstoreError, match=says):
             select(layers, bad, "resnet18")
+
+
+def test_the_pixels_layer_is_the_preprocessed_input_whole_or_in_cells(tmp_path):
+    """`pixels` and `pixels~grid4x4` equal numpy on the batch the library's preprocessing makes (the
+    network's input), stored first (ord -1) with their widths and reductions."""
+    from embstore.ingest.images import Preprocess, read_rgb
+    from embstore.spec import Preprocessing
+
+    make_images(tmp_path / "imgs", 2, size=90, seed=9)
+    store = embstore.open(tmp_path / "s", create=True)
+    pre = Preprocessing(72, 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+    ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="pixels,pixels~grid4x4,layer1",
+           preprocessing=pre)  # fmt: skip
+    with store.core.read() as con:
+        path_of = dict(con.execute("SELECT image_id, path FROM images").fetchall())
+    table = ActivationTable(store.core)
+    _, ((key,),) = run_sql(store.core, "SELECT model_key FROM models")  # resnet18@none~pre-<sha8>
+    ids, whole = table.read_layer(key, "pixels")
+    _, cells = table.read_layer(key, "pixels~grid4x4")
+    p = Preprocess(pre)
+    x = np.stack([p(read_rgb(path_of[i], min_side=pre.resize)[1]).numpy() for i in ids]).astype(np.float64)
+    assert x.shape == (2, 3, 64, 64)
+    np.testing.assert_allclose(whole, x.reshape(2, -1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        cells, x.reshape(2, 3, 4, 16, 4, 16).mean(axis=(3, 5)).reshape(2, -1), rtol=1e-5, atol=1e-6
+    )
+    _, rows = run_sql(store.core, "SELECT layer, ord, channels, reduction FROM layers ORDER BY ord, layer LIMIT 2")
+    assert rows == [("pixels", -1, 3 * 64 * 64, "identity"), ("pixels~grid4x4", -1, 48, "grid:4x4")]
+
+
+def test_two_vs_two_on_pixels_reaches_one_when_classes_differ_only_in_colour(tmp_path):
+    """Six classes of flat colours (each image a shade off its class's colour); a reference space
+    whose vector of a class is its colour as the network receives it: 2 vs 2 on `pixels~grid1x1`
+    (the input's channel means) is 1.0 — the pixel level of seed 004's curves, end to end."""
+    from embstore.analysis.rsatables import run_rsa
+
+    rng = np.random.default_rng(3)
+    colours = rng.integers(20, 236, size=(6, 3))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    lines = []
+    for c, rgb in enumerate(colours):
+        folder = tmp_path / "colours" / f"colour{c}"
+        folder.mkdir(parents=True)
+        for k in range(5):  # distinct bytes (one image per content), the same colour to within 2/255
+            Image.fromarray(np.full((40, 40, 3), rgb + k - 2, np.uint8)).save(folder / f"{k}.png")
+        lines.append(f"colour{c} " + " ".join(f"{v:.6f}" for v in (rgb / 255 - mean) / std))
+    (tmp_path / "colours.txt").write_text("\n".join(lines) + "\n")
+    store = embstore.open(tmp_path / "s", create=True)
+    ingest(store.core, "resnet18", str(tmp_path / "colours"), weights="none", layers="pixels~grid1x1,layer1")
+    report = run_rsa(store.core, None, str(tmp_path / "colours.txt"), groups=5, n_permutations=0, n_boot=0)
+    acc = {r.layer: r.acc_2v2 for r in report.rows}
+    assert report.label_set == "colours" and len(report.concepts) == 6
+    assert acc["pixels~grid1x1"] == 1.0 and list(acc)[0] == "pixels~grid1x1", acc  # first in network order

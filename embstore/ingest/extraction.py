@@ -72,6 +72,9 @@ def reduce(tensor, layer: LayerInfo):
         tensor = tensor.float()
     if layer.reduction == "max_relu":  # max of the ReLU map = ReLU of the max
         return tensor.amax(dim=(1, 2) if layer.channels_last else (2, 3)).clamp_min_(0)
+    if layer.reduction.startswith("grid:"):  # the pixels layer: cell means of the input, no ReLU
+        k = int(layer.reduction.split(":")[1].split("x")[0])
+        return torch.nn.functional.adaptive_avg_pool2d(tensor, (k, k)).reshape(tensor.shape[0], -1).contiguous()
     if layer.reduction.startswith("grid_relu:"):
         k = int(layer.reduction.split(":")[1].split("x")[0])
         nchw = tensor.permute(0, 3, 1, 2) if layer.channels_last else tensor
@@ -264,6 +267,9 @@ class Extractor:
         autocast = torch.autocast(batch.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
             logits = self._graph(batch) if self._graph is not None else self.model(batch)
+            for layer in self.layers:
+                if layer.op == "input":  # the pixels layer: the batch as the network received it
+                    self._out[layer.name] = reduce(batch, layer)
         outputs = {layer.name: self._out[layer.name] for layer in self.layers}
         if self.has_classifier:
             outputs[LOGITS] = logits

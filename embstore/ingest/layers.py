@@ -68,7 +68,7 @@ class LayerInfo:
     name: str
     ord: int
     channels: int
-    kind: str  # conv | fc | tokens | hidden
+    kind: str  # conv | fc | tokens | hidden | pixels
     reduction: str  # gap_relu | identity | token_mean | max_relu | grid_relu:KxK (layersets.reduce_as)
     default: bool
     channels_last: bool = False

@@ -21,6 +21,11 @@ flattened channel-major: C·K·K values, cell (i, j) of channel c at c·K² + i�
 their own beside `NAME`, stored under that name with `layers.reduction` max_relu / grid_relu:KxK;
 `NAME` may be a node, an alias or a set (`blocks~max`). Only 4-D maps reduce so.
 
+`pixels` is the network's input as it receives it (the preprocessed image, RGB order of the
+model's recipe), a layer before the first (ord -1) as seed 004 starts its curves "at the pixel
+level": flattened whole (3·S·S values, channel-major) or `pixels~gridKxK` (each channel averaged
+over K×K cells, no ReLU: 3·K·K values); reduction `identity` / `grid:KxK`.
+
 `hidden` (the classifier's input) is always kept. Keras aliases (`aliases(…, "keras")`): VGG
 `blockN_convM`, `blockN_pool`, `flatten`, `fc1`, `fc2`; ResNet `activation_K` numbered from 1 in
 forward order as Keras 2.0-2.2 named them, the paper's era (`tf_keras` numbers `activation`,
@@ -38,13 +43,16 @@ from embstore.ingest.layers import HIDDEN, LayerInfo, Layers
 SETS = ("blocks", "default", "relu", "act", "conv", "conv_raw", "seed003", "seed004", "all")
 ALIAS_SCHEMES = ("keras", "tf_keras")
 REDUCED = "~"  # NAME~max, NAME~grid2x2: another reduction of NAME's map
+PIXELS = "pixels"
 _GRID = re.compile(r"^grid([1-9]\d?)x\1$")
 _RESNETS = ("resnet", "resnext", "wide_resnet")
 
 
-def select(layers: list[LayerInfo], request: str | list[str] | None, model_name: str) -> list[LayerInfo]:
+def select(
+    layers: list[LayerInfo], request: str | list[str] | None, model_name: str, input_size: int | None = None
+) -> list[LayerInfo]:
     """The layers `--layers` asks for: set names, node names and Keras aliases, comma-separated or
-    as a list (`hidden` always kept), in forward order.
+    as a list (`hidden` always kept), in forward order; `pixels` (the input of `input_size`) first.
 
     >>> [l.name for l in select(discover(resnet50(), "resnet50", 224), "relu", "resnet50")][:3]  # doctest: +SKIP
     ['relu', 'layer1.0.relu', 'layer1.0.relu_1']
@@ -57,8 +65,13 @@ def select(layers: list[LayerInfo], request: str | list[str] | None, model_name:
     keras = {**aliases(layers, model_name, "tf_keras"), **aliases(layers, model_name, "keras")}
     wanted = {HIDDEN}
     reduced: dict[str, list[str]] = {}  # base layer -> its other reductions asked for
+    out: list[LayerInfo] = []
     for n in names:
         base, _, how = n.partition(REDUCED)
+        if base == PIXELS:
+            if not any(l.name == n for l in out):
+                out.append(pixels(input_size, how, model_name))
+            continue
         if base in SETS:
             found = [l.name for l in members(layers, base, model_name)]
         elif base in by_name:
@@ -72,12 +85,27 @@ def select(layers: list[LayerInfo], request: str | list[str] | None, model_name:
             continue
         for name in found:
             reduced.setdefault(name, []).append(how)
-    out = []
     for l in layers:
         if l.name in wanted:
             out.append(l)
         out += [reduce_as(l, how, model_name) for how in dict.fromkeys(reduced.get(l.name, []))]
     return out
+
+
+def pixels(input_size: int | None, how: str, model_name: str) -> LayerInfo:
+    """The `pixels` layer: the network's input, whole or `gridKxK` cell means."""
+    if input_size is None:
+        raise UsageError(f"the pixels layer needs the input size of {model_name}'s preprocessing")
+    grid = _GRID.match(how)
+    if how and grid is None:
+        raise UsageError(f"unknown reduction '{how}' of {PIXELS}; use {PIXELS} (whole) or {PIXELS}{REDUCED}grid8x8")
+    k = int(grid.group(1)) if grid else input_size
+    if k > input_size:
+        raise UsageError(f"the input of {model_name} is {input_size}x{input_size}: a {how} needs K <= that")
+    return LayerInfo(
+        f"{PIXELS}{REDUCED}{how}" if how else PIXELS, -1, 3 * k * k, "pixels", f"grid:{k}x{k}" if grid else "identity",
+        False, op="input", type="preprocessed input", size=(input_size, input_size),
+    )  # fmt: skip
 
 
 def reduce_as(layer: LayerInfo, how: str, model_name: str) -> LayerInfo:

@@ -107,7 +107,9 @@ def ingest(
     usable = [i for i in found.images if not i.problem]
     layers = opts.layer_request()
     if isinstance(model, str) and (known := layers_mod.cached(model, described.preprocessing.size)) is not None:
-        select(known, layers, model)  # an unknown layer name, from the cached description of the network
+        select(
+            known, layers, model, described.preprocessing.size
+        )  # an unknown layer name, from the cached description of the network
     store.check_writable_now()  # a busy store is refused before torch and the network load (seconds)
     engine = _engine(opts)  # checks what it needs (Ray's import, the device)
     if isinstance(model, str):
@@ -122,7 +124,7 @@ def ingest(
     all_layers = layers_mod.discover(net, spec.name, spec.preprocessing.size)
     if isinstance(model, str):
         layers_mod.remember(model, spec.preprocessing.size, all_layers)
-    chosen = select(all_layers, layers, spec.name)
+    chosen = select(all_layers, layers, spec.name, spec.preprocessing.size)
     names = [layer.name for layer in chosen]
     net.to(engine.device)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
