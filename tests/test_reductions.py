@@ -64,7 +64,8 @@ def test_reduced_layers_are_stored_beside_their_map_and_equal_a_feature_extracto
     make_images(tmp_path / "imgs", 3, size=240, seed=7)
     store = embstore.open(tmp_path / "s", create=True)
     asked = {"layer3": None, "layer3~max": ("layer3", "max"), "layer3~grid2x2": ("layer3", 2),
-             "layer1.0.relu_1~max": ("layer1.0.relu_1", "max"), "layer4.1~grid3x3": ("layer4.1", 3)}  # fmt: skip
+             "layer1.0.relu_1~max": ("layer1.0.relu_1", "max"), "layer4.1~grid3x3": ("layer4.1", 3),
+             "layer3~srp64": ("layer3", "srp")}  # fmt: skip
     ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers=",".join(asked))
     torch.manual_seed(0)
     net = resnet18(weights=None).eval()
@@ -84,11 +85,20 @@ def test_reduced_layers_are_stored_beside_their_map_and_equal_a_feature_extracto
             want = np.maximum(out["layer3"].double().numpy(), 0).mean(axis=(2, 3))
         else:
             a = out[how[0]].double().numpy()
-            want = _max(a) if how[1] == "max" else _grid(a, how[1])
-        np.testing.assert_allclose(stored, want, rtol=1e-4, atol=1e-5, err_msg=name)
+            if how[1] == "srp":
+                from embstore.ingest.extraction import srp_matrix
+
+                flat = np.maximum(a, 0).reshape(len(a), -1)
+                want = flat @ srp_matrix(flat.shape[1], 64, 0).toarray()
+            else:
+                want = _max(a) if how[1] == "max" else _grid(a, how[1])
+        # a projection sums ~sqrt(C·H·W) signed float32 terms: its error scales with the values
+        atol = 1e-5 * (np.abs(want).max() if "srp" in name else 1)
+        np.testing.assert_allclose(stored, want, rtol=1e-4, atol=atol, err_msg=name)
     _, rows = run_sql(store.core, "SELECT layer, channels, reduction FROM layers WHERE layer LIKE '%~%' ORDER BY 1")
     assert rows == [("layer1.0.relu_1~max", 64, "max_relu"), ("layer3~grid2x2", 1024, "grid_relu:2x2"),
-                    ("layer3~max", 256, "max_relu"), ("layer4.1~grid3x3", 4608, "grid_relu:3x3")]  # fmt: skip
+                    ("layer3~max", 256, "max_relu"), ("layer3~srp64", 64, "srp_relu:64:0"),
+                    ("layer4.1~grid3x3", 4608, "grid_relu:3x3")]  # fmt: skip
 
 
 def test_a_functional_node_reduced_by_the_traced_graph_and_bad_reductions_refused(tmp_path):
@@ -170,3 +180,33 @@ def test_two_vs_two_on_pixels_reaches_one_when_classes_differ_only_in_colour(tmp
     acc = {r.layer: r.acc_2v2 for r in report.rows}
     assert report.label_set == "colours" and len(report.concepts) == 6
     assert acc["pixels~grid1x1"] == 1.0 and list(acc)[0] == "pixels~grid1x1", acc  # first in network order
+
+
+def test_sparse_random_projection_equals_numpy_and_keeps_distances(tmp_path):
+    """NAME~srpK: the ReLU map flattened channel-major times srp_matrix (numpy, float64), the matrix
+    seeded (the same twice), of the documented density and scale; over random maps it keeps squared
+    distances on average (Johnson-Lindenstrauss: mean ratio 1 within 3 %)."""
+    from embstore.ingest.extraction import srp_matrix
+
+    t = torch.randn(40, 8, 9, 9, generator=torch.Generator().manual_seed(2))
+    d, k = 8 * 9 * 9, 256
+    got = reduce(t, LayerInfo("x~srp256", 0, k, "conv", "srp_relu:256:0", False)).numpy().astype(np.float64)
+    r = srp_matrix(d, k, 0)
+    flat = np.maximum(t.numpy().astype(np.float64), 0).reshape(40, -1)
+    np.testing.assert_allclose(got, flat @ r.toarray(), rtol=1e-5, atol=1e-5)
+    nhwc = reduce(t.permute(0, 2, 3, 1).contiguous(), LayerInfo("x~srp256", 0, k, "conv", "srp_relu:256:0", False,
+                                                              channels_last=True))  # fmt: skip
+    np.testing.assert_allclose(nhwc.numpy(), got, rtol=1e-5, atol=1e-5)
+    assert (srp_matrix(d, k, 0) != r).nnz == 0 and (srp_matrix(d, k, 1) != r).nnz > 0
+    assert r.nnz / (d * k) == pytest.approx(1 / math.sqrt(d), rel=0.05)
+    assert set(np.round(np.abs(r.data), 12)) == {round(math.sqrt(math.sqrt(d) / k), 12)}
+    i, j = np.triu_indices(40, 1)
+    ratio = ((got[i] - got[j]) ** 2).sum(1) / ((flat[i] - flat[j]) ** 2).sum(1)
+    assert ratio.mean() == pytest.approx(1.0, abs=0.03)
+    from torchvision.models import resnet18
+
+    from embstore.ingest.layers import discover
+    from embstore.ingest.layersets import select
+
+    chosen = select(discover(resnet18(weights=None).eval(), "resnet18", 64), "layer1~srp512", "resnet18")
+    assert [(l.name, l.channels, l.reduction) for l in chosen][0] == ("layer1~srp512", 512, "srp_relu:512:0")

@@ -19,7 +19,10 @@ Reductions beyond the global average (issue 35): `NAME~max` (the channel's spati
 ReLU map like every map) and `NAME~gridKxK` (the ReLU map averaged over a K×K grid of cells,
 flattened channel-major: C·K·K values, cell (i, j) of channel c at c·K² + i·K + j) are layers of
 their own beside `NAME`, stored under that name with `layers.reduction` max_relu / grid_relu:KxK;
-`NAME` may be a node, an alias or a set (`blocks~max`). Only 4-D maps reduce so.
+`NAME` may be a node, an alias or a set (`blocks~max`). `NAME~srpK` is a seeded sparse random
+projection of the whole flattened ReLU map (C·H·W values) to K (reduction srp_relu:K:0; the
+matrix: extraction.srp_matrix), for comparing whole maps without storing them. Only 4-D maps
+reduce so.
 
 `pixels` is the network's input as it receives it (the preprocessed image, RGB order of the
 model's recipe), a layer before the first (ord -1) as seed 004 starts its curves "at the pixel
@@ -45,6 +48,7 @@ ALIAS_SCHEMES = ("keras", "tf_keras")
 REDUCED = "~"  # NAME~max, NAME~grid2x2: another reduction of NAME's map
 PIXELS = "pixels"
 _GRID = re.compile(r"^grid([1-9]\d?)x\1$")
+_SRP = re.compile(r"^srp([1-9]\d{0,4})$")
 _RESNETS = ("resnet", "resnext", "wide_resnet")
 
 
@@ -110,26 +114,28 @@ def pixels(input_size: int | None, how: str, model_name: str) -> LayerInfo:
 
 def reduce_as(layer: LayerInfo, how: str, model_name: str) -> LayerInfo:
     """`layer`'s map reduced another way (`max`, `gridKxK`), as a layer of its own named NAME~how."""
-    grid = _GRID.match(how)
-    if how != "max" and grid is None:
+    grid, srp = _GRID.match(how), _SRP.match(how)
+    if how != "max" and grid is None and srp is None:
         raise UsageError(
-            f"unknown reduction '{how}' in {layer.name}{REDUCED}{how}; use {layer.name}{REDUCED}max or "
-            f"{layer.name}{REDUCED}grid2x2 (any KxK, K <= 99)"
+            f"unknown reduction '{how}' in {layer.name}{REDUCED}{how}; use {layer.name}{REDUCED}max, "
+            f"{layer.name}{REDUCED}grid2x2 (any KxK, K <= 99) or {layer.name}{REDUCED}srp1024 (K <= 99999)"
         )
     if layer.kind != "conv" or len(layer.size) != 2:
         raise UsageError(
             f"layer {layer.name} of {model_name} is no spatial map ({layer.kind}); only conv maps reduce by "
             f"{how} — its vector is already the whole output"
         )
-    k = int(grid.group(1)) if grid else 1
-    if grid and k > min(layer.size):
-        raise UsageError(f"{layer.name} of {model_name} is {layer.size[0]}x{layer.size[1]}: a {how} needs K <= that")
+    if srp:
+        width, reduction = int(srp.group(1)), f"srp_relu:{int(srp.group(1))}:0"
+    else:
+        k = int(grid.group(1)) if grid else 1
+        if grid and k > min(layer.size):
+            raise UsageError(
+                f"{layer.name} of {model_name} is {layer.size[0]}x{layer.size[1]}: a {how} needs K <= that"
+            )
+        width, reduction = layer.channels * k * k, "max_relu" if how == "max" else f"grid_relu:{k}x{k}"
     return dataclasses.replace(
-        layer,
-        name=f"{layer.name}{REDUCED}{how}",
-        channels=layer.channels * k * k,
-        reduction="max_relu" if how == "max" else f"grid_relu:{k}x{k}",
-        default=False,
+        layer, name=f"{layer.name}{REDUCED}{how}", channels=width, reduction=reduction, default=False
     )
 
 
