@@ -46,8 +46,7 @@ def failure_analysis(
     with store.read() as con:
         cat = Catalog(con)
         if label_set != IMAGENET:
-            mapped, total = cat.mapped_labels(label_set)
-            if not mapped:
+            if not cat.mapped_labels(label_set):
                 raise UsageError(
                     f"no label of set {label_set} maps to the models' ImageNet classes, so there are no errors to "
                     "measure; a label maps when its id (a manifest's label_id column) names the WordNet synset of "

@@ -74,18 +74,16 @@ def reduce(tensor, layer: LayerInfo):
         tensor = tensor.float()
     if layer.reduction == "max_relu":  # max of the ReLU map = ReLU of the max
         return tensor.amax(dim=(1, 2) if layer.channels_last else (2, 3)).clamp_min_(0)
-    if layer.reduction.startswith("grid:"):  # the pixels layer: cell means of the input, no ReLU
-        k = int(layer.reduction.split(":")[1].split("x")[0])
-        return torch.nn.functional.adaptive_avg_pool2d(tensor, (k, k)).reshape(tensor.shape[0], -1).contiguous()
     if layer.reduction.startswith("srp_relu:"):  # the whole ReLU map, channel-major, projected
         _, width, seed = layer.reduction.split(":")
         flat = torch.relu(tensor.permute(0, 3, 1, 2) if layer.channels_last else tensor).reshape(tensor.shape[0], -1)
         r = _srp_tensor(flat.shape[1], int(width), int(seed), str(flat.device))
         return torch.sparse.mm(r, flat.t().contiguous()).t().contiguous()
-    if layer.reduction.startswith("grid_relu:"):
+    if layer.reduction.startswith(("grid_relu:", "grid:")):  # grid: the pixels layer's cells, no ReLU
         k = int(layer.reduction.split(":")[1].split("x")[0])
         nchw = tensor.permute(0, 3, 1, 2) if layer.channels_last else tensor
-        cells = torch.nn.functional.adaptive_avg_pool2d(torch.relu(nchw), (k, k))
+        nchw = torch.relu(nchw) if layer.reduction.startswith("grid_relu:") else nchw
+        cells = torch.nn.functional.adaptive_avg_pool2d(nchw, (k, k))
         return cells.reshape(tensor.shape[0], -1).contiguous()  # channel-major: c·K² + i·K + j
     if layer.reduction == "gap_relu":
         dims = (1, 2) if layer.channels_last else (2, 3)

@@ -36,7 +36,8 @@ class LabelPlan:
     wnids: dict[str, str] = field(default_factory=dict)
     new: list[tuple[int, str, str | None, str | None]] = field(default_factory=list)  # (index, name, id, category)
     new_classes: dict[int, list[int]] = field(default_factory=dict)  # new label -> the ImageNet classes it maps to
-    # (label set, index) -> ImageNet classes, of every mapped label of the store (set by the run, under its lock)
+    # (label set, index) -> ImageNet classes, of every mapped label of the store, this run's new ones
+    # included (read by the run under its lock, after it added them)
     class_map: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -56,13 +57,7 @@ class LabelPlan:
         another set maps to (migration 0016), else none."""
         if label is None:
             return []
-        if label[0] == IMAGENET:
-            return [label[1]]
-        return (
-            self.new_classes.get(label[1], [])
-            if label[0] == self.label_set and label[1] in self.new_classes
-            else self.class_map.get(label, [])
-        )
+        return [label[1]] if label[0] == IMAGENET else self.class_map.get(label, [])
 
 
 def check_set_name(name: str) -> str:

@@ -69,7 +69,7 @@ class LayerInfo:
     ord: int
     channels: int
     kind: str  # conv | fc | tokens | hidden | pixels
-    reduction: str  # gap_relu | identity | token_mean | max_relu | grid_relu:KxK (layersets.reduce_as)
+    reduction: str  # gap_relu | identity | token_mean | max_relu | grid_relu:KxK | srp_relu:K:0 | grid:KxK (pixels)
     default: bool
     channels_last: bool = False
     module: str = ""  # the module called, or (op "function") the module whose forward runs the op

@@ -512,13 +512,11 @@ class Catalog:
             out.setdefault((s, i), []).append(c)
         return out
 
-    def mapped_labels(self, label_set: str) -> tuple[int, int]:
-        """(labels of `label_set` that map to ImageNet classes, its labels)."""
+    def mapped_labels(self, label_set: str) -> int:
+        """How many labels of `label_set` map to ImageNet classes."""
         return self.con.execute(
-            """SELECT (SELECT count(DISTINCT label_index) FROM label_classes WHERE label_set = $s),
-                      (SELECT count(*) FROM labels WHERE label_set = $s)""",
-            {"s": label_set},
-        ).fetchall()[0]
+            "SELECT count(DISTINCT label_index) FROM label_classes WHERE label_set = ?", [label_set]
+        ).fetchall()[0][0]
 
     def choose_label_set(self, label_set: str | None) -> str:
         """`label_set` if the store knows it; else imagenet1k when it labels images here (or nothing is
