@@ -7,8 +7,8 @@
 
 Also exported: IngestOptions, what the verbs return (IngestResult, Vectors, Answer of Neighbour,
 VerifyReport, CompactReport, MatchingReport, MatchingComparison, FailureReport, Materialised, RsaReport,
-RsaComparison, Report, ModelSpec, Preprocessing, WeightsChoice, Layers of LayerInfo) and EmbstoreError,
-base of every error (the others: embstore.errors). `import embstore` loads no torch.
+RsaComparison, Report, Plan, Replication, ModelSpec, Preprocessing, WeightsChoice, Layers of LayerInfo)
+and EmbstoreError, base of every error (the others: embstore.errors). `import embstore` loads no torch.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from embstore.api import (
     model_layers,
     model_weights,
     open,
+    replication_plan,
     sample_data,
     sample_images,
     save_figure,
@@ -49,6 +50,8 @@ _RESULTS = {
     "RsaReport": "embstore.analysis.rsatables",
     "Materialised": "embstore.analysis.classtables",
     "Report": "embstore.report.html",
+    "Plan": "embstore.analysis.recipes",
+    "Replication": "embstore.analysis.replicate",
     "ModelSpec": "embstore.spec",
     "Preprocessing": "embstore.spec",
     "WeightsChoice": "embstore.ingest.models",
@@ -69,6 +72,7 @@ __all__ = [
     "model_layers",
     "model_weights",
     "open",
+    "replication_plan",
     "sample_data",
     "sample_images",
     "save_figure",

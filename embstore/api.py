@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from embstore.analysis.classtables import Materialised
     from embstore.analysis.comparisons import MatchingComparison, RsaComparison
     from embstore.analysis.failures import FailureReport
+    from embstore.analysis.recipes import Plan
+    from embstore.analysis.replicate import Replication
     from embstore.analysis.rsatables import RsaReport
     from embstore.analysis.tasks import MatchingReport
     from embstore.ingest.layers import LayerInfo, Layers
@@ -74,9 +76,8 @@ class Store:
         progress: Progress | None = None,
         **changes: Any,
     ) -> IngestResult:
-        """Run `model` over `images` (a folder, class-per-folder tree or CSV/Parquet manifest; default: the
-        images already in the store) and store each chosen layer's pooled vector; resumable. How it runs:
-        `options` and any field of `embstore.IngestOptions` as a keyword (`weights="none"`, `layers=…`)."""
+        """Run `model` over `images` (folder, class tree or manifest; default: the store's) and store each
+        chosen layer's vector; resumable. `options`, or IngestOptions fields as keywords (`weights="none"`)."""
         from embstore.ingest.run import ingest
 
         return ingest(self.core, model, None if images is None else str(images), options, progress=progress, **changes)
@@ -105,8 +106,7 @@ class Store:
         method: str | None = None,
         label_set: str | None = None,
     ) -> Answer:
-        """The k classes of `label_set` nearest to `cls` by `method`: prototype, tstat, hidden or
-        classifier (seed 003); by default the one the store can answer (as `embstore query similar`)."""
+        """The k classes of `label_set` nearest to `cls` by `method` (prototype, tstat, hidden, classifier)."""
         from embstore.analysis.similarity import similar_classes
 
         return similar_classes(self.core, cls, k=k, model=model, layer=layer, method=method, label_set=label_set)
@@ -273,6 +273,13 @@ class Store:
         with self.core.writer_lock():
             return compare_rsa(self.core, a, b, reference=reference, label_set=label_set)
 
+    def replicate(self, seed: str, *, progress: Callable[[str], None] | None = None, **inputs: Any) -> Replication:
+        """Run seed000|seed003|seed004 as the paper did (inputs: `replication_plan`'s); resumable."""
+        from embstore.analysis.recipes import plan
+        from embstore.analysis.replicate import replicate
+
+        return replicate(self.core, plan(seed, **inputs), progress=progress)
+
     def figure(self, kind: str, **options: Any) -> Any:
         """A matplotlib figure of `kind` (rsa, roc, errors, ratings, similar, cases, failures, predictions)."""
         from embstore.report.figures import draw
@@ -307,12 +314,9 @@ def open(  # noqa: A001 - the API's verb
 ) -> Store:
     """Open the store at `path` (default: $EMBSTORE_HOME, else ~/.embstore), migrating it if needed.
 
-    `activations` (with `create`): a new store's table elsewhere, a folder or `s3://bucket/prefix`.
-    `keep_reader`: one read-only connection until `close()` (faster queries; no other writer meanwhile).
-    `defer_creation` (with `create`): the folder is made when first used (a failed call leaves nothing).
-    Writing calls take the writer lock: StoreBusyError names another holder, at once or after `wait` s
-    (`on_wait(holder)` is told). A damaged catalog raises CatalogDamagedError; `restore_catalog` swaps in
-    its last snapshot, and `store.verify(repair=True)` rolls the table back to what that snapshot recorded.
+    `activations` (with `create`): a new store's table elsewhere, a folder or `s3://bucket/prefix`;
+    `keep_reader`: one read-only connection until `close()`; `defer_creation`: made when first used;
+    writers wait `wait` s for the lock (StoreBusyError); `restore_catalog`: its last snapshot.
 
     >>> import tempfile
     >>> store = open(tempfile.mkdtemp(), create=True)
@@ -331,6 +335,13 @@ def open(  # noqa: A001 - the API's verb
             restore_catalog=restore_catalog,
         )
     )
+
+
+def replication_plan(seed: str, **inputs: Any) -> Plan:
+    """What `Store.replicate(seed, **inputs)` runs, cannot run (and the way out) and does differently."""
+    from embstore.analysis.recipes import plan
+
+    return plan(seed, **inputs)
 
 
 def list_models() -> tuple[str, ...]:
@@ -358,7 +369,7 @@ def describe_model(name: str, weights: str = "DEFAULT") -> ModelSpec:
 def model_weights(name: str) -> tuple:
     """Every pretrained weights of `name` (name, published top-1/top-5, default), without importing torch.
 
-    >>> [w.name for w in model_weights("resnet50") if w.default]
+    >>> [w.name for w in model_weights("resnet50") if w.default]  # the 2021 recipe; the papers': V1
     ['IMAGENET1K_V2']
     """
     from embstore.ingest.models import weights_choices
@@ -367,18 +378,10 @@ def model_weights(name: str) -> tuple:
 
 
 def model_layers(name: str) -> Layers:
-    """`name`'s layers, its graph nodes in forward order, measured by a real run of the network with
-    random weights (then cached for these versions of embstore, torch, torchvision and timm)."""
-    from embstore.ingest.layers import cached, discover, remember
-    from embstore.ingest.models import describe, load
+    """`name`'s layers, its graph nodes in forward order, from a real run with random weights (cached)."""
+    from embstore.ingest.models import layers_of
 
-    size = describe(name, "none").preprocessing.size  # checks the name before torch is imported
-    layers = cached(name, size)
-    if layers is None:
-        net, spec, _ = load(name, "none")
-        layers = discover(net, name, size)
-        remember(name, size, layers)
-    return layers
+    return layers_of(name)
 
 
 def preprocessing_changes(*, preset: str | None = None, **fields: Any) -> dict | None:

@@ -210,3 +210,17 @@ def test_sparse_random_projection_equals_numpy_and_keeps_distances(tmp_path):
 
     chosen = select(discover(resnet18(weights=None).eval(), "resnet18", 64), "layer1~srp512", "resnet18")
     assert [(l.name, l.channels, l.reduction) for l in chosen][0] == ("layer1~srp512", 512, "srp_relu:512:0")
+
+
+def test_all_conv_layers_of_seed_003_are_the_global_averages_not_the_other_reductions(store):
+    """`similar_classes` with no layer concatenates every conv layer's GAP vector (seed 003 eq. 2):
+    NAME~max beside NAME is another reduction of the same map, not one more layer."""
+    from embstore import testing as synthetic
+
+    synthetic.populate(store, n_classes=6, per_class=4, layers={"conv_a": 6, "conv_a~max": 6, "hidden": 4}, seed=3)
+    cls = store.similar_classes("0", k=3, method="prototype", layer="conv_a").rows[0].label
+    every = store.similar_classes(cls, k=5, method="prototype")
+    assert every.layer == "all"
+    assert [(r.label, r.score) for r in every.rows] == [
+        (r.label, r.score) for r in store.similar_classes(cls, k=5, method="prototype", layer="conv_a").rows
+    ]

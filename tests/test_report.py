@@ -26,6 +26,7 @@ SECTIONS = [
     "Class statistics and similar classes",
     "Similarity encoding",
     "Comparisons",
+    "Replications",
 ]
 
 
@@ -98,6 +99,7 @@ def test_report_of_an_empty_store_explains_what_to_run(tmp_path):
     assert report.figures == [] and report.sections == SECTIONS
     assert "embstore analyze matching" in text and "embstore analyze rsa" in text and "embstore ingest" in text
     assert "embstore analyze compare MODEL:LAYER MODEL:LAYER --vectors glove" in text
+    assert "No paper replicated yet; run `embstore replicate seed000|seed003|seed004`." in text
     shot = np.asarray(Image.open(screenshot(report.path, tmp_path / "empty.png", width=1200, height=900)))
     assert shot.std() > 10 and len(np.unique(shot.reshape(-1, shot.shape[2]), axis=0)) > 50  # text and boxes
 

@@ -580,6 +580,43 @@ def analyze_failures(
     render.failures(ctx.obj, found)
 
 
+@app.command()
+def replicate(
+    ctx: typer.Context,
+    seed: str = typer.Argument(..., help="seed000 | seed003 | seed004 (see the README: Replicating the papers)."),
+    images: Optional[str] = typer.Option(None, "--images", help="Labelled ImageNet images (folder or manifest)."),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="seed000: the triplet manifest (POPORO)."),
+    vectors: list[str] = typer.Option(
+        [], "--vectors", help="seed004: word-vector file(s); the first is the reference."
+    ),
+    model: list[str] = typer.Option(
+        [], "--model", "-m", help="Only these of the paper's networks, or PAPER=MODEL to run MODEL in its place."
+    ),
+    weights: Optional[str] = typer.Option(None, help="Weights for every network (default: the paper's, V1)."),
+    pooling: str = typer.Option("gap", help="seed004: gap | srp (whole maps by a sparse random projection)."),
+    permutations: Optional[int] = typer.Option(None, min=0, help="seed004: permutations (default 10000)."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=0, help="Bootstrap resamples for the CIs (0: none)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and run nothing."),
+):
+    """Run one seed paper's protocol (networks, weights, layers, statistics) and set its numbers beside the paper's.
+
+    Ingests what is missing (resumable), runs the analyses and prints the scoreboard (also in the
+    report). Run it again after an interruption: finished steps are kept.
+    Example: embstore replicate seed004 --images val/ --dry-run --json
+    Example: embstore replicate seed000 --manifest poporo.csv --model 'ResNet-200=timm:resnet200' --weights r200.pth
+    """
+    import embstore
+
+    inputs = dict(images=images, manifest=manifest, vectors=vectors, models=model, weights=weights,
+                  pooling=pooling, permutations=permutations, n_boot=n_boot)  # fmt: skip
+    if dry_run:
+        render.plan(ctx.obj, embstore.replication_plan(seed, **inputs))
+        return
+    with render.Status(ctx.obj, f"replicating {seed}") as status:
+        done = _store(ctx, create=True).replicate(seed, progress=status.update, **inputs)
+    render.replication(ctx.obj, done)
+
+
 # -- figures and the report ---------------------------------------------------------------------
 _OUT = typer.Option(None, "--out", "-o", help="File stem; .png/.svg are added (default: ./figures/KIND).")
 _FORMATS = typer.Option("png,svg", "--format", help="Comma-separated: png, svg, pdf.")

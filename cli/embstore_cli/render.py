@@ -757,3 +757,53 @@ def report(out: Output, r) -> None:
     )
     for name, why in r.skipped.items():
         console.print(f"  [yellow]not drawn[/yellow] {name}: {why}")
+
+
+def plan(out: Output, p) -> None:
+    if out.json:
+        emit(p.to_dict())
+        return
+    console.print(f"[bold]{p.seed}[/bold]: {p.paper}", highlight=False)
+    for need in p.needs:
+        console.print(f"  [yellow]needs[/yellow] {need}", highlight=False)
+    t = Table(title="networks")
+    for c in ("paper", "model", "weights", "layers", "input"):
+        t.add_column(c, overflow="fold")
+    for m in p.models:
+        shown = (
+            ", ".join(m.layers)
+            if out.wide or len(m.layers) <= 4
+            else f"{len(m.layers)}: {m.layers[0]} … {m.layers[-1]}"
+        )
+        t.add_row(m.paper, m.model, m.weights, shown, f"{m.preprocessing['resize']}/{m.preprocessing['crop']}")
+    console.print(t)
+    console.print("settings: " + ", ".join(f"{k} {v}" for k, v in p.settings.items()), highlight=False)
+    for i, s in enumerate(p.steps, 1):
+        console.print(f"  {i}. {s}", highlight=False)
+    for n in p.not_run:
+        console.print(f"  [yellow]not run[/yellow] {n.item}: {n.why}; {n.way_out}", highlight=False)
+    for r in p.readings:
+        console.print(f"  [cyan]reading[/cyan] {r.question}: {r.taken} (other: {r.other})", highlight=False)
+    for d in p.differences:
+        console.print(f"  [magenta]differs[/magenta] {d}", highlight=False)
+
+
+def replication(out: Output, r) -> None:
+    if out.json:
+        emit({"plan": r.plan.to_dict(), "steps": jsonable(r.steps), "scoreboard": jsonable(r.scoreboard)})
+        return
+    for s in r.steps:
+        console.print(f"{s.step} {s.model_key} ({s.item}): {'ran' if s.ran else 'done before, kept'}", highlight=False)
+    scoreboard(out, r.scoreboard)
+
+
+def scoreboard(out: Output, scores) -> None:
+    t = Table(title="scoreboard: the paper beside this store")
+    for c in ("network", "measure", "paper", "here", "95% CI", "Δ", "marks / note"):
+        t.add_column(c, overflow="fold")
+    for s in scores:
+        paper = _num(s.paper, ".4g") + (s.unit if s.unit == "%" else "") if s.paper is not None else "(claim)"
+        ci = f"{s.ci[0]:.4g}–{s.ci[1]:.4g}" if s.ci else ""
+        t.add_row(s.item, s.measure, paper, _num(s.store, ".4g"), ci, _num(s.difference, "+.3g"),
+                  "; ".join([*s.marks, s.note] if s.note else s.marks))  # fmt: skip
+    console.print(t)

@@ -19,6 +19,7 @@ from embstore.analysis.labelsets import IMAGENET, ClassRef, LabelNames, find_cla
 from embstore.errors import EmbstoreError, NotFoundError, UnknownLayerError, UsageError
 from embstore.ingest import classifier as classifier_weights
 from embstore.ingest.layers import HIDDEN
+from embstore.ingest.layersets import REDUCED
 from embstore.results import Answer, Neighbour
 from embstore.spec import ModelKey
 from embstore.store.catalog import Catalog
@@ -66,7 +67,7 @@ def similar_classes(
     if method is None:
         method, why = _best_method(store, model_key, layer, target)
         notes.append(f"method {method}: {why}")
-    space = _space(store, model_key, layer, method, label_set)
+    space = class_space(store, model_key, layer, method, label_set)
     rows = np.nonzero(space.labels == target.index)[0]
     if not len(rows):
         n = space.counts.get(target.index, 0)
@@ -114,7 +115,8 @@ def _find_class(store: StoreCore, cls: str, label_set: str | None) -> tuple[Labe
     return names, names.ref(index)
 
 
-def _space(store: StoreCore, model_key: str, layer: str | None, method: str, label_set: str) -> _ClassSpace:
+def class_space(store: StoreCore, model_key: str, layer: str | None, method: str, label_set: str) -> _ClassSpace:
+    """One normalised vector per class under `method` (memoised per store state): `.base[row_of[c]]`."""
     return store.cached(
         ("classes", model_key, layer, method, label_set),
         lambda: _ClassSpace.build(store, model_key, layer, method, label_set),
@@ -126,7 +128,7 @@ def _best_method(store: StoreCore, model_key: str, layer: str | None, target: Cl
     """prototype when `target` has a usable class mean for this model, else classifier (ImageNet
     classes only); and why."""
     try:
-        space = _space(store, model_key, layer, "prototype", target.label_set)
+        space = class_space(store, model_key, layer, "prototype", target.label_set)
     except UnknownLayerError:  # a wrong layer name is the caller's to fix, not a reason to switch method
         raise
     except NotFoundError:  # no labelled images at all
@@ -232,7 +234,8 @@ def _class_vectors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(labels, one vector per class) for prototype/tstat/hidden; 'all' concatenates conv layers."""
     if layer == "all":
-        names = [n for n, _, kind in Catalog(con).layers_with_vectors(model_key) if kind == "conv"]
+        # the conv maps' global averages (eq. 2): another reduction of a map (NAME~max) is no layer of its own
+        names = [n for n, _, kind in Catalog(con).layers_with_vectors(model_key) if kind == "conv" and REDUCED not in n]
         if not names:
             raise UnknownLayerError(f"{model_key} has no stored convolutional layers; name a layer (layer=…)")
     else:

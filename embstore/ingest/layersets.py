@@ -30,9 +30,10 @@ level": flattened whole (3·S·S values, channel-major) or `pixels~gridKxK` (eac
 over K×K cells, no ReLU: 3·K·K values); reduction `identity` / `grid:KxK`.
 
 `hidden` (the classifier's input) is always kept. Keras aliases (`aliases(…, "keras")`): VGG
-`blockN_convM`, `blockN_pool`, `flatten`, `fc1`, `fc2`; ResNet `activation_K` numbered from 1 in
-forward order as Keras 2.0-2.2 named them, the paper's era (`tf_keras` numbers `activation`,
-`activation_1`, … as tf.keras does); Inception v3 `mixed0`…`mixed10` = `Mixed_5b`…`Mixed_7c`.
+`blockN_convM`, `blockN_pool`, `flatten`, `fc1`, `fc2`, `predictions` (the logits); ResNet
+`activation_K` numbered from 1 in forward order as Keras 2.0-2.2 named them, the paper's era
+(`tf_keras` numbers `activation`, `activation_1`, … as tf.keras does); Inception v3
+`mixed0`…`mixed10` = `Mixed_5b`…`Mixed_7c`.
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ def aliases(layers: list[LayerInfo], model_name: str, scheme: str = "keras") -> 
                 block, conv = block + 1, 0
         fc = [l.name for l in layers if l.name.startswith("classifier.") and l.type == "ReLU"]
         out.update(zip(("fc1", "fc2"), fc))
+        if any(l.name == "classifier" for l in layers):
+            out["predictions"] = "classifier"  # the last Dense, its logits (Keras applies the softmax in it)
         if "flatten" in {l.name for l in layers}:
             out["flatten"] = "flatten"
     elif model_name.startswith(_RESNETS):

@@ -135,6 +135,19 @@ def load(name: str, weights: str = "DEFAULT"):
     return model, spec, state_sha256(model)
 
 
+def layers_of(name: str):
+    """`name`'s layers (ingest/layers.py `Layers`), measured by a real run with random weights, then cached."""
+    from embstore.ingest.layers import cached, discover, remember
+
+    size = describe(name, "none").preprocessing.size  # checks the name before torch is imported
+    layers = cached(name, size)
+    if layers is None:
+        net, _, _ = load(name, "none")
+        layers = discover(net, name, size)
+        remember(name, size, layers)
+    return layers
+
+
 def from_module(module, name: str | None, preprocessing: Preprocessing | None):
     """(module, spec, weights_sha256) for a network the caller built: CORnet, a self-supervised net, their own.
 

@@ -72,6 +72,7 @@ def build_report(
     page.classes_section(target, k)
     page.rsa_section()
     page.comparisons_section()
+    page.replications_section()
     text = page.render()
     atomic_write(out, lambda f: f.write(text.encode()))
     return Report(
@@ -301,6 +302,23 @@ class _Page:
                    "`embstore analyze compare MODEL:LAYER MODEL:LAYER --vectors glove`."),
         ]  # fmt: skip
         self._section("Comparisons", parts)
+
+    def replications_section(self) -> None:
+        """Each replicated seed's scoreboard: the paper's numbers beside this store's (issue 35)."""
+        from embstore.analysis.replicate import replicated_seeds, scoreboard
+
+        self.progress("scoreboards")
+        parts = []
+        for seed in replicated_seeds(self.store):
+            rows = [{"network": s.item, "measure": s.measure,
+                     "paper": s.paper if s.paper is not None else s.paper_text, "here": s.store,
+                     "95% CI": f"{s.ci[0]:.4g} – {s.ci[1]:.4g}" if s.ci else None, "difference": s.difference,
+                     "computed differently": "; ".join(s.marks) or None, "note": s.note or None}
+                    for s in scoreboard(self.store, seed)]  # fmt: skip
+            parts += [f"<h3>{_e(seed)}</h3>", _table(rows, len(rows))]
+        if not parts:
+            parts = ["<p class=empty>No paper replicated yet; run `embstore replicate seed000|seed003|seed004`.</p>"]
+        self._section("Replications", parts)
 
     # -- pieces ------------------------------------------------------------------------------
     def _per_model(self, kind: str, label_set: str, models: list[str], caption: str, command: str, **options):
