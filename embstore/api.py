@@ -82,6 +82,12 @@ class Store:
 
         return ingest(self.core, model, None if images is None else str(images), options, progress=progress, **changes)
 
+    def fit_pca(self, model: str, layer: str, k: int, images: str | Path, name: str, *, weights: str = "DEFAULT"):
+        """Fit `layer`'s K-component basis of whole maps on reference `images`, once; then ingest `layer~pcaK`."""
+        from embstore.ingest.pca import fit
+
+        return fit(self.core, model, layer, k, str(images), name, weights=weights)
+
     def vectors(
         self,
         model: str | None = None,
@@ -445,11 +451,7 @@ def sample_images() -> Path:
 
 
 def sample_data() -> Path:
-    """The bundled data: `samples/` (photos), `demo/photos.csv` (labels), `demo/triplets.csv` (triplets).
-
-    >>> (sample_data() / "demo" / "photos.csv").is_file()
-    True
-    """
+    """The bundled data: `samples/` (photos), `demo/photos.csv` (labels), `demo/triplets.csv` (triplets)."""
     from embstore.resources import data_dir
 
     return data_dir()

@@ -224,3 +224,58 @@ def test_all_conv_layers_of_seed_003_are_the_global_averages_not_the_other_reduc
     assert [(r.label, r.score) for r in every.rows] == [
         (r.label, r.score) for r in store.similar_classes(cls, k=5, method="prototype", layer="conv_a").rows
     ]
+
+
+def test_pca_basis_is_a_numpy_svd_of_the_reference_maps_and_projects_later_images(tmp_path):
+    """`fit-pca` on 12 reference images: mean and components equal a numpy SVD of torchvision's maps
+    (create_feature_extractor, the same seeded random resnet18) to 1e-5; `layer3~pca4` of 3 other
+    images equals their centred maps projected on those components; what is refused says why."""
+    from torchvision.models import ResNet18_Weights, resnet18
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from embstore.ingest.pca import BASES
+
+    make_images(tmp_path / "ref", 12, size=240, seed=8)
+    make_images(tmp_path / "new", 3, size=240, seed=9)
+    store = embstore.open(tmp_path / "s", create=True)
+    with pytest.raises(EmbstoreError, match="no 4-component PCA basis of layer3 for resnet18@none.*embstore fit-pca"):
+        ingest(store.core, "resnet18", str(tmp_path / "new"), weights="none", layers="layer3~pca4")
+    basis = store.fit_pca("resnet18", "layer3", 4, tmp_path / "ref", "ref-12", weights="none")
+    assert (basis.n_images, basis.width, len(basis.explained)) == (12, 256 * 14 * 14, 4)
+    ingest(store.core, "resnet18", str(tmp_path / "new"), weights="none", layers="layer3~pca4")
+
+    torch.manual_seed(0)
+    net = resnet18(weights=None).eval()
+    fx = create_feature_extractor(net, ["layer3"])
+    prep = ResNet18_Weights.IMAGENET1K_V1.transforms()
+
+    def maps(paths):
+        with torch.no_grad():
+            out = fx(torch.stack([prep(Image.open(p).convert("RGB")) for p in paths]))["layer3"]
+        return np.maximum(out.double().numpy(), 0).reshape(len(paths), -1)
+
+    with store.core.read() as con:
+        path_of = dict(con.execute("SELECT image_id, path FROM images").fetchall())
+        ref_ids = con.execute("SELECT image_ids FROM pca_bases").fetchall()[0][0]
+    from embstore.ingest.images import read_rgb
+
+    ref_paths = {read_rgb(str(p))[0]: p for p in sorted((tmp_path / "ref").iterdir())}
+    x = maps([ref_paths[i] for i in ref_ids])
+    mean = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    want = vt[:4] * np.sign(vt[np.arange(4), np.abs(vt[:4]).argmax(axis=1)])[:, None]
+    with np.load(store.path / BASES / f"{basis.sha}.npz") as arrays:
+        np.testing.assert_allclose(arrays["mean"], mean, atol=1e-5)
+        np.testing.assert_allclose(arrays["components"], want, atol=1e-5)
+    np.testing.assert_allclose(basis.explained, s[:4] ** 2 / (s**2).sum(), rtol=1e-6)
+    ids, stored = ActivationTable(store.core).read_layer("resnet18@none", "layer3~pca4")
+    projected = (maps([path_of[i] for i in ids]) - mean) @ want.T
+    np.testing.assert_allclose(stored, projected, rtol=1e-4, atol=1e-4 * np.abs(projected).max())
+    _, rows = run_sql(store.core, "SELECT channels, reduction FROM layers WHERE layer = 'layer3~pca4'")
+    assert rows == [(4, f"pca_relu:4:{basis.sha}")]
+    with pytest.raises(EmbstoreError, match="already has a 4-component basis of layer3"):
+        store.fit_pca("resnet18", "layer3", 4, tmp_path / "ref", "again", weights="none")
+    with pytest.raises(EmbstoreError, match="a 12-component basis needs more than 12"):
+        store.fit_pca("resnet18", "layer3", 12, tmp_path / "ref", "too-few", weights="none")
+    with pytest.raises(EmbstoreError, match="one conv layer's maps"):
+        store.fit_pca("resnet18", "flatten", 2, tmp_path / "ref", "flat", weights="none")

@@ -580,6 +580,25 @@ def analyze_failures(
     render.failures(ctx.obj, found)
 
 
+@app.command("fit-pca")
+def fit_pca(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", "-m", help="Model name (as for ingest)."),
+    layer: str = typer.Option(..., "--layer", help="The conv layer whose whole ReLU maps to fit (a node or alias)."),
+    k: int = typer.Option(..., "--k", "-k", min=1, help="Components to keep."),
+    images: str = typer.Option(..., "--images", help="The reference images (folder or manifest)."),
+    name: str = typer.Option(..., "--name", help="The reference set's name, recorded with the basis."),
+    weights: str = typer.Option(INGEST.weights, help="Weights, as for ingest."),
+):
+    """Fit a PCA basis of one layer's whole maps on reference images, once: ingest LAYER~pcaK after it.
+
+    Example: embstore fit-pca --model resnet18 --layer layer3 --k 64 --images ref/ --name imagenet-val-500
+    """
+    with render.Status(ctx.obj, f"fitting {k} components of {layer}"):
+        basis = _store(ctx, create=True).fit_pca(model, layer, k, images, name, weights=weights)
+    render.basis(ctx.obj, basis)
+
+
 @app.command()
 def replicate(
     ctx: typer.Context,

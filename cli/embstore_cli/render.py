@@ -807,3 +807,17 @@ def scoreboard(out: Output, scores) -> None:
         t.add_row(s.item, s.measure, paper, _num(s.store, ".4g"), ci, _num(s.difference, "+.3g"),
                   "; ".join([*s.marks, s.note] if s.note else s.marks))  # fmt: skip
     console.print(t)
+
+
+def basis(out: Output, b) -> None:
+    if out.json:
+        emit(jsonable(b))
+        return
+    console.print(
+        f"{b.model_key} {b.layer}: {b.k} components of {b.width:,} values fitted on {b.n_images} images "
+        f"('{b.name}'), explaining {sum(b.explained):.1%} of their variance; basis {b.sha[:12]} in {b.path}",
+        soft_wrap=True, highlight=False,
+    )  # fmt: skip
+    for path, why in b.failed:
+        warn(f"reference image not decoded: {path}: {why}")
+    console.print(f"ingest it with --layers {b.layer}~pca{b.k}", highlight=False)

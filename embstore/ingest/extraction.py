@@ -74,10 +74,15 @@ def reduce(tensor, layer: LayerInfo):
         tensor = tensor.float()
     if layer.reduction == "max_relu":  # max of the ReLU map = ReLU of the max
         return tensor.amax(dim=(1, 2) if layer.channels_last else (2, 3)).clamp_min_(0)
-    if layer.reduction.startswith("srp_relu:"):  # the whole ReLU map, channel-major, projected
-        _, width, seed = layer.reduction.split(":")
+    if layer.reduction.startswith(("srp_relu:", "pca_relu:", "flat_relu")):  # the whole ReLU map, channel-major
         flat = torch.relu(tensor.permute(0, 3, 1, 2) if layer.channels_last else tensor).reshape(tensor.shape[0], -1)
-        r = _srp_tensor(flat.shape[1], int(width), int(seed), str(flat.device))
+        how, *args = layer.reduction.split(":")
+        if how == "flat_relu":  # a PCA basis's reference maps (ingest/pca.py); never stored
+            return flat.contiguous()
+        if how == "pca_relu":  # (map - mean) projected on the basis's components
+            mean, components = _basis_tensors(args[1], str(flat.device))
+            return ((flat - mean) @ components.t()).contiguous()
+        r = _srp_tensor(flat.shape[1], int(args[0]), int(args[1]), str(flat.device))
         return torch.sparse.mm(r, flat.t().contiguous()).t().contiguous()
     if layer.reduction.startswith(("grid_relu:", "grid:")):  # grid: the pixels layer's cells, no ReLU
         k = int(layer.reduction.split(":")[1].split("x")[0])
@@ -115,6 +120,25 @@ def srp_matrix(d: int, k: int, seed: int = 0):
     rows_all = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     signs = rng.choice(np.array([-1.0, 1.0]), size=len(rows_all))
     return sp.csc_matrix((signs * math.sqrt(s / k), (rows_all, cols)), shape=(d, k))
+
+
+_BASES: dict[str, tuple[Any, Any]] = {}  # basis sha -> (mean, components) as numpy float32
+
+
+def use_basis(sha: str, mean, components) -> None:
+    """Make the PCA basis `sha` (ingest/pca.py) available to `pca_relu:K:sha` reductions."""
+    _BASES[sha] = (mean, components)
+    _basis_tensors.cache_clear()
+
+
+@functools.lru_cache(maxsize=16)
+def _basis_tensors(sha: str, device: str):
+    import torch
+
+    if sha not in _BASES:
+        raise KeyError(f"PCA basis {sha[:12]} was not loaded (ingest/pca.py resolve)")
+    mean, components = _BASES[sha]
+    return torch.from_numpy(mean).to(device), torch.from_numpy(components).to(device)
 
 
 @functools.lru_cache(maxsize=16)

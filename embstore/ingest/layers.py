@@ -69,7 +69,9 @@ class LayerInfo:
     ord: int
     channels: int
     kind: str  # conv | fc | tokens | hidden | pixels
-    reduction: str  # gap_relu | identity | token_mean | max_relu | grid_relu:KxK | srp_relu:K:0 | grid:KxK (pixels)
+    reduction: (
+        str  # gap_relu | identity | token_mean | max_relu | grid_relu:KxK | srp_relu:K:0 | pca_relu:K:SHA | grid:KxK
+    )
     default: bool
     channels_last: bool = False
     module: str = ""  # the module called, or (op "function") the module whose forward runs the op

@@ -21,8 +21,9 @@ flattened channel-major: C·K·K values, cell (i, j) of channel c at c·K² + i�
 their own beside `NAME`, stored under that name with `layers.reduction` max_relu / grid_relu:KxK;
 `NAME` may be a node, an alias or a set (`blocks~max`). `NAME~srpK` is a seeded sparse random
 projection of the whole flattened ReLU map (C·H·W values) to K (reduction srp_relu:K:0; the
-matrix: extraction.srp_matrix), for comparing whole maps without storing them. Only 4-D maps
-reduce so.
+matrix: extraction.srp_matrix), for comparing whole maps without storing them; `NAME~pcaK` its
+projection on the first K principal components of the maps of a reference image set, fitted once
+(`embstore fit-pca`, ingest/pca.py; reduction pca_relu:K:<basis sha>). Only 4-D maps reduce so.
 
 `pixels` is the network's input as it receives it (the preprocessed image, RGB order of the
 model's recipe), a layer before the first (ord -1) as seed 004 starts its curves "at the pixel
@@ -50,6 +51,8 @@ REDUCED = "~"  # NAME~max, NAME~grid2x2: another reduction of NAME's map
 PIXELS = "pixels"
 _GRID = re.compile(r"^grid([1-9]\d?)x\1$")
 _SRP = re.compile(r"^srp([1-9]\d{0,4})$")
+_PCA = re.compile(r"^pca([1-9]\d{0,3})$")
+PCA_PENDING = "pca_relu:{k}"  # the basis's sha is added by ingest/pca.py resolve
 _RESNETS = ("resnet", "resnext", "wide_resnet")
 
 
@@ -115,11 +118,12 @@ def pixels(input_size: int | None, how: str, model_name: str) -> LayerInfo:
 
 def reduce_as(layer: LayerInfo, how: str, model_name: str) -> LayerInfo:
     """`layer`'s map reduced another way (`max`, `gridKxK`), as a layer of its own named NAME~how."""
-    grid, srp = _GRID.match(how), _SRP.match(how)
-    if how != "max" and grid is None and srp is None:
+    grid, srp, pca = _GRID.match(how), _SRP.match(how), _PCA.match(how)
+    if how != "max" and grid is None and srp is None and pca is None:
         raise UsageError(
             f"unknown reduction '{how}' in {layer.name}{REDUCED}{how}; use {layer.name}{REDUCED}max, "
-            f"{layer.name}{REDUCED}grid2x2 (any KxK, K <= 99) or {layer.name}{REDUCED}srp1024 (K <= 99999)"
+            f"{layer.name}{REDUCED}grid2x2 (any KxK, K <= 99), {layer.name}{REDUCED}srp1024 (K <= 99999) "
+            f"or {layer.name}{REDUCED}pca64 (a fitted basis: `embstore fit-pca`)"
         )
     if layer.kind != "conv" or len(layer.size) != 2:
         raise UsageError(
@@ -128,6 +132,8 @@ def reduce_as(layer: LayerInfo, how: str, model_name: str) -> LayerInfo:
         )
     if srp:
         width, reduction = int(srp.group(1)), f"srp_relu:{int(srp.group(1))}:0"
+    elif pca:
+        width, reduction = int(pca.group(1)), PCA_PENDING.format(k=int(pca.group(1)))
     else:
         k = int(grid.group(1)) if grid else 1
         if grid and k > min(layer.size):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from embstore.errors import StoreError, UsageError
-from embstore.ingest import classifier, models
+from embstore.ingest import classifier, models, pca
 from embstore.ingest import layers as layers_mod
 from embstore.ingest.commit import Committer
 from embstore.ingest.extraction import capture_mode
@@ -107,9 +107,8 @@ def ingest(
     usable = [i for i in found.images if not i.problem]
     layers = opts.layer_request()
     if isinstance(model, str) and (known := layers_mod.cached(model, described.preprocessing.size)) is not None:
-        select(
-            known, layers, model, described.preprocessing.size
-        )  # an unknown layer name, from the cached description of the network
+        # an unknown layer name, or a PCA layer without its basis, from the cached description of the network
+        pca.resolve(store, described.key, select(known, layers, model, described.preprocessing.size))
     store.check_writable_now()  # a busy store is refused before torch and the network load (seconds)
     engine = _engine(opts)  # checks what it needs (Ray's import, the device)
     if isinstance(model, str):
@@ -124,7 +123,9 @@ def ingest(
     all_layers = layers_mod.discover(net, spec.name, spec.preprocessing.size)
     if isinstance(model, str):
         layers_mod.remember(model, spec.preprocessing.size, all_layers)
-    chosen = select(all_layers, layers, spec.name, spec.preprocessing.size)
+    chosen = pca.resolve(store, spec.key, select(all_layers, layers, spec.name, spec.preprocessing.size))
+    if opts.engine == "ray" and any(l.reduction.startswith("pca_relu:") for l in chosen):
+        raise UsageError("NAME~pcaK layers run on the local engine only (the Ray actors do not load PCA bases)")
     names = [layer.name for layer in chosen]
     net.to(engine.device)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
