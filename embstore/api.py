@@ -76,8 +76,7 @@ class Store:
         progress: Progress | None = None,
         **changes: Any,
     ) -> IngestResult:
-        """Run `model` over `images` (folder, class tree or manifest; default: the store's) and store each
-        chosen layer's vector; resumable. `options`, or IngestOptions fields as keywords (`weights="none"`)."""
+        """Store each chosen layer's vector of `images` through `model`; resumable (IngestOptions as keywords)."""
         from embstore.ingest.run import ingest
 
         return ingest(self.core, model, None if images is None else str(images), options, progress=progress, **changes)
@@ -159,8 +158,7 @@ class Store:
             return verify(self.core, repair=True, module_calls=stored_module_calls)
 
     def compact(self, *, target_size_mb: float = 128, retain_hours: float = 1) -> CompactReport:
-        """Merge the activations table's small files into files of about `target_size_mb`, then delete
-        files that no pinned version has listed for `retain_hours` (readers of an older pin keep theirs)."""
+        """Merge small table files to ~`target_size_mb`; delete files unpinned for `retain_hours`."""
         from embstore.store.table import ActivationTable
 
         with self.core.writer_lock():
@@ -250,8 +248,7 @@ class Store:
         intersect: Sequence[str] | None = None,
         progress: Progress | None = None,
     ) -> RsaReport:
-        """2 vs 2, 1 vs 2, RSA, p-values and CIs per layer (seed 004) on concepts of `label_set`: those
-        `reference` covers, exactly `concepts` (names/ids or a file), or those all of `intersect` have."""
+        """2 vs 2, 1 vs 2, RSA, p-values and CIs per layer (seed 004) on `label_set`'s covered concepts."""
         from embstore.analysis.rsatables import run_rsa
 
         with self.core.writer_lock():
@@ -271,6 +268,12 @@ class Store:
                 intersect=list(intersect) if intersect else None,
                 progress=progress,
             )
+
+    def whole_map_two_vs_two(self, report: RsaReport, layers: Sequence[str], reference: str = "glove", **kw: Any):
+        """`report`'s 2 vs 2 on `layers`' whole maps (Gram accumulation; memory bounded, nothing stored)."""
+        from embstore.analysis.wholemaps import whole_map_two_vs_two
+
+        return whole_map_two_vs_two(self.core, report, list(layers), reference, **kw)
 
     def compare_rsa(self, a: str, b: str, *, reference: str = "glove", label_set: str | None = None) -> RsaComparison:
         """`a` against `b` ("model[:layer]") on the same concepts: paired concept bootstrap per measure."""

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embstore.errors import EmbstoreError, NotFoundError, UsageError
+from embstore.errors import NotFoundError, UsageError
 from embstore.ingest.layers import HIDDEN
 from embstore.labels.imagenet import classes
 from embstore.results import Answer, Neighbour
-from embstore.spec import ModelKey
 from embstore.store.cache import cache_write, derived_path
 from embstore.store.catalog import Catalog
 from embstore.store.table import ActivationTable
@@ -335,26 +334,12 @@ def _query_vector(con, image: str, idx) -> tuple[str | None, np.ndarray | None, 
 def embed_file(con, path: str, model_key: str, layer: str) -> np.ndarray:
     """One new image through the stored model, preprocessing and layer (imports torch)."""
     from embstore.ingest import layers as layers_mod
-    from embstore.ingest import models
     from embstore.ingest.extraction import Extractor
     from embstore.ingest.images import Preprocess, read_rgb
     from embstore.ingest.layersets import select
+    from embstore.ingest.models import stored_network
 
-    name, tag, sha, weights_option = Catalog(con).model_origin(model_key)
-    if tag.startswith("module-"):
-        raise NotFoundError(
-            f"{model_key} was ingested from a torch module, which the store cannot rebuild; give a "
-            "stored image id or path, or ingest the new image first"
-        )
-    base = ModelKey(name, tag).weights  # without the preprocessing variant
-    weights = base if base == "none" else weights_option or "DEFAULT"
-    net, spec, now_sha = models.load(name, weights)
-    pre = Catalog(con).model_preprocessing(model_key)  # as the stored vectors were computed
-    if now_sha != sha:
-        raise EmbstoreError(
-            f"the weights available now for {model_key} differ from the stored ones; "
-            "cannot embed a new image consistently"
-        )
+    net, pre, name = stored_network(con, model_key, "give a stored image id or path, or ingest the new image first")
     chosen = select(layers_mod.discover(net, name, pre.size), [layer], name, pre.size)
     _, rgb, _ = read_rgb(path, min_side=pre.resize)  # decoded exactly as ingest does
     ex = Extractor(net, chosen)

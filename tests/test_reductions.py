@@ -279,3 +279,53 @@ def test_pca_basis_is_a_numpy_svd_of_the_reference_maps_and_projects_later_image
         store.fit_pca("resnet18", "layer3", 12, tmp_path / "ref", "too-few", weights="none")
     with pytest.raises(EmbstoreError, match="one conv layer's maps"):
         store.fit_pca("resnet18", "flatten", 2, tmp_path / "ref", "flat", weights="none")
+
+
+def test_two_vs_two_on_whole_maps_by_gram_accumulation_equals_the_in_memory_computation(tmp_path):
+    """Seed 004 on whole flattened ReLU maps: each group's correlations from Gram accumulation equal
+    np.corrcoef of torchvision's flattened maps, and the 2 vs 2 accuracy and permutation p equal
+    the in-memory test on those maps; a budget of two blocks recomputes (more passes, same numbers)."""
+    from torchvision.models import ResNet18_Weights, resnet18
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from embstore.analysis import rsa
+    from embstore.labels import vectors
+    from embstore.labels.imagenet import classes
+
+    from .conftest import blob_picture
+
+    rng = np.random.default_rng(4)
+    for name in ("knot", "chain", "baseball", "golf ball", "tennis ball", "espresso"):
+        for j in range(6):
+            blob_picture(tmp_path / "imgs" / name / f"{j}.png", rng)
+    store = embstore.open(tmp_path / "s", create=True)
+    ingest(store.core, "resnet18", str(tmp_path / "imgs"), weights="none", layers="layer1,layer2")
+    report = store.rsa("resnet18@none", "glove", permutations=49, n_boot=0, layers=["layer1"])
+    block = 4 * (64 * 56 * 56 + 128 * 28 * 28) * 8
+    small = store.whole_map_two_vs_two(report, ["layer1", "layer2"], batch_size=4, budget_bytes=2 * block)
+    large = store.whole_map_two_vs_two(report, ["layer1", "layer2"], batch_size=4)
+    assert (small.forward_passes, large.forward_passes) == (15, 10)  # 5 groups of 6 images, blocks of 4
+
+    torch.manual_seed(0)
+    net = resnet18(weights=None).eval()
+    fx = create_feature_extractor(net, ["layer1", "layer2"])
+    prep = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    _, rows = run_sql(store.core, "SELECT image_id, path, label_index FROM images ORDER BY label_index, image_id")
+    by_class: dict = {}
+    for _, path, label in rows:
+        by_class.setdefault(label, []).append(path)
+    coverage = vectors.Reference("glove").cover(vectors.imagenet_terms(report.concepts))
+    w = np.corrcoef(np.stack([coverage.vectors[c] for c in report.concepts]))
+    assert [classes()[c].name for c in report.concepts] and len(report.concepts) == 6
+    for i, layer in enumerate(("layer1", "layer2")):
+        flat = []
+        for g in range(report.n_groups):
+            with torch.no_grad():
+                out = fx(torch.stack([prep(Image.open(by_class[c][g]).convert("RGB")) for c in report.concepts]))
+            flat.append(np.maximum(out[layer].double().numpy(), 0).reshape(len(report.concepts), -1))
+        want = rsa.similarity_encoding(None, flat, n_permutations=49, seed=report.seed, reference_matrix=w)
+        for got in (small.layers[i], large.layers[i]):
+            assert got.layer == layer and got.width == flat[0].shape[1]
+            for c, x in zip(got.correlations, flat):
+                np.testing.assert_allclose(c, np.corrcoef(x), atol=1e-9)
+            assert got.acc_2v2 == pytest.approx(want.accuracy, abs=1e-12) and got.p_value == want.p_value

@@ -189,7 +189,8 @@ def _seed004(*, images, manifest, vectors, pooling, permutations, n_boot) -> Pla
                 "each channel globally averaged (GAP), as embstore stores every map" if pooling == "gap" else
                 f"the whole flattened map by a seeded sparse random projection to {SRP_WIDTH} (NAME~srp{SRP_WIDTH}); "
                 "its correlations approximate the maps' cosines",
-                "--pooling srp (whole maps, projected)" if pooling == "gap" else "--pooling gap"),
+                ("--pooling srp (whole maps, projected); exactly: store.whole_map_two_vs_two(report, layers)"
+                 if pooling == "gap" else "--pooling gap")),
         Reading("\"correlation at the pixel level\"", f"the preprocessed input in 32x32 cells ({SEED004_PIXELS})",
                 "the whole input: ingest `--layers pixels`, then `embstore analyze rsa --layer pixels`"),
         Reading("the 1 vs 2 test's correctly classified images", "those of the misclassified image's own group",

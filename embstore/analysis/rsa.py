@@ -207,12 +207,13 @@ class TwoVsTwo:
 
 def similarity_encoding(
     reference: np.ndarray | None,
-    groups: list[np.ndarray],
+    groups: list[np.ndarray] | None,
     *,
     n_permutations: int = 1000,
     seed: int = 0,
     reference_matrix: np.ndarray | None = None,
     n_boot: int = 0,
+    correlations: list[np.ndarray] | None = None,
 ) -> TwoVsTwo:
     """2 vs 2 accuracy of a layer against a reference space, averaged over image groups, with a
     permutation test that permutes the concept rows of the layer and re-runs everything, and
@@ -220,7 +221,8 @@ def similarity_encoding(
 
     `reference`: concepts × p (or give `reference_matrix`, a concepts × concepts similarity such as
     WordNet's); `groups`: one concepts × q matrix per group of images (seed 004 §3: each concept
-    once per group). p = (1 + #{null ≥ observed}) / (1 + n_permutations).
+    once per group), or `correlations`: each group's concepts × concepts correlation matrix
+    already computed (whole maps: ingest/gram.py). p = (1 + #{null ≥ observed}) / (1 + n_permutations).
     """
     if reference_matrix is not None:
         w = np.asarray(reference_matrix, np.float64)
@@ -228,7 +230,11 @@ def similarity_encoding(
         w = correlation_matrix(reference)
     else:
         raise ValueError("similarity_encoding needs reference vectors or a reference_matrix")
-    mats = [correlation_matrix(g) for g in groups]
+    mats = (
+        [np.asarray(c, np.float64) for c in correlations]
+        if correlations is not None
+        else [correlation_matrix(g) for g in groups or []]
+    )
     k = w.shape[0]
     if k < 4:
         raise ValueError("the 2 vs 2 test needs at least 4 concepts")

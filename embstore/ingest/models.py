@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embstore.errors import EmbstoreError, UnknownModelError, WeightsUnavailableError, did_you_mean
+from embstore.errors import EmbstoreError, NotFoundError, UnknownModelError, WeightsUnavailableError, did_you_mean
 from embstore.spec import LITE, ModelKey, ModelSpec, Preprocessing, available_models
 
 
@@ -146,6 +146,21 @@ def layers_of(name: str):
         layers = discover(net, name, size)
         remember(name, size, layers)
     return layers
+
+
+def stored_network(con, model_key: str, instead: str):
+    """(network in eval mode, the stored preprocessing, model name) of a stored model, rebuilt with
+    the weights it was ingested with (imports torch); `instead`: what to do when it cannot be."""
+    from embstore.store.catalog import Catalog
+
+    name, tag, sha, weights_option = Catalog(con).model_origin(model_key)
+    if tag.startswith("module-"):
+        raise NotFoundError(f"{model_key} was ingested from a torch module, which the store cannot rebuild; {instead}")
+    base = ModelKey(name, tag).weights  # without the preprocessing variant
+    net, _, now_sha = load(name, base if base == "none" else weights_option or "DEFAULT")
+    if now_sha != sha:
+        raise EmbstoreError(f"the weights available now for {model_key} differ from the stored ones; {instead}")
+    return net.eval(), Catalog(con).model_preprocessing(model_key), name
 
 
 def from_module(module, name: str | None, preprocessing: Preprocessing | None):
