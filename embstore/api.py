@@ -269,11 +269,11 @@ class Store:
                 progress=progress,
             )
 
-    def whole_map_two_vs_two(self, report: RsaReport, layers: Sequence[str], reference: str = "glove", **kw: Any):
+    def whole_map_two_vs_two(self, report: RsaReport, layers: Sequence[str] | None, reference: str = "glove", **kw):
         """`report`'s 2 vs 2 on `layers`' whole maps (Gram accumulation; memory bounded, nothing stored)."""
         from embstore.analysis.wholemaps import whole_map_two_vs_two
 
-        return whole_map_two_vs_two(self.core, report, list(layers), reference, **kw)
+        return whole_map_two_vs_two(self.core, report, list(layers) if layers else None, reference, **kw)
 
     def compare_rsa(self, a: str, b: str, *, reference: str = "glove", label_set: str | None = None) -> RsaComparison:
         """`a` against `b` ("model[:layer]") on the same concepts: paired concept bootstrap per measure."""

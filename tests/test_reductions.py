@@ -2,6 +2,7 @@
 own, equal to float64 numpy references on the same maps (adaptive grid cells as torch defines them:
 rows floor(i·H/K) to ceil((i+1)·H/K))."""
 
+import json
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ from embstore.ingest.run import ingest
 from embstore.store.sql import run_sql
 from embstore.store.table import ActivationTable
 
-from .conftest import make_images
+from .conftest import make_images, run_embstore
 
 
 def _max(a):
@@ -329,3 +330,12 @@ def test_two_vs_two_on_whole_maps_by_gram_accumulation_equals_the_in_memory_comp
             for c, x in zip(got.correlations, flat):
                 np.testing.assert_allclose(c, np.corrcoef(x), atol=1e-9)
             assert got.acc_2v2 == pytest.approx(want.accuracy, abs=1e-12) and got.p_value == want.p_value
+    cli = run_embstore("--store", tmp_path / "s", "--json", "analyze", "rsa", "--model", "resnet18@none", "--layer",
+                       "layer1", "--permutations", "49", "--n-boot", "0", "--whole-maps")  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    (row,) = json.loads(cli.stdout)["whole_maps"]["layers"]  # no layer named: the run's conv maps (layer1)
+    assert (row["layer"], row["acc_2v2"], row["p_value"]) == (
+        "layer1",
+        small.layers[0].acc_2v2,
+        small.layers[0].p_value,
+    )

@@ -531,6 +531,9 @@ def analyze_rsa(
     intersect: Optional[str] = typer.Option(
         None, help="Comma-separated references and concept files: use the concepts all of them have."
     ),
+    whole_maps: bool = typer.Option(
+        False, "--whole-maps", help="Also the 2 vs 2 on each conv layer's whole maps (exact; printed, not stored)."
+    ),
 ):
     """2 vs 2 and 1 vs 2 accuracy, RSA, p-values and concept-bootstrap CIs per layer (seed 004) into rsa_results.
 
@@ -538,6 +541,7 @@ def analyze_rsa(
     set (--concepts, --intersect), recorded with each result (table concept_sets).
     Example: embstore analyze rsa --model vgg16 --vectors glove --permutations 1000
     Example: embstore analyze rsa --vectors wordnet-wup --intersect glove,wordnet-wup
+    Example: embstore analyze rsa --model vgg16 --layer features.29 --whole-maps
     """
     with render.IngestProgress(ctx.obj, "2 vs 2", "layer") as bar:
         report = _store(ctx).rsa(
@@ -555,7 +559,8 @@ def analyze_rsa(
             intersect=[x.strip() for x in intersect.split(",") if x.strip()] if intersect else None,
             progress=bar.update,
         )
-    render.rsa(ctx.obj, report)
+    whole = _store(ctx).whole_map_two_vs_two(report, layer or None, vectors) if whole_maps else None
+    render.rsa(ctx.obj, report, whole)
 
 
 @analyze_app.command("failures")

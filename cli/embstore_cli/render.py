@@ -625,12 +625,16 @@ def warn(message: str) -> None:
     sys.stderr.write(f"embstore: warning: {message}\n")
 
 
-def rsa(out: Output, r) -> None:
+def rsa(out: Output, r, whole=None) -> None:
     for w in r.warnings:
         warn(w)
     if out.json:
         payload = jsonable(r)
         payload["coverage"] = r.coverage.summary() if r.coverage else None
+        if whole is not None:  # the correlation matrices stay out: concepts² numbers per group and layer
+            payload["whole_maps"] = {**jsonable({k: v for k, v in vars(whole).items() if k != "layers"}),
+                                     "layers": [{k: jsonable(v) for k, v in vars(x).items() if k != "correlations"}
+                                                for x in whole.layers]}  # fmt: skip
         emit(payload)
         return
     line = f"{r.model_key} vs {r.reference}: {len(r.concepts)} concepts, {r.n_groups} groups, "
@@ -682,6 +686,14 @@ def rsa(out: Output, r) -> None:
             f"≤ {floor:.2g}: no permutation of {r.n_permutations} reached the observed accuracy; the smallest p "
             f"{r.n_permutations} permutations can give is 1/{r.n_permutations + 1} (more: --permutations)"
         )
+    if whole is not None:
+        gap = {row.layer: row.acc_2v2 for row in r.rows}
+        w = Table(title=f"2 vs 2 on whole maps (Gram accumulation, {whole.forward_passes} forward passes; not stored)")
+        for c in ("layer", "values a map", "2v2 acc, whole maps", "p", "2v2 acc, GAP"):
+            w.add_column(c, overflow="fold")
+        for x in whole.layers:
+            w.add_row(x.layer, f"{x.width:,}", f"{x.acc_2v2:.3f}", perm(x.p_value), _num(gap.get(x.layer)))
+        console.print(w)
 
 
 def materialised(out: Output, results) -> None:

@@ -47,14 +47,15 @@ class WholeMaps:
 def whole_map_two_vs_two(
     store: StoreCore,
     report: RsaReport,
-    layers: list[str],
+    layers: list[str] | None,
     reference: str,
     *,
     n_permutations: int | None = None,
     batch_size: int = 16,
     budget_bytes: int | None = None,
 ) -> WholeMaps:
-    """The 2 vs 2 accuracy and permutation p of `layers` on whole maps, on `report`'s design.
+    """The 2 vs 2 accuracy and permutation p of `layers` (None: the run's conv maps) on whole maps,
+    on `report`'s design.
 
     >>> whole_map_two_vs_two(core, store.rsa("vgg16"), ["features.29"], "glove").layers[0].acc_2v2  # doctest: +SKIP
     """
@@ -78,7 +79,13 @@ def whole_map_two_vs_two(
     group_ids = [[by_class[c][g] for c in concepts] for g in range(groups)]
     with store.read() as con:
         paths = Catalog(con).image_paths([i for gid in group_ids for i in gid])
-    chosen = [l for l in select(layers_mod.discover(net, name, pre.size), layers, name, pre.size) if l.name != "hidden"]
+    found = layers_mod.discover(net, name, pre.size)
+    if layers is None:  # every conv map of the run (another reduction of a map, `NAME~max`, is no map)
+        run = {r.layer for r in report.rows}
+        layers = [l.name for l in found if l.name in run and l.kind == "conv" and len(l.size) == 2]
+        if not layers:
+            raise NotFoundError(f"the run of {report.model_key} holds no conv layer's maps to correlate whole")
+    chosen = [l for l in select(found, layers, name, pre.size) if l.name != "hidden"]
     corr, passes = gram.map_correlations(
         net, pre, chosen, [[paths[i] for i in gid] for gid in group_ids], batch_size=batch_size,
         budget_bytes=budget_bytes or gram.DEFAULT_BUDGET,
