@@ -107,7 +107,8 @@ def test_seed000_fills_table_2_with_independently_checked_numbers(tmp_path):
     store.replicate("seed000", models=["ResNet-18=efficientnet_lite0"], **inputs)  # the real weights
     done = store.replicate("seed000", models=["ResNet-34=resnet18"], weights="none", **inputs)  # random init
     board = {(s.item, s.measure): s for s in done.scoreboard}
-    assert len(board) == 42  # table 2: 14 networks x 3 measures
+    assert len(board) == 43  # table 2: 14 networks x 3 measures, and fig. 6's correlation
+    assert board[("", "error_correlation")].store is None and "2 have them" in board[("", "error_correlation")].note
     for paper, key in (("ResNet-18", "efficientnet_lite0@tf-lite0"), ("ResNet-34", "resnet18@none")):
         v = store.vectors(key, "hidden")
         x = dict(zip(v.image_ids, v.numpy().astype(np.float64)))
@@ -197,3 +198,20 @@ def test_seed004_runs_end_to_end_and_an_interrupted_replicate_resumes(tmp_path):
     assert board[("", "n_concepts")].store == 6 and board[("", "n_images")].store == 30
     assert board[("", "n_groups")].difference == 0
     assert board[("Inception V3", "peak_2v2")].store is None
+
+
+def test_the_fig_6_correlation_is_spearmans_rho_of_the_networks_errors():
+    from scipy.stats import spearmanr
+
+    from embstore.analysis.published import published
+    from embstore.analysis.scoreboards import Score, _error_correlation
+
+    rng = np.random.default_rng(2)
+    top1, matching = rng.uniform(20, 30, 6), rng.uniform(38, 46, 6)
+    rows = [Score("seed000", f"net{i}", m, None, "", v) for i in range(6)
+            for m, v in (("top1_error", top1[i]), ("matching_error", matching[i]), ("auc", 0.5))]  # fmt: skip
+    rows.append(Score("seed000", "not run", "top1_error", 21.0, "", None))
+    (claim,) = published("000", "error_correlation")
+    s = _error_correlation(claim, rows)
+    assert s.store == pytest.approx(spearmanr(top1, matching).statistic, abs=1e-12)
+    assert s.ci[0] <= s.store <= s.ci[1] and "over 6 networks" in s.note

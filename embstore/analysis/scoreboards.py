@@ -76,7 +76,28 @@ def seed000(con, done: dict[str, dict], values: list[Published]) -> list[Score]:
             _fill(s, row["auc"], (row["auc_ci_low"], row["auc_ci_high"]))
         if row["n_triplets"] != PAPER_TRIPLETS:
             s.marks.append(f"{row['n_triplets']} triplets (the paper: POPORO's {PAPER_TRIPLETS})")
+    out += [_error_correlation(v, out) for v in values if v.measure == "error_correlation"]
     return out
+
+
+def _error_correlation(v: Published, rows: list[Score]) -> Score:
+    """Fig. 6's claim: Spearman's ρ of the networks' top-1 and matching errors, with a bootstrap CI."""
+    from embstore.analysis import stats
+
+    s = Score("seed000", "", v.measure, None, v.quote, None)
+    a, b = v.details["between"].split(",")
+    got = {(r.item, r.measure): r.store for r in rows}
+    networks = dict.fromkeys(r.item for r in rows)
+    pairs = [
+        (got[(m, a)], got[(m, b)]) for m in networks if got.get((m, a)) is not None and got.get((m, b)) is not None
+    ]
+    if len(pairs) < 3:
+        s.note = f"needs >= 3 networks with both errors here; {len(pairs)} have them"
+        return s
+    rho, ci = stats.spearman_with_interval([x for x, _ in pairs], [y for _, y in pairs])
+    s.store, s.ci = rho, ci
+    s.note = f"Spearman's ρ of {a} and {b} over {len(pairs)} networks (bootstrap over the networks)"
+    return s
 
 
 def seed003(con, done: dict[str, dict], values: list[Published]) -> list[Score]:
