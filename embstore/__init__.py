@@ -3,12 +3,10 @@
     >>> store = embstore.open("~/.embstore")                    # doctest: +SKIP
     >>> store.ingest("photos/", model="densenet121")            # doctest: +SKIP
     >>> store.similar_classes("knot", k=9).to_pandas()          # doctest: +SKIP
-    >>> store.sql("SELECT * FROM runs").df()                    # doctest: +SKIP
 
-Also exported: IngestOptions, what the verbs return (IngestResult, Vectors, Answer of Neighbour,
-VerifyReport, CompactReport, MatchingReport, MatchingComparison, FailureReport, Materialised, RsaReport,
-RsaComparison, Report, Plan, Replication, ModelSpec, Preprocessing, WeightsChoice, Layers of LayerInfo)
-and EmbstoreError, base of every error (the others: embstore.errors). `import embstore` loads no torch.
+Also exported: IngestOptions, the results (IngestResult, Vectors, Answer of Neighbour, VerifyReport, CompactReport,
+MatchingReport, MatchingComparison, FailureReport, Materialised, RsaReport, RsaComparison, Report, Plan, Replication,
+ModelSpec, Preprocessing, WeightsChoice, Layers of LayerInfo), EmbstoreError (embstore.errors' root). No torch import.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from embstore.ingest.options import IngestOptions as IngestOptions
 from embstore.results import Answer as Answer
 from embstore.results import Neighbour as Neighbour
 from embstore.results import Vectors as Vectors
+from embstore.results import to_json
 
 # the types `Store`'s verbs return, each from the module that makes it (imported on first use)
 _RESULTS = {
@@ -76,6 +75,7 @@ __all__ = [
     "sample_data",
     "sample_images",
     "save_figure",
+    "to_json",
 ]
 
 

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from embstore.ingest.options import IngestOptions
     from embstore.ingest.run import IngestResult
     from embstore.report.html import Report
-    from embstore.results import Answer, Vectors
+    from embstore.results import Answer, SqlResult, Status, Vectors
+    from embstore.serve import Server
     from embstore.spec import ModelSpec
     from embstore.store.table import CompactReport
     from embstore.store.tablecheck import VerifyReport
@@ -124,9 +125,7 @@ class Store:
 
         return nearest_images(self.core, str(image), k=k, model=model, layer=layer, index=index)
 
-    def run_sql(
-        self, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()
-    ) -> tuple[list[str], list[tuple]]:
+    def run_sql(self, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()) -> SqlResult:
         """(columns, rows) of `query`, read-only unless `write`, confined to the store's files and `allow`."""
         from embstore.store.sql import run_sql
 
@@ -139,12 +138,14 @@ class Store:
         with self.core.read() as con:
             return Catalog(con).tables()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         """Counts of images, models, vectors, files, runs and errors, and per model its top-1/top-5 error."""
+        from embstore.results import Status
         from embstore.store.catalog import Catalog
 
         with self.core.read() as con:
-            return {"path": str(self.core.path), "activations": self.core.location.table_uri, **Catalog(con).summary()}
+            summary = Catalog(con).summary()
+        return Status(path=str(self.core.path), activations=self.core.location.table_uri, **summary)
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Check that the catalog and the files agree; `repair` makes them agree (under the writer lock)."""
@@ -309,6 +310,12 @@ class Store:
 
         return build_report(self.core, out, cls=cls, manifest=manifest, k=k, progress=progress)
 
+    def serve(self, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> Server:
+        """Explore the store's published snapshot in a browser at `.url` (another host needs a token)."""
+        from embstore.serve import start
+
+        return start(self, host=host, port=port, token=token)
+
 
 def open(  # noqa: A001 - the API's verb
     path: str | Path | None = None,
@@ -320,16 +327,15 @@ def open(  # noqa: A001 - the API's verb
     wait: float = 0.0,
     on_wait: Callable[[str], None] | None = None,
     restore_catalog: bool = False,
+    snapshot: bool = False,
 ) -> Store:
     """Open the store at `path` (default: $EMBSTORE_HOME, else ~/.embstore), migrating it if needed.
 
     `activations` (with `create`): a new store's table elsewhere, a folder or `s3://bucket/prefix`;
     `keep_reader`: one read-only connection until `close()`; `defer_creation`: made when first used;
-    writers wait `wait` s for the lock (StoreBusyError); `restore_catalog`: its last snapshot.
-
-    >>> import tempfile
-    >>> store = open(tempfile.mkdtemp(), create=True)
-    >>> store.status()["models"]
+    writers wait `wait` s for the lock (StoreBusyError); `restore_catalog`: its last snapshot;
+    `snapshot`: read the published snapshot (never locks, never writes: a server beside an ingest).
+    >>> import tempfile; open(tempfile.mkdtemp(), create=True).status()["models"]
     0
     """
     return Store(
@@ -342,6 +348,7 @@ def open(  # noqa: A001 - the API's verb
             wait=wait,
             on_wait=on_wait,
             restore_catalog=restore_catalog,
+            snapshot=snapshot,
         )
     )
 
@@ -354,11 +361,7 @@ def replication_plan(seed: str, **inputs: Any) -> Plan:
 
 
 def list_models() -> tuple[str, ...]:
-    """Every model name `Store.ingest(model=…)` accepts (timm models as `timm:NAME` too).
-
-    >>> "densenet121" in list_models()
-    True
-    """
+    """Every model name `Store.ingest(model=…)` accepts (`"densenet121"`; timm models as `timm:NAME` too)."""
     from embstore.spec import available_models
 
     return available_models()

@@ -1,14 +1,22 @@
-"""Result objects the public API returns: ranked answers and stored vectors.
+"""Result objects the public API returns: ranked answers, stored vectors, the store's status, SQL rows.
 
 Each converts to the tools people analyse with: `.to_pandas()`, `.to_arrow()`, `.to_dicts()`,
 and for vectors also `.numpy()`, `.to_torch()`, `.to_polars()` and `.to_rsatoolbox()`.
+`to_json(result)` is the one JSON shape of every result: what `embstore … --json` prints and what
+`embstore serve`'s /api answers: dataclasses as objects, numpy values as numbers and lists, paths
+as text, NaN and infinities as null.
+
+    >>> to_json({"p": float("nan"), "path": Path("/s")})
+    {'p': None, 'path': '/s'}
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from embstore.errors import MissingDependencyError
 
@@ -44,6 +52,14 @@ class Answer:
         [{'rank': 1, 'score': 0.9, 'label': 'chain', 'wnid': 'n02999410'}]
         """
         return [{"rank": r.rank, "score": r.score, "label": r.label, **r.detail} for r in self.rows]
+
+    def to_json(self) -> dict[str, Any]:
+        """{query, model, layer, method, results (rank, score, name, details), notes}."""
+        results = [{"name" if k == "label" else k: v for k, v in row.items()} for row in self.to_dicts()]
+        return to_json(
+            {"query": self.query, "model": self.model_key, "layer": self.layer, "method": self.method,
+             "results": results, "notes": self.notes}
+        )  # fmt: skip
 
     def to_arrow(self) -> Any:
         import pyarrow as pa
@@ -150,3 +166,50 @@ class Vectors:
             descriptors={"model": self.model_key, "layer": self.layer},
             obs_descriptors={"image_id": np.array(self.image_ids), "label": self.labels},
         )
+
+
+STATUS_MODEL_COLUMNS = ("model", "layers", "images", "top1_error", "top5_error")
+
+
+class Status(dict):
+    """`Store.status()`: counts of images, models, vectors, files, runs, errors; `per_model` rows
+    (model, layers, images, top-1 error, top-5 error)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The counts, with `per_model` as `models`: one object per model."""
+        out = {k: v for k, v in self.items() if k != "per_model"}
+        out["models"] = [dict(zip(STATUS_MODEL_COLUMNS, row)) for row in self.get("per_model", [])]
+        return to_json(out)
+
+
+class SqlResult(NamedTuple):
+    """`Store.run_sql()`: the column names and the rows (unpacks as `columns, rows = …`)."""
+
+    columns: list[str]
+    rows: list[tuple]
+
+    def to_json(self) -> dict[str, Any]:
+        """{columns, rows: one object per row}."""
+        return to_json({"columns": list(self.columns), "rows": [dict(zip(self.columns, r)) for r in self.rows]})
+
+
+def to_json(value: Any) -> Any:
+    """Any result as `--json` prints it (its own `to_json()`; dataclasses as objects, NaN as null)."""
+    own = getattr(value, "to_json", None)
+    if callable(own) and not isinstance(value, type):
+        return own()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in fields(value) if not f.name.startswith("_")}
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_json(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return to_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

@@ -10,6 +10,8 @@ served, once the store has changed.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -98,6 +100,13 @@ class ImageIndex:
     recall_at_10: float | None
     rebuilt: bool
     _searcher: Any = None  # the GPU copy, made once on the first search
+    _rows: dict[str, int] | None = None  # id -> row, made on first use
+
+    @property
+    def row_of(self) -> dict[str, int]:
+        if self._rows is None:
+            self._rows = {i: r for r, i in enumerate(self.ids)}
+        return self._rows
 
     @property
     def searcher(self):
@@ -138,10 +147,14 @@ def image_index(
     meta_path, index_path, ids_path = (
         derived_path(store, model_key, layer, f"{kind}{ext}") for ext in (".json", ".faiss", ".ids.npy")
     )
+    loaded = _LOADED.get((str(index_path), fingerprint))
+    if loaded is not None:  # a long-lived process (a server, a notebook) keeps the index it read
+        _LOADED.move_to_end((str(index_path), fingerprint))
+        return dataclasses.replace(loaded, rebuilt=False)
     if meta_path.exists():
         cached = _cached_index(kind, fingerprint, meta_path, index_path, ids_path)
         if cached is not None:
-            return cached
+            return _keep((str(index_path), fingerprint), cached)
     width = cat.layer_width(model_key, layer)
     table = ActivationTable(store)
 
@@ -160,7 +173,19 @@ def image_index(
         ids_path, lambda f: np.save(f, np.array(ids, dtype="S"))
     ):
         cache_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
-    return ImageIndex(kind, ids, index, recall, True)
+    return _keep((str(index_path), fingerprint), ImageIndex(kind, ids, index, recall, True))
+
+
+_LOADED: collections.OrderedDict[tuple[str, str], ImageIndex] = collections.OrderedDict()
+KEPT_INDEXES = 4  # indexes a process keeps in memory, most recently used
+
+
+def _keep(key: tuple[str, str], index: ImageIndex) -> ImageIndex:
+    """`index`, kept for the next search of this process on the same vectors (no re-read, no id decode)."""
+    _LOADED[key] = index
+    while len(_LOADED) > KEPT_INDEXES:
+        _LOADED.popitem(last=False)
+    return index
 
 
 def _cached_index(kind: str, fingerprint, meta_path: Path, index_path: Path, ids_path: Path) -> ImageIndex | None:
@@ -313,7 +338,7 @@ def _query_vector(con, image: str, idx) -> tuple[str | None, np.ndarray | None, 
     """(stored image id or None, its vector or None when it must be embedded, how it was found)."""
     from embstore.ingest.images import content_id
 
-    position = {i: r for r, i in enumerate(idx.ids)}
+    position = idx.row_of
     candidate = image if image in position else None
     path = Path(image).expanduser()
     if candidate is None and path.is_file():

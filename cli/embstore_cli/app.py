@@ -853,6 +853,28 @@ def report(
     render.report(ctx.obj, result)
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: a free one)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; not loopback: needs --token."),
+    token: Optional[str] = typer.Option(None, "--token", help="Required of every request ('auto': a random one)."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the URL in a browser."),
+):
+    """Explore the store in the browser: classes, neighbours, images, analyses, a map, SQL (read-only;
+    it reads the published snapshot, so it runs beside an ingest). Ctrl-C stops it.
+
+    Example: embstore serve --open
+    """
+    server = _store(ctx).serve(host=host, port=port, token=token)
+    render.serving(ctx.obj, server.url)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    server.wait()
+
+
 def main(argv: list[str] | None = None) -> None:
     import click
 

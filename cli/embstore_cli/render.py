@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +36,10 @@ class Output:
 
 
 def jsonable(value):
-    """Dataclasses, numpy values and paths as plain JSON values (NaN as null)."""
-    import math
+    """Any result in its one JSON shape (`embstore.to_json`: the same as `embstore serve`'s /api)."""
+    import embstore
 
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in fields(value) if not f.name.startswith("_")}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
+    return embstore.to_json(value)
 
 
 def emit(payload: dict) -> None:
@@ -227,8 +213,8 @@ def demo(out: Output, result, store_path) -> None:
         emit(
             {
                 "ingest": {"store": store_path, **jsonable(result.ingest)},
-                "similar": _answer_json(result.similar),
-                "nearest": _answer_json(result.nearest),
+                "similar": jsonable(result.similar),
+                "nearest": jsonable(result.nearest),
                 "failures": jsonable(result.failures),
                 "report": _report_json(result.report),
             }
@@ -348,13 +334,9 @@ def compact_report(out: Output, r) -> None:
         console.print(f"[green]repaired:[/] {note}", soft_wrap=True)
 
 
-STATUS_MODEL_COLUMNS = ("model", "layers", "images", "top1_error", "top5_error")
-
-
 def status(out: Output, s: dict) -> None:
     if out.json:
-        emit({**{k: v for k, v in s.items() if k != "per_model"},
-              "models": [dict(zip(STATUS_MODEL_COLUMNS, row)) for row in s["per_model"]]})  # fmt: skip
+        emit(jsonable(s))
         return
     console.print(f"store {s['path']}", soft_wrap=True, highlight=False)  # a path is never wrapped
     t = Table(show_header=False)
@@ -375,24 +357,13 @@ def status(out: Output, s: dict) -> None:
 
 
 # -- answers -------------------------------------------------------------------------------------
-def _answer_json(a) -> dict:
-    return {
-        "query": a.query,
-        "model": a.model_key,
-        "layer": a.layer,
-        "method": a.method,
-        "results": [{"name" if k == "label" else k: v for k, v in row.items()} for row in a.to_dicts()],
-        "notes": a.notes,
-    }
-
-
 def answer(out: Output, a, *, fmt: str, kind: str) -> None:
     """Nearest classes (kind 'classes') or images ('images') as a table, JSON, CSV, TSV or JSON lines."""
     if fmt == "json":
-        emit(_answer_json(a))
+        emit(jsonable(a))
         return
     if fmt == "nl":
-        for row in _answer_json(a)["results"]:
+        for row in jsonable(a)["results"]:
             print(json.dumps(jsonable(row), ensure_ascii=False))
         return
     if kind == "images":  # a file name a person recognises; the id (and full path) with --wide or --json
@@ -429,7 +400,7 @@ def answer(out: Output, a, *, fmt: str, kind: str) -> None:
 def rows(out: Output, columns, data, *, fmt: str = "table") -> None:
     """Any SQL result: a table (long lists elided, ids never wrapped), JSON, CSV, TSV or JSON lines."""
     if fmt == "json":
-        emit({"columns": list(columns), "rows": [dict(zip(columns, r)) for r in data]})
+        emit({"columns": list(columns), "rows": [dict(zip(columns, r)) for r in data]})  # = SqlResult.to_json()
         return
     if fmt == "nl":
         for r in data:
@@ -833,3 +804,11 @@ def basis(out: Output, b) -> None:
     for path, why in b.failed:
         warn(f"reference image not decoded: {path}: {why}")
     console.print(f"ingest it with --layers {b.layer}~pca{b.k}", highlight=False)
+
+
+def serving(out: Output, url: str) -> None:
+    if out.json:
+        emit({"url": url})
+    else:
+        console.print(f"embstore serve: {url} (Ctrl-C stops it)", soft_wrap=True, highlight=False)
+    sys.stdout.flush()

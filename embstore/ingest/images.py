@@ -171,6 +171,15 @@ def content_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:ID_HEX]
 
 
+def read_image_bytes(path: str, image_id: str) -> bytes | None:
+    """The bytes of the file at `path` if they still are the image `image_id`, else None."""
+    try:
+        data = _read_regular_file(path)
+    except ImageDecodeError:
+        return None
+    return data if content_id(data) == image_id else None
+
+
 def _read_regular_file(path: str) -> bytes:
     """The bytes of `path` if it is a regular file of at most MAX_FILE_BYTES (after symlinks).
 

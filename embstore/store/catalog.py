@@ -864,5 +864,47 @@ class Catalog:
         )
         return by_reason, newest
 
+    # -- browsing (embstore serve) ---------------------------------------------------------
+    def labelled_classes(self, label_set: str) -> list[dict]:
+        """label_index, name and images of every class of `label_set` that labels an image, by name."""
+        return self._dicts(
+            """SELECT label_index, any_value(label_name) AS name, count(*) AS images FROM images
+               WHERE label_set = ? AND label_index IS NOT NULL GROUP BY label_index ORDER BY name, label_index""",
+            [label_set],
+        )
+
+    def class_images(self, label_set: str, label_index: int, limit: int) -> tuple[int, list[dict]]:
+        """(how many images `label_set` labels as class `label_index`, the first `limit` by id)."""
+        where = "FROM images WHERE label_set = ? AND label_index = ?"
+        n = self.con.execute(f"SELECT count(*) {where}", [label_set, label_index]).fetchall()[0][0]
+        first = self._dicts(f"SELECT image_id, path {where} ORDER BY image_id LIMIT ?", [label_set, label_index, limit])
+        return n, first
+
+    def image_card(self, image_id: str) -> dict | None:
+        """The catalog's row of one image (path, size, label), or None."""
+        rows = self._dicts(
+            """SELECT image_id, path, width, height, label_set, label_index, label_name, label_raw, source
+               FROM images WHERE image_id = ?""",
+            [image_id],
+        )
+        return rows[0] if rows else None
+
+    def image_predictions(self, image_id: str) -> list[dict]:
+        """Every model's top-5 (class indices, probabilities) and true-class rank of one image."""
+        return self._dicts(
+            """SELECT model_key, top5_index, top5_prob, true_rank, true_prob FROM predictions
+               WHERE image_id = ? ORDER BY model_key""",
+            [image_id],
+        )
+
+    def class_failures(self, model_key: str, label_set: str, label_index: int, limit: int) -> list[dict]:
+        """`model_key`'s top-1 failures on one class, worst first (seed 000 table 1), with their top-5."""
+        return self._dicts(
+            """SELECT image_id, path, true_rank, true_prob, top5_index, top5_prob FROM labelled_predictions
+               WHERE model_key = ? AND label_set = ? AND label_index = ? AND NOT top1_correct
+               ORDER BY true_rank DESC NULLS FIRST, image_id LIMIT ?""",
+            [model_key, label_set, label_index, limit],
+        )
+
     def _dicts(self, sql: str, params=None) -> list[dict]:
         return dict_rows(self.con.execute(sql, params or []))

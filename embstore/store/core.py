@@ -67,8 +67,11 @@ class StoreCore:
         lock_timeout: float = 30.0,
         wait: float = 0.0,
         on_wait: Callable[[str], None] | None = None,
+        snapshot: bool = False,
     ) -> None:
         self.path = Path(path).expanduser().resolve()
+        # a reader of the published snapshot: never locks what a writer waits for, never writes
+        self.on_snapshot = snapshot
         self.lock_timeout = lock_timeout
         self.wait = wait  # seconds a writing call waits for another process's writer lock
         self.on_wait = on_wait  # told who holds it, once, when such a wait starts
@@ -80,7 +83,7 @@ class StoreCore:
         self._location: Location | None = None  # read from the catalog on the first connection
         self._snapshot_due = 0.0  # monotonic time after which a write publishes the snapshot again
         self._snapshot_stale = False  # a write since the last snapshot
-        self.memo = Memo(self.path, self.catalog_path, self.indexes_root / "memo")
+        self.memo = Memo(self.path, self.read_path, self.indexes_root / "memo")
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -96,6 +99,7 @@ class StoreCore:
         wait: float = 0.0,
         on_wait: Callable[[str], None] | None = None,
         restore_catalog: bool = False,
+        snapshot: bool = False,
     ) -> StoreCore:
         """Open the store at `path`, applying pending migrations: the options are `embstore.open`'s
         (documented there), and `lock_timeout` the seconds a connection retries a locked catalog."""
@@ -103,7 +107,10 @@ class StoreCore:
 
         ensure_open_files()
         path = Path(path) if path else default_store_path()
-        store = cls(path, lock_timeout=lock_timeout, wait=wait, on_wait=on_wait)
+        store = cls(path, lock_timeout=lock_timeout, wait=wait, on_wait=on_wait, snapshot=snapshot)
+        if snapshot:
+            store._check_snapshot()
+            return store
         store._keep_reader = keep_reader
         store._wanted_location = normalise(activations)
         if not store.catalog_path.exists():
@@ -126,6 +133,22 @@ class StoreCore:
             store._upgrade()
         store._adopt_location()
         return store
+
+    def _check_snapshot(self) -> None:
+        """A snapshot reader needs a published snapshot of this version's schema (it migrates nothing)."""
+        if not self.snapshot_path.exists():
+            raise StoreError(
+                f"no published snapshot at {self.snapshot_path}: "
+                + ("open the store once to publish one (`embstore status`)" if self.catalog_path.exists()
+                   else f"no embstore store at {self.path}")
+            )  # fmt: skip
+        with self.read() as con:
+            stale = pending(con) or not catalogfile.is_current(con)
+        if stale:
+            raise StoreError(
+                f"the snapshot {self.snapshot_path} is of an older catalog: open the store once to migrate "
+                "it (`embstore status`)"
+            )
 
     def _restore_catalog(self) -> None:
         """Replace a damaged catalog by snapshot.duckdb (the damaged file and its WAL go to quarantine/)."""
@@ -204,6 +227,11 @@ class StoreCore:
     @property
     def catalog_path(self) -> Path:
         return self.path / CATALOG_FILE
+
+    @property
+    def read_path(self) -> Path:
+        """The file reads attach: the catalog, or its published snapshot for a snapshot reader."""
+        return self.snapshot_path if self.on_snapshot else self.catalog_path
 
     @property
     def snapshot_path(self) -> Path:
@@ -303,6 +331,7 @@ class StoreCore:
     @contextlib.contextmanager
     def write(self) -> Iterator[Any]:
         """A short read-write connection; commit happens per statement or explicit transaction."""
+        self._refuse_on_snapshot()
         self._ensure_created()
         self.close()  # a kept reader would refuse this process a read-write connection
         import duckdb
@@ -391,7 +420,7 @@ class StoreCore:
         """This process's DuckDB instance for the catalog (store/attached.py)."""
         from embstore.store import attached
 
-        return attached.instance(self.catalog_path, self.path)
+        return attached.instance(self.read_path, self.path)
 
     def _disconnect(self, con: Any) -> None:
         self._attached().release(con)
@@ -420,14 +449,23 @@ class StoreCore:
 
     def writer_lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the store's writer lock (one ingest at a time); StoreBusyError names the holder."""
+        self._refuse_on_snapshot()
         self._ensure_created()
         return self._writing()
+
+    def _refuse_on_snapshot(self) -> None:
+        if self.on_snapshot:
+            raise UsageError(
+                f"this Store reads the published snapshot of {self.path} and cannot write; open it without "
+                "`snapshot=True` to write"
+            )
 
     def check_writable_now(self) -> None:
         """Raise StoreBusyError now (after `wait`) if another process holds the writer lock: what a
         writing command checks before seconds of work (loading a network) it would otherwise waste."""
         from embstore.store.locks import probe_writer
 
+        self._refuse_on_snapshot()
         if self.catalog_path.exists():  # a store not created yet has no other writer
             probe_writer(self.path, wait=self.wait, on_wait=self.on_wait)
 
@@ -463,6 +501,8 @@ class StoreCore:
         file share a DuckDB instance, and with it the settings the caller locks."""
         from embstore.store import attached
 
+        if write:
+            self._refuse_on_snapshot()
         self._ensure_created()
         location = self.location  # read first: the catalog is kept to one connection below
         self.close()
@@ -484,7 +524,7 @@ class StoreCore:
         import duckdb
 
         con = self._opened(
-            lambda _left: duckdb.connect(str(self.catalog_path), read_only=read_only, config={"threads": 1})
+            lambda _left: duckdb.connect(str(self.read_path), read_only=read_only, config={"threads": 1})
         )
         con.execute(f"SET file_search_path = {sql_literal(str(self.path))}")
         remote = self.location.duckdb_filesystem  # known: sql_connection read it first

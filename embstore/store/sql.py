@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embstore.errors import UsageError
+from embstore.results import SqlResult
 
 if TYPE_CHECKING:
     from embstore.store.core import StoreCore
@@ -34,14 +35,12 @@ def sandbox(con, files: Sequence[str], allow: Sequence[Path] = ()) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def run_sql(
-    store: StoreCore, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()
-) -> tuple[list[str], list[tuple]]:
+def run_sql(store: StoreCore, query: str, *, write: bool = False, allow: Sequence[str | Path] = ()) -> SqlResult:
     """(column names, rows) of `query`; read-only unless `write`; files only in the store and `allow`.
 
     >>> import embstore, tempfile
     >>> run_sql(embstore.open(tempfile.mkdtemp(), create=True).core, "SELECT imagenet_name(616) AS name")
-    (['name'], [('knot',)])
+    SqlResult(columns=['name'], rows=[('knot',)])
     """
     import duckdb
 
@@ -67,7 +66,7 @@ def run_sql(
             first = _reason(str(exc))
             raise UsageError(f"SQL error: {first}{_hint(first, write)}") from None
         if not statements or cur.description is None:
-            return [], []
+            return SqlResult([], [])
         columns = [d[0] for d in cur.description]
         rows = cur.fetchall()
         # JSON columns (runs.config, images.extra) come back decoded, not as JSON text to decode again
@@ -76,7 +75,7 @@ def run_sql(
             rows = [
                 tuple(json.loads(v) if i in as_json and v is not None else v for i, v in enumerate(r)) for r in rows
             ]
-        return columns, rows
+        return SqlResult(columns, rows)
 
 
 def _sets_search_path_to(statement, folder: Path) -> bool:
