@@ -140,6 +140,17 @@ def test_ingest_query_and_sql_against_s3(tmp_path, s3, s3_endpoint):
     again = _sorted(remote.vectors("resnet18@none", "layer4"))[1]
     np.testing.assert_array_equal(again, _sorted(local.vectors("resnet18@none", "layer4"))[1])
 
+    # `embstore serve` reads the S3 store through its published snapshot like a local one
+    import urllib.request
+
+    with remote.serve(port=0) as server:
+        with urllib.request.urlopen(server.url + "api/class/knot?model=resnet18@none&k=2&layer=layer4") as r:
+            page = json.loads(r.read())
+    res = run_embstore("--store", store, "--json", "query", "similar", "knot", "--model", "resnet18@none", "--k", "2",
+                       "--layer", "layer4", env=s3_endpoint)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert page["similar"] == json.loads(res.stdout) and page["class"]["images"] == 4
+
 
 def test_remote_location_errors_are_one_line(tmp_path, s3):
     with pytest.raises(EmbstoreError, match="bucket 'no-such-bucket' .* does not exist"):

@@ -81,8 +81,8 @@ def start(
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     hosts = {"127.0.0.1", "localhost", "[::1]", shown} if _loopback(host) else {shown}
-    if host in ("0.0.0.0", "::"):  # every interface: any name this machine is reached by
-        hosts |= {socket.gethostname(), socket.getfqdn()} | _addresses()
+    if host in ("0.0.0.0", "::"):  # every interface: any name this machine is reached by, loopback too
+        hosts |= {"127.0.0.1", "localhost", "[::1]", socket.gethostname(), socket.getfqdn()} | _addresses()
     where = "127.0.0.1" if host in ("0.0.0.0", "::") else shown
     url = f"http://{where}:{bound}/" + (f"?token={token}" if token else "")
     config = uvicorn.Config(

@@ -119,7 +119,7 @@ def image_page(store: Store, image_id: str, q: Mapping[str, str]) -> dict:
 def analyses(store: Store) -> dict:
     """Stored matching results per manifest (with each model's best / worst / luck cases) and the
     stored 2 vs 2 / RSA curves per layer with their intervals."""
-    from embstore.analysis.matching import CASES, cases
+    from embstore.analysis.matching import CASES, cases, roc_curve
     from embstore.analysis.matchingtables import MatchingTables
     from embstore.analysis.rsatables import RsaTables
 
@@ -131,8 +131,11 @@ def analyses(store: Store) -> dict:
             for model_key in tables.models(sha):
                 m = tables.read(sha, model_key)
                 order = cases(m.cos_related, m.cos_unrelated)
+                fpr, tpr = roc_curve(m.cos_related, m.cos_unrelated)
                 shown[model_key] = {
                     "layer": m.layer,
+                    "auc": m.auc,
+                    "roc": {"fpr": np.round(fpr, 5), "tpr": np.round(tpr, 5)},
                     **{c: [{"triplet": int(t), "ids": list(m.ids[t]), "cos_related": float(m.cos_related[t]),
                             "cos_unrelated": float(m.cos_unrelated[t])} for t in order[c][:CASES_SHOWN]]
                        for c in CASES},

@@ -166,18 +166,22 @@ async function imagePage() {
 // -- analyses -------------------------------------------------------------------------------------
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f", "#7c2d12", "#334155"];
 
-function lineChart(id, series, { yLabel, xLabels }) {
+const chartIds = {};
+function lineChart(name, series, { yLabel, xLabel, yMin = 0.4, square = false }) {
+  chartIds[name] = (chartIds[name] || 0) + 1;
+  const id = chartIds[name] === 1 ? name : `${name}-${chartIds[name]}`;
   // series: [{name, points: [{x, y, lo, hi, label}]}]; hover shows values; the legend toggles a series
   const W = 760, H = 300, L = 48, R = 12, T = 12, B = 36;
   const all = series.flatMap((s) => s.points);
   if (!all.length) return h("p", { class: "muted" }, "nothing stored");
   const xs = all.map((p) => p.x), ys = all.flatMap((p) => [p.y, p.lo ?? p.y, p.hi ?? p.y]).filter((v) => v !== null);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs) || 1, y0 = Math.min(0.4, ...ys), y1 = Math.max(1, ...ys);
-  const sx = (x) => L + ((x - x0) / Math.max(x1 - x0, 1)) * (W - L - R), sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
+  const x0 = square ? 0 : Math.min(...xs), x1 = square ? 1 : Math.max(...xs) || 1;
+  const y0 = Math.min(yMin, ...ys), y1 = Math.max(1, ...ys);
+  const sx = (x) => L + ((x - x0) / (x1 - x0 || 1)) * (W - L - R), sy = (y) => T + (1 - (y - y0) / (y1 - y0 || 1)) * (H - T - B);
   const svg = h("svg:svg", { id, class: "chart", width: W, height: H, viewBox: `0 0 ${W} ${H}` });
   svg.append(h("svg:line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }), h("svg:line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
-  for (const t of [0.5, 0.75, 1]) if (t >= y0 && t <= y1) svg.append(h("svg:text", { x: 4, y: sy(t) + 4, "font-size": 11 }, t.toFixed(2)));
-  svg.append(h("svg:text", { x: L, y: H - 8, "font-size": 11 }, xLabels || "layer (forward order)"), h("svg:text", { x: W - 160, y: T + 10, "font-size": 11 }, yLabel));
+  for (const t of [0, 0.25, 0.5, 0.75, 1]) if (t >= y0 && t <= y1) svg.append(h("svg:text", { x: 4, y: sy(t) + 4, "font-size": 11 }, t.toFixed(2)));
+  svg.append(h("svg:text", { x: L, y: H - 8, "font-size": 11 }, xLabel || "layer (forward order)"), h("svg:text", { x: W - 220, y: T + 10, "font-size": 11 }, yLabel));
   const legend = h("p", { class: "legend" });
   series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length];
@@ -187,7 +191,8 @@ function lineChart(id, series, { yLabel, xLabels }) {
       g.append(h("svg:path", { class: "band", fill: color, d: "M" + band.map((p) => `${sx(p.x)},${sy(p.hi)}`).join("L") + "L" + band.slice().reverse().map((p) => `${sx(p.x)},${sy(p.lo)}`).join("L") + "Z" }));
     }
     g.append(h("svg:path", { fill: "none", stroke: color, "stroke-width": 2, d: "M" + s.points.map((p) => `${sx(p.x)},${sy(p.y)}`).join("L") }));
-    for (const p of s.points) {
+    const every = Math.ceil(s.points.length / 200);  // hover targets: at most 200 per curve
+    for (const p of s.points.filter((_, j) => j % every === 0 || j === s.points.length - 1)) {
       const dot = h("svg:circle", { cx: sx(p.x), cy: sy(p.y), r: 4, fill: color, "data-layer": p.label, "data-value": p.y });
       dot.addEventListener("mouseenter", (e) => tipShow(e, [`${s.name}`, `${p.label}: ${fmt(p.y, 3)}` + (p.lo !== null && p.lo !== undefined ? ` [${fmt(p.lo, 3)}, ${fmt(p.hi, 3)}]` : "")]));
       dot.addEventListener("mouseleave", tipHide);
@@ -223,6 +228,9 @@ async function analysesPage() {
     for (const r of m.summary) (byModel[r.model_key] ||= []).push(r);
     nodes.push(lineChart("matching-chart", Object.entries(byModel).map(([name, rows]) => ({ name, points: rows.map((r, i) => ({ x: i, y: r.error, lo: r.error_ci_low, hi: r.error_ci_high, label: r.layer })) })),
       { yLabel: "matching error (95 % CI)" }));
+    nodes.push(lineChart("roc-chart", Object.entries(m.cases).map(([name, cs]) => ({ name: `${name} · ${cs.layer} · AUC ${fmt(cs.auc, 3)}`,
+      points: cs.roc.fpr.map((x, i) => ({ x, y: cs.roc.tpr[i], label: `FPR ${fmt(x, 3)} → TPR` })) })),
+      { yLabel: "ROC: related pairs above a cosine threshold", xLabel: "false positive rate", yMin: 0, square: true }));
     for (const [model, cs] of Object.entries(m.cases)) {
       nodes.push(h("h2", {}, `cases of ${model} at ${cs.layer}`));
       for (const kind of ["best", "worst", "good_luck", "bad_luck"]) {
@@ -236,10 +244,16 @@ async function analysesPage() {
   for (const r of d.rsa) (groups[`${r.reference} · ${r.label_set}`] ||= {})[r.model_key] ||= [];
   for (const r of d.rsa) groups[`${r.reference} · ${r.label_set}`][r.model_key].push(r);
   if (!d.rsa.length) nodes.push(h("p", { class: "muted" }, "none stored: embstore analyze rsa"));
+  const MEASURES = { acc_2v2: ["2 vs 2 accuracy", "acc_ci_low", "acc_ci_high"], rsa_spearman: ["RSA Spearman ρ", "rsa_spearman_ci_low", "rsa_spearman_ci_high"],
+                     acc_1v2: ["1 vs 2 accuracy (misclassified images)", null, null] };
+  const measure = MEASURES[params.get("measure")] ? params.get("measure") : "acc_2v2";
+  const [title, lo, hi] = MEASURES[measure];
+  if (d.rsa.length) nodes.push(h("div", { class: "controls" }, select("measure", Object.keys(MEASURES), measure, (v) => { location.href = withQuery(location.pathname, { measure: v }); })));
   for (const [key, models] of Object.entries(groups)) {
     nodes.push(h("p", { class: "muted" }, key));
-    nodes.push(lineChart("rsa-chart", Object.entries(models).map(([name, rows]) => ({ name, points: rows.map((r) => ({ x: r.layer_order, y: r.acc_2v2, lo: r.acc_ci_low, hi: r.acc_ci_high, label: r.layer })) })),
-      { yLabel: "2 vs 2 accuracy (95 % CI)" }));
+    nodes.push(lineChart("rsa-chart", Object.entries(models).map(([name, rows]) => ({ name, points: rows.filter((r) => r[measure] !== null).map((r) =>
+      ({ x: r.layer_order, y: r[measure], lo: lo ? r[lo] : null, hi: hi ? r[hi] : null, label: r.layer })) })),
+      { yLabel: `${title} (95 % CI)`, yMin: measure === "rsa_spearman" ? -0.2 : 0.4 }));
     nodes.push(table("rsa", ["model", "layer", "2 vs 2", "95 % CI", "p", "RSA ρ", "1 vs 2"], Object.values(models).flat(), (r) =>
       h("tr", { "data-model": r.model_key, "data-layer": r.layer, "data-acc": r.acc_2v2 }, h("td", {}, r.model_key), h("td", {}, r.layer), h("td", { class: "num" }, fmt(r.acc_2v2, 3)),
         h("td", { class: "num" }, `${fmt(r.acc_ci_low, 3)} – ${fmt(r.acc_ci_high, 3)}`), h("td", { class: "num" }, fmt(r.p_value, 4)),
