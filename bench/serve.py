@@ -60,6 +60,7 @@ def pages(store: embstore.Store) -> dict[str, tuple[str, str]]:
         "image": (f"/image/{image}", f"/api/image/{image}"),
         "analyses": ("/analyses", "/api/analyses"),
         "map (classes)": ("/map", "/api/map"),
+        "map (images)": ("/map?of=images", "/api/map?of=images"),
         "sql": ("/sql?q=SELECT%20count(*)%20FROM%20images", "/api/sql?q=SELECT%20count(*)%20FROM%20images"),
     }
 
