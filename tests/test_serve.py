@@ -166,6 +166,12 @@ def test_a_browser_walks_from_a_class_to_a_neighbour_to_an_image(served, browser
     page.locator("div:has(> #rsa-chart) input[data-toggle]").first.uncheck()  # a model's curve toggles off
     assert page.locator("#rsa-chart g[data-series]").first.evaluate("g => g.style.display") == "none"
     assert page.locator("#roc-chart circle").count() > 2  # the ROC of the stored cosines, hoverable
+    hidden = next(r["error"] for r in summary if r["layer"] == "hidden")  # fig. 6: the model at its `hidden` layer
+    assert [float(v) for v in page.locator("#errors-chart circle").evaluate_all(
+        "cs => cs.map(c => c.dataset.value)")] == [hidden]  # fmt: skip
+    page.locator("#errors-chart circle").first.hover()
+    assert "top-1" in page.inner_text("#tip")
+    assert page.locator("#ratings-chart circle").count() == 2 * 8  # fig. 4: both pairs of the 8 rated triplets
 
     # map: hover a class prototype (placed as the page places it) and see its name; a box selects
     page.goto(base + "/map?of=classes&layer=hidden")

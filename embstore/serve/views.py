@@ -126,7 +126,9 @@ def analyses(store: Store) -> dict:
     matching = []
     with store.core.read() as con:
         tables = MatchingTables(con)
+        rates = Catalog(con).error_rates()
         for sha, n, computed in tables.manifests():
+            rated = tables.has_ratings(sha)
             shown = {}
             for model_key in tables.models(sha):
                 m = tables.read(sha, model_key)
@@ -136,6 +138,11 @@ def analyses(store: Store) -> dict:
                     "layer": m.layer,
                     "auc": m.auc,
                     "roc": {"fpr": np.round(fpr, 5), "tpr": np.round(tpr, 5)},
+                    "error": m.error,
+                    "top1_error": rates.get(model_key, {}).get("top1_error"),  # seed 000 fig. 6
+                    # seed 000 fig. 4: (human rating, cosine) of every rated pair
+                    "ratings": {"related": np.c_[m.ratings[:, 0], m.cos_related].round(5),
+                                "unrelated": np.c_[m.ratings[:, 1], m.cos_unrelated].round(5)} if rated else None,
                     **{c: [{"triplet": int(t), "ids": list(m.ids[t]), "cos_related": float(m.cos_related[t]),
                             "cos_unrelated": float(m.cos_unrelated[t])} for t in order[c][:CASES_SHOWN]]
                        for c in CASES},

@@ -167,7 +167,7 @@ async function imagePage() {
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f", "#7c2d12", "#334155"];
 
 const chartIds = {};
-function lineChart(name, series, { yLabel, xLabel, yMin = 0.4, square = false }) {
+function lineChart(name, series, { yLabel, xLabel, yMin = 0.4, square = false, dots = false }) {
   chartIds[name] = (chartIds[name] || 0) + 1;
   const id = chartIds[name] === 1 ? name : `${name}-${chartIds[name]}`;
   // series: [{name, points: [{x, y, lo, hi, label}]}]; hover shows values; the legend toggles a series
@@ -181,7 +181,7 @@ function lineChart(name, series, { yLabel, xLabel, yMin = 0.4, square = false })
   const svg = h("svg:svg", { id, class: "chart", width: W, height: H, viewBox: `0 0 ${W} ${H}` });
   svg.append(h("svg:line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }), h("svg:line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
   for (const t of [0, 0.25, 0.5, 0.75, 1]) if (t >= y0 && t <= y1) svg.append(h("svg:text", { x: 4, y: sy(t) + 4, "font-size": 11 }, t.toFixed(2)));
-  svg.append(h("svg:text", { x: L, y: H - 8, "font-size": 11 }, xLabel || "layer (forward order)"), h("svg:text", { x: W - 220, y: T + 10, "font-size": 11 }, yLabel));
+  svg.append(h("svg:text", { x: L, y: H - 8, "font-size": 11 }, xLabel || "layer (forward order)"), h("svg:text", { x: L + 8, y: T + 10, "font-size": 11 }, yLabel));
   const legend = h("p", { class: "legend" });
   series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length];
@@ -190,8 +190,8 @@ function lineChart(name, series, { yLabel, xLabel, yMin = 0.4, square = false })
     if (band.length > 1) {
       g.append(h("svg:path", { class: "band", fill: color, d: "M" + band.map((p) => `${sx(p.x)},${sy(p.hi)}`).join("L") + "L" + band.slice().reverse().map((p) => `${sx(p.x)},${sy(p.lo)}`).join("L") + "Z" }));
     }
-    g.append(h("svg:path", { fill: "none", stroke: color, "stroke-width": 2, d: "M" + s.points.map((p) => `${sx(p.x)},${sy(p.y)}`).join("L") }));
-    const every = Math.ceil(s.points.length / 200);  // hover targets: at most 200 per curve
+    if (!dots) g.append(h("svg:path", { fill: "none", stroke: color, "stroke-width": 2, d: "M" + s.points.map((p) => `${sx(p.x)},${sy(p.y)}`).join("L") }));
+    const every = dots ? 1 : Math.ceil(s.points.length / 200);  // hover targets: at most 200 per curve
     for (const p of s.points.filter((_, j) => j % every === 0 || j === s.points.length - 1)) {
       const dot = h("svg:circle", { cx: sx(p.x), cy: sy(p.y), r: 4, fill: color, "data-layer": p.label, "data-value": p.y });
       dot.addEventListener("mouseenter", (e) => tipShow(e, [`${s.name}`, `${p.label}: ${fmt(p.y, 3)}` + (p.lo !== null && p.lo !== undefined ? ` [${fmt(p.lo, 3)}, ${fmt(p.hi, 3)}]` : "")]));
@@ -231,6 +231,17 @@ async function analysesPage() {
     nodes.push(lineChart("roc-chart", Object.entries(m.cases).map(([name, cs]) => ({ name: `${name} · ${cs.layer} · AUC ${fmt(cs.auc, 3)}`,
       points: cs.roc.fpr.map((x, i) => ({ x, y: cs.roc.tpr[i], label: `FPR ${fmt(x, 3)} → TPR` })) })),
       { yLabel: "ROC: related pairs above a cosine threshold", xLabel: "false positive rate", yMin: 0, square: true }));
+    const withTop1 = Object.entries(m.cases).filter(([, cs]) => cs.top1_error !== null);
+    if (withTop1.length) {
+      nodes.push(lineChart("errors-chart", withTop1.map(([name, cs]) => ({ name, points: [{ x: cs.top1_error, y: cs.error, label: `top-1 ${fmt(cs.top1_error, 3)} · matching` }] })),
+        { yLabel: "matching error against ImageNet top-1 error (seed 000 fig. 6)", xLabel: "top-1 error of the labelled images", yMin: 0, square: true, dots: true }));
+    }
+    const rated = Object.entries(m.cases).filter(([, cs]) => cs.ratings);
+    if (rated.length) {
+      nodes.push(lineChart("ratings-chart", rated.flatMap(([name, cs]) => ["related", "unrelated"].map((kind) => ({ name: `${name} · ${kind}`,
+        points: cs.ratings[kind].filter(([r]) => r !== null).map(([r, c]) => ({ x: r, y: c, label: `rating ${fmt(r, 2)} · cosine` })) }))),
+        { yLabel: "cosine against human rating (seed 000 fig. 4)", xLabel: "human rating of the pair", yMin: 0, dots: true }));
+    }
     for (const [model, cs] of Object.entries(m.cases)) {
       nodes.push(h("h2", {}, `cases of ${model} at ${cs.layer}`));
       for (const kind of ["best", "worst", "good_luck", "bad_luck"]) {
