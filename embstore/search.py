@@ -147,14 +147,15 @@ def image_index(
     meta_path, index_path, ids_path = (
         derived_path(store, model_key, layer, f"{kind}{ext}") for ext in (".json", ".faiss", ".ids.npy")
     )
-    loaded = _LOADED.get((str(index_path), fingerprint))
+    key = (str(index_path), fingerprint)
+    loaded = _LOADED.get(key)
     if loaded is not None:  # a long-lived process (a server, a notebook) keeps the index it read
-        _LOADED.move_to_end((str(index_path), fingerprint))
+        _LOADED.move_to_end(key)
         return dataclasses.replace(loaded, rebuilt=False)
     if meta_path.exists():
         cached = _cached_index(kind, fingerprint, meta_path, index_path, ids_path)
         if cached is not None:
-            return _keep((str(index_path), fingerprint), cached)
+            return _keep(key, cached)
     width = cat.layer_width(model_key, layer)
     table = ActivationTable(store)
 
@@ -173,7 +174,7 @@ def image_index(
         ids_path, lambda f: np.save(f, np.array(ids, dtype="S"))
     ):
         cache_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
-    return _keep((str(index_path), fingerprint), ImageIndex(kind, ids, index, recall, True))
+    return _keep(key, ImageIndex(kind, ids, index, recall, True))
 
 
 _LOADED: collections.OrderedDict[tuple[str, str], ImageIndex] = collections.OrderedDict()

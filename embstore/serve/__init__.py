@@ -12,6 +12,7 @@ import ipaddress
 import secrets
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from embstore.errors import UsageError
@@ -64,7 +65,7 @@ def start(
     """
     import uvicorn
 
-    from embstore.serve.app import make_app
+    from embstore.serve.app import LOOPBACK, make_app
     from embstore.store.core import StoreCore
 
     if token == "auto":
@@ -80,9 +81,9 @@ def start(
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    hosts = {"127.0.0.1", "localhost", "[::1]", shown} if _loopback(host) else {shown}
+    hosts = {*LOOPBACK, shown} if _loopback(host) else {shown}
     if host in ("0.0.0.0", "::"):  # every interface: any name this machine is reached by, loopback too
-        hosts |= {"127.0.0.1", "localhost", "[::1]", socket.gethostname(), socket.getfqdn()} | _addresses()
+        hosts |= {*LOOPBACK, socket.gethostname(), socket.getfqdn()} | _addresses()
     where = "127.0.0.1" if host in ("0.0.0.0", "::") else shown
     url = f"http://{where}:{bound}/" + (f"?token={token}" if token else "")
     config = uvicorn.Config(
@@ -92,7 +93,7 @@ def start(
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="embstore-serve")
     thread.start()
     while not server.started and thread.is_alive():
-        threading.Event().wait(0.01)
+        time.sleep(0.01)
     return Server(server, reader, url, thread)
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from embstore.api import Store
 
 IMAGE_ID = re.compile(r"^[0-9a-f]{20}$")
-PAGES = ("store", "class", "image", "analyses", "map", "sql")
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "[::1]"})  # the Host names of a loopback server
 TOKEN_COOKIE = "embstore_token"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -47,7 +47,7 @@ def make_app(store: Store, *, token: str | None = None, hosts: set[str] | None =
     from starlette.staticfiles import StaticFiles
 
     lock = threading.Lock()
-    hosts = hosts or {"127.0.0.1", "localhost", "[::1]"}
+    hosts = hosts or set(LOOPBACK)
 
     def api(compute):
         """A JSON endpoint: `compute(request)` under the store lock."""
@@ -108,9 +108,7 @@ def _page(kind: str, arg: str | None = None):
     def endpoint(request):
         from starlette.responses import HTMLResponse
 
-        value = request.path_params.get(arg, "") if arg else ""
-        if kind == "image" and not IMAGE_ID.match(value):
-            raise UsageError(f"{value!r} is not an image id (20 hex digits)")
+        value = _image_id(request) if kind == "image" else request.path_params.get(arg, "") if arg else ""
         body = template.replace("{{page}}", kind).replace("{{arg}}", html.escape(json.dumps(value), quote=True))
         return HTMLResponse(body, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
 
@@ -142,10 +140,11 @@ def _file(store: Store, lock: threading.Lock, *, thumb: bool):
             raise NotFoundError(f"no stored image with id {image_id}")
         if thumb:
             thumbs = Thumbnails(store.core)
-            if thumbs.get(image_id, card["path"]) is None:
-                raise NotFoundError(f"image {image_id}: its file {card['path']} is gone or changed")
             path, media = thumbs.path(image_id), "image/jpeg"
-            data = path.read_bytes() if path.is_file() else _jpeg(thumbs.get(image_id, card["path"]))
+            made = None if path.is_file() else thumbs.get(image_id, card["path"])  # made once, then cached
+            if made is None and not path.is_file():
+                raise NotFoundError(f"image {image_id}: its file {card['path']} is gone or changed")
+            data = path.read_bytes() if path.is_file() else _jpeg(made)  # a read-only store caches nothing
         else:
             data = _listed_file(image_id, card["path"])
             media = mimetypes.guess_type(card["path"])[0] or "application/octet-stream"
@@ -191,7 +190,6 @@ class _Guard:
         if host not in self.hosts:
             await _refuse(scope, receive, send, 421, "UsageError", f"host {host or '(none)'!r} is not this server")
             return
-        given = None
         if self.token is not None:
             auth = request.headers.get("authorization", "")
             given = request.query_params.get("token") or (auth[7:] if auth.startswith("Bearer ") else None) or \

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embstore.errors import EmbstoreError, UsageError
+from embstore.errors import EmbstoreError, NotFoundError, UsageError
 from embstore.results import to_json
 from embstore.store.catalog import Catalog
 
@@ -57,7 +57,6 @@ def class_page(store: Store, name: str, q: Mapping[str, str]) -> dict:
     """A class: its images, its nearest classes (`embstore query similar --json`), its prototype's
     top channels and a model's failures on it (seed 000 table 1, with the top-5)."""
     from embstore.analysis.labelsets import find_class
-    from embstore.labels.imagenet import classes
 
     k = _int(q, "k", 9, 1, 1000)
     with store.core.read() as con:
@@ -75,8 +74,7 @@ def class_page(store: Store, name: str, q: Mapping[str, str]) -> dict:
         )
     )
     for f in failures:
-        f["top5"] = [{"name": classes()[int(c)].name, "index": int(c), "prob": float(p)}
-                     for c, p in zip(f.pop("top5_index"), f.pop("top5_prob"))]  # fmt: skip
+        f["top5"] = _top5(f.pop("top5_index"), f.pop("top5_prob"))
     layer = q.get("layer") if q.get("layer") not in (None, "all") else ("hidden" if "hidden" in layers else None)
     channels = _part(lambda: _top_channels(store, model_key, layer, ref, 10)) if layer and model_key else None
     return to_json(
@@ -89,23 +87,18 @@ def class_page(store: Store, name: str, q: Mapping[str, str]) -> dict:
 
 def image_page(store: Store, image_id: str, q: Mapping[str, str]) -> dict:
     """An image: its catalog row, each model's top-5, its nearest images (`embstore query images --json`)."""
-    from embstore.labels.imagenet import classes
-
     k = _int(q, "k", 10, 1, 1000)
     with store.core.read() as con:
         cat = Catalog(con)
         card = cat.image_card(image_id)
         if card is None:
-            from embstore.errors import NotFoundError
-
             raise NotFoundError(f"no stored image with id {image_id!r}")
         predictions = cat.image_predictions(image_id)
         model_keys = cat.stored_model_keys()
         model_key = cat.resolve_model(q.get("model")) if model_keys else None
         layers = [r[0] for r in cat.layers_with_vectors(model_key)] if model_key else []
     for p in predictions:
-        p["top5"] = [{"name": classes()[int(c)].name, "index": int(c), "prob": float(pr)}
-                     for c, pr in zip(p.pop("top5_index"), p.pop("top5_prob"))]  # fmt: skip
+        p["top5"] = _top5(p.pop("top5_index"), p.pop("top5_prob"))
     layer = q.get("layer") or "hidden"
     nearest = None
     if model_key:  # the query's own options: `embstore query images ID [options] --json`
@@ -216,6 +209,13 @@ def _int(q: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int
     if not lo <= value <= hi:
         raise UsageError(f"{name}={value}: must be between {lo} and {hi}")
     return value
+
+
+def _top5(indices, probs) -> list[dict]:
+    """A stored top-5 (ImageNet class indices, probabilities) as named classes."""
+    from embstore.labels.imagenet import classes
+
+    return [{"name": classes()[int(c)].name, "index": int(c), "prob": float(p)} for c, p in zip(indices, probs)]
 
 
 def _part(compute) -> Any:

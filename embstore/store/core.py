@@ -143,7 +143,7 @@ class StoreCore:
                    else f"no embstore store at {self.path}")
             )  # fmt: skip
         with self.read() as con:
-            stale = pending(con) or not catalogfile.is_current(con)
+            stale = self._needs_upgrade(con)
         if stale:
             raise StoreError(
                 f"the snapshot {self.snapshot_path} is of an older catalog: open the store once to migrate "
